@@ -1,0 +1,83 @@
+//! Launch wrappers for kernels/elementwise.cu.
+
+use super::params::GlipElementwiseParams;
+use super::{launch_1d, CudaBackend};
+use crate::error::{Error, Result};
+use crate::kernels::names;
+use cudarc::driver::{CudaSlice, PushKernelArg};
+use half::f16;
+
+const FAMILY: &str = "elementwise";
+const BLOCK: u32 = 256;
+
+fn params(n: usize, alpha: f32, beta: f32) -> GlipElementwiseParams {
+    GlipElementwiseParams { n: n as i64, alpha, beta }
+}
+
+fn check(op: &'static str, got: usize, want: usize) -> Result<()> {
+    if got < want {
+        return Err(Error::shape(op, format!("buffer of {got} elements, {want} needed")));
+    }
+    Ok(())
+}
+
+/// y[n] f16 = x[n] f32 rounded to nearest even.
+pub fn cast_f32_f16(be: &CudaBackend, x: &CudaSlice<f32>, y: &mut CudaSlice<f16>, n: usize) -> Result<()> {
+    check("cast_f32_f16", x.len(), n)?;
+    check("cast_f32_f16", y.len(), n)?;
+    let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_CAST_F32_F16)?;
+    let p = params(n, 1.0, 0.0);
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&p).arg(x).arg(y);
+    // SAFETY: the kernel reads x[0..n) and writes y[0..n); both lengths were checked.
+    unsafe { l.launch(launch_1d(n, BLOCK)) }?;
+    Ok(())
+}
+
+/// y[n] f32 = x[n] f16.
+pub fn cast_f16_f32(be: &CudaBackend, x: &CudaSlice<f16>, y: &mut CudaSlice<f32>, n: usize) -> Result<()> {
+    check("cast_f16_f32", x.len(), n)?;
+    check("cast_f16_f32", y.len(), n)?;
+    let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_CAST_F16_F32)?;
+    let p = params(n, 1.0, 0.0);
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&p).arg(x).arg(y);
+    // SAFETY: the kernel reads x[0..n) and writes y[0..n); both lengths were checked.
+    unsafe { l.launch(launch_1d(n, BLOCK)) }?;
+    Ok(())
+}
+
+/// y = alpha*a + beta*b, all [n] f16.
+pub fn axpby_f16(
+    be: &CudaBackend,
+    alpha: f32,
+    a: &CudaSlice<f16>,
+    beta: f32,
+    b: &CudaSlice<f16>,
+    y: &mut CudaSlice<f16>,
+    n: usize,
+) -> Result<()> {
+    check("axpby_f16", a.len(), n)?;
+    check("axpby_f16", b.len(), n)?;
+    check("axpby_f16", y.len(), n)?;
+    let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_AXPBY_F16)?;
+    let p = params(n, alpha, beta);
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&p).arg(a).arg(b).arg(y);
+    // SAFETY: reads a, b and writes y over [0, n); all three lengths were checked.
+    unsafe { l.launch(launch_1d(n, BLOCK)) }?;
+    Ok(())
+}
+
+/// y = alpha*a + beta, [n] f16.
+pub fn scale_f16(be: &CudaBackend, alpha: f32, a: &CudaSlice<f16>, beta: f32, y: &mut CudaSlice<f16>, n: usize) -> Result<()> {
+    check("scale_f16", a.len(), n)?;
+    check("scale_f16", y.len(), n)?;
+    let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_SCALE_F16)?;
+    let p = params(n, alpha, beta);
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&p).arg(a).arg(y);
+    // SAFETY: reads a and writes y over [0, n); both lengths were checked.
+    unsafe { l.launch(launch_1d(n, BLOCK)) }?;
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! `glip doctor`: what this binary was built with, what the machine has, and whether every
+//! compiled kernel family agrees with its CPU twin on this GPU.
+
+use super::crate_result::Result;
+use glip_rt::backend::cuda::{self, CudaBackend};
+use glip_rt::kernels;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Device ordinal to check (all devices are listed).
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+}
+
+pub fn run(args: Args) -> Result {
+    println!("glip-rt {}", env!("CARGO_PKG_VERSION"));
+    println!("build:");
+    if kernels::COMPILED {
+        println!("  CUDA kernels: compiled ({} families: {})", kernels::FATBINS.len(), kernels::families().join(", "));
+        println!("  archs: SASS sm_{} + PTX compute_{}", kernels::ARCHS.replace(',', ", sm_"), newest_arch());
+        println!("  nvcc: {} ({})", kernels::NVCC_VERSION.trim(), kernels::NVCC_PATH);
+        for (fam, bytes) in kernels::FATBINS {
+            println!("    {fam}: {} bytes", bytes.len());
+        }
+    } else {
+        println!("  CUDA kernels: NOT compiled (no nvcc at build time): CPU-only build");
+        println!("  fix: scripts/install-cuda-toolchain.sh && cargo build --release");
+    }
+    println!("  kernel symbols in sources: {}", kernels::KERNELS.len());
+    println!("machine:");
+    if !cuda::driver_present() {
+        println!("  CUDA driver: not found (libcuda.so not loadable); no GPU checks run");
+        println!("result: CPU backend only");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match cuda::driver_version() {
+        Ok((a, b)) => println!("  CUDA driver: {a}.{b}"),
+        Err(e) => println!("  CUDA driver: version unknown ({e})"),
+    }
+    let n = match cuda::device_count() {
+        Ok(n) => n,
+        Err(e) => {
+            println!("  devices: none ({e}); no GPU checks run");
+            println!("result: CPU backend only");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    for i in 0..n {
+        match CudaBackend::new(i) {
+            Ok(be) => {
+                let name = be.name().unwrap_or_else(|e| format!("? ({e})"));
+                let cc = be.compute_capability().map(|(a, b)| format!("{a}.{b}")).unwrap_or_else(|e| format!("? ({e})"));
+                let mem = be.total_mem().map(|m| format!("{:.1} GiB", m as f64 / (1u64 << 30) as f64)).unwrap_or_default();
+                println!("  device {i}: {name}, compute capability {cc}, {mem}");
+            }
+            Err(e) => println!("  device {i}: cannot open ({e})"),
+        }
+    }
+    if !kernels::COMPILED {
+        println!("result: a GPU is present but this binary has no kernels; rebuild with nvcc");
+        return Ok(ExitCode::FAILURE);
+    }
+    let be = CudaBackend::new(args.device)?;
+    println!("kernel checks on device {} (GPU vs CPU twin, random inputs):", args.device);
+    let mut ok = true;
+    for c in glip_rt::selftest::run_all(&be) {
+        println!("  {:<14} {}  {}", c.family, if c.passed { "PASS" } else { "FAIL" }, c.figure);
+        ok &= c.passed;
+    }
+    println!("result: {}", if ok { "all checks passed" } else { "SOME CHECKS FAILED" });
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn newest_arch() -> String {
+    kernels::ARCHS.split(',').filter_map(|a| a.parse::<u32>().ok()).max().map(|a| a.to_string()).unwrap_or_default()
+}

@@ -1,0 +1,29 @@
+//! The `glip` command line: one module per subcommand.
+
+pub mod doctor;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "glip", version, about = "GLIP phrase-grounding detector: CUDA kernels + CPU reference")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build facts, CUDA driver and devices, and a GPU-vs-CPU check of every kernel family.
+    Doctor(doctor::Args),
+}
+
+pub fn run(cli: Cli) -> crate_result::Result {
+    match cli.command {
+        Command::Doctor(a) => doctor::run(a),
+    }
+}
+
+/// What a subcommand returns: the process exit code, or an error printed by main.
+pub mod crate_result {
+    pub type Result = std::result::Result<std::process::ExitCode, glip_rt::Error>;
+}

@@ -1,0 +1,16 @@
+//! glip-rt: a GLIP (grounded language-image pre-training) inference runtime.
+//!
+//! Hand-written CUDA kernels (`kernels/`, compiled by build.rs and embedded) and a CPU
+//! backend computing the same function, which is the reference for every kernel and the
+//! fallback without a GPU. See README.md and docs/.
+
+pub mod backend;
+pub mod error;
+pub mod kernels;
+pub mod selftest;
+pub mod tensor;
+pub mod testing;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use tensor::{DType, Device, Tensor};
