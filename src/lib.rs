@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod error;
 pub mod kernels;
+pub mod model;
 pub mod selftest;
 pub mod tensor;
 pub mod testing;
