@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 
+pub mod config;
+
 /// Named host tensors (floats as f32), as read from a safetensors file.
 #[derive(Default)]
 pub struct WeightMap {
@@ -50,5 +52,44 @@ impl WeightMap {
             return Err(self.err(format!("tensor `{key}` has shape {:?}, expected a scalar", t.shape())));
         }
         Ok(t.to_f32_vec()?[0])
+    }
+}
+
+/// One NCHW feature map in f32 (a pyramid level, an image batch).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureMap {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    /// [n, c, h, w] row-major.
+    pub data: Vec<f32>,
+}
+
+impl FeatureMap {
+    pub fn new(n: usize, c: usize, h: usize, w: usize, data: Vec<f32>) -> Result<Self> {
+        if data.len() != n * c * h * w {
+            return Err(Error::shape("FeatureMap::new", format!("[{n}, {c}, {h}, {w}] needs {} values, got {}", n * c * h * w, data.len())));
+        }
+        Ok(FeatureMap { n, c, h, w, data })
+    }
+    pub fn zeros(n: usize, c: usize, h: usize, w: usize) -> Self {
+        FeatureMap { n, c, h, w, data: vec![0.0; n * c * h * w] }
+    }
+    /// From a 4-D host tensor (any float dtype).
+    pub fn from_tensor(t: &Tensor) -> Result<Self> {
+        let [n, c, h, w] = t.dims::<4>("FeatureMap::from_tensor")?;
+        FeatureMap::new(n, c, h, w, t.to_f32_vec()?)
+    }
+    pub fn to_tensor(&self) -> Result<Tensor> {
+        Tensor::from_f32(&[self.n, self.c, self.h, self.w], self.data.clone())
+    }
+    pub fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    /// The [c, h, w] slice of image `b`.
+    pub fn image(&self, b: usize) -> &[f32] {
+        let s = self.c * self.h * self.w;
+        &self.data[b * s..(b + 1) * s]
     }
 }
