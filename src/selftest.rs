@@ -26,7 +26,11 @@ pub fn run_all(be: &CudaBackend) -> Vec<Check> {
     checks()
         .into_iter()
         .map(|(family, f)| {
-            f(be).unwrap_or_else(|e| Check { family, passed: false, figure: format!("error: {e}") })
+            f(be).unwrap_or_else(|e| Check {
+                family,
+                passed: false,
+                figure: format!("error: {e}"),
+            })
         })
         .collect()
 }
@@ -34,8 +38,16 @@ pub fn run_all(be: &CudaBackend) -> Vec<Check> {
 fn elementwise(be: &CudaBackend) -> Result<Check> {
     let n = 100_003;
     let mut rng = Rng::new(7);
-    let a: Vec<f16> = rng.normal_vec(n, 3.0).into_iter().map(f16::from_f32).collect();
-    let b: Vec<f16> = rng.normal_vec(n, 3.0).into_iter().map(f16::from_f32).collect();
+    let a: Vec<f16> = rng
+        .normal_vec(n, 3.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let b: Vec<f16> = rng
+        .normal_vec(n, 3.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
     let want = cpu::elementwise::axpby_f16(0.75, &a, -1.25, &b)?;
     let (da, db) = (be.upload_f16(&a)?, be.upload_f16(&b)?);
     let mut y = be.filled_f16(n, f16::NAN)?;
@@ -46,5 +58,9 @@ fn elementwise(be: &CudaBackend) -> Result<Check> {
     let d = max_abs_diff(&g, &w);
     // Both round the same f32 value once: results must be bitwise equal.
     let passed = g.iter().all(|v| !v.is_nan()) && d == 0.0;
-    Ok(Check { family: "elementwise", passed, figure: format!("max |diff| {d:.1e} (tol 0: same rounding)") })
+    Ok(Check {
+        family: "elementwise",
+        passed,
+        figure: format!("max |diff| {d:.1e} (tol 0: same rounding)"),
+    })
 }

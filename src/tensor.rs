@@ -102,7 +102,10 @@ impl Tensor {
         if len != numel(shape) {
             return Err(Error::shape(
                 "Tensor::from_host",
-                format!("shape {shape:?} needs {} elements, data has {len}", numel(shape)),
+                format!(
+                    "shape {shape:?} needs {} elements, data has {len}",
+                    numel(shape)
+                ),
             ));
         }
         Ok(Tensor {
@@ -126,9 +129,8 @@ impl Tensor {
         &self.shape
     }
     pub fn dims<const N: usize>(&self, op: &'static str) -> Result<[usize; N]> {
-        <[usize; N]>::try_from(self.shape.as_slice()).map_err(|_| {
-            Error::shape(op, format!("expected {N} dims, got shape {:?}", self.shape))
-        })
+        <[usize; N]>::try_from(self.shape.as_slice())
+            .map_err(|_| Error::shape(op, format!("expected {N} dims, got shape {:?}", self.shape)))
     }
     pub fn numel(&self) -> usize {
         numel(&self.shape)
@@ -138,18 +140,26 @@ impl Tensor {
     }
     pub fn dtype(&self) -> DType {
         match &self.storage {
-            Storage::Host(HostData::F32(_)) | Storage::Cuda { data: DeviceData::F32(_), .. } => {
-                DType::F32
-            }
-            Storage::Host(HostData::F16(_)) | Storage::Cuda { data: DeviceData::F16(_), .. } => {
-                DType::F16
-            }
-            Storage::Host(HostData::I32(_)) | Storage::Cuda { data: DeviceData::I32(_), .. } => {
-                DType::I32
-            }
-            Storage::Host(HostData::U8(_)) | Storage::Cuda { data: DeviceData::U8(_), .. } => {
-                DType::U8
-            }
+            Storage::Host(HostData::F32(_))
+            | Storage::Cuda {
+                data: DeviceData::F32(_),
+                ..
+            } => DType::F32,
+            Storage::Host(HostData::F16(_))
+            | Storage::Cuda {
+                data: DeviceData::F16(_),
+                ..
+            } => DType::F16,
+            Storage::Host(HostData::I32(_))
+            | Storage::Cuda {
+                data: DeviceData::I32(_),
+                ..
+            } => DType::I32,
+            Storage::Host(HostData::U8(_))
+            | Storage::Cuda {
+                data: DeviceData::U8(_),
+                ..
+            } => DType::U8,
         }
     }
     pub fn device(&self) -> Device {

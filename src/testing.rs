@@ -39,7 +39,11 @@ pub fn testdata() -> PathBuf {
 
 /// A golden file's tensors by name, every float upcast to f32 (integers kept).
 pub fn load_golden(name: &str) -> Result<HashMap<String, Tensor>> {
-    crate::weights::read_safetensors_all(&testdata().join("golden").join(format!("{name}.safetensors")))
+    crate::weights::read_safetensors_all(
+        &testdata()
+            .join("golden")
+            .join(format!("{name}.safetensors")),
+    )
 }
 
 /// A small deterministic PRNG (xorshift64*) so tests need no extra crate.
@@ -82,19 +86,32 @@ impl Rng {
 
 /// max |got - want|.
 pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
-    got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Normalised squared error ‖got − want‖² / ‖want‖² (design.md: f32 ≤ 1e-6, f16 ≤ 1e-4).
 pub fn nse(got: &[f32], want: &[f32]) -> f64 {
-    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
     let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
     num / den.max(f64::MIN_POSITIVE)
 }
 
 /// Assert |got − want| ≤ atol + rtol·|want| elementwise, with NaN failing; reports the worst.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
     let mut worst = (0usize, 0.0f32);
     for (i, (a, b)) in got.iter().zip(want).enumerate() {
         let d = (a - b).abs();
@@ -105,5 +122,10 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
             worst = (i, d);
         }
     }
-    println!("{what}: max |diff| {:.3e} at {} over {} elements", worst.1, worst.0, got.len());
+    println!(
+        "{what}: max |diff| {:.3e} at {} over {} elements",
+        worst.1,
+        worst.0,
+        got.len()
+    );
 }

@@ -27,12 +27,23 @@ pub trait Backend {
 }
 
 /// (m, k, n) of a matmul, checking that the inner dimensions agree.
-pub(crate) fn matmul_dims(a: &Tensor, b: &Tensor, b_transposed: bool) -> Result<(usize, usize, usize)> {
+pub(crate) fn matmul_dims(
+    a: &Tensor,
+    b: &Tensor,
+    b_transposed: bool,
+) -> Result<(usize, usize, usize)> {
     let [m, k] = a.dims::<2>("matmul")?;
     let [b0, b1] = b.dims::<2>("matmul")?;
     let (kb, n) = if b_transposed { (b1, b0) } else { (b0, b1) };
     if k != kb {
-        return Err(Error::shape("matmul", format!("a {:?} b {:?} transposed={b_transposed}", a.shape(), b.shape())));
+        return Err(Error::shape(
+            "matmul",
+            format!(
+                "a {:?} b {:?} transposed={b_transposed}",
+                a.shape(),
+                b.shape()
+            ),
+        ));
     }
     Ok((m, k, n))
 }

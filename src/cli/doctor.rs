@@ -17,9 +17,21 @@ pub fn run(args: Args) -> Result {
     println!("glip-rt {}", env!("CARGO_PKG_VERSION"));
     println!("build:");
     if kernels::COMPILED {
-        println!("  CUDA kernels: compiled ({} families: {})", kernels::FATBINS.len(), kernels::families().join(", "));
-        println!("  archs: SASS sm_{} + PTX compute_{}", kernels::ARCHS.replace(',', ", sm_"), newest_arch());
-        println!("  nvcc: {} ({})", kernels::NVCC_VERSION.trim(), kernels::NVCC_PATH);
+        println!(
+            "  CUDA kernels: compiled ({} families: {})",
+            kernels::FATBINS.len(),
+            kernels::families().join(", ")
+        );
+        println!(
+            "  archs: SASS sm_{} + PTX compute_{}",
+            kernels::ARCHS.replace(',', ", sm_"),
+            newest_arch()
+        );
+        println!(
+            "  nvcc: {} ({})",
+            kernels::NVCC_VERSION.trim(),
+            kernels::NVCC_PATH
+        );
         for (fam, bytes) in kernels::FATBINS {
             println!("    {fam}: {} bytes", bytes.len());
         }
@@ -50,8 +62,14 @@ pub fn run(args: Args) -> Result {
         match CudaBackend::new(i) {
             Ok(be) => {
                 let name = be.name().unwrap_or_else(|e| format!("? ({e})"));
-                let cc = be.compute_capability().map(|(a, b)| format!("{a}.{b}")).unwrap_or_else(|e| format!("? ({e})"));
-                let mem = be.total_mem().map(|m| format!("{:.1} GiB", m as f64 / (1u64 << 30) as f64)).unwrap_or_default();
+                let cc = be
+                    .compute_capability()
+                    .map(|(a, b)| format!("{a}.{b}"))
+                    .unwrap_or_else(|e| format!("? ({e})"));
+                let mem = be
+                    .total_mem()
+                    .map(|m| format!("{:.1} GiB", m as f64 / (1u64 << 30) as f64))
+                    .unwrap_or_default();
                 println!("  device {i}: {name}, compute capability {cc}, {mem}");
             }
             Err(e) => println!("  device {i}: cannot open ({e})"),
@@ -62,16 +80,40 @@ pub fn run(args: Args) -> Result {
         return Ok(ExitCode::FAILURE);
     }
     let be = CudaBackend::new(args.device)?;
-    println!("kernel checks on device {} (GPU vs CPU twin, random inputs):", args.device);
+    println!(
+        "kernel checks on device {} (GPU vs CPU twin, random inputs):",
+        args.device
+    );
     let mut ok = true;
     for c in glip_rt::selftest::run_all(&be) {
-        println!("  {:<14} {}  {}", c.family, if c.passed { "PASS" } else { "FAIL" }, c.figure);
+        println!(
+            "  {:<14} {}  {}",
+            c.family,
+            if c.passed { "PASS" } else { "FAIL" },
+            c.figure
+        );
         ok &= c.passed;
     }
-    println!("result: {}", if ok { "all checks passed" } else { "SOME CHECKS FAILED" });
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "result: {}",
+        if ok {
+            "all checks passed"
+        } else {
+            "SOME CHECKS FAILED"
+        }
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn newest_arch() -> String {
-    kernels::ARCHS.split(',').filter_map(|a| a.parse::<u32>().ok()).max().map(|a| a.to_string()).unwrap_or_default()
+    kernels::ARCHS
+        .split(',')
+        .filter_map(|a| a.parse::<u32>().ok())
+        .max()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
 }

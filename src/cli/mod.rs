@@ -5,7 +5,11 @@ pub mod doctor;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "glip", version, about = "GLIP phrase-grounding detector: CUDA kernels + CPU reference")]
+#[command(
+    name = "glip",
+    version,
+    about = "GLIP phrase-grounding detector: CUDA kernels + CPU reference"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -75,7 +75,8 @@ impl Default for BertConfig {
 
 impl BertConfig {
     pub fn from_json_str(s: &str, what: &str) -> Result<Self> {
-        let c: BertConfig = serde_json::from_str(s).map_err(|e| Error::Config(format!("{what}: not a BERT config.json: {e}")))?;
+        let c: BertConfig = serde_json::from_str(s)
+            .map_err(|e| Error::Config(format!("{what}: not a BERT config.json: {e}")))?;
         c.validate(what)?;
         Ok(c)
     }
@@ -87,14 +88,19 @@ impl BertConfig {
         self.hidden_size / self.num_attention_heads.max(1)
     }
     fn validate(&self, what: &str) -> Result<()> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(Error::Config(format!(
                 "{what}: hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             )));
         }
         if self.hidden_act != "gelu" {
-            return Err(Error::Config(format!("{what}: hidden_act `{}` is not supported (GLIP uses gelu)", self.hidden_act)));
+            return Err(Error::Config(format!(
+                "{what}: hidden_act `{}` is not supported (GLIP uses gelu)",
+                self.hidden_act
+            )));
         }
         Ok(())
     }

@@ -20,11 +20,17 @@ pub struct WeightMap {
 
 impl WeightMap {
     pub fn new(source: impl Into<String>, tensors: HashMap<String, Tensor>) -> Self {
-        WeightMap { source: source.into(), tensors }
+        WeightMap {
+            source: source.into(),
+            tensors,
+        }
     }
 
     fn err(&self, msg: String) -> Error {
-        Error::Weights { path: self.source.clone(), msg }
+        Error::Weights {
+            path: self.source.clone(),
+            msg,
+        }
     }
 
     pub fn contains(&self, key: &str) -> bool {
@@ -33,9 +39,14 @@ impl WeightMap {
 
     /// The tensor `key`, which must exist and have exactly `shape`.
     pub fn get(&self, key: &str, shape: &[usize]) -> Result<&Tensor> {
-        let t = self.tensors.get(key).ok_or_else(|| self.err(format!("missing tensor `{key}` (expected shape {shape:?})")))?;
+        let t = self.tensors.get(key).ok_or_else(|| {
+            self.err(format!("missing tensor `{key}` (expected shape {shape:?})"))
+        })?;
         if t.shape() != shape {
-            return Err(self.err(format!("tensor `{key}` has shape {:?}, expected {shape:?}", t.shape())));
+            return Err(self.err(format!(
+                "tensor `{key}` has shape {:?}, expected {shape:?}",
+                t.shape()
+            )));
         }
         Ok(t)
     }
@@ -47,9 +58,15 @@ impl WeightMap {
 
     /// A scalar parameter stored as a 1-element tensor (shape [1] or []).
     pub fn scalar(&self, key: &str) -> Result<f32> {
-        let t = self.tensors.get(key).ok_or_else(|| self.err(format!("missing tensor `{key}` (expected a scalar)")))?;
+        let t = self
+            .tensors
+            .get(key)
+            .ok_or_else(|| self.err(format!("missing tensor `{key}` (expected a scalar)")))?;
         if t.numel() != 1 {
-            return Err(self.err(format!("tensor `{key}` has shape {:?}, expected a scalar", t.shape())));
+            return Err(self.err(format!(
+                "tensor `{key}` has shape {:?}, expected a scalar",
+                t.shape()
+            )));
         }
         Ok(t.to_f32_vec()?[0])
     }
@@ -69,12 +86,25 @@ pub struct FeatureMap {
 impl FeatureMap {
     pub fn new(n: usize, c: usize, h: usize, w: usize, data: Vec<f32>) -> Result<Self> {
         if data.len() != n * c * h * w {
-            return Err(Error::shape("FeatureMap::new", format!("[{n}, {c}, {h}, {w}] needs {} values, got {}", n * c * h * w, data.len())));
+            return Err(Error::shape(
+                "FeatureMap::new",
+                format!(
+                    "[{n}, {c}, {h}, {w}] needs {} values, got {}",
+                    n * c * h * w,
+                    data.len()
+                ),
+            ));
         }
         Ok(FeatureMap { n, c, h, w, data })
     }
     pub fn zeros(n: usize, c: usize, h: usize, w: usize) -> Self {
-        FeatureMap { n, c, h, w, data: vec![0.0; n * c * h * w] }
+        FeatureMap {
+            n,
+            c,
+            h,
+            w,
+            data: vec![0.0; n * c * h * w],
+        }
     }
     /// From a 4-D host tensor (any float dtype).
     pub fn from_tensor(t: &Tensor) -> Result<Self> {

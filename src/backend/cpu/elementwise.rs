@@ -14,7 +14,10 @@ pub fn cast_f16_f32(x: &[f16]) -> Vec<f32> {
 
 pub fn axpby_f16(alpha: f32, a: &[f16], beta: f32, b: &[f16]) -> Result<Vec<f16>> {
     if a.len() != b.len() {
-        return Err(Error::shape("axpby_f16", format!("a {} vs b {}", a.len(), b.len())));
+        return Err(Error::shape(
+            "axpby_f16",
+            format!("a {} vs b {}", a.len(), b.len()),
+        ));
     }
     Ok(a.iter()
         .zip(b)
@@ -23,5 +26,7 @@ pub fn axpby_f16(alpha: f32, a: &[f16], beta: f32, b: &[f16]) -> Result<Vec<f16>
 }
 
 pub fn scale_f16(alpha: f32, a: &[f16], beta: f32) -> Vec<f16> {
-    a.iter().map(|x| f16::from_f32(alpha * x.to_f32() + beta)).collect()
+    a.iter()
+        .map(|x| f16::from_f32(alpha * x.to_f32() + beta))
+        .collect()
 }

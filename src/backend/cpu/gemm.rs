@@ -14,11 +14,19 @@ pub struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A contiguous row-major [rows, cols] matrix.
     pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        Mat { data, rs: cols, cs: 1 }
+        Mat {
+            data,
+            rs: cols,
+            cs: 1,
+        }
     }
     /// The transpose of a contiguous row-major [rows, cols] matrix, viewed as [cols, rows].
     pub fn transposed(data: &'a [f32], cols: usize) -> Self {
-        Mat { data, rs: 1, cs: cols }
+        Mat {
+            data,
+            rs: 1,
+            cs: cols,
+        }
     }
 }
 
@@ -54,8 +62,7 @@ pub fn gemm(
     alpha: f32,
     accumulate: bool,
 ) -> bool {
-    if extent(&a, m, k) > a.data.len() || extent(&b, k, n) > b.data.len() || dst.len() < m * n
-    {
+    if extent(&a, m, k) > a.data.len() || extent(&b, k, n) > b.data.len() || dst.len() < m * n {
         return false;
     }
     if m == 0 || n == 0 {

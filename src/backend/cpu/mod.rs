@@ -26,7 +26,11 @@ impl Backend for CpuBackend {
         let (m, k, n) = matmul_dims(a, b, b_transposed)?;
         let av = a.to_f32_vec()?;
         let bv = b.to_f32_vec()?;
-        let bm = if b_transposed { gemm::Mat::transposed(&bv, k) } else { gemm::Mat::rows(&bv, n) };
+        let bm = if b_transposed {
+            gemm::Mat::transposed(&bv, k)
+        } else {
+            gemm::Mat::rows(&bv, n)
+        };
         let mut c = vec![0.0f32; m * n];
         if !gemm::gemm(m, n, k, gemm::Mat::rows(&av, k), bm, &mut c, 1.0, false) {
             return Err(Error::shape("matmul", "gemm extents"));
@@ -35,8 +39,12 @@ impl Backend for CpuBackend {
     }
     fn cast(&self, t: &Tensor, to: DType) -> Result<Tensor> {
         match (t.host()?, to) {
-            (HostData::F32(v), DType::F16) => Tensor::from_f16(t.shape(), elementwise::cast_f32_f16(v)),
-            (HostData::F16(v), DType::F32) => Tensor::from_f32(t.shape(), elementwise::cast_f16_f32(v)),
+            (HostData::F32(v), DType::F16) => {
+                Tensor::from_f16(t.shape(), elementwise::cast_f32_f16(v))
+            }
+            (HostData::F16(v), DType::F32) => {
+                Tensor::from_f32(t.shape(), elementwise::cast_f16_f32(v))
+            }
             (h, d) if crate::tensor::host_dtype(h) == d => t.try_clone(),
             (h, d) => Err(Error::Invalid(format!(
                 "cast from {} to {} is not supported",
@@ -47,13 +55,24 @@ impl Backend for CpuBackend {
     }
     fn axpby(&self, alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor> {
         if a.shape() != b.shape() {
-            return Err(Error::shape("axpby", format!("{:?} vs {:?}", a.shape(), b.shape())));
+            return Err(Error::shape(
+                "axpby",
+                format!("{:?} vs {:?}", a.shape(), b.shape()),
+            ));
         }
         match (a.host()?, b.host()?) {
-            (HostData::F16(x), HostData::F16(y)) => Tensor::from_f16(a.shape(), elementwise::axpby_f16(alpha, x, beta, y)?),
+            (HostData::F16(x), HostData::F16(y)) => {
+                Tensor::from_f16(a.shape(), elementwise::axpby_f16(alpha, x, beta, y)?)
+            }
             _ => {
                 let (x, y) = (a.to_f32_vec()?, b.to_f32_vec()?);
-                Tensor::from_f32(a.shape(), x.iter().zip(&y).map(|(p, q)| alpha * p + beta * q).collect())
+                Tensor::from_f32(
+                    a.shape(),
+                    x.iter()
+                        .zip(&y)
+                        .map(|(p, q)| alpha * p + beta * q)
+                        .collect(),
+                )
             }
         }
     }

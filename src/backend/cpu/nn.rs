@@ -6,24 +6,48 @@ use crate::error::{Error, Result};
 use rayon::prelude::*;
 
 /// y[rows, out] = x[rows, in] · w[out, in]ᵀ + b[out] (PyTorch Linear layout).
-pub fn linear(x: &[f32], rows: usize, w: &[f32], out: usize, b: Option<&[f32]>) -> Result<Vec<f32>> {
-    if out == 0 || w.len() % out != 0 {
-        return Err(Error::shape("linear", format!("weight len {} not divisible by out {out}", w.len())));
+pub fn linear(
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    out: usize,
+    b: Option<&[f32]>,
+) -> Result<Vec<f32>> {
+    if out == 0 || !w.len().is_multiple_of(out) {
+        return Err(Error::shape(
+            "linear",
+            format!("weight len {} not divisible by out {out}", w.len()),
+        ));
     }
     let inp = w.len() / out;
     if x.len() != rows * inp {
-        return Err(Error::shape("linear", format!("x len {} != rows {rows} * in {inp}", x.len())));
+        return Err(Error::shape(
+            "linear",
+            format!("x len {} != rows {rows} * in {inp}", x.len()),
+        ));
     }
     let mut y = vec![0.0f32; rows * out];
     if let Some(b) = b {
         if b.len() != out {
-            return Err(Error::shape("linear", format!("bias len {} != out {out}", b.len())));
+            return Err(Error::shape(
+                "linear",
+                format!("bias len {} != out {out}", b.len()),
+            ));
         }
         for r in y.chunks_mut(out) {
             r.copy_from_slice(b);
         }
     }
-    if !gemm(rows, out, inp, Mat::rows(x, inp), Mat::transposed(w, inp), &mut y, 1.0, b.is_some()) {
+    if !gemm(
+        rows,
+        out,
+        inp,
+        Mat::rows(x, inp),
+        Mat::transposed(w, inp),
+        &mut y,
+        1.0,
+        b.is_some(),
+    ) {
         return Err(Error::shape("linear", "gemm extents"));
     }
     Ok(y)
@@ -48,11 +72,18 @@ pub fn conv2d(
     if x.len() != n * cin * h * w_ || weight.len() != cout * cin * k * k || stride == 0 {
         return Err(Error::shape(
             "conv2d",
-            format!("x {} (n {n} c {cin} h {h} w {w_}), weight {} (cout {cout} k {k})", x.len(), weight.len()),
+            format!(
+                "x {} (n {n} c {cin} h {h} w {w_}), weight {} (cout {cout} k {k})",
+                x.len(),
+                weight.len()
+            ),
         ));
     }
     if h + 2 * pad < k || w_ + 2 * pad < k {
-        return Err(Error::shape("conv2d", format!("input {h}x{w_} smaller than kernel {k}")));
+        return Err(Error::shape(
+            "conv2d",
+            format!("input {h}x{w_} smaller than kernel {k}"),
+        ));
     }
     let oh = (h + 2 * pad - k) / stride + 1;
     let ow = (w_ + 2 * pad - k) / stride + 1;
@@ -69,33 +100,57 @@ pub fn conv2d(
         }
         if k == 1 && stride == 1 && pad == 0 {
             // 1x1: y[cout, hw] = W[cout, cin] · x[cin, hw]
-            if !gemm(cout, npos, cin, Mat::rows(weight, cin), Mat::rows(xb, npos), yb, 1.0, bias.is_some()) {
+            if !gemm(
+                cout,
+                npos,
+                cin,
+                Mat::rows(weight, cin),
+                Mat::rows(xb, npos),
+                yb,
+                1.0,
+                bias.is_some(),
+            ) {
                 return Err(Error::shape("conv2d", "gemm extents"));
             }
             continue;
         }
         // im2col: cols[(c, ky, kx), pos]
         let mut cols = vec![0.0f32; kk * npos];
-        cols.par_chunks_mut(npos).enumerate().for_each(|(row, dst)| {
-            let c = row / (k * k);
-            let ky = (row / k) % k;
-            let kx = row % k;
-            let src = &xb[c * h * w_..(c + 1) * h * w_];
-            for oy in 0..oh {
-                let iy = (oy * stride + ky) as isize - pad as isize;
-                let drow = &mut dst[oy * ow..(oy + 1) * ow];
-                if iy < 0 || iy >= h as isize {
-                    drow.fill(0.0);
-                    continue;
+        cols.par_chunks_mut(npos)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let c = row / (k * k);
+                let ky = (row / k) % k;
+                let kx = row % k;
+                let src = &xb[c * h * w_..(c + 1) * h * w_];
+                for oy in 0..oh {
+                    let iy = (oy * stride + ky) as isize - pad as isize;
+                    let drow = &mut dst[oy * ow..(oy + 1) * ow];
+                    if iy < 0 || iy >= h as isize {
+                        drow.fill(0.0);
+                        continue;
+                    }
+                    let srow = &src[iy as usize * w_..(iy as usize + 1) * w_];
+                    for (ox, d) in drow.iter_mut().enumerate() {
+                        let ix = (ox * stride + kx) as isize - pad as isize;
+                        *d = if ix < 0 || ix >= w_ as isize {
+                            0.0
+                        } else {
+                            srow[ix as usize]
+                        };
+                    }
                 }
-                let srow = &src[iy as usize * w_..(iy as usize + 1) * w_];
-                for (ox, d) in drow.iter_mut().enumerate() {
-                    let ix = (ox * stride + kx) as isize - pad as isize;
-                    *d = if ix < 0 || ix >= w_ as isize { 0.0 } else { srow[ix as usize] };
-                }
-            }
-        });
-        if !gemm(cout, npos, kk, Mat::rows(weight, kk), Mat::rows(&cols, npos), yb, 1.0, bias.is_some()) {
+            });
+        if !gemm(
+            cout,
+            npos,
+            kk,
+            Mat::rows(weight, kk),
+            Mat::rows(&cols, npos),
+            yb,
+            1.0,
+            bias.is_some(),
+        ) {
             return Err(Error::shape("conv2d", "gemm extents"));
         }
     }
@@ -104,8 +159,11 @@ pub fn conv2d(
 
 /// LayerNorm over the last dimension `c` (biased variance), in place.
 pub fn layer_norm(x: &mut [f32], c: usize, w: &[f32], b: &[f32], eps: f32) -> Result<()> {
-    if c == 0 || x.len() % c != 0 || w.len() != c || b.len() != c {
-        return Err(Error::shape("layer_norm", format!("x {} c {c} w {} b {}", x.len(), w.len(), b.len())));
+    if c == 0 || !x.len().is_multiple_of(c) || w.len() != c || b.len() != c {
+        return Err(Error::shape(
+            "layer_norm",
+            format!("x {} c {c} w {} b {}", x.len(), w.len(), b.len()),
+        ));
     }
     x.par_chunks_mut(c).for_each(|row| {
         let mean = row.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
@@ -157,10 +215,24 @@ pub fn erf(x: f32) -> f32 {
 }
 
 /// Bilinear resize with align_corners=True (F.upsample_bilinear), one [h, w] plane.
-pub fn upsample_bilinear_align_corners(x: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+pub fn upsample_bilinear_align_corners(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+) -> Vec<f32> {
     let mut y = vec![0.0f32; oh * ow];
-    let sy = if oh > 1 { (h as f32 - 1.0) / (oh as f32 - 1.0) } else { 0.0 };
-    let sx = if ow > 1 { (w as f32 - 1.0) / (ow as f32 - 1.0) } else { 0.0 };
+    let sy = if oh > 1 {
+        (h as f32 - 1.0) / (oh as f32 - 1.0)
+    } else {
+        0.0
+    };
+    let sx = if ow > 1 {
+        (w as f32 - 1.0) / (ow as f32 - 1.0)
+    } else {
+        0.0
+    };
     for oy in 0..oh {
         let fy = oy as f32 * sy;
         let y0 = (fy.floor() as usize).min(h - 1);
@@ -175,7 +247,8 @@ pub fn upsample_bilinear_align_corners(x: &[f32], h: usize, w: usize, oh: usize,
             let v01 = x[y0 * w + x1];
             let v10 = x[y1 * w + x0];
             let v11 = x[y1 * w + x1];
-            y[oy * ow + ox] = (1.0 - ly) * ((1.0 - lx) * v00 + lx * v01) + ly * ((1.0 - lx) * v10 + lx * v11);
+            y[oy * ow + ox] =
+                (1.0 - ly) * ((1.0 - lx) * v00 + lx * v01) + ly * ((1.0 - lx) * v10 + lx * v11);
         }
     }
     y
@@ -189,8 +262,12 @@ mod tests {
     fn conv2d_matches_direct_sum() {
         // 1 x 2 x 5 x 4 input, 3 outputs, k 3, stride 2, pad 1: compare with a direct loop.
         let (n, cin, h, w, cout, k, s, p) = (1, 2, 5, 4, 3, 3, 2, 1);
-        let x: Vec<f32> = (0..n * cin * h * w).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1).collect();
-        let wt: Vec<f32> = (0..cout * cin * k * k).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.2).collect();
+        let x: Vec<f32> = (0..n * cin * h * w)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
+            .collect();
+        let wt: Vec<f32> = (0..cout * cin * k * k)
+            .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.2)
+            .collect();
         let b = [0.5f32, -0.25, 0.0];
         let (y, oh, ow) = conv2d(&x, n, cin, h, w, &wt, cout, k, Some(&b), s, p).unwrap();
         for o in 0..cout {
@@ -203,7 +280,8 @@ mod tests {
                                 let iy = (oy * s + ky) as isize - p as isize;
                                 let ix = (ox * s + kx) as isize - p as isize;
                                 if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
-                                    acc += wt[((o * cin + c) * k + ky) * k + kx] * x[(c * h + iy as usize) * w + ix as usize];
+                                    acc += wt[((o * cin + c) * k + ky) * k + kx]
+                                        * x[(c * h + iy as usize) * w + ix as usize];
                                 }
                             }
                         }

@@ -11,18 +11,30 @@ const FAMILY: &str = "elementwise";
 const BLOCK: u32 = 256;
 
 fn params(n: usize, alpha: f32, beta: f32) -> GlipElementwiseParams {
-    GlipElementwiseParams { n: n as i64, alpha, beta }
+    GlipElementwiseParams {
+        n: n as i64,
+        alpha,
+        beta,
+    }
 }
 
 fn check(op: &'static str, got: usize, want: usize) -> Result<()> {
     if got < want {
-        return Err(Error::shape(op, format!("buffer of {got} elements, {want} needed")));
+        return Err(Error::shape(
+            op,
+            format!("buffer of {got} elements, {want} needed"),
+        ));
     }
     Ok(())
 }
 
 /// y[n] f16 = x[n] f32 rounded to nearest even.
-pub fn cast_f32_f16(be: &CudaBackend, x: &CudaSlice<f32>, y: &mut CudaSlice<f16>, n: usize) -> Result<()> {
+pub fn cast_f32_f16(
+    be: &CudaBackend,
+    x: &CudaSlice<f32>,
+    y: &mut CudaSlice<f16>,
+    n: usize,
+) -> Result<()> {
     check("cast_f32_f16", x.len(), n)?;
     check("cast_f32_f16", y.len(), n)?;
     let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_CAST_F32_F16)?;
@@ -35,7 +47,12 @@ pub fn cast_f32_f16(be: &CudaBackend, x: &CudaSlice<f32>, y: &mut CudaSlice<f16>
 }
 
 /// y[n] f32 = x[n] f16.
-pub fn cast_f16_f32(be: &CudaBackend, x: &CudaSlice<f16>, y: &mut CudaSlice<f32>, n: usize) -> Result<()> {
+pub fn cast_f16_f32(
+    be: &CudaBackend,
+    x: &CudaSlice<f16>,
+    y: &mut CudaSlice<f32>,
+    n: usize,
+) -> Result<()> {
     check("cast_f16_f32", x.len(), n)?;
     check("cast_f16_f32", y.len(), n)?;
     let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_CAST_F16_F32)?;
@@ -70,7 +87,14 @@ pub fn axpby_f16(
 }
 
 /// y = alpha*a + beta, [n] f16.
-pub fn scale_f16(be: &CudaBackend, alpha: f32, a: &CudaSlice<f16>, beta: f32, y: &mut CudaSlice<f16>, n: usize) -> Result<()> {
+pub fn scale_f16(
+    be: &CudaBackend,
+    alpha: f32,
+    a: &CudaSlice<f16>,
+    beta: f32,
+    y: &mut CudaSlice<f16>,
+    n: usize,
+) -> Result<()> {
     check("scale_f16", a.len(), n)?;
     check("scale_f16", y.len(), n)?;
     let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_SCALE_F16)?;

@@ -23,13 +23,22 @@ pub fn gemm_f16(
     if a.len() < m * k || b.len() < k * n || c.len() < m * n {
         return Err(Error::shape(
             "gemm_f16",
-            format!("a {} b {} c {} for m {m} n {n} k {k}", a.len(), b.len(), c.len()),
+            format!(
+                "a {} b {} c {} for m {m} n {n} k {k}",
+                a.len(),
+                b.len(),
+                c.len()
+            ),
         ));
     }
     // cuBLAS is column-major: a row-major C[m,n] is a column-major Cᵀ[n,m] = op(B)ᵀ · Aᵀ,
     // so pass B first.
     let cfg = GemmConfig {
-        transa: if b_transposed { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N },
+        transa: if b_transposed {
+            cublasOperation_t::CUBLAS_OP_T
+        } else {
+            cublasOperation_t::CUBLAS_OP_N
+        },
         transb: cublasOperation_t::CUBLAS_OP_N,
         m: n as i32,
         n: m as i32,

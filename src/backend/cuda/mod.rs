@@ -27,7 +27,9 @@ pub fn driver_present() -> bool {
 /// Number of CUDA devices, or why there are none.
 pub fn device_count() -> Result<usize> {
     if !driver_present() {
-        return Err(Error::NoDevice("the CUDA driver (libcuda.so) is not installed or not on the loader path".into()));
+        return Err(Error::NoDevice(
+            "the CUDA driver (libcuda.so) is not installed or not on the loader path".into(),
+        ));
     }
     let n = CudaContext::device_count()?;
     if n <= 0 {
@@ -62,7 +64,9 @@ impl CudaBackend {
     pub fn new(ordinal: usize) -> Result<Self> {
         let n = device_count()?;
         if ordinal >= n {
-            return Err(Error::NoDevice(format!("device {ordinal} requested, {n} present")));
+            return Err(Error::NoDevice(format!(
+                "device {ordinal} requested, {n} present"
+            )));
         }
         let ctx = CudaContext::new(ordinal)?;
         let stream = ctx.default_stream();
@@ -107,12 +111,16 @@ impl CudaBackend {
             return Err(Error::KernelsNotCompiled);
         }
         let module = {
-            let mut mods = self.modules.lock().map_err(|_| Error::Cuda("module cache poisoned".into()))?;
+            let mut mods = self
+                .modules
+                .lock()
+                .map_err(|_| Error::Cuda("module cache poisoned".into()))?;
             match mods.get(family) {
                 Some(m) => m.clone(),
                 None => {
-                    let bytes = kernels::fatbin(family)
-                        .ok_or_else(|| Error::Cuda(format!("no fatbin for kernel family `{family}`")))?;
+                    let bytes = kernels::fatbin(family).ok_or_else(|| {
+                        Error::Cuda(format!("no fatbin for kernel family `{family}`"))
+                    })?;
                     let m = self
                         .ctx
                         .load_module(cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()))
@@ -136,7 +144,10 @@ impl CudaBackend {
     pub fn upload_i32(&self, data: &[i32]) -> Result<CudaSlice<i32>> {
         Ok(self.stream.clone_htod(data)?)
     }
-    pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(&self, s: &CudaSlice<T>) -> Result<Vec<T>> {
+    pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
+        &self,
+        s: &CudaSlice<T>,
+    ) -> Result<Vec<T>> {
         Ok(self.stream.clone_dtoh(s)?)
     }
     /// A device buffer of `n` elements filled with `value` (used to poison outputs in tests).
@@ -202,34 +213,69 @@ impl crate::backend::Backend for CudaBackend {
         let (da, db) = (self.device_f16(a, "matmul")?, self.device_f16(b, "matmul")?);
         let mut c = self.stream.alloc_zeros::<f16>(m * n)?;
         gemm::gemm_f16(self, m, n, k, da, db, b_transposed, &mut c)?;
-        Ok(Tensor::from_device(&[m, n], self.ordinal, DeviceData::F16(c)))
+        Ok(Tensor::from_device(
+            &[m, n],
+            self.ordinal,
+            DeviceData::F16(c),
+        ))
     }
     fn cast(&self, t: &Tensor, to: crate::tensor::DType) -> Result<Tensor> {
         use crate::tensor::{DType, Storage};
         let n = t.numel();
         match (t.storage(), to) {
-            (Storage::Cuda { data: DeviceData::F32(x), .. }, DType::F16) => {
+            (
+                Storage::Cuda {
+                    data: DeviceData::F32(x),
+                    ..
+                },
+                DType::F16,
+            ) => {
                 let mut y = self.stream.alloc_zeros::<f16>(n)?;
                 elementwise::cast_f32_f16(self, x, &mut y, n)?;
-                Ok(Tensor::from_device(t.shape(), self.ordinal, DeviceData::F16(y)))
+                Ok(Tensor::from_device(
+                    t.shape(),
+                    self.ordinal,
+                    DeviceData::F16(y),
+                ))
             }
-            (Storage::Cuda { data: DeviceData::F16(x), .. }, DType::F32) => {
+            (
+                Storage::Cuda {
+                    data: DeviceData::F16(x),
+                    ..
+                },
+                DType::F32,
+            ) => {
                 let mut y = self.stream.alloc_zeros::<f32>(n)?;
                 elementwise::cast_f16_f32(self, x, &mut y, n)?;
-                Ok(Tensor::from_device(t.shape(), self.ordinal, DeviceData::F32(y)))
+                Ok(Tensor::from_device(
+                    t.shape(),
+                    self.ordinal,
+                    DeviceData::F32(y),
+                ))
             }
-            _ => Err(Error::Invalid(format!("CUDA cast of a {} tensor to {} is not supported", t.dtype().name(), to.name()))),
+            _ => Err(Error::Invalid(format!(
+                "CUDA cast of a {} tensor to {} is not supported",
+                t.dtype().name(),
+                to.name()
+            ))),
         }
     }
     fn axpby(&self, alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor> {
         if a.shape() != b.shape() {
-            return Err(Error::shape("axpby", format!("{:?} vs {:?}", a.shape(), b.shape())));
+            return Err(Error::shape(
+                "axpby",
+                format!("{:?} vs {:?}", a.shape(), b.shape()),
+            ));
         }
         let n = a.numel();
         let (da, db) = (self.device_f16(a, "axpby")?, self.device_f16(b, "axpby")?);
         let mut y = self.stream.alloc_zeros::<f16>(n)?;
         elementwise::axpby_f16(self, alpha, da, beta, db, &mut y, n)?;
-        Ok(Tensor::from_device(a.shape(), self.ordinal, DeviceData::F16(y)))
+        Ok(Tensor::from_device(
+            a.shape(),
+            self.ordinal,
+            DeviceData::F16(y),
+        ))
     }
 }
 
@@ -237,8 +283,15 @@ impl CudaBackend {
     /// The f16 device slice of a tensor of this backend.
     pub fn device_f16<'a>(&self, t: &'a Tensor, op: &'static str) -> Result<&'a CudaSlice<f16>> {
         match t.storage() {
-            crate::tensor::Storage::Cuda { data: DeviceData::F16(s), ordinal } if *ordinal == self.ordinal => Ok(s),
-            _ => Err(Error::DType { op, expected: "f16 on this CUDA device", got: t.dtype().name() }),
+            crate::tensor::Storage::Cuda {
+                data: DeviceData::F16(s),
+                ordinal,
+            } if *ordinal == self.ordinal => Ok(s),
+            _ => Err(Error::DType {
+                op,
+                expected: "f16 on this CUDA device",
+                got: t.dtype().name(),
+            }),
         }
     }
 }
