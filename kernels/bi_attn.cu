@@ -109,7 +109,7 @@ GLIP_DEVICE void ba_init(BaSmem& s, const __half* rows, int64_t ld, int r0, int 
 
 // Image -> text. grid (ceil(n_img / 16), heads, batch), block 256.
 // q: [B, N_img, C] f16; k_l, v_l: [B, T, C] f16; mask: [B, T] i32; o_v: [B, N_img, C] f16
-extern "C" __global__ void __launch_bounds__(BA_D) glip_bi_attn_img_f16(GlipBiAttnParams p, const __half* q, const __half* k_l, const __half* v_l, const int32_t* mask, __half* o_v) {
+extern "C" __global__ void glip_bi_attn_img_f16(GlipBiAttnParams p, const __half* q, const __half* k_l, const __half* v_l, const int32_t* mask, __half* o_v) {
     __shared__ BaSmem s;
     const int b = blockIdx.z, h = blockIdx.y, r0 = blockIdx.x * BA_ROWS;
     const int64_t C = (int64_t)p.heads * BA_D;
@@ -132,7 +132,7 @@ extern "C" __global__ void __launch_bounds__(BA_D) glip_bi_attn_img_f16(GlipBiAt
 // grid (ceil(T / 16), heads, batch * img_splits), block 256. Chunk = ceil(n_img / img_splits).
 // q, v_v: [B, N_img, C] f16; k_l: [B, T, C] f16
 // ws_m, ws_l: [B, heads, img_splits, T] f32; ws_acc: [B, heads, img_splits, T, 256] f32
-extern "C" __global__ void __launch_bounds__(BA_D) glip_bi_attn_txt_partial_f16(GlipBiAttnParams p, const __half* q, const __half* k_l, const __half* v_v, float* ws_m, float* ws_l, float* ws_acc) {
+extern "C" __global__ void glip_bi_attn_txt_partial_f16(GlipBiAttnParams p, const __half* q, const __half* k_l, const __half* v_v, float* ws_m, float* ws_l, float* ws_acc) {
     __shared__ BaSmem s;
     const int b = blockIdx.z / p.img_splits, split = blockIdx.z % p.img_splits;
     const int h = blockIdx.y, r0 = blockIdx.x * BA_ROWS;
@@ -163,7 +163,7 @@ extern "C" __global__ void __launch_bounds__(BA_D) glip_bi_attn_txt_partial_f16(
 // Text -> image merge of the img_splits partials. grid (T, heads, batch), block 256.
 // ws_m, ws_l: [B, heads, img_splits, T] f32; ws_acc: [B, heads, img_splits, T, 256] f32
 // o_t: [B, T, C] f16
-extern "C" __global__ void __launch_bounds__(BA_D) glip_bi_attn_txt_merge_f16(GlipBiAttnParams p, const float* ws_m, const float* ws_l, const float* ws_acc, __half* o_t) {
+extern "C" __global__ void glip_bi_attn_txt_merge_f16(GlipBiAttnParams p, const float* ws_m, const float* ws_l, const float* ws_acc, __half* o_t) {
     const int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int64_t C = (int64_t)p.heads * BA_D;
     const int64_t base = ((int64_t)b * p.heads + h) * p.img_splits * (int64_t)p.n_txt + t;
