@@ -7,7 +7,13 @@ use glip_rt::testing::Rng;
 use half::f16;
 
 fn cpu_bench(c: &mut Criterion) {
-    let s = BiAttnShape { batch: 1, heads: 8, head_dim: 256, n_img: 1_400, n_txt: 64 };
+    let s = BiAttnShape {
+        batch: 1,
+        heads: 8,
+        head_dim: 256,
+        n_img: 1_400,
+        n_txt: 64,
+    };
     let mut rng = Rng::new(1);
     let q = rng.normal_vec(s.img_len(), 0.125);
     let k = rng.normal_vec(s.txt_len(), 1.0);
@@ -16,7 +22,9 @@ fn cpu_bench(c: &mut Criterion) {
     let mask = vec![1; s.n_txt];
     let mut g = c.benchmark_group("cpu_bi_attn");
     g.sample_size(10);
-    g.bench_function("n1400_t64_h8", |b| b.iter(|| bi_attn(&s, &q, &k, &vl, &vv, &mask).unwrap()));
+    g.bench_function("n1400_t64_h8", |b| {
+        b.iter(|| bi_attn(&s, &q, &k, &vl, &vv, &mask).unwrap())
+    });
     g.finish();
 }
 
@@ -27,10 +35,18 @@ fn cuda_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("cuda_bi_attn");
     g.sample_size(10);
     for t in [256usize, 32] {
-        let s = BiAttnShape { batch: 1, heads: 8, head_dim: 256, n_img: 22_400, n_txt: t };
+        let s = BiAttnShape {
+            batch: 1,
+            heads: 8,
+            head_dim: 256,
+            n_img: 22_400,
+            n_txt: t,
+        };
         let mut rng = Rng::new(2);
         let h = |v: Vec<f32>| v.into_iter().map(f16::from_f32).collect::<Vec<_>>();
-        let q = be.upload_f16(&h(rng.normal_vec(s.img_len(), 0.125))).unwrap();
+        let q = be
+            .upload_f16(&h(rng.normal_vec(s.img_len(), 0.125)))
+            .unwrap();
         let k = be.upload_f16(&h(rng.normal_vec(s.txt_len(), 1.0))).unwrap();
         let vl = be.upload_f16(&h(rng.normal_vec(s.txt_len(), 1.0))).unwrap();
         let vv = be.upload_f16(&h(rng.normal_vec(s.img_len(), 1.0))).unwrap();

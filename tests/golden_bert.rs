@@ -25,7 +25,12 @@ fn minilm_dir() -> Option<PathBuf> {
 /// `language_backbone.body.model.` + package key.
 fn minilm(dir: &std::path::Path, prefix: &str) -> (WeightMap, BertConfig) {
     let raw = glip_rt::weights::read_safetensors_all(&dir.join("model.safetensors")).unwrap();
-    let w = WeightMap::new("minilm", raw.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect());
+    let w = WeightMap::new(
+        "minilm",
+        raw.into_iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v))
+            .collect(),
+    );
     (w, BertConfig::from_file(&dir.join("config.json")).unwrap())
 }
 
@@ -38,7 +43,10 @@ fn bert_encoder_layer_matches_golden_05() {
     let w = WeightMap::new(
         "minilm layer 0",
         raw.into_iter()
-            .filter_map(|(k, v)| k.strip_prefix("encoder.layer.0.").map(|s| (format!("{prefix}{s}"), v)))
+            .filter_map(|(k, v)| {
+                k.strip_prefix("encoder.layer.0.")
+                    .map(|s| (format!("{prefix}{s}"), v))
+            })
             .collect(),
     );
     let cfg = BertConfig::from_file(&dir.join("config.json")).unwrap();
@@ -46,9 +54,20 @@ fn bert_encoder_layer_matches_golden_05() {
     let g = load_golden("05_bert_encoder_layer").unwrap();
     let [b, t, _] = g["input/hidden"].dims::<3>("golden").unwrap();
     let out = layer
-        .forward(&g["input/hidden"].to_f32_vec().unwrap(), g["input/masks"].i32s().unwrap(), b, t)
+        .forward(
+            &g["input/hidden"].to_f32_vec().unwrap(),
+            g["input/masks"].i32s().unwrap(),
+            b,
+            t,
+        )
         .unwrap();
-    assert_close("05 output/hidden", &out, &g["output/hidden"].to_f32_vec().unwrap(), 1e-4, 1e-4);
+    assert_close(
+        "05 output/hidden",
+        &out,
+        &g["output/hidden"].to_f32_vec().unwrap(),
+        1e-4,
+        1e-4,
+    );
 }
 
 #[test]
@@ -60,7 +79,9 @@ fn minilm_backbone_matches_golden_08() {
     let g = load_golden("08_minilm_language_backbone").unwrap();
     let [b, t] = g["input/input_ids"].dims::<2>("golden").unwrap();
     let mask = g["input/attention_mask"].i32s().unwrap().to_vec();
-    let hidden = model.forward(g["input/input_ids"].i32s().unwrap(), &mask, b, t).unwrap();
+    let hidden = model
+        .forward(g["input/input_ids"].i32s().unwrap(), &mask, b, t)
+        .unwrap();
     let want = g["output/hidden"].to_f32_vec().unwrap();
     let d = max_abs_diff(&hidden, &want);
     println!("08 output/hidden: max |diff| {d:.3e}");
@@ -78,7 +99,13 @@ fn minilm_backbone_matches_golden_08() {
             }
         }
     }
-    assert_close("08 output/aggregate", &agg, &g["output/aggregate"].to_f32_vec().unwrap(), 1e-4, 1e-4);
+    assert_close(
+        "08 output/aggregate",
+        &agg,
+        &g["output/aggregate"].to_f32_vec().unwrap(),
+        1e-4,
+        1e-4,
+    );
 }
 
 /// Exact truncation through the backbone: the real tokens alone give the same real rows.

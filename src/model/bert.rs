@@ -26,7 +26,11 @@ struct Linear {
 
 impl Linear {
     fn load(w: &WeightMap, key: &str, out: usize, inp: usize) -> Result<Self> {
-        Ok(Linear { w: w.f32(&format!("{key}.weight"), &[out, inp])?, b: w.f32(&format!("{key}.bias"), &[out])?, out })
+        Ok(Linear {
+            w: w.f32(&format!("{key}.weight"), &[out, inp])?,
+            b: w.f32(&format!("{key}.bias"), &[out])?,
+            out,
+        })
     }
     fn apply(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         linear(x, rows, &self.w, self.out, Some(&self.b))
@@ -41,7 +45,11 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn load(w: &WeightMap, key: &str, c: usize, eps: f32) -> Result<Self> {
-        Ok(LayerNorm { w: w.f32(&format!("{key}.weight"), &[c])?, b: w.f32(&format!("{key}.bias"), &[c])?, eps })
+        Ok(LayerNorm {
+            w: w.f32(&format!("{key}.weight"), &[c])?,
+            b: w.f32(&format!("{key}.bias"), &[c])?,
+            eps,
+        })
     }
     fn apply(&self, x: &mut [f32]) -> Result<()> {
         layer_norm(x, self.w.len(), &self.w, &self.b, self.eps)
@@ -54,9 +62,21 @@ fn clamp_all(x: &mut [f32]) {
     }
 }
 
-fn check_seq(op: &'static str, hidden: usize, mask: usize, batch: usize, t: usize, h: usize) -> Result<()> {
+fn check_seq(
+    op: &'static str,
+    hidden: usize,
+    mask: usize,
+    batch: usize,
+    t: usize,
+    h: usize,
+) -> Result<()> {
     if hidden != batch * t * h || mask != batch * t {
-        return Err(Error::shape(op, format!("hidden {hidden} / mask {mask} elements for batch {batch}, t {t}, hidden size {h}")));
+        return Err(Error::shape(
+            op,
+            format!(
+                "hidden {hidden} / mask {mask} elements for batch {batch}, t {t}, hidden size {h}"
+            ),
+        ));
     }
     Ok(())
 }
@@ -84,8 +104,11 @@ impl BertLayer {
     pub fn load(w: &WeightMap, prefix: &str, cfg: &BertConfig, clamp: bool) -> Result<BertLayer> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let eps = cfg.layer_norm_eps as f32;
-        if cfg.num_attention_heads == 0 || h % cfg.num_attention_heads != 0 {
-            return Err(Error::Config(format!("BERT hidden_size {h} is not a multiple of num_attention_heads {}", cfg.num_attention_heads)));
+        if cfg.num_attention_heads == 0 || !h.is_multiple_of(cfg.num_attention_heads) {
+            return Err(Error::Config(format!(
+                "BERT hidden_size {h} is not a multiple of num_attention_heads {}",
+                cfg.num_attention_heads
+            )));
         }
         Ok(BertLayer {
             hidden: h,
@@ -104,7 +127,13 @@ impl BertLayer {
 
     /// hidden: [batch, t, hidden]; mask: [batch, t] (non-zero = real token). Returns the
     /// layer output [batch, t, hidden] (padded rows computed too, as in HF/GLIP).
-    pub fn forward(&self, hidden: &[f32], mask: &[i32], batch: usize, t: usize) -> Result<Vec<f32>> {
+    pub fn forward(
+        &self,
+        hidden: &[f32],
+        mask: &[i32],
+        batch: usize,
+        t: usize,
+    ) -> Result<Vec<f32>> {
         let h = self.hidden;
         check_seq("BertLayer", hidden.len(), mask.len(), batch, t, h)?;
         let rows = batch * t;
@@ -119,10 +148,30 @@ impl BertLayer {
         let bad = || Error::shape("BertLayer", "gemm extents");
         for b in 0..batch {
             let base = b * t * h;
-            let ext: Vec<f32> = mask[b * t..(b + 1) * t].iter().map(|&m| (1.0 - m as f32) * MASK_FILL).collect();
+            let ext: Vec<f32> = mask[b * t..(b + 1) * t]
+                .iter()
+                .map(|&m| (1.0 - m as f32) * MASK_FILL)
+                .collect();
             for head in 0..self.heads {
                 let off = base + head * hd;
-                if !gemm(t, t, hd, Mat { data: &q[off..], rs: h, cs: 1 }, Mat { data: &k[off..], rs: 1, cs: h }, &mut s, 1.0, false) {
+                if !gemm(
+                    t,
+                    t,
+                    hd,
+                    Mat {
+                        data: &q[off..],
+                        rs: h,
+                        cs: 1,
+                    },
+                    Mat {
+                        data: &k[off..],
+                        rs: 1,
+                        cs: h,
+                    },
+                    &mut s,
+                    1.0,
+                    false,
+                ) {
                     return Err(bad());
                 }
                 for row in s.chunks_mut(t) {
@@ -136,11 +185,25 @@ impl BertLayer {
                     }
                 }
                 softmax_rows(&mut s, t);
-                if !gemm(t, hd, t, Mat::rows(&s, t), Mat { data: &v[off..], rs: h, cs: 1 }, &mut tmp, 1.0, false) {
+                if !gemm(
+                    t,
+                    hd,
+                    t,
+                    Mat::rows(&s, t),
+                    Mat {
+                        data: &v[off..],
+                        rs: h,
+                        cs: 1,
+                    },
+                    &mut tmp,
+                    1.0,
+                    false,
+                ) {
                     return Err(bad());
                 }
                 for (j, src) in tmp.chunks(hd).enumerate() {
-                    ctx[base + j * h + head * hd..base + j * h + (head + 1) * hd].copy_from_slice(src);
+                    ctx[base + j * h + head * hd..base + j * h + (head + 1) * hd]
+                        .copy_from_slice(src);
                 }
             }
         }
@@ -192,15 +255,24 @@ impl BertModel {
     pub fn load(w: &WeightMap, prefix: &str, cfg: &BertConfig) -> Result<BertModel> {
         let h = cfg.hidden_size;
         let e = format!("{prefix}embeddings.");
-        let types = w.f32(&format!("{e}token_type_embeddings.weight"), &[cfg.type_vocab_size, h])?;
+        let types = w.f32(
+            &format!("{e}token_type_embeddings.weight"),
+            &[cfg.type_vocab_size, h],
+        )?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| BertLayer::load(w, &format!("{prefix}encoder.layer.{i}."), cfg, false))
             .collect::<Result<Vec<_>>>()?;
         Ok(BertModel {
             config: cfg.clone(),
             word: w.f32(&format!("{e}word_embeddings.weight"), &[cfg.vocab_size, h])?,
-            position: w.f32(&format!("{e}position_embeddings.weight"), &[cfg.max_position_embeddings, h])?,
-            token_type0: types.get(..h).ok_or_else(|| Error::Config("BERT type_vocab_size is 0".into()))?.to_vec(),
+            position: w.f32(
+                &format!("{e}position_embeddings.weight"),
+                &[cfg.max_position_embeddings, h],
+            )?,
+            token_type0: types
+                .get(..h)
+                .ok_or_else(|| Error::Config("BERT type_vocab_size is 0".into()))?
+                .to_vec(),
             emb_ln: LayerNorm::load(w, &format!("{e}LayerNorm"), h, cfg.layer_norm_eps as f32)?,
             layers,
         })
@@ -211,16 +283,38 @@ impl BertModel {
     pub fn forward(&self, ids: &[i32], mask: &[i32], batch: usize, t: usize) -> Result<Vec<f32>> {
         let h = self.config.hidden_size;
         if ids.len() != batch * t || mask.len() != batch * t {
-            return Err(Error::shape("BertModel", format!("ids {} / mask {} for batch {batch}, t {t}", ids.len(), mask.len())));
+            return Err(Error::shape(
+                "BertModel",
+                format!(
+                    "ids {} / mask {} for batch {batch}, t {t}",
+                    ids.len(),
+                    mask.len()
+                ),
+            ));
         }
         if t > self.config.max_position_embeddings {
-            return Err(Error::shape("BertModel", format!("{t} tokens exceed max_position_embeddings {}", self.config.max_position_embeddings)));
+            return Err(Error::shape(
+                "BertModel",
+                format!(
+                    "{t} tokens exceed max_position_embeddings {}",
+                    self.config.max_position_embeddings
+                ),
+            ));
         }
         let mut x = vec![0.0f32; batch * t * h];
         for (r, (row, &id)) in x.chunks_mut(h).zip(ids).enumerate() {
-            let id = usize::try_from(id).ok().filter(|&i| i < self.config.vocab_size).ok_or_else(|| {
-                Error::shape("BertModel", format!("token id {id} outside the vocabulary of {}", self.config.vocab_size))
-            })?;
+            let id = usize::try_from(id)
+                .ok()
+                .filter(|&i| i < self.config.vocab_size)
+                .ok_or_else(|| {
+                    Error::shape(
+                        "BertModel",
+                        format!(
+                            "token id {id} outside the vocabulary of {}",
+                            self.config.vocab_size
+                        ),
+                    )
+                })?;
             let p = r % t;
             let word = &self.word[id * h..(id + 1) * h];
             let pos = &self.position[p * h..(p + 1) * h];

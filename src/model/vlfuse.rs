@@ -19,7 +19,11 @@ struct Linear {
 
 impl Linear {
     fn load(w: &WeightMap, key: &str, out: usize, inp: usize) -> Result<Self> {
-        Ok(Linear { w: w.f32(&format!("{key}.weight"), &[out, inp])?, b: w.f32(&format!("{key}.bias"), &[out])?, out })
+        Ok(Linear {
+            w: w.f32(&format!("{key}.weight"), &[out, inp])?,
+            b: w.f32(&format!("{key}.bias"), &[out])?,
+            out,
+        })
     }
     fn apply(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         linear(x, rows, &self.w, self.out, Some(&self.b))
@@ -31,7 +35,10 @@ fn shape_of<'a>(w: &'a WeightMap, key: &str) -> Result<&'a [usize]> {
     w.tensors
         .get(key)
         .map(|t| t.shape())
-        .ok_or_else(|| Error::Weights { path: w.source.clone(), msg: format!("missing tensor `{key}` (VLFuse)") })
+        .ok_or_else(|| Error::Weights {
+            path: w.source.clone(),
+            msg: format!("missing tensor `{key}` (VLFuse)"),
+        })
 }
 
 /// One VLFuse layer of the VL-DyHead tower.
@@ -67,11 +74,17 @@ impl VLFuse {
             });
         }
         let (embed_dim, v_dim, l_dim) = (vs[0], vs[1], ls[1]);
-        if embed_dim % NUM_HEADS != 0 {
-            return Err(Error::Weights { path: w.source.clone(), msg: format!("VLFuse embed_dim {embed_dim} is not a multiple of {NUM_HEADS} heads") });
+        if !embed_dim.is_multiple_of(NUM_HEADS) {
+            return Err(Error::Weights {
+                path: w.source.clone(),
+                msg: format!("VLFuse embed_dim {embed_dim} is not a multiple of {NUM_HEADS} heads"),
+            });
         }
         let ln = |name: &str, c: usize| -> Result<(Vec<f32>, Vec<f32>)> {
-            Ok((w.f32(&format!("{p}{name}.weight"), &[c])?, w.f32(&format!("{p}{name}.bias"), &[c])?))
+            Ok((
+                w.f32(&format!("{p}{name}.weight"), &[c])?,
+                w.f32(&format!("{p}{name}.bias"), &[c])?,
+            ))
         };
         let a = format!("{p}attn.");
         Ok(VLFuse {
@@ -100,18 +113,37 @@ impl VLFuse {
     /// (non-zero = real token). Returns the fused levels (same shapes) and the new
     /// language hidden [B, t, l_dim]. Any t works: GLIP's 256-token padded run and the
     /// real-tokens-only run give the same real rows (spec §4, exact truncation).
-    pub fn forward(&self, visual: &[FeatureMap], lang: &[f32], mask: &[i32], t: usize) -> Result<(Vec<FeatureMap>, Vec<f32>)> {
-        let first = visual.first().ok_or_else(|| Error::shape("VLFuse", "no visual levels"))?;
+    pub fn forward(
+        &self,
+        visual: &[FeatureMap],
+        lang: &[f32],
+        mask: &[i32],
+        t: usize,
+    ) -> Result<(Vec<FeatureMap>, Vec<f32>)> {
+        let first = visual
+            .first()
+            .ok_or_else(|| Error::shape("VLFuse", "no visual levels"))?;
         let b = first.n;
         for (l, f) in visual.iter().enumerate() {
             if f.n != b || f.c != self.v_dim {
-                return Err(Error::shape("VLFuse", format!("level {l} is [{}, {}, {}, {}], expected batch {b} and {} channels", f.n, f.c, f.h, f.w, self.v_dim)));
+                return Err(Error::shape(
+                    "VLFuse",
+                    format!(
+                        "level {l} is [{}, {}, {}, {}], expected batch {b} and {} channels",
+                        f.n, f.c, f.h, f.w, self.v_dim
+                    ),
+                ));
             }
         }
         if lang.len() != b * t * self.l_dim || mask.len() != b * t {
             return Err(Error::shape(
                 "VLFuse",
-                format!("lang {} / mask {} elements for batch {b}, t {t}, l_dim {}", lang.len(), mask.len(), self.l_dim),
+                format!(
+                    "lang {} / mask {} elements for batch {b}, t {t}, l_dim {}",
+                    lang.len(),
+                    mask.len(),
+                    self.l_dim
+                ),
             ));
         }
         let n_img: usize = visual.iter().map(|f| f.hw()).sum();
@@ -145,7 +177,13 @@ impl VLFuse {
         let k = self.l_proj.apply(&l, rl)?;
         let vv = self.values_v_proj.apply(&v, rv)?;
         let vl = self.values_l_proj.apply(&l, rl)?;
-        let shape = BiAttnShape { batch: b, heads: self.heads, head_dim: self.head_dim(), n_img, n_txt: t };
+        let shape = BiAttnShape {
+            batch: b,
+            heads: self.heads,
+            head_dim: self.head_dim(),
+            n_img,
+            n_txt: t,
+        };
         let (o_v, o_t) = bi_attn(&shape, &q, &k, &vl, &vv, mask)?;
         drop((q, k, vv, vl));
         let dv = self.out_v_proj.apply(&o_v, rv)?;

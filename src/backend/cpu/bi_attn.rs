@@ -39,15 +39,32 @@ impl BiAttnShape {
         self.batch * self.n_txt * self.channels()
     }
     /// Checks every buffer against this shape.
-    pub fn check(&self, op: &'static str, q: usize, k_l: usize, v_l: usize, v_v: usize, mask: usize) -> Result<()> {
+    pub fn check(
+        &self,
+        op: &'static str,
+        q: usize,
+        k_l: usize,
+        v_l: usize,
+        v_v: usize,
+        mask: usize,
+    ) -> Result<()> {
         if self.heads == 0 || self.head_dim == 0 || self.n_txt == 0 {
             return Err(Error::shape(op, format!("degenerate shape {self:?}")));
         }
         let (img, txt) = (self.img_len(), self.txt_len());
-        let want = [("q", q, img), ("k_l", k_l, txt), ("v_l", v_l, txt), ("v_v", v_v, img), ("mask", mask, self.batch * self.n_txt)];
+        let want = [
+            ("q", q, img),
+            ("k_l", k_l, txt),
+            ("v_l", v_l, txt),
+            ("v_v", v_v, img),
+            ("mask", mask, self.batch * self.n_txt),
+        ];
         for (name, got, need) in want {
             if got != need {
-                return Err(Error::shape(op, format!("{name} has {got} elements, {need} needed for {self:?}")));
+                return Err(Error::shape(
+                    op,
+                    format!("{name} has {got} elements, {need} needed for {self:?}"),
+                ));
             }
         }
         Ok(())
@@ -65,8 +82,22 @@ impl BiAttnShape {
 /// A = clamp(q·k_lᵀ, ±50000);
 /// o_v = softmax_T(A + (1 | −9e15)) · v_l (image → text, pad keys masked as GLIP does);
 /// o_t = softmax_N(clamp(Aᵀ − rowmax, ±50000)) · v_v (text → image, no mask).
-pub fn bi_attn(s: &BiAttnShape, q: &[f32], k_l: &[f32], v_l: &[f32], v_v: &[f32], mask: &[i32]) -> Result<(Vec<f32>, Vec<f32>)> {
-    s.check("bi_attn", q.len(), k_l.len(), v_l.len(), v_v.len(), mask.len())?;
+pub fn bi_attn(
+    s: &BiAttnShape,
+    q: &[f32],
+    k_l: &[f32],
+    v_l: &[f32],
+    v_v: &[f32],
+    mask: &[i32],
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    s.check(
+        "bi_attn",
+        q.len(),
+        k_l.len(),
+        v_l.len(),
+        v_v.len(),
+        mask.len(),
+    )?;
     let (n, t, d, hd) = (s.n_img, s.n_txt, s.head_dim, s.channels());
     let mut o_v = vec![0.0f32; s.img_len()];
     let mut o_t = vec![0.0f32; s.txt_len()];
@@ -83,8 +114,16 @@ pub fn bi_attn(s: &BiAttnShape, q: &[f32], k_l: &[f32], v_l: &[f32], v_v: &[f32]
             let qh = &q[img0 + h * d..];
             let kh = &k_l[txt0 + h * d..];
             // A[n, t] = Q_h · K_hᵀ
-            let q_view = Mat { data: qh, rs: hd, cs: 1 };
-            let kt_view = Mat { data: kh, rs: 1, cs: hd };
+            let q_view = Mat {
+                data: qh,
+                rs: hd,
+                cs: 1,
+            };
+            let kt_view = Mat {
+                data: kh,
+                rs: 1,
+                cs: hd,
+            };
             if n > 0 && !gemm(n, t, d, q_view, kt_view, &mut a, 1.0, false) {
                 return Err(bad("logits"));
             }
@@ -97,11 +136,13 @@ pub fn bi_attn(s: &BiAttnShape, q: &[f32], k_l: &[f32], v_l: &[f32], v_v: &[f32]
                     *cm = cm.max(x);
                 }
             }
-            e.par_chunks_mut(t).zip(a.par_chunks(t)).for_each(|(er, ar)| {
-                for j in 0..t {
-                    er[j] = (ar[j] - colmax[j]).clamp(-CLAMP, CLAMP).exp();
-                }
-            });
+            e.par_chunks_mut(t)
+                .zip(a.par_chunks(t))
+                .for_each(|(er, ar)| {
+                    for j in 0..t {
+                        er[j] = (ar[j] - colmax[j]).clamp(-CLAMP, CLAMP).exp();
+                    }
+                });
             let mut colsum = vec![0.0f32; t];
             for row in e.chunks(t) {
                 for (cs, &x) in colsum.iter_mut().zip(row) {
@@ -109,10 +150,27 @@ pub fn bi_attn(s: &BiAttnShape, q: &[f32], k_l: &[f32], v_l: &[f32], v_v: &[f32]
                 }
             }
             // tmp_t[t, d] = Eᵀ · V_v,h, then divided by the row sums.
-            let vv_view = Mat { data: &v_v[img0 + h * d..], rs: hd, cs: 1 };
+            let vv_view = Mat {
+                data: &v_v[img0 + h * d..],
+                rs: hd,
+                cs: 1,
+            };
             if n == 0 {
                 tmp_t.fill(0.0);
-            } else if !gemm(t, d, n, Mat { data: &e, rs: 1, cs: t }, vv_view, &mut tmp_t, 1.0, false) {
+            } else if !gemm(
+                t,
+                d,
+                n,
+                Mat {
+                    data: &e,
+                    rs: 1,
+                    cs: t,
+                },
+                vv_view,
+                &mut tmp_t,
+                1.0,
+                false,
+            ) {
                 return Err(bad("text->image values"));
             }
             for (j, row) in tmp_t.chunks(d).enumerate() {
@@ -126,17 +184,28 @@ pub fn bi_attn(s: &BiAttnShape, q: &[f32], k_l: &[f32], v_l: &[f32], v_v: &[f32]
             // Image → text: A + M then softmax over the tokens (in place in A).
             a.par_chunks_mut(t).for_each(|row| {
                 for (x, &mk) in row.iter_mut().zip(m) {
-                    *x += if mk != 0 { TEXT_REAL_ADD } else { TEXT_PAD_FILL };
+                    *x += if mk != 0 {
+                        TEXT_REAL_ADD
+                    } else {
+                        TEXT_PAD_FILL
+                    };
                 }
             });
             super::nn::softmax_rows(&mut a, t);
-            let vl_view = Mat { data: &v_l[txt0 + h * d..], rs: hd, cs: 1 };
+            let vl_view = Mat {
+                data: &v_l[txt0 + h * d..],
+                rs: hd,
+                cs: 1,
+            };
             if n > 0 && !gemm(n, d, t, Mat::rows(&a, t), vl_view, &mut tmp_v, 1.0, false) {
                 return Err(bad("image->text values"));
             }
-            o_v[img0..img0 + n * hd].par_chunks_mut(hd).zip(tmp_v.par_chunks(d)).for_each(|(dst, src)| {
-                dst[h * d..(h + 1) * d].copy_from_slice(src);
-            });
+            o_v[img0..img0 + n * hd]
+                .par_chunks_mut(hd)
+                .zip(tmp_v.par_chunks(d))
+                .for_each(|(dst, src)| {
+                    dst[h * d..(h + 1) * d].copy_from_slice(src);
+                });
         }
     }
     Ok((o_v, o_t))

@@ -37,19 +37,30 @@ pub struct BiAttnWorkspace {
 impl BiAttnWorkspace {
     pub fn new(be: &CudaBackend, s: &BiAttnShape, img_splits: usize) -> Result<Self> {
         let n = workspace_len(s, img_splits);
-        Ok(BiAttnWorkspace { img_splits, buf: be.stream().alloc_zeros::<f32>(n)? })
+        Ok(BiAttnWorkspace {
+            img_splits,
+            buf: be.stream().alloc_zeros::<f32>(n)?,
+        })
     }
 }
 
 fn to_i32(what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::shape("bi_attn_f16", format!("{what} = {v} does not fit in i32")))
+    i32::try_from(v)
+        .map_err(|_| Error::shape("bi_attn_f16", format!("{what} = {v} does not fit in i32")))
 }
 
 fn grid(x: usize, y: usize, z: usize) -> Result<LaunchConfig> {
     if z > 65_535 || y > 65_535 {
-        return Err(Error::shape("bi_attn_f16", format!("grid ({x}, {y}, {z}) exceeds the CUDA limits")));
+        return Err(Error::shape(
+            "bi_attn_f16",
+            format!("grid ({x}, {y}, {z}) exceeds the CUDA limits"),
+        ));
     }
-    Ok(LaunchConfig { grid_dim: (to_i32("grid x", x)? as u32, y as u32, z as u32), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 })
+    Ok(LaunchConfig {
+        grid_dim: (to_i32("grid x", x)? as u32, y as u32, z as u32),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    })
 }
 
 /// Both attention directions (see `cpu::bi_attn::bi_attn` for the math and layouts):
@@ -70,25 +81,45 @@ pub fn bi_attn_f16(
     o_t: &mut CudaSlice<f16>,
 ) -> Result<()> {
     if s.head_dim != HEAD_DIM {
-        return Err(Error::shape("bi_attn_f16", format!("head_dim {} (the kernel needs {HEAD_DIM})", s.head_dim)));
+        return Err(Error::shape(
+            "bi_attn_f16",
+            format!("head_dim {} (the kernel needs {HEAD_DIM})", s.head_dim),
+        ));
     }
     if s.n_img == 0 || s.n_txt == 0 || s.batch == 0 {
         return Err(Error::shape("bi_attn_f16", format!("empty problem {s:?}")));
     }
     let (img, txt) = (s.img_len(), s.txt_len());
-    let bufs = [("q", q.len(), img), ("v_v", v_v.len(), img), ("k_l", k_l.len(), txt), ("v_l", v_l.len(), txt), ("o_v", o_v.len(), img), ("o_t", o_t.len(), txt), ("mask", mask.len(), s.batch * s.n_txt)];
+    let bufs = [
+        ("q", q.len(), img),
+        ("v_v", v_v.len(), img),
+        ("k_l", k_l.len(), txt),
+        ("v_l", v_l.len(), txt),
+        ("o_v", o_v.len(), img),
+        ("o_t", o_t.len(), txt),
+        ("mask", mask.len(), s.batch * s.n_txt),
+    ];
     for (name, got, need) in bufs {
         if got < need {
-            return Err(Error::shape("bi_attn_f16", format!("{name} has {got} elements, {need} needed for {s:?}")));
+            return Err(Error::shape(
+                "bi_attn_f16",
+                format!("{name} has {got} elements, {need} needed for {s:?}"),
+            ));
         }
     }
     let splits = ws.img_splits;
     if splits == 0 || splits > s.n_img {
-        return Err(Error::shape("bi_attn_f16", format!("img_splits {splits} must be in 1..={}", s.n_img)));
+        return Err(Error::shape(
+            "bi_attn_f16",
+            format!("img_splits {splits} must be in 1..={}", s.n_img),
+        ));
     }
     let need_ws = workspace_len(s, splits);
     if ws.buf.len() < need_ws {
-        return Err(Error::shape("bi_attn_f16", format!("workspace has {} f32, {need_ws} needed", ws.buf.len())));
+        return Err(Error::shape(
+            "bi_attn_f16",
+            format!("workspace has {} f32, {need_ws} needed", ws.buf.len()),
+        ));
     }
     let p = GlipBiAttnParams {
         batch: to_i32("batch", s.batch)?,
@@ -114,14 +145,24 @@ pub fn bi_attn_f16(
 
     let f_part = be.function(FAMILY, names::GLIP_BI_ATTN_TXT_PARTIAL_F16)?;
     let mut l = be.stream().launch_builder(&f_part);
-    l.arg(&p).arg(q).arg(k_l).arg(v_v).arg(&mut ws_m).arg(&mut ws_l).arg(&mut acc);
+    l.arg(&p)
+        .arg(q)
+        .arg(k_l)
+        .arg(v_v)
+        .arg(&mut ws_m)
+        .arg(&mut ws_l)
+        .arg(&mut acc);
     // SAFETY: reads q/v_v [B, N_img, C], k_l [B, T, C]; writes the m, l ([B, heads, splits, T])
     // and acc ([B, heads, splits, T, 256]) views, whose sizes were checked (workspace_len).
     unsafe { l.launch(grid(s.n_txt.div_ceil(ROWS), s.heads, s.batch * splits)?) }?;
 
     let f_merge = be.function(FAMILY, names::GLIP_BI_ATTN_TXT_MERGE_F16)?;
     let mut l = be.stream().launch_builder(&f_merge);
-    l.arg(&p).arg(&mut ws_m).arg(&mut ws_l).arg(&mut acc).arg(o_t);
+    l.arg(&p)
+        .arg(&mut ws_m)
+        .arg(&mut ws_l)
+        .arg(&mut acc)
+        .arg(o_t);
     // SAFETY: reads the workspace views written above, writes o_t [B, T, C] (length checked).
     unsafe { l.launch(grid(s.n_txt, s.heads, s.batch)?) }?;
     Ok(())
