@@ -347,3 +347,14 @@ fn kernel_algorithm_matches_twin() {
         assert!(e1 < 1e-5 && e2 < 1e-5, "splits {splits}: {e1} {e2}");
     }
 }
+
+#[test]
+fn bi_attn_kernels_are_built() {
+    use glip_rt::kernels::{self, names};
+    for n in [names::GLIP_BI_ATTN_IMG_F16, names::GLIP_BI_ATTN_TXT_PARTIAL_F16, names::GLIP_BI_ATTN_TXT_MERGE_F16] {
+        assert!(kernels::has_kernel(n), "{n}");
+    }
+    if kernels::COMPILED {
+        assert!(kernels::fatbin("bi_attn").is_some_and(|b| !b.is_empty()));
+    }
+}
