@@ -19,7 +19,7 @@ type CheckFn = fn(&CudaBackend) -> Result<Check>;
 
 /// (family, check) for every family that has a self-check.
 pub fn checks() -> Vec<(&'static str, CheckFn)> {
-    vec![("elementwise", elementwise as CheckFn)]
+    vec![("elementwise", elementwise as CheckFn), ("bi_attn", bi_attn as CheckFn)]
 }
 
 pub fn run_all(be: &CudaBackend) -> Vec<Check> {
@@ -63,4 +63,29 @@ fn elementwise(be: &CudaBackend) -> Result<Check> {
         passed,
         figure: format!("max |diff| {d:.1e} (tol 0: same rounding)"),
     })
+}
+
+/// bi_attn at GLIP-T's image size (22 400 positions, 8 heads of 256) with 64 tokens, 50 real.
+fn bi_attn(be: &CudaBackend) -> Result<Check> {
+    use crate::backend::cpu::bi_attn::BiAttnShape;
+    use crate::testing::nse;
+    let s = BiAttnShape { batch: 1, heads: 8, head_dim: 256, n_img: 22_400, n_txt: 64 };
+    let mut rng = Rng::new(11);
+    let h = |v: Vec<f32>| -> Vec<f16> { v.into_iter().map(f16::from_f32).collect() };
+    let f = |v: &[f16]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
+    let (q, k) = (h(rng.normal_vec(s.img_len(), 0.125)), h(rng.normal_vec(s.txt_len(), 1.0)));
+    let (vl, vv) = (h(rng.normal_vec(s.txt_len(), 1.0)), h(rng.normal_vec(s.img_len(), 1.0)));
+    let mask: Vec<i32> = (0..s.n_txt).map(|j| i32::from(j < 50)).collect();
+    let (want_v, want_t) = cpu::bi_attn::bi_attn(&s, &f(&q), &f(&k), &f(&vl), &f(&vv), &mask)?;
+    let (dq, dk, dvl, dvv) = (be.upload_f16(&q)?, be.upload_f16(&k)?, be.upload_f16(&vl)?, be.upload_f16(&vv)?);
+    let dm = be.upload_i32(&mask)?;
+    let mut ws = cuda::bi_attn::BiAttnWorkspace::new(be, &s, cuda::bi_attn::default_img_splits(s.n_img))?;
+    let mut ov = be.filled_f16(s.img_len(), f16::NAN)?;
+    let mut ot = be.filled_f16(s.txt_len(), f16::NAN)?;
+    cuda::bi_attn::bi_attn_f16(be, &s, &dq, &dk, &dvl, &dvv, &dm, &mut ws, &mut ov, &mut ot)?;
+    let (gv, gt) = (f(&be.download(&ov)?), f(&be.download(&ot)?));
+    let (ev, et) = (nse(&gv, &want_v), nse(&gt, &want_t));
+    let finite = gv.iter().chain(&gt).all(|x| x.is_finite());
+    let passed = finite && ev <= 1e-4 && et <= 1e-4;
+    Ok(Check { family: "bi_attn", passed, figure: format!("nse o_v {ev:.1e}, o_t {et:.1e} (tol 1e-4)") })
 }

@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 
+pub mod bert;
 pub mod config;
+pub mod vlfuse;
 
 /// Named host tensors (floats as f32), as read from a safetensors file.
 #[derive(Default)]

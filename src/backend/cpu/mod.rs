@@ -1,6 +1,7 @@
 //! The CPU backend: f32 arithmetic (f16 inputs upcast losslessly), rayon threads.
 //! Each kernel family's CPU twin lives in a module named like its `kernels/<family>.cu`.
 
+pub mod bi_attn;
 pub mod elementwise;
 pub mod gemm;
 pub mod nn;

@@ -5,6 +5,7 @@
 //! loaded (cudarc panics on first use otherwise), so without a driver it returns
 //! `Error::NoDevice` instead.
 
+pub mod bi_attn;
 pub mod elementwise;
 pub mod gemm;
 pub mod params;
