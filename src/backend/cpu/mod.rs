@@ -1,8 +1,10 @@
 //! The CPU backend: f32 arithmetic (f16 inputs upcast losslessly), rayon threads.
 //! Each kernel family's CPU twin lives in a module named like its `kernels/<family>.cu`.
 
+pub mod deform_conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod group_norm;
 pub mod nn;
 
 use super::{matmul_dims, Backend};

@@ -5,8 +5,10 @@
 //! loaded (cudarc panics on first use otherwise), so without a driver it returns
 //! `Error::NoDevice` instead.
 
+pub mod deform_conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod group_norm;
 pub mod params;
 
 use crate::error::{Error, Result};
