@@ -49,7 +49,7 @@ fn setup() -> Case {
 
 fn run(cs: &Case, input: &str, conv: &str, stride: usize, output: &str) {
     let x = &cs.g[input];
-    let [n, c, h, w] = x.dims::<4>(input).unwrap();
+    let [n, c, h, w] = x.dims::<4>("golden input").unwrap();
     let wt = &cs.w[&format!("DyConv.{conv}.conv.weight")];
     let cout = wt.shape()[0];
     let s = DeformConvShape::new(n, c, cout, h, w, stride).with_offset_source(cs.lo_hw.0, cs.lo_hw.1);
