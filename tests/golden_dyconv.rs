@@ -33,3 +33,18 @@ fn dyconv_load_names_missing_key() {
     let e = DyConv::load(&WeightMap::new("04_dyconv", g), "rpn.head.dyhead_tower.2.", 256).err().unwrap();
     assert!(e.to_string().contains("rpn.head.dyhead_tower.2.DyConv.0.conv.weight"), "{e}");
 }
+
+#[test]
+fn dyconv_tiny_model_32_channels() {
+    // The tiny e2e model's tower layer (32 channels, GN 16 groups, DyReLU squeeze 8).
+    let g = load_golden("12_e2e_tiny_weights").unwrap();
+    let m = DyConv::load(&WeightMap::new("12_e2e_tiny_weights", g), "rpn.head.dyhead_tower.2.", 32).unwrap();
+    let mut rng = glip_rt::testing::Rng::new(5);
+    let sizes = [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)];
+    let x: Vec<FeatureMap> = sizes.iter().map(|&(h, w)| FeatureMap::new(2, 32, h, w, rng.normal_vec(2 * 32 * h * w, 1.0)).unwrap()).collect();
+    let y = m.forward(&x).unwrap();
+    for (l, (a, b)) in x.iter().zip(&y).enumerate() {
+        assert_eq!((a.n, a.c, a.h, a.w), (b.n, b.c, b.h, b.w), "level {l}");
+        assert!(b.data.iter().all(|v| v.is_finite()), "level {l}");
+    }
+}
