@@ -35,7 +35,9 @@ fn cpu(c: &mut Criterion) {
     let mut g = c.benchmark_group("cpu_deform_conv");
     g.sample_size(10);
     g.bench_function("p5_256ch_stride1", |bch| {
-        bch.iter(|| black_box(modulated_deform_conv3x3(&s, &i.x, &i.off, &i.mask, &i.w, Some(&i.b)).ok()))
+        bch.iter(|| {
+            black_box(modulated_deform_conv3x3(&s, &i.x, &i.off, &i.mask, &i.w, Some(&i.b)).ok())
+        })
     });
     g.finish();
 }
@@ -46,8 +48,14 @@ fn cuda(c: &mut Criterion) {
     let mut g = c.benchmark_group("cuda_deform_conv");
     g.sample_size(10);
     for (name, s) in [
-        ("p3_256ch_stride1", DeformConvShape::new(1, 256, 256, 100, 168, 1)),
-        ("p3_to_p4_stride2", DeformConvShape::new(1, 256, 256, 100, 168, 2)),
+        (
+            "p3_256ch_stride1",
+            DeformConvShape::new(1, 256, 256, 100, 168, 1),
+        ),
+        (
+            "p3_to_p4_stride2",
+            DeformConvShape::new(1, 256, 256, 100, 168, 2),
+        ),
     ] {
         let i = inputs(&s);
         let up = || -> glip_rt::Result<_> {
@@ -60,7 +68,9 @@ fn cuda(c: &mut Criterion) {
                 be.filled_f16(s.required_lens().4, f16::ZERO)?,
             ))
         };
-        let Ok((x, off, mask, w, b, mut y)) = up() else { return };
+        let Ok((x, off, mask, w, b, mut y)) = up() else {
+            return;
+        };
         g.bench_function(name, |bch| {
             bch.iter(|| {
                 let r = deform_conv_fwd_f16(&be, &s, &x, &off, &mask, &w, &b, &mut y);

@@ -10,16 +10,28 @@ use std::hint::black_box;
 
 const SIZES: [(usize, usize); 5] = [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)];
 
-fn setup(batch: usize, sizes: &[(usize, usize)]) -> (GroupNormShape, Vec<GnLevel>, Vec<f32>, Vec<f32>, Vec<f32>) {
+fn setup(
+    batch: usize,
+    sizes: &[(usize, usize)],
+) -> (GroupNormShape, Vec<GnLevel>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let s = GroupNormShape::glip(batch, 256);
     let mut levels = Vec::new();
     let mut off = 0;
     for &(h, w) in sizes {
-        levels.push(GnLevel { offset: off, hw: h * w });
+        levels.push(GnLevel {
+            offset: off,
+            hw: h * w,
+        });
         off += batch * 256 * h * w;
     }
     let mut rng = Rng::new(4);
-    (s, levels, rng.normal_vec(off, 1.0), rng.normal_vec(256, 1.0), rng.normal_vec(256, 1.0))
+    (
+        s,
+        levels,
+        rng.normal_vec(off, 1.0),
+        rng.normal_vec(256, 1.0),
+        rng.normal_vec(256, 1.0),
+    )
 }
 
 fn cpu(c: &mut Criterion) {
@@ -27,7 +39,9 @@ fn cpu(c: &mut Criterion) {
     let mut y = vec![0.0f32; x.len()];
     let mut g = c.benchmark_group("cpu_group_norm");
     g.sample_size(10);
-    g.bench_function("five_levels_b1", |bch| bch.iter(|| black_box(group_norm_levels(&s, &levels, &x, &w, &b, &mut y).ok())));
+    g.bench_function("five_levels_b1", |bch| {
+        bch.iter(|| black_box(group_norm_levels(&s, &levels, &x, &w, &b, &mut y).ok()))
+    });
     g.finish();
 }
 
@@ -36,7 +50,11 @@ fn cuda(c: &mut Criterion) {
     let mut g = c.benchmark_group("cuda_group_norm");
     g.sample_size(10);
     // All five levels, P3 alone (bandwidth: 2 bytes read + 2 written per element) and P5-P7.
-    for (name, sizes) in [("five_levels_b1", &SIZES[..]), ("p3_b1", &SIZES[..1]), ("p5_p7_b1", &SIZES[2..])] {
+    for (name, sizes) in [
+        ("five_levels_b1", &SIZES[..]),
+        ("p3_b1", &SIZES[..1]),
+        ("p5_p7_b1", &SIZES[2..]),
+    ] {
         let (s, levels, x, w, b) = setup(1, sizes);
         let xh: Vec<f16> = x.iter().map(|v| f16::from_f32(*v)).collect();
         let up = || -> glip_rt::Result<_> {
@@ -48,10 +66,13 @@ fn cuda(c: &mut Criterion) {
                 be.filled_f16(xh.len(), f16::ZERO)?,
             ))
         };
-        let Ok((dx, dw, db, mut ws, mut dy)) = up() else { return };
+        let Ok((dx, dw, db, mut ws, mut dy)) = up() else {
+            return;
+        };
         g.bench_function(name, |bch| {
             bch.iter(|| {
-                let r = gn::group_norm_levels_f16(&be, &s, &levels, &dx, &dw, &db, &mut ws, &mut dy);
+                let r =
+                    gn::group_norm_levels_f16(&be, &s, &levels, &dx, &dw, &db, &mut ws, &mut dy);
                 black_box(r.and_then(|_| be.synchronize()).ok())
             })
         });

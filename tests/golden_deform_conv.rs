@@ -35,7 +35,13 @@ fn setup() -> Case {
     )
     .unwrap();
     assert_eq!((oh, ow), (h, wd));
-    assert_close("03 inter/offset_mask", &om, &g["inter/offset_mask"].to_f32_vec().unwrap(), 1e-4, 1e-4);
+    assert_close(
+        "03 inter/offset_mask",
+        &om,
+        &g["inter/offset_mask"].to_f32_vec().unwrap(),
+        1e-4,
+        1e-4,
+    );
     let hw = h * wd;
     let mut off = Vec::new();
     let mut mask = Vec::new();
@@ -44,7 +50,13 @@ fn setup() -> Case {
         off.extend_from_slice(&img[..18 * hw]);
         mask.extend(img[18 * hw..].iter().map(|&v| sigmoid(v)));
     }
-    Case { g, w, off, mask, lo_hw: (h, wd) }
+    Case {
+        g,
+        w,
+        off,
+        mask,
+        lo_hw: (h, wd),
+    }
 }
 
 fn run(cs: &Case, input: &str, conv: &str, stride: usize, output: &str) {
@@ -52,14 +64,19 @@ fn run(cs: &Case, input: &str, conv: &str, stride: usize, output: &str) {
     let [n, c, h, w] = x.dims::<4>("golden input").unwrap();
     let wt = &cs.w[&format!("DyConv.{conv}.conv.weight")];
     let cout = wt.shape()[0];
-    let s = DeformConvShape::new(n, c, cout, h, w, stride).with_offset_source(cs.lo_hw.0, cs.lo_hw.1);
+    let s =
+        DeformConvShape::new(n, c, cout, h, w, stride).with_offset_source(cs.lo_hw.0, cs.lo_hw.1);
     let y = modulated_deform_conv3x3(
         &s,
         &x.to_f32_vec().unwrap(),
         &cs.off,
         &cs.mask,
         &wt.to_f32_vec().unwrap(),
-        Some(&cs.w[&format!("DyConv.{conv}.conv.bias")].to_f32_vec().unwrap()),
+        Some(
+            &cs.w[&format!("DyConv.{conv}.conv.bias")]
+                .to_f32_vec()
+                .unwrap(),
+        ),
     )
     .unwrap();
     let want = &cs.g[output];
@@ -79,5 +96,11 @@ fn golden_03_stride2() {
 
 #[test]
 fn golden_03_stride1_next_level_quirk() {
-    run(&setup(), "input/x_next", "0", 1, "output/stride1_next_level");
+    run(
+        &setup(),
+        "input/x_next",
+        "0",
+        1,
+        "output/stride1_next_level",
+    );
 }

@@ -10,6 +10,20 @@ fn golden_02_groupnorm() {
     let [n, c, h, w] = x.dims::<4>("x").unwrap();
     let s = GroupNormShape::glip(n, c);
     let mut y = vec![f32::NAN; x.numel()];
-    group_norm(&s, h * w, &x.to_f32_vec().unwrap(), &g["weight"].to_f32_vec().unwrap(), &g["bias"].to_f32_vec().unwrap(), &mut y).unwrap();
-    assert_close("02 output/y", &y, &g["output/y"].to_f32_vec().unwrap(), 1e-4, 1e-4);
+    group_norm(
+        &s,
+        h * w,
+        &x.to_f32_vec().unwrap(),
+        &g["weight"].to_f32_vec().unwrap(),
+        &g["bias"].to_f32_vec().unwrap(),
+        &mut y,
+    )
+    .unwrap();
+    assert_close(
+        "02 output/y",
+        &y,
+        &g["output/y"].to_f32_vec().unwrap(),
+        1e-4,
+        1e-4,
+    );
 }

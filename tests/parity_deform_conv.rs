@@ -27,12 +27,25 @@ fn parity(be: &CudaBackend, name: &str, s: DeformConvShape, seed: u64) {
     let bias = rng.normal_vec(s.out_channels, 0.5);
     let want = modulated_deform_conv3x3(&s, &xf, &of, &mf, &wf, Some(&bias)).unwrap();
 
-    let (dx, doff, dm, dw) = (be.upload_f16(&xh).unwrap(), be.upload_f16(&oh).unwrap(), be.upload_f16(&mh).unwrap(), be.upload_f16(&wh).unwrap());
+    let (dx, doff, dm, dw) = (
+        be.upload_f16(&xh).unwrap(),
+        be.upload_f16(&oh).unwrap(),
+        be.upload_f16(&mh).unwrap(),
+        be.upload_f16(&wh).unwrap(),
+    );
     let db = be.upload_f32(&bias).unwrap();
     let mut dy = be.filled_f16(ly, f16::NAN).unwrap();
     deform_conv_fwd_f16(be, &s, &dx, &doff, &dm, &dw, &db, &mut dy).unwrap();
-    let got: Vec<f32> = be.download(&dy).unwrap().iter().map(|v| v.to_f32()).collect();
-    assert!(got.iter().all(|v| v.is_finite()), "{name}: non-finite output (unwritten or overflow)");
+    let got: Vec<f32> = be
+        .download(&dy)
+        .unwrap()
+        .iter()
+        .map(|v| v.to_f32())
+        .collect();
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{name}: non-finite output (unwritten or overflow)"
+    );
     let e = nse(&got, &want);
     let d = max_abs_diff(&got, &want);
     let peak = want.iter().fold(0.0f32, |a, b| a.max(b.abs()));
@@ -43,18 +56,29 @@ fn parity(be: &CudaBackend, name: &str, s: DeformConvShape, seed: u64) {
 
 #[test]
 fn kernel_symbol_exists() {
-    assert!(kernels::has_kernel(kernels::names::GLIP_DEFORM_CONV_FWD_F16));
+    assert!(kernels::has_kernel(
+        kernels::names::GLIP_DEFORM_CONV_FWD_F16
+    ));
 }
 
 #[test]
 fn parity_deform_conv_p3_stride1() {
-    let Some(be) = cuda_or_skip("parity_deform_conv_p3_stride1") else { return };
-    parity(&be, "P3 stride 1", DeformConvShape::new(1, 256, 256, 100, 168, 1), 1);
+    let Some(be) = cuda_or_skip("parity_deform_conv_p3_stride1") else {
+        return;
+    };
+    parity(
+        &be,
+        "P3 stride 1",
+        DeformConvShape::new(1, 256, 256, 100, 168, 1),
+        1,
+    );
 }
 
 #[test]
 fn parity_deform_conv_p3_stride2() {
-    let Some(be) = cuda_or_skip("parity_deform_conv_p3_stride2") else { return };
+    let Some(be) = cuda_or_skip("parity_deform_conv_p3_stride2") else {
+        return;
+    };
     let s = DeformConvShape::new(1, 256, 256, 100, 168, 2);
     assert_eq!((s.out_h(), s.out_w()), (50, 84));
     parity(&be, "P3->P4 stride 2", s, 2);
@@ -62,9 +86,14 @@ fn parity_deform_conv_p3_stride2() {
 
 #[test]
 fn parity_deform_conv_next_level_quirk() {
-    let Some(be) = cuda_or_skip("parity_deform_conv_next_level_quirk") else { return };
+    let Some(be) = cuda_or_skip("parity_deform_conv_next_level_quirk") else {
+        return;
+    };
     // DyConv[0] at level P3: input P4 (50x84), offsets/mask of P3 (100x168) read as [18, 50, 84].
     let s = DeformConvShape::new(2, 256, 256, 50, 84, 1).with_offset_source(100, 168);
-    assert_eq!((conv_out(50, 1), s.offset_batch_stride), (50, 18 * 100 * 168));
+    assert_eq!(
+        (conv_out(50, 1), s.offset_batch_stride),
+        (50, 18 * 100 * 168)
+    );
     parity(&be, "P4 input, P3 offsets (quirk), batch 2", s, 3);
 }

@@ -11,7 +11,9 @@
 use super::{FeatureMap, WeightMap};
 use crate::backend::cpu::deform_conv::{modulated_deform_conv3x3, DeformConvShape, TAPS};
 use crate::backend::cpu::group_norm::{group_norm, GroupNormShape};
-use crate::backend::cpu::nn::{conv2d, h_sigmoid, linear, sigmoid, upsample_bilinear_align_corners};
+use crate::backend::cpu::nn::{
+    conv2d, h_sigmoid, linear, sigmoid, upsample_bilinear_align_corners,
+};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
@@ -43,12 +45,30 @@ impl DeformConvNorm {
     }
 
     /// GN(DCN(x)) with offsets/mask of a level of size `src` (h, w): [B, 18|9, src_h, src_w].
-    fn forward(&self, x: &FeatureMap, off: &[f32], mask: &[f32], src: (usize, usize)) -> Result<FeatureMap> {
-        let s = DeformConvShape::new(x.n, x.c, x.c, x.h, x.w, self.stride).with_offset_source(src.0, src.1);
+    fn forward(
+        &self,
+        x: &FeatureMap,
+        off: &[f32],
+        mask: &[f32],
+        src: (usize, usize),
+    ) -> Result<FeatureMap> {
+        let s = DeformConvShape::new(x.n, x.c, x.c, x.h, x.w, self.stride)
+            .with_offset_source(src.0, src.1);
         let y = modulated_deform_conv3x3(&s, &x.data, off, mask, &self.weight, Some(&self.bias))?;
         let (oh, ow) = (s.out_h(), s.out_w());
         let mut out = vec![0.0f32; y.len()];
-        group_norm(&GroupNormShape { groups: GN_GROUPS, eps: GN_EPS, ..GroupNormShape::glip(x.n, x.c) }, oh * ow, &y, &self.gn_weight, &self.gn_bias, &mut out)?;
+        group_norm(
+            &GroupNormShape {
+                groups: GN_GROUPS,
+                eps: GN_EPS,
+                ..GroupNormShape::glip(x.n, x.c)
+            },
+            oh * ow,
+            &y,
+            &self.gn_weight,
+            &self.gn_bias,
+            &mut out,
+        )?;
         FeatureMap::new(x.n, x.c, oh, ow, out)
     }
 }
@@ -127,8 +147,10 @@ impl DyConv {
     /// `{prefix}relu.fc.{0,2}.*` (prefix e.g. `rpn.head.dyhead_tower.2.`).
     pub fn load(w: &WeightMap, prefix: &str, channels: usize) -> Result<DyConv> {
         let c = channels;
-        if c == 0 || c % GN_GROUPS != 0 || c % 4 != 0 {
-            return Err(Error::Config(format!("DyConv channels {c} must be a positive multiple of {GN_GROUPS}")));
+        if c == 0 || !c.is_multiple_of(GN_GROUPS) {
+            return Err(Error::Config(format!(
+                "DyConv channels {c} must be a positive multiple of {GN_GROUPS}"
+            )));
         }
         Ok(DyConv {
             channels: c,
@@ -154,20 +176,45 @@ impl DyConv {
     pub fn forward_traced(&self, x: &[FeatureMap]) -> Result<DyConvTrace> {
         const OP: &str = "DyConv";
         if x.len() != LEVELS {
-            return Err(Error::shape(OP, format!("{} levels, expected {LEVELS}", x.len())));
+            return Err(Error::shape(
+                OP,
+                format!("{} levels, expected {LEVELS}", x.len()),
+            ));
         }
         let (n, c) = (x[0].n, self.channels);
         for (l, f) in x.iter().enumerate() {
             if f.n != n || f.c != c || f.h == 0 || f.w == 0 {
-                return Err(Error::shape(OP, format!("level {l} is [{}, {}, {}, {}], expected batch {n}, {c} channels", f.n, f.c, f.h, f.w)));
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "level {l} is [{}, {}, {}, {}], expected batch {n}, {c} channels",
+                        f.n, f.c, f.h, f.w
+                    ),
+                ));
             }
         }
-        let mut trace = DyConvTrace { offset_mask: Vec::new(), pre_dyrelu: Vec::new(), output: Vec::new() };
+        let mut trace = DyConvTrace {
+            offset_mask: Vec::new(),
+            pre_dyrelu: Vec::new(),
+            output: Vec::new(),
+        };
         for l in 0..LEVELS {
             let xl = &x[l];
             let (h, w) = (xl.h, xl.w);
             let hw = h * w;
-            let (om, _, _) = conv2d(&xl.data, n, c, h, w, &self.offset_w, 3 * TAPS, 3, Some(&self.offset_b), 1, 1)?;
+            let (om, _, _) = conv2d(
+                &xl.data,
+                n,
+                c,
+                h,
+                w,
+                &self.offset_w,
+                3 * TAPS,
+                3,
+                Some(&self.offset_b),
+                1,
+                1,
+            )?;
             let mut off = Vec::with_capacity(n * 2 * TAPS * hw);
             let mut mask = Vec::with_capacity(n * TAPS * hw);
             for img in om.chunks(3 * TAPS * hw) {
@@ -180,7 +227,12 @@ impl DyConv {
                 if (t.h, t.w) != (h, w) {
                     return Err(Error::shape(
                         OP,
-                        format!("stride-2 conv of level {} gives {}x{}, level {l} is {h}x{w}", l - 1, t.h, t.w),
+                        format!(
+                            "stride-2 conv of level {} gives {}x{}, level {l} is {h}x{w}",
+                            l - 1,
+                            t.h,
+                            t.w
+                        ),
                     ));
                 }
                 terms.push(t);
@@ -188,7 +240,15 @@ impl DyConv {
             if l + 1 < LEVELS {
                 let nx = &x[l + 1];
                 if nx.hw() > hw {
-                    return Err(Error::shape(OP, format!("level {} ({}x{}) is larger than level {l} ({h}x{w})", l + 1, nx.h, nx.w)));
+                    return Err(Error::shape(
+                        OP,
+                        format!(
+                            "level {} ({}x{}) is larger than level {l} ({h}x{w})",
+                            l + 1,
+                            nx.h,
+                            nx.w
+                        ),
+                    ));
                 }
                 let t = self.convs[0].forward(nx, &off, &mask, (h, w))?;
                 let mut up = Vec::with_capacity(n * c * hw);
@@ -202,7 +262,12 @@ impl DyConv {
             for t in &terms {
                 let pooled = avgpool(t);
                 for b in 0..n {
-                    let s: f32 = pooled[b * c..(b + 1) * c].iter().zip(&self.attn_w).map(|(p, q)| p * q).sum::<f32>() + self.attn_b;
+                    let s: f32 = pooled[b * c..(b + 1) * c]
+                        .iter()
+                        .zip(&self.attn_w)
+                        .map(|(p, q)| p * q)
+                        .sum::<f32>()
+                        + self.attn_b;
                     let a = h_sigmoid(s.max(0.0));
                     for (d, v) in y[b * c * hw..(b + 1) * c * hw].iter_mut().zip(t.image(b)) {
                         *d += v * a;
@@ -213,7 +278,9 @@ impl DyConv {
             let y = FeatureMap::new(n, c, h, w, y)?;
             trace.output.push(self.relu.forward(&y)?);
             trace.pre_dyrelu.push(y);
-            trace.offset_mask.push(FeatureMap::new(n, 3 * TAPS, h, w, om)?);
+            trace
+                .offset_mask
+                .push(FeatureMap::new(n, 3 * TAPS, h, w, om)?);
         }
         Ok(trace)
     }
@@ -222,5 +289,8 @@ impl DyConv {
 /// Global average pool: [N, C, H, W] → [N, C] (f64 sums).
 fn avgpool(x: &FeatureMap) -> Vec<f32> {
     let hw = x.hw();
-    x.data.chunks(hw).map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32).collect()
+    x.data
+        .chunks(hw)
+        .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32)
+        .collect()
 }

@@ -45,7 +45,14 @@ pub struct DeformConvShape {
 
 impl DeformConvShape {
     /// A plain call: offset [B, 18, out_h, out_w], mask [B, 9, out_h, out_w].
-    pub fn new(batch: usize, in_channels: usize, out_channels: usize, in_h: usize, in_w: usize, stride: usize) -> Self {
+    pub fn new(
+        batch: usize,
+        in_channels: usize,
+        out_channels: usize,
+        in_h: usize,
+        in_w: usize,
+        stride: usize,
+    ) -> Self {
         let mut s = DeformConvShape {
             batch,
             in_channels,
@@ -95,14 +102,24 @@ impl DeformConvShape {
 
     /// Checks the geometry itself (not buffer lengths).
     pub fn validate(&self, op: &'static str) -> Result<()> {
-        if self.batch == 0 || self.in_channels == 0 || self.out_channels == 0 || self.in_h == 0 || self.in_w == 0 {
+        if self.batch == 0
+            || self.in_channels == 0
+            || self.out_channels == 0
+            || self.in_h == 0
+            || self.in_w == 0
+        {
             return Err(Error::shape(op, format!("empty extent in {self:?}")));
         }
         if self.stride != 1 && self.stride != 2 {
-            return Err(Error::shape(op, format!("stride {} (only 1 and 2 are supported)", self.stride)));
+            return Err(Error::shape(
+                op,
+                format!("stride {} (only 1 and 2 are supported)", self.stride),
+            ));
         }
         let np = self.out_positions();
-        if self.batch > 1 && (self.offset_batch_stride < 2 * TAPS * np || self.mask_batch_stride < TAPS * np) {
+        if self.batch > 1
+            && (self.offset_batch_stride < 2 * TAPS * np || self.mask_batch_stride < TAPS * np)
+        {
             return Err(Error::shape(
                 op,
                 format!(
@@ -125,7 +142,10 @@ pub fn conv_out(n: usize, stride: usize) -> usize {
 
 fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
     if got < want {
-        return Err(Error::shape(op, format!("{what}: {got} elements, at least {want} needed")));
+        return Err(Error::shape(
+            op,
+            format!("{what}: {got} elements, at least {want} needed"),
+        ));
     }
     Ok(())
 }
@@ -152,7 +172,12 @@ fn corners(h: usize, w: usize, y: f32, x: f32, mask: f32) -> Corners {
     let (y1, x1) = (y0 + 1, x0 + 1);
     let (hi, wi) = (h as i64, w as i64);
     let mut c = Corners::default();
-    let pts = [(y0, x0, hy * hx), (y0, x1, hy * lx), (y1, x0, ly * hx), (y1, x1, ly * lx)];
+    let pts = [
+        (y0, x0, hy * hx),
+        (y0, x1, hy * lx),
+        (y1, x0, ly * hx),
+        (y1, x1, ly * lx),
+    ];
     for (n, (py, px, wt)) in pts.into_iter().enumerate() {
         if py >= 0 && px >= 0 && py < hi && px < wi {
             c.idx[n] = (py * wi + px) as u32;
@@ -185,11 +210,22 @@ pub fn modulated_deform_conv3x3(
     check_len(OP, "offset", offset.len(), lo)?;
     check_len(OP, "mask", mask.len(), lm)?;
     if weight.len() != lw {
-        return Err(Error::shape(OP, format!("weight has {} elements, [cout {}, cin {}, 3, 3] needs {lw}", weight.len(), s.out_channels, s.in_channels)));
+        return Err(Error::shape(
+            OP,
+            format!(
+                "weight has {} elements, [cout {}, cin {}, 3, 3] needs {lw}",
+                weight.len(),
+                s.out_channels,
+                s.in_channels
+            ),
+        ));
     }
     if let Some(b) = bias {
         if b.len() != s.out_channels {
-            return Err(Error::shape(OP, format!("bias has {} elements, cout is {}", b.len(), s.out_channels)));
+            return Err(Error::shape(
+                OP,
+                format!("bias has {} elements, cout is {}", b.len(), s.out_channels),
+            ));
         }
     }
     let (cin, cout, h, w) = (s.in_channels, s.out_channels, s.in_h, s.in_w);
@@ -211,33 +247,48 @@ pub fn modulated_deform_conv3x3(
         while p0 < np {
             let n = chunk.min(np - p0);
             // Sampling coefficients of every (tap, position) in the chunk.
-            coef[..TAPS * n].par_chunks_mut(n).enumerate().for_each(|(k, row)| {
-                let (i, j) = ((k / 3) as f32, (k % 3) as f32);
-                for (q, c) in row.iter_mut().enumerate() {
-                    let p = p0 + q;
-                    let (oy, ox) = (p / ow, p % ow);
-                    let dy = ob[2 * k * np + p];
-                    let dx = ob[(2 * k + 1) * np + p];
-                    let m = mb[k * np + p];
-                    let py = (oy * s.stride) as f32 - PAD as f32 + i + dy;
-                    let px = (ox * s.stride) as f32 - PAD as f32 + j + dx;
-                    *c = corners(h, w, py, px, m);
-                }
-            });
+            coef[..TAPS * n]
+                .par_chunks_mut(n)
+                .enumerate()
+                .for_each(|(k, row)| {
+                    let (i, j) = ((k / 3) as f32, (k % 3) as f32);
+                    for (q, c) in row.iter_mut().enumerate() {
+                        let p = p0 + q;
+                        let (oy, ox) = (p / ow, p % ow);
+                        let dy = ob[2 * k * np + p];
+                        let dx = ob[(2 * k + 1) * np + p];
+                        let m = mb[k * np + p];
+                        let py = (oy * s.stride) as f32 - PAD as f32 + i + dy;
+                        let px = (ox * s.stride) as f32 - PAD as f32 + j + dx;
+                        *c = corners(h, w, py, px, m);
+                    }
+                });
             // Deformable im2col: cols[(c, k), q].
             let coef_ref = &coef;
-            cols[..kk * n].par_chunks_mut(n).enumerate().for_each(|(r, dst)| {
-                let (c, k) = (r / TAPS, r % TAPS);
-                let src = &xb[c * plane..(c + 1) * plane];
-                for (d, cf) in dst.iter_mut().zip(&coef_ref[k * n..(k + 1) * n]) {
-                    let mut v = 0.0f32;
-                    for t in 0..4 {
-                        v += cf.w[t] * src[cf.idx[t] as usize];
+            cols[..kk * n]
+                .par_chunks_mut(n)
+                .enumerate()
+                .for_each(|(r, dst)| {
+                    let (c, k) = (r / TAPS, r % TAPS);
+                    let src = &xb[c * plane..(c + 1) * plane];
+                    for (d, cf) in dst.iter_mut().zip(&coef_ref[k * n..(k + 1) * n]) {
+                        let mut v = 0.0f32;
+                        for t in 0..4 {
+                            v += cf.w[t] * src[cf.idx[t] as usize];
+                        }
+                        *d = v;
                     }
-                    *d = v;
-                }
-            });
-            if !gemm(cout, n, kk, Mat::rows(weight, kk), Mat::rows(&cols[..kk * n], n), &mut tmp[..cout * n], 1.0, false) {
+                });
+            if !gemm(
+                cout,
+                n,
+                kk,
+                Mat::rows(weight, kk),
+                Mat::rows(&cols[..kk * n], n),
+                &mut tmp[..cout * n],
+                1.0,
+                false,
+            ) {
                 return Err(Error::shape(OP, "gemm extents"));
             }
             for o in 0..cout {
@@ -316,7 +367,15 @@ mod tests {
     use super::*;
     use crate::testing::{max_abs_diff, Rng};
 
-    fn case(batch: usize, cin: usize, cout: usize, h: usize, w: usize, stride: usize, src: Option<(usize, usize)>) {
+    fn case(
+        batch: usize,
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+        stride: usize,
+        src: Option<(usize, usize)>,
+    ) {
         let mut s = DeformConvShape::new(batch, cin, cout, h, w, stride);
         if let Some((sh, sw)) = src {
             s = s.with_offset_source(sh, sw);
@@ -373,7 +432,14 @@ mod tests {
     fn rejects_short_offset() {
         let s = DeformConvShape::new(2, 1, 1, 4, 4, 1);
         let (lx, lo, lm, lw, _) = s.required_lens();
-        let r = modulated_deform_conv3x3(&s, &vec![0.0; lx], &vec![0.0; lo - 1], &vec![0.0; lm], &vec![0.0; lw], None);
+        let r = modulated_deform_conv3x3(
+            &s,
+            &vec![0.0; lx],
+            &vec![0.0; lo - 1],
+            &vec![0.0; lm],
+            &vec![0.0; lw],
+            None,
+        );
         assert!(r.is_err());
     }
 }

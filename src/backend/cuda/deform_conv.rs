@@ -22,12 +22,20 @@ const TILE_P: usize = 64;
 const THREADS: u32 = 128;
 
 fn i32_of(op: &'static str, what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::shape(op, format!("{what} = {v} exceeds the kernel's 32-bit range")))
+    i32::try_from(v).map_err(|_| {
+        Error::shape(
+            op,
+            format!("{what} = {v} exceeds the kernel's 32-bit range"),
+        )
+    })
 }
 
 fn check(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
     if got < want {
-        return Err(Error::shape(op, format!("{what}: buffer of {got} elements, {want} needed")));
+        return Err(Error::shape(
+            op,
+            format!("{what}: buffer of {got} elements, {want} needed"),
+        ));
     }
     Ok(())
 }
@@ -36,9 +44,9 @@ fn check(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
 pub fn params(s: &DeformConvShape) -> Result<GlipDeformConvParams> {
     const OP: &str = "deform_conv_fwd_f16";
     s.validate(OP)?;
-    let plane = s.in_h.checked_mul(s.in_w).unwrap_or(usize::MAX);
+    let plane = s.in_h.saturating_mul(s.in_w);
     i32_of(OP, "in_h * in_w", plane)?;
-    i32_of(OP, "in_channels * 9", s.in_channels * 9)?;
+    i32_of(OP, "in_channels * 9", s.in_channels.saturating_mul(9))?;
     Ok(GlipDeformConvParams {
         batch: i32_of(OP, "batch", s.batch)?,
         in_channels: i32_of(OP, "in_channels", s.in_channels)?,
@@ -59,9 +67,16 @@ pub fn launch_config(s: &DeformConvShape) -> Result<LaunchConfig> {
     let gx = s.out_positions().div_ceil(TILE_P);
     let gy = s.out_channels.div_ceil(TILE_O);
     if gx > i32::MAX as usize || gy > 65_535 || s.batch > 65_535 {
-        return Err(Error::shape("deform_conv_fwd_f16", format!("grid ({gx}, {gy}, {}) out of range", s.batch)));
+        return Err(Error::shape(
+            "deform_conv_fwd_f16",
+            format!("grid ({gx}, {gy}, {}) out of range", s.batch),
+        ));
     }
-    Ok(LaunchConfig { grid_dim: (gx as u32, gy as u32, s.batch as u32), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })
+    Ok(LaunchConfig {
+        grid_dim: (gx as u32, gy as u32, s.batch as u32),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    })
 }
 
 /// y = modulated_deform_conv3x3(x, offset, mask, weight, bias) on the GPU (layouts above).
@@ -88,7 +103,13 @@ pub fn deform_conv_fwd_f16(
     let cfg = launch_config(s)?;
     let f = be.function(FAMILY, names::GLIP_DEFORM_CONV_FWD_F16)?;
     let mut l = be.stream().launch_builder(&f);
-    l.arg(&p).arg(x).arg(offset).arg(mask).arg(weight).arg(bias).arg(y);
+    l.arg(&p)
+        .arg(x)
+        .arg(offset)
+        .arg(mask)
+        .arg(weight)
+        .arg(bias)
+        .arg(y);
     // SAFETY: every buffer holds at least the extent the kernel reads or writes for `p`
     // (required_lens, checked above: offsets/masks up to (B-1)·stride + 18|9·out_positions);
     // the kernel bounds-checks channel and position tails and clamps bilinear corners to

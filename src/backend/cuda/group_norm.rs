@@ -22,7 +22,10 @@ const MAX_LEVELS: usize = 8;
 /// Pieces (blocks of either launch) for this call.
 pub fn pieces(s: &GroupNormShape, levels: &[GnLevel]) -> usize {
     let cpg = s.channels / s.groups.max(1);
-    levels.iter().map(|l| s.batch * s.groups * (cpg * l.hw).div_ceil(CHUNK)).sum()
+    levels
+        .iter()
+        .map(|l| s.batch * s.groups * (cpg * l.hw).div_ceil(CHUNK))
+        .sum()
 }
 
 /// f32 elements of the workspace the caller must pass.
@@ -35,7 +38,10 @@ pub fn params(s: &GroupNormShape, levels: &[GnLevel]) -> Result<GlipGroupNormPar
     const OP: &str = "group_norm_levels_f16";
     s.validate(OP)?;
     if levels.is_empty() || levels.len() > MAX_LEVELS {
-        return Err(Error::shape(OP, format!("{} levels (1..={MAX_LEVELS} supported)", levels.len())));
+        return Err(Error::shape(
+            OP,
+            format!("{} levels (1..={MAX_LEVELS} supported)", levels.len()),
+        ));
     }
     let cpg = s.channels / s.groups;
     let mut p = GlipGroupNormParams {
@@ -49,16 +55,27 @@ pub fn params(s: &GroupNormShape, levels: &[GnLevel]) -> Result<GlipGroupNormPar
     };
     for (i, l) in levels.iter().enumerate() {
         // half2 accesses: every slab must start on an even element and hold an even count.
-        if l.offset % 2 != 0 || (cpg * l.hw) % 2 != 0 {
+        if !l.offset.is_multiple_of(2) || !(cpg * l.hw).is_multiple_of(2) {
             return Err(Error::shape(
                 OP,
-                format!("level {i}: offset {} must be even and channels/groups * hw = {} even", l.offset, cpg * l.hw),
+                format!(
+                    "level {i}: offset {} must be even and channels/groups * hw = {} even",
+                    l.offset,
+                    cpg * l.hw
+                ),
             ));
         }
         if l.hw == 0 || l.hw > i32::MAX as usize {
-            return Err(Error::shape(OP, format!("level {i}: hw {} out of range", l.hw)));
+            return Err(Error::shape(
+                OP,
+                format!("level {i}: hw {} out of range", l.hw),
+            ));
         }
-        p.levels[i] = GlipGroupNormLevel { offset: l.offset as i64, hw: l.hw as i32, _pad: 0 };
+        p.levels[i] = GlipGroupNormLevel {
+            offset: l.offset as i64,
+            hw: l.hw as i32,
+            _pad: 0,
+        };
     }
     Ok(p)
 }
@@ -77,7 +94,11 @@ pub fn group_norm_levels_f16(
 ) -> Result<()> {
     const OP: &str = "group_norm_levels_f16";
     let p = params(s, levels)?;
-    let end = levels.iter().map(|l| l.offset + s.batch * s.channels * l.hw).max().unwrap_or(0);
+    let end = levels
+        .iter()
+        .map(|l| l.offset + s.batch * s.channels * l.hw)
+        .max()
+        .unwrap_or(0);
     for (what, len, want) in [
         ("x", x.len(), end),
         ("y", y.len(), end),
@@ -86,14 +107,21 @@ pub fn group_norm_levels_f16(
         ("workspace", workspace.len(), workspace_len(s, levels)),
     ] {
         if len < want {
-            return Err(Error::shape(OP, format!("{what}: buffer of {len} elements, {want} needed")));
+            return Err(Error::shape(
+                OP,
+                format!("{what}: buffer of {len} elements, {want} needed"),
+            ));
         }
     }
     let n = pieces(s, levels);
     if n == 0 || n > i32::MAX as usize {
         return Err(Error::shape(OP, format!("{n} pieces")));
     }
-    let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (n as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let stats = be.function(FAMILY, names::GLIP_GROUP_NORM_STATS_F16)?;
     let mut l = be.stream().launch_builder(&stats);
     l.arg(&p).arg(x).arg(&mut *workspace);
@@ -102,7 +130,12 @@ pub fn group_norm_levels_f16(
     unsafe { l.launch(cfg) }?;
     let apply = be.function(FAMILY, names::GLIP_GROUP_NORM_APPLY_F16)?;
     let mut l = be.stream().launch_builder(&apply);
-    l.arg(&p).arg(x).arg(&*workspace).arg(weight).arg(bias).arg(y);
+    l.arg(&p)
+        .arg(x)
+        .arg(&*workspace)
+        .arg(weight)
+        .arg(bias)
+        .arg(y);
     // SAFETY: as above; y has the same extent as x and weight/bias hold C floats. Same stream,
     // so the partials are complete before this launch reads them.
     unsafe { l.launch(cfg) }?;
