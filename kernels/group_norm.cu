@@ -134,15 +134,18 @@ extern "C" __global__ void glip_group_norm_apply_f16(GlipGroupNormParams p, cons
     const int n2 = g.n / 2;
     for (int e = threadIdx.x; e < n2; e += GN_THREADS) {
         const float2 v = __half22float2(x2[e]);
-        float out[2] = {v.x, v.y};
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            // The two halves may fall in different channels when hw is odd.
-            const int c = g.group * cpg + (int)((first_el + 2 * e + h) / g.hw);
-            float r = (out[h] - mean) * rstd * weight[c] + bias[c];
-            if (p.activation == 1) r = fmaxf(r, 0.f);
-            out[h] = r;
+        // One 32-bit division per pair (slab_len < 2^31, checked by the wrapper); the second
+        // half starts the next channel when the first is a channel's last element (odd hw).
+        const unsigned idx = (unsigned)(first_el + 2 * e);
+        const unsigned ci = idx / (unsigned)g.hw;
+        const unsigned c0 = (unsigned)(g.group * cpg) + ci;
+        const unsigned c1 = c0 + ((idx - ci * (unsigned)g.hw) + 1u == (unsigned)g.hw ? 1u : 0u);
+        float r0 = (v.x - mean) * rstd * weight[c0] + bias[c0];
+        float r1 = (v.y - mean) * rstd * weight[c1] + bias[c1];
+        if (p.activation == 1) {
+            r0 = fmaxf(r0, 0.f);
+            r1 = fmaxf(r1, 0.f);
         }
-        y2[e] = __floats2half2_rn(out[0], out[1]);
+        y2[e] = __floats2half2_rn(r0, r1);
     }
 }
