@@ -19,7 +19,12 @@ type CheckFn = fn(&CudaBackend) -> Result<Check>;
 
 /// (family, check) for every family that has a self-check.
 pub fn checks() -> Vec<(&'static str, CheckFn)> {
-    vec![("elementwise", elementwise as CheckFn), ("bi_attn", bi_attn as CheckFn)]
+    vec![
+        ("elementwise", elementwise as CheckFn),
+        ("bi_attn", bi_attn as CheckFn),
+        ("deform_conv", deform_conv as CheckFn),
+        ("group_norm", group_norm as CheckFn),
+    ]
 }
 
 pub fn run_all(be: &CudaBackend) -> Vec<Check> {
@@ -88,4 +93,73 @@ fn bi_attn(be: &CudaBackend) -> Result<Check> {
     let finite = gv.iter().chain(&gt).all(|x| x.is_finite());
     let passed = finite && ev <= 1e-4 && et <= 1e-4;
     Ok(Check { family: "bi_attn", passed, figure: format!("nse o_v {ev:.1e}, o_t {et:.1e} (tol 1e-4)") })
+}
+
+fn f16_rounded(v: Vec<f32>) -> (Vec<f16>, Vec<f32>) {
+    let h: Vec<f16> = v.into_iter().map(f16::from_f32).collect();
+    let f = h.iter().map(|x| x.to_f32()).collect();
+    (h, f)
+}
+
+/// NSE ≤ 1e-4 (f16 storage) and no unwritten (NaN-poisoned) output.
+fn f16_verdict(family: &'static str, got: &[f32], want: &[f32]) -> Check {
+    let e = crate::testing::nse(got, want);
+    let d = max_abs_diff(got, want);
+    let passed = got.iter().all(|v| v.is_finite()) && e <= 1e-4;
+    Check { family, passed, figure: format!("nse {e:.2e} (tol 1e-4), max |diff| {d:.2e}") }
+}
+
+/// Stride 1, stride 2 and GLIP's coarser-level offset reuse, batch 2, 64 channels.
+fn deform_conv(be: &CudaBackend) -> Result<Check> {
+    use cpu::deform_conv::{modulated_deform_conv3x3, DeformConvShape};
+    let mut rng = Rng::new(11);
+    let (mut got_all, mut want_all) = (Vec::new(), Vec::new());
+    for s in [
+        DeformConvShape::new(2, 64, 64, 40, 56, 1),
+        DeformConvShape::new(2, 64, 64, 40, 56, 2),
+        DeformConvShape::new(2, 64, 64, 20, 28, 1).with_offset_source(40, 56),
+    ] {
+        let (lx, lo, lm, lw, ly) = s.required_lens();
+        let (xh, xf) = f16_rounded(rng.normal_vec(lx, 1.0));
+        let (oh, of) = f16_rounded(rng.normal_vec(lo, 2.5));
+        let (mh, mf) = f16_rounded(rng.uniform_vec(lm, 0.0, 1.0));
+        let (wh, wf) = f16_rounded(rng.normal_vec(lw, 1.0 / 24.0));
+        let bias = rng.normal_vec(s.out_channels, 0.5);
+        want_all.extend(modulated_deform_conv3x3(&s, &xf, &of, &mf, &wf, Some(&bias))?);
+        let mut y = be.filled_f16(ly, f16::NAN)?;
+        cuda::deform_conv::deform_conv_fwd_f16(
+            be,
+            &s,
+            &be.upload_f16(&xh)?,
+            &be.upload_f16(&oh)?,
+            &be.upload_f16(&mh)?,
+            &be.upload_f16(&wh)?,
+            &be.upload_f32(&bias)?,
+            &mut y,
+        )?;
+        got_all.extend(be.download(&y)?.iter().map(|v| v.to_f32()));
+    }
+    Ok(f16_verdict("deform_conv", &got_all, &want_all))
+}
+
+/// The five GLIP-T level sizes in one call, batch 2, 256 channels, 16 groups.
+fn group_norm(be: &CudaBackend) -> Result<Check> {
+    use cpu::group_norm::{group_norm_levels, GnLevel, GroupNormShape};
+    let s = GroupNormShape::glip(2, 256);
+    let mut levels = Vec::new();
+    let mut n = 0;
+    for (h, w) in [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)] {
+        levels.push(GnLevel { offset: n, hw: h * w });
+        n += 2 * 256 * h * w;
+    }
+    let mut rng = Rng::new(12);
+    let (xh, xf) = f16_rounded(rng.normal_vec(n, 2.0).into_iter().map(|v| v + 1.5).collect());
+    let (gw, gb) = (rng.normal_vec(256, 1.0), rng.normal_vec(256, 0.5));
+    let mut want = vec![0.0f32; n];
+    group_norm_levels(&s, &levels, &xf, &gw, &gb, &mut want)?;
+    let mut ws = be.filled_f32(cuda::group_norm::workspace_len(&s, &levels), f32::NAN)?;
+    let mut y = be.filled_f16(n, f16::NAN)?;
+    cuda::group_norm::group_norm_levels_f16(be, &s, &levels, &be.upload_f16(&xh)?, &be.upload_f32(&gw)?, &be.upload_f32(&gb)?, &mut ws, &mut y)?;
+    let got: Vec<f32> = be.download(&y)?.iter().map(|v| v.to_f32()).collect();
+    Ok(f16_verdict("group_norm", &got, &want))
 }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 pub mod bert;
 pub mod config;
 pub mod vlfuse;
+pub mod dyconv;
 
 /// Named host tensors (floats as f32), as read from a safetensors file.
 #[derive(Default)]

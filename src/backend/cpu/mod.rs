@@ -2,8 +2,10 @@
 //! Each kernel family's CPU twin lives in a module named like its `kernels/<family>.cu`.
 
 pub mod bi_attn;
+pub mod deform_conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod group_norm;
 pub mod nn;
 
 use super::{matmul_dims, Backend};

@@ -6,8 +6,10 @@
 //! `Error::NoDevice` instead.
 
 pub mod bi_attn;
+pub mod deform_conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod group_norm;
 pub mod params;
 
 use crate::error::{Error, Result};
