@@ -17,6 +17,7 @@ tests recompute them without any reference file:
   "optimizer" (a real AdamW state_dict after one step), "scheduler" (a dict with a set, a
   None, floats), "iteration" 123, plus "args" (an argparse.Namespace: an arbitrary class) and
   "meta" (numpy scalars and bytes), which a reader must tolerate without understanding.
+* unsupported_model.pth: a "model" holding an f8 tensor, which must fail with the key named.
 * tiny_glip_model.pth: the golden tiny GLIP-T weights
   (tests/testdata/golden/12_e2e_tiny_weights.safetensors, 313 tensors, f32 + i64) wrapped as
   GLIP writes them: {"model": {"module." + k: v}, "model_ema": the same tensors (shared storages,
@@ -112,8 +113,19 @@ def glip_shaped():
         "scheduler": scheduler,
         "iteration": 123,
         "args": argparse.Namespace(config="glip_Swin_T_O365_GoldG.yaml", lr=1e-4, flags=(1, 2)),
-        "meta": {"np_float": np.float64(0.5), "np_array": np.arange(3), "blob": b"\x00\x01", "big": 2**70},
+        "meta": {
+            "np_float": np.float64(0.5),
+            "np_array": np.arange(3),
+            "blob": b"\x00\x01",
+            "big": 2**70,
+            # A dtype the reader does not decode: harmless outside the model state_dict.
+            "f8": torch.zeros(2, dtype=torch.float8_e4m3fn),
+        },
     }
+
+
+def unsupported_model():
+    return {"model": {"module.w": torch.zeros(2, dtype=torch.float8_e4m3fn), "module.b": torch.ones(2)}}
 
 
 def tiny_glip_model():
@@ -132,7 +144,7 @@ def tiny_glip_model():
 def main():
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
-    for name, make in [("plain_state_dict", plain_state_dict), ("glip_shaped", glip_shaped), ("tiny_glip_model", tiny_glip_model)]:
+    for name, make in [("plain_state_dict", plain_state_dict), ("glip_shaped", glip_shaped), ("unsupported_model", unsupported_model), ("tiny_glip_model", tiny_glip_model)]:
         path = os.path.join(OUT, name + ".pth")
         torch.save(make(), path)
         print(f"{path}: {os.path.getsize(path)} bytes", file=sys.stderr)

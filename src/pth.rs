@@ -258,6 +258,7 @@ impl Checkpoint {
             };
             let slot = match &*v {
                 Value::Tensor(t) => Some(t.clone()),
+                Value::Unsupported(why) => return Err(perr(&self.path, format!("tensor `{key}` in `{entry}` cannot be read: {why}"))),
                 _ => None,
             };
             match (slot, seen.get(key)) {
@@ -283,11 +284,10 @@ impl Checkpoint {
         keys.sort();
         for skey in keys {
             let idx = &by_storage[skey];
-            let storage = tensors[idx[0]].1.storage.clone();
-            let bytes = self.read_storage(&storage)?;
+            let bytes = self.read_entry(&format!("{}data/{skey}", self.prefix))?;
             for &i in idx {
                 let (name, t) = &tensors[i];
-                raws[i] = Some(gather(&bytes, &storage, t).map_err(|m| perr(&self.path, format!("tensor `{name}`: {m}")))?);
+                raws[i] = Some(gather(&bytes, t).map_err(|m| perr(&self.path, format!("tensor `{name}` (storage data/{skey}): {m}")))?);
             }
         }
         let tensors = tensors
@@ -306,7 +306,7 @@ impl Checkpoint {
         if let Some((_, v)) = d.iter().rev().find(|(k, _)| matches!(&**k, Value::Str(s) if s == "model")) {
             return Ok(("model".into(), v.clone()));
         }
-        if !d.is_empty() && d.iter().all(|(k, v)| matches!(&**k, Value::Str(_)) && matches!(&**v, Value::Tensor(_))) {
+        if !d.is_empty() && d.iter().all(|(k, v)| matches!(&**k, Value::Str(_)) && matches!(&**v, Value::Tensor(_) | Value::Unsupported(_))) {
             return Ok(("<top level>".into(), self.root.clone()));
         }
         let names: Vec<String> = d.iter().take(12).map(|(k, _)| key_string(k)).collect();
@@ -325,15 +325,6 @@ impl Checkpoint {
         Ok(out)
     }
 
-    fn read_storage(&mut self, s: &StorageRef) -> Result<Vec<u8>> {
-        let name = format!("{}data/{}", self.prefix, s.key);
-        let bytes = self.read_entry(&name)?;
-        let need = s.numel.checked_mul(s.dtype.size()).ok_or_else(|| perr(&self.path, format!("storage {}: size overflows", s.key)))?;
-        if bytes.len() < need {
-            return Err(perr(&self.path, format!("storage `{name}` has {} bytes, its {} {} elements need {need}", bytes.len(), s.numel, s.dtype.name())));
-        }
-        Ok(bytes)
-    }
 }
 
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -368,9 +359,15 @@ pub fn looks_like_safetensors(head: &[u8]) -> bool {
     head.len() >= 9 && head[8] == b'{' && u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7]]) < (1 << 30)
 }
 
-/// Copy the elements of `t` (a strided view of `storage`) into a contiguous tensor.
-fn gather(bytes: &[u8], storage: &StorageRef, t: &TensorRef) -> std::result::Result<RawTensor, String> {
+/// Copy the elements of `t` (a strided view of its storage, whose bytes are `bytes`) into a
+/// contiguous tensor.
+fn gather(bytes: &[u8], t: &TensorRef) -> std::result::Result<RawTensor, String> {
+    let storage: &StorageRef = &t.storage;
     let es = storage.dtype.size();
+    let need = storage.numel.checked_mul(es).ok_or("storage size overflows")?;
+    if bytes.len() < need {
+        return Err(format!("the storage has {} bytes, its {} {} elements need {need}", bytes.len(), storage.numel, storage.dtype.name()));
+    }
     if t.size.len() != t.stride.len() {
         return Err(format!("size {:?} and stride {:?} differ in rank", t.size, t.stride));
     }

@@ -118,6 +118,11 @@ fn glip_shaped_checkpoint_reads_model_not_ema() {
             assert_eq!(got.to_f32_vec().unwrap(), ramp(n, i as f64), "{k}: model, not model_ema");
         }
     }
+    // The f8 tensor in "meta" is not decoded, and does not matter.
+    let ck = Checkpoint::open(&fixture("glip_shaped.pth")).unwrap();
+    let meta = ck.entries().into_iter().find(|e| e.name == "meta").unwrap();
+    assert_eq!(meta.summary, "dict, 5 entries");
+
     // As a WeightMap, then validated against its own key list.
     let w = pth::load_pth_weights(&fixture("glip_shaped.pth")).unwrap();
     let expected: Vec<(String, Vec<usize>)> = GLIP_KEYS.iter().map(|(k, s, _)| (k.to_string(), s.to_vec())).collect();
@@ -293,6 +298,12 @@ fn pth_clear_errors() {
     std::fs::write(&p, &bad).unwrap();
     let e = open_err(&p);
     assert!(e.contains("data.pkl") || e.contains("checksum") || e.contains("CRC"), "{e}");
+}
+
+#[test]
+fn unsupported_dtype_in_model_names_the_key() {
+    let e = err(pth::read_model_state_dict(&fixture("unsupported_model.pth")));
+    assert!(e.contains("tensor `module.w` in `model` cannot be read: tensor dtype torch.float8_e4m3fn"), "{e}");
 }
 
 #[test]

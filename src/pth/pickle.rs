@@ -53,6 +53,9 @@ pub enum Value {
     Tensor(TensorRef),
     /// Anything else: the result of calling or instantiating `class`.
     Object { class: String, args: Vec<Obj>, state: RefCell<Option<Obj>> },
+    /// A storage or tensor this reader cannot decode (say why). Not an error unless the
+    /// state_dict being read needs it: optimizer state may hold anything.
+    Unsupported(String),
 }
 
 /// An error while unpickling, with the byte position of the opcode.
@@ -87,6 +90,7 @@ pub fn short_repr(v: &Value) -> String {
         Value::Storage(s) => format!("storage {} ({} {})", s.key, s.numel, s.dtype.name()),
         Value::Tensor(t) => format!("tensor {} {:?}", t.storage.dtype.name(), t.size),
         Value::Object { class, .. } => format!("{class} object"),
+        Value::Unsupported(why) => format!("unsupported ({why})"),
     }
 }
 
@@ -510,9 +514,9 @@ impl<'a> Vm<'a> {
             return self.err(format!("storage persistent id has {} fields, expected 5", t.len()));
         }
         let dtype = match &*t[1] {
-            Value::Global { name, .. } => match StorageDType::from_storage_class(name) {
+            Value::Global { module, name } => match StorageDType::from_storage_class(name) {
                 Some(d) => d,
-                None => return self.err(format!("unsupported storage type {name}")),
+                None => return Ok(obj(Value::Unsupported(format!("storage type {module}.{name}")))),
             },
             other => return self.err(format!("storage type is {}, not a class", short_repr(other))),
         };
@@ -541,10 +545,20 @@ impl<'a> Vm<'a> {
         };
         match (module, name) {
             ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => self.rebuild_tensor(&args),
+            ("torch._utils", "_rebuild_tensor_v3") => Ok(obj(match tensor_ref_v3(&args) {
+                Ok(t) => Value::Tensor(t),
+                Err(why) => Value::Unsupported(why),
+            })),
             ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => match args.first() {
-                Some(t) if matches!(&**t, Value::Tensor(_)) => Ok(t.clone()),
-                _ => self.err("_rebuild_parameter without a tensor"),
+                Some(t) if matches!(&**t, Value::Tensor(_) | Value::Unsupported(_)) => Ok(t.clone()),
+                _ => Ok(obj(Value::Unsupported("_rebuild_parameter without a tensor".into()))),
             },
+            // A tensor subclass: `_rebuild_from_type_v2(func, type, args, state)` → func(*args).
+            ("torch._tensor", "_rebuild_from_type_v2") => match (args.first(), args.get(2).map(|a| &**a)) {
+                (Some(f), Some(Value::Tuple(inner))) => self.call(f, inner.clone()),
+                _ => Ok(obj(Value::Unsupported("_rebuild_from_type_v2 with unexpected arguments".into()))),
+            },
+            ("torch._utils", name) if name.starts_with("_rebuild_") => Ok(obj(Value::Unsupported(format!("torch._utils.{name} (quantized, sparse or meta tensor)")))),
             ("collections", "OrderedDict") | ("builtins", "dict") | ("__builtin__", "dict") => {
                 let d = obj(Value::Dict(RefCell::new(Vec::new())));
                 // OrderedDict([(k, v), …]) form; torch.save uses the empty form + SETITEMS.
@@ -574,30 +588,69 @@ impl<'a> Vm<'a> {
     }
 
     /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])`.
+    /// A tensor whose arguments make no sense becomes [`Value::Unsupported`], so that only a
+    /// state_dict that needs it fails.
     fn rebuild_tensor(&self, args: &[Obj]) -> R<Obj> {
-        if args.len() < 4 {
-            return self.err(format!("_rebuild_tensor_v2 with {} arguments", args.len()));
-        }
-        let Value::Storage(storage) = &*args[0] else {
-            return self.err(format!("_rebuild_tensor_v2 on {}, not a storage", short_repr(&args[0])));
-        };
-        let offset = self.usize_of(&args[1], "storage offset")?;
-        let size = self.usize_tuple(&args[2], "size")?;
-        let stride = self.usize_tuple(&args[3], "stride")?;
-        Ok(obj(Value::Tensor(TensorRef { storage: storage.clone(), offset, size, stride })))
+        Ok(obj(match tensor_ref(args) {
+            Ok(t) => Value::Tensor(t),
+            Err(why) => Value::Unsupported(why),
+        }))
     }
+}
 
-    fn usize_of(&self, o: &Obj, what: &str) -> R<usize> {
-        match &**o {
-            Value::Int(i) if *i >= 0 => Ok(*i as usize),
-            other => self.err(format!("tensor {what} is {}", short_repr(other))),
-        }
+fn tensor_ref(args: &[Obj]) -> std::result::Result<TensorRef, String> {
+    if args.len() < 4 {
+        return Err(format!("_rebuild_tensor_v2 with {} arguments", args.len()));
     }
-    fn usize_tuple(&self, o: &Obj, what: &str) -> R<Vec<usize>> {
-        match &**o {
-            Value::Tuple(t) => t.iter().map(|x| self.usize_of(x, what)).collect(),
-            other => self.err(format!("tensor {what} is {}, not a tuple", short_repr(other))),
-        }
+    let storage = match &*args[0] {
+        Value::Storage(s) => s.clone(),
+        Value::Unsupported(why) => return Err(why.clone()),
+        other => return Err(format!("_rebuild_tensor_v2 on {}, not a storage", short_repr(other))),
+    };
+    let offset = usize_of(&args[1], "storage offset")?;
+    let size = usize_tuple(&args[2], "size")?;
+    let stride = usize_tuple(&args[3], "stride")?;
+    Ok(TensorRef { storage, offset, size, stride })
+}
+
+/// `_rebuild_tensor_v3(untyped_storage, offset, size, stride, requires_grad, hooks, dtype, …)`,
+/// which torch uses for dtypes without a legacy typed storage class: the storage is counted in
+/// bytes, offset and strides in elements of `dtype`.
+fn tensor_ref_v3(args: &[Obj]) -> std::result::Result<TensorRef, String> {
+    let mut t = tensor_ref(args)?;
+    let dtype = match args.get(6).map(|a| &**a) {
+        Some(Value::Global { module, name }) if module == "torch" => match name.as_str() {
+            "float64" | "double" => StorageDType::F64,
+            "float32" | "float" => StorageDType::F32,
+            "float16" | "half" => StorageDType::F16,
+            "bfloat16" => StorageDType::BF16,
+            "int64" | "long" => StorageDType::I64,
+            "int32" | "int" => StorageDType::I32,
+            "int16" | "short" => StorageDType::I16,
+            "int8" => StorageDType::I8,
+            "uint8" => StorageDType::U8,
+            "bool" => StorageDType::Bool,
+            other => return Err(format!("tensor dtype torch.{other}")),
+        },
+        other => return Err(format!("_rebuild_tensor_v3 dtype is {}", other.map(short_repr).unwrap_or_else(|| "missing".into()))),
+    };
+    let s = &t.storage;
+    let bytes = s.numel * s.dtype.size();
+    t.storage = Rc::new(StorageRef { dtype, key: s.key.clone(), location: s.location.clone(), numel: bytes / dtype.size() });
+    Ok(t)
+}
+
+fn usize_of(o: &Obj, what: &str) -> std::result::Result<usize, String> {
+    match &**o {
+        Value::Int(i) if *i >= 0 => Ok(*i as usize),
+        other => Err(format!("tensor {what} is {}", short_repr(other))),
+    }
+}
+
+fn usize_tuple(o: &Obj, what: &str) -> std::result::Result<Vec<usize>, String> {
+    match &**o {
+        Value::Tuple(t) => t.iter().map(|x| usize_of(x, what)).collect(),
+        other => Err(format!("tensor {what} is {}, not a tuple", short_repr(other))),
     }
 }
 
