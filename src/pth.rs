@@ -319,7 +319,8 @@ impl Checkpoint {
     fn read_entry(&mut self, name: &str) -> Result<Vec<u8>> {
         let path = self.path.clone();
         let mut e = self.zip.by_name(name).map_err(|e| perr(&path, format!("zip entry `{name}`: {e}")))?;
-        let mut out = Vec::with_capacity(usize::try_from(e.size()).unwrap_or(0).min(1 << 32));
+        // The size is only a hint (a corrupt header may claim anything).
+        let mut out = Vec::with_capacity(usize::try_from(e.size()).unwrap_or(0).min(1 << 26));
         e.read_to_end(&mut out)
             .map_err(|e| perr(&path, format!("zip entry `{name}` cannot be read (truncated or corrupt file?): {e}")))?;
         Ok(out)
@@ -372,7 +373,7 @@ fn gather(bytes: &[u8], t: &TensorRef) -> std::result::Result<RawTensor, String>
         return Err(format!("size {:?} and stride {:?} differ in rank", t.size, t.stride));
     }
     let numel = t.size.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("size overflows")?;
-    let mut out = Vec::with_capacity(numel * es);
+    let mut out = Vec::new();
     if numel > 0 {
         let mut last = t.offset;
         for (&d, &s) in t.size.iter().zip(&t.stride) {
@@ -381,6 +382,8 @@ fn gather(bytes: &[u8], t: &TensorRef) -> std::result::Result<RawTensor, String>
         if last >= storage.numel {
             return Err(format!("view (offset {}, size {:?}, stride {:?}) reaches past its storage of {} elements", t.offset, t.size, t.stride, storage.numel));
         }
+        // In bounds, so numel ≤ storage.numel and the allocation is no larger than the storage.
+        out.reserve_exact(numel * es);
         // Contiguous row-major view: one copy.
         let mut expect = 1usize;
         let mut contiguous = true;
