@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 fn perr(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Weights { path: path.display().to_string(), msg: msg.into() }
+    Error::Weights {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
 }
 
 /// Element type of a torch storage (from its storage class, e.g. `torch.HalfStorage`).
@@ -67,7 +70,10 @@ impl StorageDType {
         }
     }
     pub fn is_float(self) -> bool {
-        matches!(self, StorageDType::F64 | StorageDType::F32 | StorageDType::F16 | StorageDType::BF16)
+        matches!(
+            self,
+            StorageDType::F64 | StorageDType::F32 | StorageDType::F16 | StorageDType::BF16
+        )
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -118,12 +124,23 @@ impl RawTensor {
     pub fn to_f32_vec(&self) -> Option<Vec<f32>> {
         let b = &self.data;
         Some(match self.dtype {
-            StorageDType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            StorageDType::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            StorageDType::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            StorageDType::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            StorageDType::F16 => b
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            StorageDType::BF16 => b
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             StorageDType::F64 => b
                 .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
                 .collect(),
             _ => return None,
         })
@@ -132,7 +149,10 @@ impl RawTensor {
     /// A host [`Tensor`] as the rest of glip-rt holds weights: floats as f32, i64/i32/i16/i8 as
     /// i32 (i64 range-checked), u8/bool as u8.
     pub fn to_tensor(&self, name: &str) -> Result<Tensor> {
-        let bad = |msg: String| Error::Weights { path: name.to_string(), msg };
+        let bad = |msg: String| Error::Weights {
+            path: name.to_string(),
+            msg,
+        };
         let b = &self.data;
         let t = if let Some(v) = self.to_f32_vec() {
             Tensor::from_f32(&self.shape, v)
@@ -141,14 +161,30 @@ impl RawTensor {
                 StorageDType::I64 => {
                     let mut out = Vec::with_capacity(b.len() / 8);
                     for c in b.chunks_exact(8) {
-                        let x = i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-                        out.push(i32::try_from(x).map_err(|_| bad(format!("i64 value {x} out of i32 range")))?);
+                        let x =
+                            i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                        out.push(
+                            i32::try_from(x)
+                                .map_err(|_| bad(format!("i64 value {x} out of i32 range")))?,
+                        );
                     }
                     Tensor::from_i32(&self.shape, out)
                 }
-                StorageDType::I32 => Tensor::from_i32(&self.shape, b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-                StorageDType::I16 => Tensor::from_i32(&self.shape, b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as i32).collect()),
-                StorageDType::I8 => Tensor::from_i32(&self.shape, b.iter().map(|&x| x as i8 as i32).collect()),
+                StorageDType::I32 => Tensor::from_i32(
+                    &self.shape,
+                    b.chunks_exact(4)
+                        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                ),
+                StorageDType::I16 => Tensor::from_i32(
+                    &self.shape,
+                    b.chunks_exact(2)
+                        .map(|c| i16::from_le_bytes([c[0], c[1]]) as i32)
+                        .collect(),
+                ),
+                StorageDType::I8 => {
+                    Tensor::from_i32(&self.shape, b.iter().map(|&x| x as i8 as i32).collect())
+                }
                 _ => Tensor::from_u8(&self.shape, b.clone()),
             }
         };
@@ -205,14 +241,24 @@ impl Checkpoint {
         }
         let zip = zip::ZipArchive::new(f)
             .map_err(|e| perr(path, format!("not a readable PyTorch checkpoint: the zip archive is truncated or corrupt ({e})")))?;
-        let mut ck = Checkpoint { path: path.to_path_buf(), zip, prefix: String::new(), root: Rc::new(Value::None) };
+        let mut ck = Checkpoint {
+            path: path.to_path_buf(),
+            zip,
+            prefix: String::new(),
+            root: Rc::new(Value::None),
+        };
         let pkl_name = ck
             .zip
             .file_names()
             .filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
             .min()
             .map(str::to_string)
-            .ok_or_else(|| perr(path, "a zip archive but not a PyTorch checkpoint: no `<archive>/data.pkl` entry"))?;
+            .ok_or_else(|| {
+                perr(
+                    path,
+                    "a zip archive but not a PyTorch checkpoint: no `<archive>/data.pkl` entry",
+                )
+            })?;
         ck.prefix = pkl_name.trim_end_matches("data.pkl").to_string();
         if let Ok(order) = ck.read_entry(&format!("{}byteorder", ck.prefix)) {
             if order.trim_ascii() != b"little" {
@@ -235,9 +281,15 @@ impl Checkpoint {
             Value::Dict(d) => d
                 .borrow()
                 .iter()
-                .map(|(k, v)| EntrySummary { name: key_string(k), summary: summarize(v) })
+                .map(|(k, v)| EntrySummary {
+                    name: key_string(k),
+                    summary: summarize(v),
+                })
                 .collect(),
-            _ => vec![EntrySummary { name: "<top level>".into(), summary: summarize(&self.root) }],
+            _ => vec![EntrySummary {
+                name: "<top level>".into(),
+                summary: summarize(&self.root),
+            }],
         }
     }
 
@@ -247,18 +299,31 @@ impl Checkpoint {
         let (entry, sd) = self.find_model()?;
         let items: Vec<(Obj, Obj)> = match &*sd {
             Value::Dict(d) => d.borrow().clone(),
-            _ => return Err(perr(&self.path, format!("entry `{entry}` is {}, not a state_dict", summarize(&sd)))),
+            _ => {
+                return Err(perr(
+                    &self.path,
+                    format!("entry `{entry}` is {}, not a state_dict", summarize(&sd)),
+                ))
+            }
         };
         let mut tensors: Vec<(String, TensorRef)> = Vec::new();
         let mut skipped = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (k, v) in items {
             let Value::Str(key) = &*k else {
-                return Err(perr(&self.path, format!("entry `{entry}` has a non-string key {}", summarize(&k))));
+                return Err(perr(
+                    &self.path,
+                    format!("entry `{entry}` has a non-string key {}", summarize(&k)),
+                ));
             };
             let slot = match &*v {
                 Value::Tensor(t) => Some(t.clone()),
-                Value::Unsupported(why) => return Err(perr(&self.path, format!("tensor `{key}` in `{entry}` cannot be read: {why}"))),
+                Value::Unsupported(why) => {
+                    return Err(perr(
+                        &self.path,
+                        format!("tensor `{key}` in `{entry}` cannot be read: {why}"),
+                    ))
+                }
                 _ => None,
             };
             match (slot, seen.get(key)) {
@@ -271,7 +336,10 @@ impl Checkpoint {
             }
         }
         if tensors.is_empty() {
-            return Err(perr(&self.path, format!("entry `{entry}` holds no tensors")));
+            return Err(perr(
+                &self.path,
+                format!("entry `{entry}` holds no tensors"),
+            ));
         }
         // Read each storage once, materialise every tensor that views it, then drop it: peak
         // memory stays near the size of the state_dict itself.
@@ -287,45 +355,82 @@ impl Checkpoint {
             let bytes = self.read_entry(&format!("{}data/{skey}", self.prefix))?;
             for &i in idx {
                 let (name, t) = &tensors[i];
-                raws[i] = Some(gather(&bytes, t).map_err(|m| perr(&self.path, format!("tensor `{name}` (storage data/{skey}): {m}")))?);
+                raws[i] = Some(gather(&bytes, t).map_err(|m| {
+                    perr(
+                        &self.path,
+                        format!("tensor `{name}` (storage data/{skey}): {m}"),
+                    )
+                })?);
             }
         }
         let tensors = tensors
             .into_iter()
             .zip(raws)
-            .map(|((k, _), r)| r.map(|r| (k.clone(), r)).ok_or_else(|| perr(&self.path, format!("tensor `{k}` was not read"))))
+            .map(|((k, _), r)| {
+                r.map(|r| (k.clone(), r))
+                    .ok_or_else(|| perr(&self.path, format!("tensor `{k}` was not read")))
+            })
             .collect::<Result<Vec<_>>>()?;
-        Ok(StateDict { entry, tensors, skipped })
+        Ok(StateDict {
+            entry,
+            tensors,
+            skipped,
+        })
     }
 
     fn find_model(&self) -> Result<(String, Obj)> {
         let Value::Dict(d) = &*self.root else {
-            return Err(perr(&self.path, format!("top level is {}, not a dict with a `model` entry or a state_dict", summarize(&self.root))));
+            return Err(perr(
+                &self.path,
+                format!(
+                    "top level is {}, not a dict with a `model` entry or a state_dict",
+                    summarize(&self.root)
+                ),
+            ));
         };
         let d = d.borrow();
-        if let Some((_, v)) = d.iter().rev().find(|(k, _)| matches!(&**k, Value::Str(s) if s == "model")) {
+        if let Some((_, v)) = d
+            .iter()
+            .rev()
+            .find(|(k, _)| matches!(&**k, Value::Str(s) if s == "model"))
+        {
             return Ok(("model".into(), v.clone()));
         }
-        if !d.is_empty() && d.iter().all(|(k, v)| matches!(&**k, Value::Str(_)) && matches!(&**v, Value::Tensor(_) | Value::Unsupported(_))) {
+        if !d.is_empty()
+            && d.iter().all(|(k, v)| {
+                matches!(&**k, Value::Str(_))
+                    && matches!(&**v, Value::Tensor(_) | Value::Unsupported(_))
+            })
+        {
             return Ok(("<top level>".into(), self.root.clone()));
         }
         let names: Vec<String> = d.iter().take(12).map(|(k, _)| key_string(k)).collect();
         Err(perr(
             &self.path,
-            format!("no `model` entry and the top level is not a state_dict (top-level keys: {}{})", names.join(", "), if d.len() > 12 { ", …" } else { "" }),
+            format!(
+                "no `model` entry and the top level is not a state_dict (top-level keys: {}{})",
+                names.join(", "),
+                if d.len() > 12 { ", …" } else { "" }
+            ),
         ))
     }
 
     fn read_entry(&mut self, name: &str) -> Result<Vec<u8>> {
         let path = self.path.clone();
-        let mut e = self.zip.by_name(name).map_err(|e| perr(&path, format!("zip entry `{name}`: {e}")))?;
+        let mut e = self
+            .zip
+            .by_name(name)
+            .map_err(|e| perr(&path, format!("zip entry `{name}`: {e}")))?;
         // The size is only a hint (a corrupt header may claim anything).
         let mut out = Vec::with_capacity(usize::try_from(e.size()).unwrap_or(0).min(1 << 26));
-        e.read_to_end(&mut out)
-            .map_err(|e| perr(&path, format!("zip entry `{name}` cannot be read (truncated or corrupt file?): {e}")))?;
+        e.read_to_end(&mut out).map_err(|e| {
+            perr(
+                &path,
+                format!("zip entry `{name}` cannot be read (truncated or corrupt file?): {e}"),
+            )
+        })?;
         Ok(out)
     }
-
 }
 
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -357,7 +462,11 @@ fn not_zip_reason(head: &[u8]) -> String {
 /// Whether `head` (the first bytes of a file) starts like a safetensors file: an 8-byte
 /// little-endian header length followed by `{`.
 pub fn looks_like_safetensors(head: &[u8]) -> bool {
-    head.len() >= 9 && head[8] == b'{' && u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7]]) < (1 << 30)
+    head.len() >= 9
+        && head[8] == b'{'
+        && u64::from_le_bytes([
+            head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
+        ]) < (1 << 30)
 }
 
 /// Copy the elements of `t` (a strided view of its storage, whose bytes are `bytes`) into a
@@ -365,22 +474,43 @@ pub fn looks_like_safetensors(head: &[u8]) -> bool {
 fn gather(bytes: &[u8], t: &TensorRef) -> std::result::Result<RawTensor, String> {
     let storage: &StorageRef = &t.storage;
     let es = storage.dtype.size();
-    let need = storage.numel.checked_mul(es).ok_or("storage size overflows")?;
+    let need = storage
+        .numel
+        .checked_mul(es)
+        .ok_or("storage size overflows")?;
     if bytes.len() < need {
-        return Err(format!("the storage has {} bytes, its {} {} elements need {need}", bytes.len(), storage.numel, storage.dtype.name()));
+        return Err(format!(
+            "the storage has {} bytes, its {} {} elements need {need}",
+            bytes.len(),
+            storage.numel,
+            storage.dtype.name()
+        ));
     }
     if t.size.len() != t.stride.len() {
-        return Err(format!("size {:?} and stride {:?} differ in rank", t.size, t.stride));
+        return Err(format!(
+            "size {:?} and stride {:?} differ in rank",
+            t.size, t.stride
+        ));
     }
-    let numel = t.size.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("size overflows")?;
+    let numel = t
+        .size
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("size overflows")?;
     let mut out = Vec::new();
     if numel > 0 {
         let mut last = t.offset;
         for (&d, &s) in t.size.iter().zip(&t.stride) {
-            last = (d - 1).checked_mul(s).and_then(|x| x.checked_add(last)).ok_or("stride overflows")?;
+            last = (d - 1)
+                .checked_mul(s)
+                .and_then(|x| x.checked_add(last))
+                .ok_or("stride overflows")?;
         }
         if last >= storage.numel {
-            return Err(format!("view (offset {}, size {:?}, stride {:?}) reaches past its storage of {} elements", t.offset, t.size, t.stride, storage.numel));
+            return Err(format!(
+                "view (offset {}, size {:?}, stride {:?}) reaches past its storage of {} elements",
+                t.offset, t.size, t.stride, storage.numel
+            ));
         }
         // In bounds, so numel ≤ storage.numel and the allocation is no larger than the storage.
         out.reserve_exact(numel * es);
@@ -414,7 +544,11 @@ fn gather(bytes: &[u8], t: &TensorRef) -> std::result::Result<RawTensor, String>
             }
         }
     }
-    Ok(RawTensor { dtype: storage.dtype, shape: t.size.clone(), data: out })
+    Ok(RawTensor {
+        dtype: storage.dtype,
+        shape: t.size.clone(),
+        data: out,
+    })
 }
 
 fn key_string(k: &Obj) -> String {
@@ -430,7 +564,10 @@ pub fn summarize(v: &Value) -> String {
     match v {
         Value::Dict(d) => {
             let d = d.borrow();
-            let nt = d.iter().filter(|(_, v)| matches!(&**v, Value::Tensor(_))).count();
+            let nt = d
+                .iter()
+                .filter(|(_, v)| matches!(&**v, Value::Tensor(_)))
+                .count();
             if nt > 0 && nt == d.len() {
                 format!("{nt} tensors")
             } else {
@@ -470,7 +607,9 @@ pub fn load_pth_weights(path: &Path) -> Result<WeightMap> {
     let (sd, _) = read_model_state_dict(path)?;
     let mut map = HashMap::with_capacity(sd.tensors.len());
     for (k, t) in sd.tensors {
-        let tensor = t.to_tensor(&k).map_err(|e| perr(path, format!("tensor `{k}`: {e}")))?;
+        let tensor = t
+            .to_tensor(&k)
+            .map_err(|e| perr(path, format!("tensor `{k}`: {e}")))?;
         map.insert(k, tensor);
     }
     Ok(WeightMap::new(path.display().to_string(), map))

@@ -36,27 +36,54 @@ pub struct Args {
 }
 
 fn werr(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Weights { path: path.display().to_string(), msg: msg.into() }
+    Error::Weights {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
 }
 
 /// `t`'s floats in `dtype`, other types unchanged.
 pub fn cast(t: &RawTensor, dtype: OutDType) -> RawTensor {
-    let Some(v) = t.to_f32_vec() else { return t.clone() };
-    let (dt, data) = match (dtype, t.dtype) {
-        (OutDType::F16, StorageDType::F16) | (OutDType::F32, StorageDType::F32) => return t.clone(),
-        (OutDType::F16, _) => (StorageDType::F16, v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect()),
-        (OutDType::F32, _) => (StorageDType::F32, v.iter().flat_map(|&x| x.to_le_bytes()).collect()),
+    let Some(v) = t.to_f32_vec() else {
+        return t.clone();
     };
-    RawTensor { dtype: dt, shape: t.shape.clone(), data }
+    let (dt, data) = match (dtype, t.dtype) {
+        (OutDType::F16, StorageDType::F16) | (OutDType::F32, StorageDType::F32) => {
+            return t.clone()
+        }
+        (OutDType::F16, _) => (
+            StorageDType::F16,
+            v.iter()
+                .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+                .collect(),
+        ),
+        (OutDType::F32, _) => (
+            StorageDType::F32,
+            v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+        ),
+    };
+    RawTensor {
+        dtype: dt,
+        shape: t.shape.clone(),
+        data,
+    }
 }
 
 pub fn run(args: Args) -> Result {
     let (sd, entries) = pth::read_model_state_dict(&args.input)?;
-    let tensors: Vec<(String, RawTensor)> = sd.tensors.iter().map(|(k, t)| (k.clone(), cast(t, args.dtype))).collect();
+    let tensors: Vec<(String, RawTensor)> = sd
+        .tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), cast(t, args.dtype)))
+        .collect();
     let mut overflow = 0usize;
     for (k, t) in &tensors {
         if t.dtype == StorageDType::F16 {
-            let bad = t.data.chunks_exact(2).filter(|c| f16::from_le_bytes([c[0], c[1]]).is_infinite()).count();
+            let bad = t
+                .data
+                .chunks_exact(2)
+                .filter(|c| f16::from_le_bytes([c[0], c[1]]).is_infinite())
+                .count();
             if bad > 0 {
                 eprintln!("warning: {k}: {bad} values overflow f16 (now ±inf); use --dtype f32");
                 overflow += bad;
@@ -77,7 +104,10 @@ pub fn run(args: Args) -> Result {
         "source".to_string(),
         format!(
             "glip convert {} (entry `{}`)",
-            args.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            args.input
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             sd.entry
         ),
     );
@@ -111,7 +141,13 @@ pub fn run(args: Args) -> Result {
     let others: Vec<String> = entries
         .iter()
         .filter(|e| e.name != sd.entry && sd.entry != "<top level>")
-        .map(|e| if e.name == "model_ema" { format!("{} ({}, ignored)", e.name, e.summary) } else { e.to_string() })
+        .map(|e| {
+            if e.name == "model_ema" {
+                format!("{} ({}, ignored)", e.name, e.summary)
+            } else {
+                e.to_string()
+            }
+        })
         .collect();
     if !others.is_empty() {
         println!("also in file: {}", others.join(", "));
@@ -123,7 +159,10 @@ pub fn run(args: Args) -> Result {
 }
 
 fn tmp_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
     out.with_file_name(name)
 }

@@ -48,11 +48,18 @@ pub enum Value {
     Dict(RefCell<Vec<(Obj, Obj)>>),
     Set(RefCell<Vec<Obj>>),
     /// A class or function named by GLOBAL / STACK_GLOBAL.
-    Global { module: String, name: String },
+    Global {
+        module: String,
+        name: String,
+    },
     Storage(Rc<StorageRef>),
     Tensor(TensorRef),
     /// Anything else: the result of calling or instantiating `class`.
-    Object { class: String, args: Vec<Obj>, state: RefCell<Option<Obj>> },
+    Object {
+        class: String,
+        args: Vec<Obj>,
+        state: RefCell<Option<Obj>>,
+    },
     /// A storage or tensor this reader cannot decode (say why). Not an error unless the
     /// state_dict being read needs it: optimizer state may hold anything.
     Unsupported(String),
@@ -67,7 +74,11 @@ pub struct PickleError {
 
 impl fmt::Display for PickleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "corrupt or unsupported pickle at byte {}: {}", self.pos, self.msg)
+        write!(
+            f,
+            "corrupt or unsupported pickle at byte {}: {}",
+            self.pos, self.msg
+        )
     }
 }
 
@@ -109,7 +120,14 @@ type R<T> = std::result::Result<T, PickleError>;
 
 /// Run a pickle and return the object it STOPs with.
 pub fn unpickle(data: &[u8]) -> R<Obj> {
-    let mut vm = Vm { data, pos: 0, op_pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
+    let mut vm = Vm {
+        data,
+        pos: 0,
+        op_pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+    };
     vm.run()
 }
 
@@ -119,7 +137,10 @@ fn obj(v: Value) -> Obj {
 
 impl<'a> Vm<'a> {
     fn err<T>(&self, msg: impl Into<String>) -> R<T> {
-        Err(PickleError { pos: self.op_pos, msg: msg.into() })
+        Err(PickleError {
+            pos: self.op_pos,
+            msg: msg.into(),
+        })
     }
 
     fn take(&mut self, n: usize) -> R<&'a [u8]> {
@@ -130,7 +151,9 @@ impl<'a> Vm<'a> {
                 self.pos = end;
                 Ok(s)
             }
-            _ => self.err(format!("needs {n} more bytes but the pickle ends (truncated?)")),
+            _ => self.err(format!(
+                "needs {n} more bytes but the pickle ends (truncated?)"
+            )),
         }
     }
     fn u8(&mut self) -> R<u8> {
@@ -146,7 +169,9 @@ impl<'a> Vm<'a> {
     }
     fn u64(&mut self) -> R<u64> {
         let b = self.take(8)?;
-        Ok(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        Ok(u64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ]))
     }
     fn len_u64(&mut self) -> R<usize> {
         let n = self.u64()?;
@@ -204,7 +229,7 @@ impl<'a> Vm<'a> {
     }
 
     fn set_items(&self, target: &Obj, items: Vec<Obj>) -> R<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return self.err("SETITEMS with an odd number of items");
         }
         match &**target {
@@ -268,7 +293,11 @@ impl<'a> Vm<'a> {
                     self.stack.push(obj(Value::Int(v)))
                 }
                 0x8a | 0x8b => {
-                    let n = if op == 0x8a { self.u8()? as usize } else { self.u32()? as usize };
+                    let n = if op == 0x8a {
+                        self.u8()? as usize
+                    } else {
+                        self.u32()? as usize
+                    };
                     let b = self.take(n)?;
                     self.stack.push(obj(long_le(b)))
                 }
@@ -314,9 +343,14 @@ impl<'a> Vm<'a> {
                 }
                 b'T' | b'U' => {
                     // Python 2 str: bytes, decoded as latin-1 as `encoding='latin1'` would.
-                    let n = if op == b'T' { self.u32()? as usize } else { self.u8()? as usize };
+                    let n = if op == b'T' {
+                        self.u32()? as usize
+                    } else {
+                        self.u8()? as usize
+                    };
                     let b = self.take(n)?;
-                    self.stack.push(obj(Value::Str(b.iter().map(|&c| c as char).collect())))
+                    self.stack
+                        .push(obj(Value::Str(b.iter().map(|&c| c as char).collect())))
                 }
                 b'B' | b'C' | 0x8e | 0x96 => {
                     let n = match op {
@@ -332,7 +366,10 @@ impl<'a> Vm<'a> {
                     self.stack.push(obj(Value::Str(s)))
                 }
                 b'S' => {
-                    let s = self.line()?.trim_matches(|c| c == '\'' || c == '"').to_string();
+                    let s = self
+                        .line()?
+                        .trim_matches(|c| c == '\'' || c == '"')
+                        .to_string();
                     self.stack.push(obj(Value::Str(s)))
                 }
                 // Containers.
@@ -354,7 +391,7 @@ impl<'a> Vm<'a> {
                     let t = self.top()?;
                     self.stack.push(t)
                 }
-                0x85 | 0x86 | 0x87 => {
+                0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     if self.stack.len() < n {
                         return self.err("stack underflow");
@@ -412,7 +449,9 @@ impl<'a> Vm<'a> {
                 }
                 b'p' => {
                     let s = self.line()?;
-                    let Ok(i) = s.parse::<u64>() else { return self.err(format!("bad PUT {s:?}")) };
+                    let Ok(i) = s.parse::<u64>() else {
+                        return self.err(format!("bad PUT {s:?}"));
+                    };
                     self.memo_put(i)?
                 }
                 0x94 => {
@@ -431,7 +470,9 @@ impl<'a> Vm<'a> {
                 }
                 b'g' => {
                     let s = self.line()?;
-                    let Ok(i) = s.parse::<u64>() else { return self.err(format!("bad GET {s:?}")) };
+                    let Ok(i) = s.parse::<u64>() else {
+                        return self.err(format!("bad GET {s:?}"));
+                    };
                     let o = self.memo_get(i)?;
                     self.stack.push(o)
                 }
@@ -445,7 +486,10 @@ impl<'a> Vm<'a> {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (&*module, &*name) {
-                        (Value::Str(m), Value::Str(n)) => self.stack.push(obj(Value::Global { module: m.clone(), name: n.clone() })),
+                        (Value::Str(m), Value::Str(n)) => self.stack.push(obj(Value::Global {
+                            module: m.clone(),
+                            name: n.clone(),
+                        })),
                         _ => return self.err("STACK_GLOBAL needs two strings"),
                     }
                 }
@@ -454,7 +498,12 @@ impl<'a> Vm<'a> {
                     let func = self.pop()?;
                     let args = match &*args {
                         Value::Tuple(t) => t.clone(),
-                        other => return self.err(format!("REDUCE arguments are {}, not a tuple", short_repr(other))),
+                        other => {
+                            return self.err(format!(
+                                "REDUCE arguments are {}, not a tuple",
+                                short_repr(other)
+                            ))
+                        }
                     };
                     let v = self.call(&func, args)?;
                     self.stack.push(v)
@@ -511,14 +560,26 @@ impl<'a> Vm<'a> {
             _ => return self.err("persistent id is not a ('storage', …) tuple"),
         }
         if t.len() < 5 {
-            return self.err(format!("storage persistent id has {} fields, expected 5", t.len()));
+            return self.err(format!(
+                "storage persistent id has {} fields, expected 5",
+                t.len()
+            ));
         }
         let dtype = match &*t[1] {
             Value::Global { module, name } => match StorageDType::from_storage_class(name) {
                 Some(d) => d,
-                None => return Ok(obj(Value::Unsupported(format!("storage type {module}.{name}")))),
+                None => {
+                    return Ok(obj(Value::Unsupported(format!(
+                        "storage type {module}.{name}"
+                    ))))
+                }
             },
-            other => return self.err(format!("storage type is {}, not a class", short_repr(other))),
+            other => {
+                return self.err(format!(
+                    "storage type is {}, not a class",
+                    short_repr(other)
+                ))
+            }
         };
         let key = match &*t[2] {
             Value::Str(s) => s.clone(),
@@ -533,7 +594,12 @@ impl<'a> Vm<'a> {
             Value::Int(n) if *n >= 0 => *n as usize,
             other => return self.err(format!("storage size is {}", short_repr(other))),
         };
-        Ok(obj(Value::Storage(Rc::new(StorageRef { dtype, key, location, numel }))))
+        Ok(obj(Value::Storage(Rc::new(StorageRef {
+            dtype,
+            key,
+            location,
+            numel,
+        }))))
     }
 
     /// A REDUCE / NEWOBJ: the few torch and builtin callables a state_dict needs are
@@ -541,24 +607,43 @@ impl<'a> Vm<'a> {
     fn call(&self, func: &Obj, args: Vec<Obj>) -> R<Obj> {
         let (module, name) = match &**func {
             Value::Global { module, name } => (module.as_str(), name.as_str()),
-            _ => return Ok(obj(Value::Object { class: format!("<call of {}>", short_repr(func)), args, state: RefCell::new(None) })),
+            _ => {
+                return Ok(obj(Value::Object {
+                    class: format!("<call of {}>", short_repr(func)),
+                    args,
+                    state: RefCell::new(None),
+                }))
+            }
         };
         match (module, name) {
-            ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => self.rebuild_tensor(&args),
+            ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
+                self.rebuild_tensor(&args)
+            }
             ("torch._utils", "_rebuild_tensor_v3") => Ok(obj(match tensor_ref_v3(&args) {
                 Ok(t) => Value::Tensor(t),
                 Err(why) => Value::Unsupported(why),
             })),
-            ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => match args.first() {
-                Some(t) if matches!(&**t, Value::Tensor(_) | Value::Unsupported(_)) => Ok(t.clone()),
-                _ => Ok(obj(Value::Unsupported("_rebuild_parameter without a tensor".into()))),
+            ("torch._utils", "_rebuild_parameter")
+            | ("torch._utils", "_rebuild_parameter_with_state") => match args.first() {
+                Some(t) if matches!(&**t, Value::Tensor(_) | Value::Unsupported(_)) => {
+                    Ok(t.clone())
+                }
+                _ => Ok(obj(Value::Unsupported(
+                    "_rebuild_parameter without a tensor".into(),
+                ))),
             },
             // A tensor subclass: `_rebuild_from_type_v2(func, type, args, state)` → func(*args).
-            ("torch._tensor", "_rebuild_from_type_v2") => match (args.first(), args.get(2).map(|a| &**a)) {
-                (Some(f), Some(Value::Tuple(inner))) => self.call(f, inner.clone()),
-                _ => Ok(obj(Value::Unsupported("_rebuild_from_type_v2 with unexpected arguments".into()))),
-            },
-            ("torch._utils", name) if name.starts_with("_rebuild_") => Ok(obj(Value::Unsupported(format!("torch._utils.{name} (quantized, sparse or meta tensor)")))),
+            ("torch._tensor", "_rebuild_from_type_v2") => {
+                match (args.first(), args.get(2).map(|a| &**a)) {
+                    (Some(f), Some(Value::Tuple(inner))) => self.call(f, inner.clone()),
+                    _ => Ok(obj(Value::Unsupported(
+                        "_rebuild_from_type_v2 with unexpected arguments".into(),
+                    ))),
+                }
+            }
+            ("torch._utils", name) if name.starts_with("_rebuild_") => Ok(obj(Value::Unsupported(
+                format!("torch._utils.{name} (quantized, sparse or meta tensor)"),
+            ))),
             ("collections", "OrderedDict") | ("builtins", "dict") | ("__builtin__", "dict") => {
                 let d = obj(Value::Dict(RefCell::new(Vec::new())));
                 // OrderedDict([(k, v), …]) form; torch.save uses the empty form + SETITEMS.
@@ -575,7 +660,10 @@ impl<'a> Vm<'a> {
                 }
                 Ok(d)
             }
-            ("builtins", "set") | ("__builtin__", "set") | ("builtins", "frozenset") | ("__builtin__", "frozenset") => {
+            ("builtins", "set")
+            | ("__builtin__", "set")
+            | ("builtins", "frozenset")
+            | ("__builtin__", "frozenset") => {
                 let items = match args.first().map(|o| &**o) {
                     Some(Value::List(l)) => l.borrow().clone(),
                     Some(Value::Tuple(t)) => t.clone(),
@@ -583,7 +671,11 @@ impl<'a> Vm<'a> {
                 };
                 Ok(obj(Value::Set(RefCell::new(items))))
             }
-            _ => Ok(obj(Value::Object { class: format!("{module}.{name}"), args, state: RefCell::new(None) })),
+            _ => Ok(obj(Value::Object {
+                class: format!("{module}.{name}"),
+                args,
+                state: RefCell::new(None),
+            })),
         }
     }
 
@@ -605,12 +697,22 @@ fn tensor_ref(args: &[Obj]) -> std::result::Result<TensorRef, String> {
     let storage = match &*args[0] {
         Value::Storage(s) => s.clone(),
         Value::Unsupported(why) => return Err(why.clone()),
-        other => return Err(format!("_rebuild_tensor_v2 on {}, not a storage", short_repr(other))),
+        other => {
+            return Err(format!(
+                "_rebuild_tensor_v2 on {}, not a storage",
+                short_repr(other)
+            ))
+        }
     };
     let offset = usize_of(&args[1], "storage offset")?;
     let size = usize_tuple(&args[2], "size")?;
     let stride = usize_tuple(&args[3], "stride")?;
-    Ok(TensorRef { storage, offset, size, stride })
+    Ok(TensorRef {
+        storage,
+        offset,
+        size,
+        stride,
+    })
 }
 
 /// `_rebuild_tensor_v3(untyped_storage, offset, size, stride, requires_grad, hooks, dtype, …)`,
@@ -632,11 +734,21 @@ fn tensor_ref_v3(args: &[Obj]) -> std::result::Result<TensorRef, String> {
             "bool" => StorageDType::Bool,
             other => return Err(format!("tensor dtype torch.{other}")),
         },
-        other => return Err(format!("_rebuild_tensor_v3 dtype is {}", other.map(short_repr).unwrap_or_else(|| "missing".into()))),
+        other => {
+            return Err(format!(
+                "_rebuild_tensor_v3 dtype is {}",
+                other.map(short_repr).unwrap_or_else(|| "missing".into())
+            ))
+        }
     };
     let s = &t.storage;
     let bytes = s.numel * s.dtype.size();
-    t.storage = Rc::new(StorageRef { dtype, key: s.key.clone(), location: s.location.clone(), numel: bytes / dtype.size() });
+    t.storage = Rc::new(StorageRef {
+        dtype,
+        key: s.key.clone(),
+        location: s.location.clone(),
+        numel: bytes / dtype.size(),
+    });
     Ok(t)
 }
 
@@ -650,7 +762,10 @@ fn usize_of(o: &Obj, what: &str) -> std::result::Result<usize, String> {
 fn usize_tuple(o: &Obj, what: &str) -> std::result::Result<Vec<usize>, String> {
     match &**o {
         Value::Tuple(t) => t.iter().map(|x| usize_of(x, what)).collect(),
-        other => Err(format!("tensor {what} is {}, not a tuple", short_repr(other))),
+        other => Err(format!(
+            "tensor {what} is {}, not a tuple",
+            short_repr(other)
+        )),
     }
 }
 
@@ -676,7 +791,10 @@ mod tests {
     fn long1_sign_extends() {
         assert!(matches!(long_le(&[0xff]), Value::Int(-1)));
         assert!(matches!(long_le(&[0x00, 0x01]), Value::Int(256)));
-        assert!(matches!(long_le(&[0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19]), Value::BigInt(_)));
+        assert!(matches!(
+            long_le(&[0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19]),
+            Value::BigInt(_)
+        ));
     }
 
     #[test]
