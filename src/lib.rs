@@ -11,6 +11,7 @@ pub mod model;
 pub mod selftest;
 pub mod tensor;
 pub mod testing;
+pub mod pth;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
-//! Reading tensors from safetensors files.
+//! Reading tensors from safetensors files, and checking a checkpoint's keys against a model.
 
 use crate::error::{Error, Result};
+use crate::model::WeightMap;
 use crate::tensor::Tensor;
 use half::f16;
 use safetensors::{Dtype, SafeTensors};
@@ -88,4 +89,116 @@ pub fn read_safetensors_all(path: &Path) -> Result<HashMap<String, Tensor>> {
         out.insert(name.clone(), view_to_tensor(path, &name, &v)?);
     }
     Ok(out)
+}
+
+/// The weights of a safetensors file with GLIP's state_dict key names, as a [`WeightMap`]
+/// (f16/bf16/f32/f64 floats → f32, i64 buffers → i32). A `module.` prefix is removed when
+/// *all* keys carry it (GLIP's rule for DistributedDataParallel checkpoints). PyTorch `.pth`
+/// files are refused with a pointer to `glip convert` (or load them with
+/// [`crate::pth::load_pth_weights`]).
+pub fn load_weights(path: &Path) -> Result<WeightMap> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if !crate::pth::looks_like_safetensors(&bytes) && (bytes.starts_with(b"PK") || bytes.first() == Some(&0x80)) {
+        return Err(werr(
+            path,
+            format!(
+                "this is a PyTorch checkpoint, not a safetensors file: convert it once with `glip convert {} -o <out>.safetensors`",
+                path.display()
+            ),
+        ));
+    }
+    if bytes.len() < 8 {
+        return Err(werr(path, format!("not a safetensors file: only {} bytes", bytes.len())));
+    }
+    let header_len = u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]]);
+    if bytes.get(8) != Some(&b'{') {
+        return Err(werr(path, "not a safetensors file (no JSON header after the 8-byte length)"));
+    }
+    if header_len > (bytes.len() - 8) as u64 {
+        return Err(werr(path, format!("truncated safetensors file: the header claims {header_len} bytes, the file has {} after the length", bytes.len() - 8)));
+    }
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        let hint = match e {
+            safetensors::SafeTensorError::MetadataIncompleteBuffer | safetensors::SafeTensorError::InvalidOffset(_) => " (truncated file?)",
+            _ => "",
+        };
+        werr(path, format!("corrupt safetensors file: {e}{hint}"))
+    })?;
+    let mut entries: Vec<(String, Tensor)> = Vec::with_capacity(st.len());
+    for (name, v) in st.tensors() {
+        let t = view_to_tensor(path, &name, &v)?;
+        entries.push((name, t));
+    }
+    crate::pth::strip_module_prefix(&mut entries);
+    Ok(WeightMap::new(path.display().to_string(), entries.into_iter().collect()))
+}
+
+/// Keys a GLIP checkpoint may carry that the runtime never reads: recomputable buffers
+/// (`*.relative_position_index`, `rpn.anchor_generator.cell_anchors.*`,
+/// `*embeddings.position_ids`) and BERT pooler weights (GLIP has no pooler;
+/// mmdetection's converter drops them too).
+pub fn glip_ignorable(key: &str) -> bool {
+    key.ends_with(".relative_position_index")
+        || key.contains("anchor_generator.cell_anchors.")
+        || key == "embeddings.position_ids"
+        || key.ends_with(".embeddings.position_ids")
+        || key.starts_with("pooler.")
+        || key.contains(".pooler.")
+}
+
+/// How many keys of each kind a [`validate_keys`] error spells out before "… and N more".
+const LIST_LIMIT: usize = 12;
+
+/// Check `w` against the model's expected keys and shapes. Every problem is collected into ONE
+/// error: missing keys, keys with the wrong shape (got vs expected) and unexpected keys, each
+/// list sorted, counted and cut after a few entries. Keys for which `allowed_extra` is true may
+/// be present without being expected, and may be absent although expected (ignorable buffers
+/// such as [`glip_ignorable`]'s); when present and expected their shape is still checked.
+pub fn validate_keys(w: &WeightMap, expected: &[(String, Vec<usize>)], allowed_extra: impl Fn(&str) -> bool) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut misshaped = Vec::new();
+    let mut want: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(expected.len());
+    for (k, shape) in expected {
+        want.insert(k.as_str());
+        match w.tensors.get(k) {
+            None if allowed_extra(k) => {}
+            None => missing.push(format!("{k} {shape:?}")),
+            Some(t) if t.shape() != shape.as_slice() => misshaped.push(format!("{k}: got {:?}, expected {shape:?}", t.shape())),
+            Some(_) => {}
+        }
+    }
+    let mut unexpected: Vec<String> = w
+        .tensors
+        .iter()
+        .filter(|(k, _)| !want.contains(k.as_str()) && !allowed_extra(k))
+        .map(|(k, t)| format!("{k} {:?}", t.shape()))
+        .collect();
+    if missing.is_empty() && misshaped.is_empty() && unexpected.is_empty() {
+        return Ok(());
+    }
+    missing.sort();
+    misshaped.sort();
+    unexpected.sort();
+    let mut msg = format!(
+        "weights do not match the model: {} missing, {} with the wrong shape, {} unexpected (of {} expected keys, {} in the file)",
+        missing.len(),
+        misshaped.len(),
+        unexpected.len(),
+        expected.len(),
+        w.tensors.len()
+    );
+    for (title, list) in [("missing", &missing), ("wrong shape", &misshaped), ("unexpected", &unexpected)] {
+        if list.is_empty() {
+            continue;
+        }
+        msg.push_str(&format!("\n  {title} ({}):", list.len()));
+        for item in list.iter().take(LIST_LIMIT) {
+            msg.push_str("\n    ");
+            msg.push_str(item);
+        }
+        if list.len() > LIST_LIMIT {
+            msg.push_str(&format!("\n    … and {} more", list.len() - LIST_LIMIT));
+        }
+    }
+    Err(Error::Weights { path: w.source.clone(), msg })
 }

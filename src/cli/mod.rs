@@ -1,5 +1,6 @@
 //! The `glip` command line: one module per subcommand.
 
+pub mod convert;
 pub mod doctor;
 
 use clap::{Parser, Subcommand};
@@ -19,11 +20,14 @@ pub struct Cli {
 pub enum Command {
     /// Build facts, CUDA driver and devices, and a GPU-vs-CPU check of every kernel family.
     Doctor(doctor::Args),
+    /// Convert a PyTorch GLIP checkpoint (.pth) to safetensors, without Python.
+    Convert(convert::Args),
 }
 
 pub fn run(cli: Cli) -> crate_result::Result {
     match cli.command {
         Command::Doctor(a) => doctor::run(a),
+        Command::Convert(a) => convert::run(a),
     }
 }
 
