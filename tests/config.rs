@@ -99,7 +99,12 @@ fn tiny_e2e_config_parses_to_the_tiny_model() {
     let c = tiny();
     assert_eq!(
         c.swin,
-        SwinConfig { embed_dim: 16, depths: vec![2, 2, 2, 2], num_heads: vec![2, 4, 8, 16], ..SwinConfig::swin_t() }
+        SwinConfig {
+            embed_dim: 16,
+            depths: vec![2, 2, 2, 2],
+            num_heads: vec![2, 4, 8, 16],
+            ..SwinConfig::swin_t()
+        }
     );
     assert_eq!(c.swin.out_channels(), vec![16, 32, 64, 128]);
     assert_eq!(c.fpn.in_channels, [32, 64, 128]);
@@ -118,7 +123,13 @@ fn tiny_e2e_config_parses_to_the_tiny_model() {
     assert_eq!(c.input.pixel_std, t.input.pixel_std);
     assert_eq!(c.input.format, "bgr255");
     assert_eq!(c.input.size_divisibility, 32);
-    assert_eq!(c.dyhead.fuse, glip_rt::model::config::FuseConfig { joint_emb_size: 32, ..t.dyhead.fuse.clone() });
+    assert_eq!(
+        c.dyhead.fuse,
+        glip_rt::model::config::FuseConfig {
+            joint_emb_size: 32,
+            ..t.dyhead.fuse.clone()
+        }
+    );
     assert_eq!(c.dyhead.num_score_classes(), 80);
 }
 
@@ -130,7 +141,9 @@ fn glip_t_partial_yaml_with_defaults_equals_preset() {
 
 #[test]
 fn glip_l_yaml_equals_preset() {
-    let y = GLIP_T_YAML.replace("  RPN:\n", &format!("{GLIP_L_OVERRIDES}  RPN:\n")).replace("NUM_CONVS: 6", "NUM_CONVS: 8");
+    let y = GLIP_T_YAML
+        .replace("  RPN:\n", &format!("{GLIP_L_OVERRIDES}  RPN:\n"))
+        .replace("NUM_CONVS: 6", "NUM_CONVS: 8");
     let c = GlipConfig::from_yaml_str(&y, "glip_Swin_L.yaml").unwrap();
     assert_eq!(c, GlipConfig::glip_l());
 }
@@ -145,14 +158,35 @@ fn presets_match_the_spec() {
     assert!(!t.swin.norm_first_stage);
     assert_eq!(t.fpn.in_channels, [192, 384, 768]);
     assert_eq!(t.fpn.out_channels, 256);
-    assert_eq!((t.dyhead.channels, t.dyhead.num_convs, t.dyhead.gn_groups), (256, 6, 16));
-    assert_eq!((t.dyhead.fuse.embed_dim, t.dyhead.fuse.num_heads), (2048, 8));
+    assert_eq!(
+        (t.dyhead.channels, t.dyhead.num_convs, t.dyhead.gn_groups),
+        (256, 6, 16)
+    );
+    assert_eq!(
+        (t.dyhead.fuse.embed_dim, t.dyhead.fuse.num_heads),
+        (2048, 8)
+    );
     assert_eq!(t.dyhead.num_classes, 81);
     assert_eq!(t.language.lang_dim, 768);
     assert_eq!(t.anchors.sizes, [64.0, 128.0, 256.0, 512.0, 1024.0]);
     assert_eq!(t.anchors.strides, [8, 16, 32, 64, 128]);
-    assert_eq!((t.postprocess.inference_th, t.postprocess.pre_nms_top_n, t.postprocess.nms_th, t.postprocess.detections_per_img), (0.05, 1000, 0.6, 100));
-    assert_eq!((t.input.min_size_test, t.input.max_size_test, t.input.size_divisibility), (800, 1333, 32));
+    assert_eq!(
+        (
+            t.postprocess.inference_th,
+            t.postprocess.pre_nms_top_n,
+            t.postprocess.nms_th,
+            t.postprocess.detections_per_img
+        ),
+        (0.05, 1000, 0.6, 100)
+    );
+    assert_eq!(
+        (
+            t.input.min_size_test,
+            t.input.max_size_test,
+            t.input.size_divisibility
+        ),
+        (800, 1333, 32)
+    );
     assert!(t.input.bgr() && t.input.times_255());
     let l = GlipConfig::glip_l();
     assert_eq!((l.swin.embed_dim, l.swin.window_size), (192, 12));
@@ -174,14 +208,46 @@ fn config_err(yaml: &str) -> String {
 #[test]
 fn unsupported_architectures_are_named() {
     let cases = [
-        ("META_ARCHITECTURE: \"GeneralizedVLRCNN\"", "META_ARCHITECTURE: \"GeneralizedRCNN\"", "MODEL.META_ARCHITECTURE"),
-        ("RPN_ARCHITECTURE: \"VLDYHEAD\"", "RPN_ARCHITECTURE: \"ATSS\"", "MODEL.RPN_ARCHITECTURE"),
-        ("CONV_BODY: \"SWINT-FPN-RETINANET\"", "CONV_BODY: \"R-50-FPN-RETINANET\"", "MODEL.BACKBONE.CONV_BODY"),
-        ("USE_DYFUSE: True", "USE_DYFUSE: False", "MODEL.DYHEAD.USE_DYFUSE"),
-        ("SCORE_AGG: \"MEAN\"", "SCORE_AGG: \"MAX\"", "MODEL.DYHEAD.SCORE_AGG"),
-        ("TYPE: \"MHA-B\"", "TYPE: \"MHA-S\"", "MODEL.DYHEAD.FUSE_CONFIG.TYPE"),
-        ("ASPECT_RATIOS: (1.0,)", "ASPECT_RATIOS: (0.5, 1.0, 2.0)", "ASPECT_RATIOS"),
-        ("MODEL_TYPE: \"bert-base-uncased\"", "MODEL_TYPE: \"clip\"", "MODEL.LANGUAGE_BACKBONE.MODEL_TYPE"),
+        (
+            "META_ARCHITECTURE: \"GeneralizedVLRCNN\"",
+            "META_ARCHITECTURE: \"GeneralizedRCNN\"",
+            "MODEL.META_ARCHITECTURE",
+        ),
+        (
+            "RPN_ARCHITECTURE: \"VLDYHEAD\"",
+            "RPN_ARCHITECTURE: \"ATSS\"",
+            "MODEL.RPN_ARCHITECTURE",
+        ),
+        (
+            "CONV_BODY: \"SWINT-FPN-RETINANET\"",
+            "CONV_BODY: \"R-50-FPN-RETINANET\"",
+            "MODEL.BACKBONE.CONV_BODY",
+        ),
+        (
+            "USE_DYFUSE: True",
+            "USE_DYFUSE: False",
+            "MODEL.DYHEAD.USE_DYFUSE",
+        ),
+        (
+            "SCORE_AGG: \"MEAN\"",
+            "SCORE_AGG: \"MAX\"",
+            "MODEL.DYHEAD.SCORE_AGG",
+        ),
+        (
+            "TYPE: \"MHA-B\"",
+            "TYPE: \"MHA-S\"",
+            "MODEL.DYHEAD.FUSE_CONFIG.TYPE",
+        ),
+        (
+            "ASPECT_RATIOS: (1.0,)",
+            "ASPECT_RATIOS: (0.5, 1.0, 2.0)",
+            "ASPECT_RATIOS",
+        ),
+        (
+            "MODEL_TYPE: \"bert-base-uncased\"",
+            "MODEL_TYPE: \"clip\"",
+            "MODEL.LANGUAGE_BACKBONE.MODEL_TYPE",
+        ),
     ];
     for (from, to, key) in cases {
         assert!(GLIP_T_YAML.contains(from), "{from}");
@@ -193,23 +259,36 @@ fn unsupported_architectures_are_named() {
     let m = config_err(&v2);
     assert!(m.contains("MODEL.SWINT.VERSION") && m.contains("v2"), "{m}");
     // Test-time options that change detections.
-    let ms = format!("{GLIP_T_YAML}\nTEST:\n  USE_MULTISCALE: True\n").replace("TEST:\n  DURING_TRAINING: False\n  IMS_PER_BATCH: 64\n", "");
+    let ms = format!("{GLIP_T_YAML}\nTEST:\n  USE_MULTISCALE: True\n")
+        .replace("TEST:\n  DURING_TRAINING: False\n  IMS_PER_BATCH: 64\n", "");
     assert!(config_err(&ms).contains("TEST.USE_MULTISCALE"));
 }
 
 #[test]
 fn inconsistent_widths_are_rejected() {
-    let m = config_err(&GLIP_T_YAML.replace("CHANNELS: 256\n    NUM_CONVS", "CHANNELS: 128\n    NUM_CONVS"));
+    let m = config_err(&GLIP_T_YAML.replace(
+        "CHANNELS: 256\n    NUM_CONVS",
+        "CHANNELS: 128\n    NUM_CONVS",
+    ));
     assert!(m.contains("MODEL.DYHEAD.CHANNELS"), "{m}");
-    let m = config_err(&GLIP_T_YAML.replace("  RPN:\n", "  SWINT:\n    OUT_CHANNELS: (96, 192, 384, 512)\n  RPN:\n"));
+    let m = config_err(&GLIP_T_YAML.replace(
+        "  RPN:\n",
+        "  SWINT:\n    OUT_CHANNELS: (96, 192, 384, 512)\n  RPN:\n",
+    ));
     assert!(m.contains("OUT_CHANNELS"), "{m}");
 }
 
 #[test]
 fn wrong_types_name_the_key() {
     let m = config_err(&GLIP_T_YAML.replace("NUM_CONVS: 6", "NUM_CONVS: six"));
-    assert!(m.contains("MODEL.DYHEAD.NUM_CONVS") && m.contains("six"), "{m}");
-    let m = config_err(&GLIP_T_YAML.replace("ANCHOR_STRIDE: (8, 16, 32, 64, 128)", "ANCHOR_STRIDE: (8, 16, x)"));
+    assert!(
+        m.contains("MODEL.DYHEAD.NUM_CONVS") && m.contains("six"),
+        "{m}"
+    );
+    let m = config_err(&GLIP_T_YAML.replace(
+        "ANCHOR_STRIDE: (8, 16, 32, 64, 128)",
+        "ANCHOR_STRIDE: (8, 16, x)",
+    ));
     assert!(m.contains("MODEL.RPN.ANCHOR_STRIDE"), "{m}");
 }
 
@@ -231,6 +310,8 @@ fn non_yaml_inputs_give_clear_errors() {
         other => panic!("expected Error::Config, got {other:?}"),
     }
     // A missing file is an I/O error naming the path.
-    let e = GlipConfig::from_yaml_file(std::path::Path::new("/nonexistent/glip.yaml")).unwrap_err().to_string();
+    let e = GlipConfig::from_yaml_file(std::path::Path::new("/nonexistent/glip.yaml"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/nonexistent/glip.yaml"), "{e}");
 }

@@ -18,21 +18,37 @@ fn fpn_matches_golden() {
     let w = WeightMap::new("11_fpn", w);
     let fpn = Fpn::load(&w, "backbone.fpn.", [192, 384, 768], 128).unwrap();
     let c = |k: &str| FeatureMap::from_tensor(&g[k]).unwrap();
-    let outs = fpn.forward(&c("input/c3"), &c("input/c4"), &c("input/c5")).unwrap();
+    let outs = fpn
+        .forward(&c("input/c3"), &c("input/c4"), &c("input/c5"))
+        .unwrap();
     for (i, o) in outs.iter().enumerate() {
         let want = c(&format!("output/p{}", i + 3));
-        assert_eq!((o.n, o.c, o.h, o.w), (want.n, want.c, want.h, want.w), "p{}", i + 3);
+        assert_eq!(
+            (o.n, o.c, o.h, o.w),
+            (want.n, want.c, want.h, want.w),
+            "p{}",
+            i + 3
+        );
         assert_close(&format!("p{}", i + 3), &o.data, &want.data, 1e-4, 1e-4);
     }
 }
 
 #[test]
 fn tiny_fpn_matches_e2e_taps() {
-    let w = WeightMap::new("12_e2e_tiny_weights", load_golden("12_e2e_tiny_weights").unwrap());
+    let w = WeightMap::new(
+        "12_e2e_tiny_weights",
+        load_golden("12_e2e_tiny_weights").unwrap(),
+    );
     let g = load_golden("12_e2e_tiny").unwrap();
     let c = |k: &str| FeatureMap::from_tensor(&g[k]).unwrap();
     let fpn = Fpn::load(&w, "backbone.fpn.", [32, 64, 128], 32).unwrap();
-    let outs = fpn.forward(&c("inter/backbone.stage3"), &c("inter/backbone.stage4"), &c("inter/backbone.stage5")).unwrap();
+    let outs = fpn
+        .forward(
+            &c("inter/backbone.stage3"),
+            &c("inter/backbone.stage4"),
+            &c("inter/backbone.stage5"),
+        )
+        .unwrap();
     for (i, o) in outs.iter().enumerate() {
         let want = c(&format!("inter/fpn.p{}", i + 3));
         assert_close(&format!("tiny p{}", i + 3), &o.data, &want.data, 1e-4, 1e-4);
@@ -46,9 +62,9 @@ fn nearest_general_sizes() {
     let y = upsample_nearest(&x, 7, 5);
     let rows = [0, 0, 0, 1, 1, 2, 2];
     let cols = [0, 0, 0, 1, 1];
-    for oy in 0..7 {
-        for ox in 0..5 {
-            assert_eq!(y.data[oy * 5 + ox], x.data[rows[oy] * 2 + cols[ox]]);
+    for (oy, &iy) in rows.iter().enumerate() {
+        for (ox, &ix) in cols.iter().enumerate() {
+            assert_eq!(y.data[oy * 5 + ox], x.data[iy * 2 + ix]);
         }
     }
 }

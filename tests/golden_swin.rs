@@ -42,9 +42,25 @@ fn swin_t_pieces_match_golden() {
     let pe = PatchEmbed::load(&w, "backbone.body.patch_embed.", 4, 96).unwrap();
     let emb = pe.forward(&image).unwrap();
     assert_eq!((emb.c, emb.h, emb.w), (96, 15, 22));
-    assert_close("patch_embed", &emb.data, &f32s(&g, "output/patch_embed"), ATOL, RTOL);
+    assert_close(
+        "patch_embed",
+        &emb.data,
+        &f32s(&g, "output/patch_embed"),
+        ATOL,
+        RTOL,
+    );
 
-    let stage = SwinStage::load(&w, "backbone.body.layers.0.", 96, 2, 3, 7, cfg.mlp_hidden(96), true).unwrap();
+    let stage = SwinStage::load(
+        &w,
+        "backbone.body.layers.0.",
+        96,
+        2,
+        3,
+        7,
+        cfg.mlp_hidden(96),
+        true,
+    )
+    .unwrap();
     assert_eq!(stage.blocks[0].shift, 0);
     assert_eq!(stage.blocks[1].shift, 3);
     let (h, wd) = (15, 22);
@@ -57,18 +73,47 @@ fn swin_t_pieces_match_golden() {
         b0.extend_from_slice(&x);
         stage.blocks[1].forward(&mut x, h, wd, Some(&ids)).unwrap();
         b1.extend_from_slice(&x);
-        let (m, mh, mw) = stage.downsample.as_ref().unwrap().forward(&x, h, wd).unwrap();
+        let (m, mh, mw) = stage
+            .downsample
+            .as_ref()
+            .unwrap()
+            .forward(&x, h, wd)
+            .unwrap();
         assert_eq!((mh, mw), (8, 11));
         pm.extend(m);
     }
-    assert_close("block0 (W-MSA, padded)", &b0, &f32s(&g, "output/block0"), ATOL, RTOL);
-    assert_close("block1 (SW-MSA, shifted)", &b1, &f32s(&g, "output/block1"), ATOL, RTOL);
-    assert_close("patch_merging", &pm, &f32s(&g, "output/patch_merging"), ATOL, RTOL);
+    assert_close(
+        "block0 (W-MSA, padded)",
+        &b0,
+        &f32s(&g, "output/block0"),
+        ATOL,
+        RTOL,
+    );
+    assert_close(
+        "block1 (SW-MSA, shifted)",
+        &b1,
+        &f32s(&g, "output/block1"),
+        ATOL,
+        RTOL,
+    );
+    assert_close(
+        "patch_merging",
+        &pm,
+        &f32s(&g, "output/patch_merging"),
+        ATOL,
+        RTOL,
+    );
 
     // Also through SwinStage::forward_blocks (the path Swin::forward takes).
     let (mut x, _, _) = pe.forward_tokens(image.image(1), image.h, image.w).unwrap();
     stage.forward_blocks(&mut x, h, wd).unwrap();
-    assert_close("stage blocks, image 1", &x, &f32s(&g, "output/block1")[330 * 96..], ATOL, RTOL);
+    assert_close(
+        "stage blocks, image 1",
+        &x,
+        &f32s(&g, "output/block1")[330 * 96..],
+        ATOL,
+        RTOL,
+    );
 }
 
 #[test]
@@ -77,16 +122,27 @@ fn shift_mask_matches_golden() {
     let want = &g["inter/shift_attn_mask"];
     assert_eq!(want.shape(), &[12, 49, 49]);
     let got = shift_attn_mask(15, 22, 7);
-    assert_eq!(got, want.to_f32_vec().unwrap(), "shift mask must match exactly");
+    assert_eq!(
+        got,
+        want.to_f32_vec().unwrap(),
+        "shift mask must match exactly"
+    );
 }
 
 #[test]
 fn relative_position_index_matches_buffer() {
     // The loader recomputes the index (spec §3.2); check it against GLIP's stored buffer.
     let (w, g) = golden10_weights();
-    let idx = g["layers_0.blocks.0.attn.relative_position_index"].to_f32_vec().unwrap();
-    let table = g["layers_0.blocks.0.attn.relative_position_bias_table"].to_f32_vec().unwrap();
-    let blk = SwinStage::load(&w, "backbone.body.layers.0.", 96, 2, 3, 7, 384, true).unwrap().blocks.remove(0);
+    let idx = g["layers_0.blocks.0.attn.relative_position_index"]
+        .to_f32_vec()
+        .unwrap();
+    let table = g["layers_0.blocks.0.attn.relative_position_bias_table"]
+        .to_f32_vec()
+        .unwrap();
+    let blk = SwinStage::load(&w, "backbone.body.layers.0.", 96, 2, 3, 7, 384, true)
+        .unwrap()
+        .blocks
+        .remove(0);
     for h in 0..3 {
         for i in 0..49 {
             for j in 0..49 {
@@ -98,12 +154,20 @@ fn relative_position_index_matches_buffer() {
 }
 
 fn tiny_cfg() -> SwinConfig {
-    SwinConfig { embed_dim: 16, depths: vec![2, 2, 2, 2], num_heads: vec![2, 4, 8, 16], ..SwinConfig::swin_t() }
+    SwinConfig {
+        embed_dim: 16,
+        depths: vec![2, 2, 2, 2],
+        num_heads: vec![2, 4, 8, 16],
+        ..SwinConfig::swin_t()
+    }
 }
 
 #[test]
 fn tiny_swin_matches_e2e_backbone_taps() {
-    let w = WeightMap::new("12_e2e_tiny_weights", load_golden("12_e2e_tiny_weights").unwrap());
+    let w = WeightMap::new(
+        "12_e2e_tiny_weights",
+        load_golden("12_e2e_tiny_weights").unwrap(),
+    );
     let g = load_golden("12_e2e_tiny").unwrap();
     let swin = Swin::load(&w, "backbone.body.", &tiny_cfg()).unwrap();
     assert!(swin.out_norms[0].is_none());
@@ -112,7 +176,12 @@ fn tiny_swin_matches_e2e_backbone_taps() {
     assert_eq!(outs.len(), 4);
     for (i, o) in outs.iter().enumerate() {
         let want = FeatureMap::from_tensor(&g[&format!("inter/backbone.stage{}", i + 2)]).unwrap();
-        assert_eq!((o.n, o.c, o.h, o.w), (want.n, want.c, want.h, want.w), "stage{}", i + 2);
+        assert_eq!(
+            (o.n, o.c, o.h, o.w),
+            (want.n, want.c, want.h, want.w),
+            "stage{}",
+            i + 2
+        );
         assert_close(&format!("stage{}", i + 2), &o.data, &want.data, ATOL, RTOL);
     }
 }
@@ -120,6 +189,9 @@ fn tiny_swin_matches_e2e_backbone_taps() {
 #[test]
 fn missing_weight_is_named() {
     let w = WeightMap::new("empty", HashMap::new());
-    let e = Swin::load(&w, "backbone.body.", &tiny_cfg()).err().unwrap().to_string();
+    let e = Swin::load(&w, "backbone.body.", &tiny_cfg())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("backbone.body.patch_embed.proj.weight"), "{e}");
 }

@@ -237,7 +237,10 @@ impl GlipConfig {
     pub fn glip_t() -> Self {
         GlipConfig {
             swin: SwinConfig::swin_t(),
-            fpn: FpnConfig { in_channels: [192, 384, 768], out_channels: 256 },
+            fpn: FpnConfig {
+                in_channels: [192, 384, 768],
+                out_channels: 256,
+            },
             language: LanguageConfig {
                 model_type: "bert-base-uncased".into(),
                 tokenizer_type: "bert-base-uncased".into(),
@@ -311,8 +314,11 @@ impl GlipConfig {
     pub fn from_yaml_file(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let what = path.display().to_string();
-        let s = String::from_utf8(bytes)
-            .map_err(|_| Error::Config(format!("{what}: not a GLIP yaml config (the file is not UTF-8 text)")))?;
+        let s = String::from_utf8(bytes).map_err(|_| {
+            Error::Config(format!(
+                "{what}: not a GLIP yaml config (the file is not UTF-8 text)"
+            ))
+        })?;
         Self::from_yaml_str(&s, &what)
     }
 
@@ -321,13 +327,17 @@ impl GlipConfig {
     /// runtime does not implement with an error naming the key and its value. Training-only
     /// keys are ignored. `what` names the source in messages.
     pub fn from_yaml_str(s: &str, what: &str) -> Result<Self> {
-        let root: serde_yaml::Value =
-            serde_yaml::from_str(s).map_err(|e| Error::Config(format!("{what}: not a GLIP yaml config: {e}")))?;
+        let root: serde_yaml::Value = serde_yaml::from_str(s)
+            .map_err(|e| Error::Config(format!("{what}: not a GLIP yaml config: {e}")))?;
         if !root.is_mapping() {
-            return Err(Error::Config(format!("{what}: not a GLIP yaml config (the top level is not a mapping of keys)")));
+            return Err(Error::Config(format!(
+                "{what}: not a GLIP yaml config (the top level is not a mapping of keys)"
+            )));
         }
         if root.get("MODEL").is_none() {
-            return Err(Error::Config(format!("{what}: not a GLIP yaml config (it has no MODEL section)")));
+            return Err(Error::Config(format!(
+                "{what}: not a GLIP yaml config (it has no MODEL section)"
+            )));
         }
         let y = Yaml { root: &root, what };
         let c = read_glip(&y)?;
@@ -338,9 +348,14 @@ impl GlipConfig {
     /// Cross-field checks that hold for every model the runtime can run.
     pub fn validate(&self, what: &str) -> Result<()> {
         let err = |m: String| Err(Error::Config(format!("{what}: {m}")));
-        self.swin.validate().map_err(|e| Error::Config(format!("{what}: {e}")))?;
+        self.swin
+            .validate()
+            .map_err(|e| Error::Config(format!("{what}: {e}")))?;
         if self.swin.depths.len() != 4 {
-            return err(format!("MODEL.SWINT.DEPTHS {:?}: the FPN needs exactly 4 Swin stages", self.swin.depths));
+            return err(format!(
+                "MODEL.SWINT.DEPTHS {:?}: the FPN needs exactly 4 Swin stages",
+                self.swin.depths
+            ));
         }
         let out = self.swin.out_channels();
         if self.fpn.in_channels[..] != out[1..] {
@@ -349,7 +364,11 @@ impl GlipConfig {
                 self.fpn.in_channels, self.swin.embed_dim, out
             ));
         }
-        let (b, d, j) = (self.fpn.out_channels, self.dyhead.channels, self.dyhead.fuse.joint_emb_size);
+        let (b, d, j) = (
+            self.fpn.out_channels,
+            self.dyhead.channels,
+            self.dyhead.fuse.joint_emb_size,
+        );
         if b != d || d != j {
             return err(format!(
                 "MODEL.BACKBONE.OUT_CHANNELS {b}, MODEL.DYHEAD.CHANNELS {d} and MODEL.DYHEAD.FUSE_CONFIG.JOINT_EMB_SIZE {j} must be equal"
@@ -358,11 +377,17 @@ impl GlipConfig {
         if self.dyhead.num_convs == 0 {
             return err("MODEL.DYHEAD.NUM_CONVS 0: the tower needs at least one layer".into());
         }
-        if self.dyhead.use_gn && (self.dyhead.gn_groups == 0 || d % self.dyhead.gn_groups != 0) {
-            return err(format!("MODEL.GROUP_NORM.NUM_GROUPS {}: does not divide {d} channels", self.dyhead.gn_groups));
+        if self.dyhead.use_gn && (self.dyhead.gn_groups == 0 || !d.is_multiple_of(self.dyhead.gn_groups)) {
+            return err(format!(
+                "MODEL.GROUP_NORM.NUM_GROUPS {}: does not divide {d} channels",
+                self.dyhead.gn_groups
+            ));
         }
         if self.dyhead.num_classes < 2 {
-            return err(format!("MODEL.DYHEAD.NUM_CLASSES {}: must be at least 2 (it counts the background)", self.dyhead.num_classes));
+            return err(format!(
+                "MODEL.DYHEAD.NUM_CLASSES {}: must be at least 2 (it counts the background)",
+                self.dyhead.num_classes
+            ));
         }
         let a = &self.anchors;
         if a.sizes.len() != 5 || a.strides.len() != 5 {
@@ -378,13 +403,18 @@ impl GlipConfig {
             ));
         }
         if self.language.lang_dim == 0 || self.language.max_query_len == 0 {
-            return err("MODEL.LANGUAGE_BACKBONE.LANG_DIM and MAX_QUERY_LEN must be positive".into());
+            return err(
+                "MODEL.LANGUAGE_BACKBONE.LANG_DIM and MAX_QUERY_LEN must be positive".into(),
+            );
         }
         if self.input.min_size_test == 0 || self.input.max_size_test == 0 {
             return err("INPUT.MIN_SIZE_TEST and MAX_SIZE_TEST must be positive".into());
         }
-        if self.input.pixel_std.iter().any(|&s| s == 0.0) {
-            return err(format!("INPUT.PIXEL_STD {:?}: must be non-zero", self.input.pixel_std));
+        if self.input.pixel_std.contains(&0.0) {
+            return err(format!(
+                "INPUT.PIXEL_STD {:?}: must be non-zero",
+                self.input.pixel_std
+            ));
         }
         Ok(())
     }
@@ -413,19 +443,27 @@ impl Yaml<'_> {
         Error::Config(format!("{}: {key} = {} is not {want}", self.what, show(v)))
     }
     fn usize(&self, key: &str, default: usize) -> Result<usize> {
-        let Some(v) = self.get(key) else { return Ok(default) };
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
         as_usize(v).ok_or_else(|| self.bad(key, v, "a non-negative integer"))
     }
     fn i64(&self, key: &str, default: i64) -> Result<i64> {
-        let Some(v) = self.get(key) else { return Ok(default) };
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
         as_i64(v).ok_or_else(|| self.bad(key, v, "an integer"))
     }
     fn f64(&self, key: &str, default: f64) -> Result<f64> {
-        let Some(v) = self.get(key) else { return Ok(default) };
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
         as_f64(v).ok_or_else(|| self.bad(key, v, "a number"))
     }
     fn bool(&self, key: &str, default: bool) -> Result<bool> {
-        let Some(v) = self.get(key) else { return Ok(default) };
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
         match v {
             serde_yaml::Value::Bool(b) => Ok(*b),
             serde_yaml::Value::String(s) if s == "True" || s == "true" => Ok(true),
@@ -434,7 +472,9 @@ impl Yaml<'_> {
         }
     }
     fn string(&self, key: &str, default: &str) -> Result<String> {
-        let Some(v) = self.get(key) else { return Ok(default.to_string()) };
+        let Some(v) = self.get(key) else {
+            return Ok(default.to_string());
+        };
         match v {
             serde_yaml::Value::String(s) => Ok(s.clone()),
             _ => Err(self.bad(key, v, "a string")),
@@ -442,17 +482,30 @@ impl Yaml<'_> {
     }
     /// A list: a yaml sequence, or a Python tuple/list literal string as yacs accepts
     /// (`(64, 128)`, `(1.0,)`, `[1, 2]`).
-    fn list<T>(&self, key: &str, default: &[T], conv: fn(&serde_yaml::Value) -> Option<T>, want: &str) -> Result<Vec<T>>
+    fn list<T>(
+        &self,
+        key: &str,
+        default: &[T],
+        conv: fn(&serde_yaml::Value) -> Option<T>,
+        want: &str,
+    ) -> Result<Vec<T>>
     where
         T: Clone,
     {
-        let Some(v) = self.get(key) else { return Ok(default.to_vec()) };
+        let Some(v) = self.get(key) else {
+            return Ok(default.to_vec());
+        };
         let items: Vec<serde_yaml::Value> = match v {
             serde_yaml::Value::Sequence(s) => s.clone(),
-            serde_yaml::Value::String(s) => parse_python_list(s).ok_or_else(|| self.bad(key, v, want))?,
+            serde_yaml::Value::String(s) => {
+                parse_python_list(s).ok_or_else(|| self.bad(key, v, want))?
+            }
             _ => return Err(self.bad(key, v, want)),
         };
-        items.iter().map(|i| conv(i).ok_or_else(|| self.bad(key, v, want))).collect()
+        items
+            .iter()
+            .map(|i| conv(i).ok_or_else(|| self.bad(key, v, want)))
+            .collect()
     }
     fn usizes(&self, key: &str, default: &[usize]) -> Result<Vec<usize>> {
         self.list(key, default, as_usize, "a list of non-negative integers")
@@ -462,13 +515,21 @@ impl Yaml<'_> {
     }
     fn strings(&self, key: &str, default: &[&str]) -> Result<Vec<String>> {
         let d: Vec<String> = default.iter().map(|s| s.to_string()).collect();
-        self.list(key, &d, |v| v.as_str().map(|s| s.to_string()), "a list of strings")
+        self.list(
+            key,
+            &d,
+            |v| v.as_str().map(|s| s.to_string()),
+            "a list of strings",
+        )
     }
     fn f32x3(&self, key: &str, default: [f32; 3]) -> Result<[f32; 3]> {
         let v = self.f64s(key, &default.map(|x| x as f64))?;
         match v[..] {
             [a, b, c] => Ok([a as f32, b as f32, c as f32]),
-            _ => Err(Error::Config(format!("{}: {key} = {v:?} must have 3 entries", self.what))),
+            _ => Err(Error::Config(format!(
+                "{}: {key} = {v:?} must have 3 entries",
+                self.what
+            ))),
         }
     }
     /// The key must equal `want` (the only value the runtime implements).
@@ -477,7 +538,15 @@ impl Yaml<'_> {
         if want.contains(&v.as_str()) {
             Ok(v)
         } else {
-            Err(self.unsupported(key, &format!("{v:?}"), &want.iter().map(|w| format!("{w:?}")).collect::<Vec<_>>().join(" or ")))
+            Err(self.unsupported(
+                key,
+                &format!("{v:?}"),
+                &want
+                    .iter()
+                    .map(|w| format!("{w:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            ))
         }
     }
     fn require_bool(&self, key: &str, default: bool, want: bool) -> Result<bool> {
@@ -489,13 +558,18 @@ impl Yaml<'_> {
         }
     }
     fn unsupported(&self, key: &str, got: &str, want: &str) -> Error {
-        Error::Config(format!("{}: {key} = {got} is not supported by glip-rt (it implements {want})", self.what))
+        Error::Config(format!(
+            "{}: {key} = {got} is not supported by glip-rt (it implements {want})",
+            self.what
+        ))
     }
 }
 
 fn as_i64(v: &serde_yaml::Value) -> Option<i64> {
     match v {
-        serde_yaml::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        serde_yaml::Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
         serde_yaml::Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -522,7 +596,10 @@ fn show(v: &serde_yaml::Value) -> String {
 /// strings are removed. None if it is not such a literal.
 fn parse_python_list(s: &str) -> Option<Vec<serde_yaml::Value>> {
     let t = s.trim();
-    let inner = t.strip_prefix('(').and_then(|r| r.strip_suffix(')')).or_else(|| t.strip_prefix('[').and_then(|r| r.strip_suffix(']')))?;
+    let inner = t
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .or_else(|| t.strip_prefix('[').and_then(|r| r.strip_suffix(']')))?;
     let mut out = Vec::new();
     for item in inner.split(',') {
         let item = item.trim();
@@ -542,19 +619,42 @@ fn parse_python_list(s: &str) -> Option<Vec<serde_yaml::Value>> {
 /// Reads every key the runtime uses; defaults are GLIP's `config/defaults.py` values.
 fn read_glip(y: &Yaml) -> Result<GlipConfig> {
     // Architecture: only GLIP's VL detector with the Swin v1 + FPN backbone and VL-DyHead.
-    y.require_str("MODEL.META_ARCHITECTURE", "GeneralizedRCNN", &["GeneralizedVLRCNN"])?;
+    y.require_str(
+        "MODEL.META_ARCHITECTURE",
+        "GeneralizedRCNN",
+        &["GeneralizedVLRCNN"],
+    )?;
     y.require_str("MODEL.RPN_ARCHITECTURE", "RPN", &["VLDYHEAD"])?;
     y.require_bool("MODEL.RPN_ONLY", false, true)?;
     y.require_bool("MODEL.MASK_ON", false, false)?;
     y.require_bool("MODEL.KEYPOINT_ON", false, false)?;
-    y.require_str("MODEL.BACKBONE.CONV_BODY", "R-50-C4", &["SWINT-FPN-RETINANET"])?;
+    y.require_str(
+        "MODEL.BACKBONE.CONV_BODY",
+        "R-50-C4",
+        &["SWINT-FPN-RETINANET"],
+    )?;
     y.require_str("MODEL.SWINT.VERSION", "v1", &["v1"])?;
     y.require_bool("MODEL.SWINT.APE", false, false)?;
-    let feats = y.strings("MODEL.BACKBONE.OUT_FEATURES", &["stage2", "stage3", "stage4", "stage5"])?;
+    let feats = y.strings(
+        "MODEL.BACKBONE.OUT_FEATURES",
+        &["stage2", "stage3", "stage4", "stage5"],
+    )?;
     if feats != ["stage2", "stage3", "stage4", "stage5"] {
-        return Err(y.unsupported("MODEL.BACKBONE.OUT_FEATURES", &format!("{feats:?}"), "[\"stage2\", \"stage3\", \"stage4\", \"stage5\"]"));
+        return Err(y.unsupported(
+            "MODEL.BACKBONE.OUT_FEATURES",
+            &format!("{feats:?}"),
+            "[\"stage2\", \"stage3\", \"stage4\", \"stage5\"]",
+        ));
     }
-    for k in ["USE_GN", "USE_RELU", "USE_DYRELU", "USE_SPP", "USE_PAN", "USE_DYHEAD", "RETURN_SWINT_FEATURE_BEFORE_FUSION"] {
+    for k in [
+        "USE_GN",
+        "USE_RELU",
+        "USE_DYRELU",
+        "USE_SPP",
+        "USE_PAN",
+        "USE_DYHEAD",
+        "RETURN_SWINT_FEATURE_BEFORE_FUSION",
+    ] {
         y.require_bool(&format!("MODEL.FPN.{k}"), false, false)?;
     }
 
@@ -570,7 +670,10 @@ fn read_glip(y: &Yaml) -> Result<GlipConfig> {
     };
     let swin_out = y.usizes("MODEL.SWINT.OUT_CHANNELS", &[96, 192, 384, 768])?;
     if swin_out.len() < 3 {
-        return Err(Error::Config(format!("{}: MODEL.SWINT.OUT_CHANNELS = {swin_out:?} needs at least 3 entries", y.what)));
+        return Err(Error::Config(format!(
+            "{}: MODEL.SWINT.OUT_CHANNELS = {swin_out:?} needs at least 3 entries",
+            y.what
+        )));
     }
     let n = swin_out.len();
     let fpn = FpnConfig {
@@ -579,8 +682,16 @@ fn read_glip(y: &Yaml) -> Result<GlipConfig> {
     };
 
     let language = LanguageConfig {
-        model_type: y.require_str("MODEL.LANGUAGE_BACKBONE.MODEL_TYPE", "bert-base-uncased", &["bert-base-uncased"])?,
-        tokenizer_type: y.require_str("MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE", "bert-base-uncased", &["bert-base-uncased"])?,
+        model_type: y.require_str(
+            "MODEL.LANGUAGE_BACKBONE.MODEL_TYPE",
+            "bert-base-uncased",
+            &["bert-base-uncased"],
+        )?,
+        tokenizer_type: y.require_str(
+            "MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE",
+            "bert-base-uncased",
+            &["bert-base-uncased"],
+        )?,
         lang_dim: y.usize("MODEL.LANGUAGE_BACKBONE.LANG_DIM", 768)?,
         max_query_len: y.usize("MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN", 256)?,
         pad_max: y.bool("MODEL.LANGUAGE_BACKBONE.PAD_MAX", true)?,
@@ -588,7 +699,11 @@ fn read_glip(y: &Yaml) -> Result<GlipConfig> {
     // Averaging several last BERT layers and masking special tokens change the text features.
     let n_layers = y.usize("MODEL.LANGUAGE_BACKBONE.N_LAYERS", 1)?;
     if n_layers != 1 {
-        return Err(y.unsupported("MODEL.LANGUAGE_BACKBONE.N_LAYERS", &n_layers.to_string(), "1"));
+        return Err(y.unsupported(
+            "MODEL.LANGUAGE_BACKBONE.N_LAYERS",
+            &n_layers.to_string(),
+            "1",
+        ));
     }
     y.require_bool("MODEL.LANGUAGE_BACKBONE.MASK_SPECIAL", false, false)?;
 
@@ -612,11 +727,19 @@ fn read_glip(y: &Yaml) -> Result<GlipConfig> {
     }
     let conv_func = y.string(&format!("{dh}.CONV_FUNC"), "")?;
     if !conv_func.is_empty() {
-        return Err(y.unsupported(&format!("{dh}.CONV_FUNC"), &format!("{conv_func:?}"), "\"\" (Conv3x3Norm)"));
+        return Err(y.unsupported(
+            &format!("{dh}.CONV_FUNC"),
+            &format!("{conv_func:?}"),
+            "\"\" (Conv3x3Norm)",
+        ));
     }
     let dim_per_gp = y.i64("MODEL.GROUP_NORM.DIM_PER_GP", -1)?;
     if dim_per_gp != -1 {
-        return Err(y.unsupported("MODEL.GROUP_NORM.DIM_PER_GP", &dim_per_gp.to_string(), "-1 (NUM_GROUPS groups)"));
+        return Err(y.unsupported(
+            "MODEL.GROUP_NORM.DIM_PER_GP",
+            &dim_per_gp.to_string(),
+            "-1 (NUM_GROUPS groups)",
+        ));
     }
     let dyhead = DyHeadConfig {
         channels: y.usize(&format!("{dh}.CHANNELS"), 128)?,
@@ -638,10 +761,26 @@ fn read_glip(y: &Yaml) -> Result<GlipConfig> {
             num_heads: 8,
             // The runtime always applies GLIP-T's clamps (±50000); they never bind in f32 but
             // matter in f16, so a model trained without them is rejected.
-            clamp_min_for_underflow: y.require_bool(&format!("{fc}.CLAMP_MIN_FOR_UNDERFLOW"), false, true)?,
-            clamp_max_for_overflow: y.require_bool(&format!("{fc}.CLAMP_MAX_FOR_OVERFLOW"), false, true)?,
-            clamp_bertattn_min_for_underflow: y.require_bool(&format!("{fc}.CLAMP_BERTATTN_MIN_FOR_UNDERFLOW"), false, true)?,
-            clamp_bertattn_max_for_overflow: y.require_bool(&format!("{fc}.CLAMP_BERTATTN_MAX_FOR_OVERFLOW"), false, true)?,
+            clamp_min_for_underflow: y.require_bool(
+                &format!("{fc}.CLAMP_MIN_FOR_UNDERFLOW"),
+                false,
+                true,
+            )?,
+            clamp_max_for_overflow: y.require_bool(
+                &format!("{fc}.CLAMP_MAX_FOR_OVERFLOW"),
+                false,
+                true,
+            )?,
+            clamp_bertattn_min_for_underflow: y.require_bool(
+                &format!("{fc}.CLAMP_BERTATTN_MIN_FOR_UNDERFLOW"),
+                false,
+                true,
+            )?,
+            clamp_bertattn_max_for_overflow: y.require_bool(
+                &format!("{fc}.CLAMP_BERTATTN_MAX_FOR_OVERFLOW"),
+                false,
+                true,
+            )?,
             clamp_dot_product: y.require_bool(&format!("{fc}.CLAMP_DOT_PRODUCT"), false, true)?,
         },
     };
@@ -649,7 +788,11 @@ fn read_glip(y: &Yaml) -> Result<GlipConfig> {
     y.require_bool("MODEL.RPN.USE_FPN", false, true)?;
     let shift = y.f64s("MODEL.RPN.ANCHOR_SHIFT", &[0.0; 4])?;
     if shift.iter().any(|&s| s != 0.0) {
-        return Err(y.unsupported("MODEL.RPN.ANCHOR_SHIFT", &format!("{shift:?}"), "(0.0, 0.0, 0.0, 0.0)"));
+        return Err(y.unsupported(
+            "MODEL.RPN.ANCHOR_SHIFT",
+            &format!("{shift:?}"),
+            "(0.0, 0.0, 0.0, 0.0)",
+        ));
     }
     let anchors = AnchorConfig {
         sizes: y.f64s("MODEL.RPN.ANCHOR_SIZES", &[32.0, 64.0, 128.0, 256.0, 512.0])?,
@@ -670,7 +813,11 @@ fn read_glip(y: &Yaml) -> Result<GlipConfig> {
         "rgb".to_string()
     };
     if !["rgb", "bgr", "rgb255", "bgr255"].contains(&format.as_str()) {
-        return Err(y.unsupported("INPUT.FORMAT", &format!("{format:?}"), "one of \"rgb\", \"bgr\", \"rgb255\", \"bgr255\""));
+        return Err(y.unsupported(
+            "INPUT.FORMAT",
+            &format!("{format:?}"),
+            "one of \"rgb\", \"bgr\", \"rgb255\", \"bgr255\"",
+        ));
     }
     let input = InputConfig {
         min_size_test: y.usize("INPUT.MIN_SIZE_TEST", 800)?,
@@ -686,7 +833,11 @@ fn read_glip(y: &Yaml) -> Result<GlipConfig> {
     y.require_bool("TEST.USE_MULTISCALE", false, false)?;
     let agg = y.i64("TEST.MDETR_STYLE_AGGREGATE_CLASS_NUM", -1)?;
     if agg != -1 {
-        return Err(y.unsupported("TEST.MDETR_STYLE_AGGREGATE_CLASS_NUM", &agg.to_string(), "-1"));
+        return Err(y.unsupported(
+            "TEST.MDETR_STYLE_AGGREGATE_CLASS_NUM",
+            &agg.to_string(),
+            "-1",
+        ));
     }
     let postprocess = PostprocessConfig {
         inference_th: y.f64("MODEL.ATSS.INFERENCE_TH", 0.05)?,
@@ -697,5 +848,13 @@ fn read_glip(y: &Yaml) -> Result<GlipConfig> {
         num_classes: y.usize("MODEL.ATSS.NUM_CLASSES", 81)?,
     };
 
-    Ok(GlipConfig { swin, fpn, language, dyhead, anchors, input, postprocess })
+    Ok(GlipConfig {
+        swin,
+        fpn,
+        language,
+        dyhead,
+        anchors,
+        input,
+        postprocess,
+    })
 }

@@ -57,7 +57,9 @@ impl SwinConfig {
     }
     /// The channel counts of all stage outputs (GLIP's SWINT.OUT_CHANNELS).
     pub fn out_channels(&self) -> Vec<usize> {
-        (0..self.depths.len()).map(|i| self.stage_channels(i)).collect()
+        (0..self.depths.len())
+            .map(|i| self.stage_channels(i))
+            .collect()
     }
     /// MLP hidden width for `dim` channels (`int(dim * mlp_ratio)` in swint.py).
     pub fn mlp_hidden(&self, dim: usize) -> usize {
@@ -66,7 +68,10 @@ impl SwinConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(format!("Swin: {m}")));
         if self.depths.is_empty() || self.depths.len() != self.num_heads.len() {
-            return bad(format!("DEPTHS {:?} and NUM_HEADS {:?} must be non-empty and of equal length", self.depths, self.num_heads));
+            return bad(format!(
+                "DEPTHS {:?} and NUM_HEADS {:?} must be non-empty and of equal length",
+                self.depths, self.num_heads
+            ));
         }
         if self.window_size == 0 || self.patch_size == 0 || self.embed_dim == 0 {
             return bad(format!(
@@ -76,11 +81,13 @@ impl SwinConfig {
         }
         for (i, &h) in self.num_heads.iter().enumerate() {
             let c = self.stage_channels(i);
-            if h == 0 || c % h != 0 {
-                return bad(format!("stage {i}: {c} channels are not divisible by {h} heads"));
+            if h == 0 || !c.is_multiple_of(h) {
+                return bad(format!(
+                    "stage {i}: {c} channels are not divisible by {h} heads"
+                ));
             }
         }
-        if !(self.mlp_ratio > 0.0) {
+        if self.mlp_ratio.is_nan() || self.mlp_ratio <= 0.0 {
             return bad(format!("MLP_RATIO {} must be positive", self.mlp_ratio));
         }
         Ok(())
@@ -96,7 +103,10 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn load(w: &WeightMap, prefix: &str, c: usize) -> Result<Self> {
-        Ok(LayerNorm { weight: w.f32(&format!("{prefix}weight"), &[c])?, bias: w.f32(&format!("{prefix}bias"), &[c])? })
+        Ok(LayerNorm {
+            weight: w.f32(&format!("{prefix}weight"), &[c])?,
+            bias: w.f32(&format!("{prefix}bias"), &[c])?,
+        })
     }
     pub fn apply(&self, x: &mut [f32]) -> Result<()> {
         nn::layer_norm(x, self.weight.len(), &self.weight, &self.bias, LN_EPS)
@@ -115,14 +125,32 @@ pub struct Linear {
 impl Linear {
     pub fn load(w: &WeightMap, prefix: &str, inp: usize, out: usize, bias: bool) -> Result<Self> {
         let weight = w.f32(&format!("{prefix}weight"), &[out, inp])?;
-        let bias = if bias { Some(w.f32(&format!("{prefix}bias"), &[out])?) } else { None };
-        Ok(Linear { weight, bias, out, inp })
+        let bias = if bias {
+            Some(w.f32(&format!("{prefix}bias"), &[out])?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            out,
+            inp,
+        })
     }
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
-        if x.len() % self.inp != 0 {
-            return Err(Error::shape("Linear", format!("input length {} is not a multiple of {}", x.len(), self.inp)));
+        if !x.len().is_multiple_of(self.inp) {
+            return Err(Error::shape(
+                "Linear",
+                format!("input length {} is not a multiple of {}", x.len(), self.inp),
+            ));
         }
-        nn::linear(x, x.len() / self.inp, &self.weight, self.out, self.bias.as_deref())
+        nn::linear(
+            x,
+            x.len() / self.inp,
+            &self.weight,
+            self.out,
+            self.bias.as_deref(),
+        )
     }
 }
 
@@ -149,9 +177,17 @@ impl PatchEmbed {
     }
 
     /// One image [3, H, W] → tokens [Hh·Wh, dim] (after the LN) and (Hh, Wh).
-    pub fn forward_tokens(&self, img: &[f32], h: usize, w: usize) -> Result<(Vec<f32>, usize, usize)> {
+    pub fn forward_tokens(
+        &self,
+        img: &[f32],
+        h: usize,
+        w: usize,
+    ) -> Result<(Vec<f32>, usize, usize)> {
         if img.len() != 3 * h * w {
-            return Err(Error::shape("PatchEmbed", format!("image has {} values, expected 3x{h}x{w}", img.len())));
+            return Err(Error::shape(
+                "PatchEmbed",
+                format!("image has {} values, expected 3x{h}x{w}", img.len()),
+            ));
         }
         let p = self.patch;
         let (hp, wp) = (h.div_ceil(p) * p, w.div_ceil(p) * p);
@@ -162,13 +198,26 @@ impl PatchEmbed {
             let mut v = vec![0.0f32; 3 * hp * wp];
             for c in 0..3 {
                 for y in 0..h {
-                    v[(c * hp + y) * wp..(c * hp + y) * wp + w].copy_from_slice(&img[(c * h + y) * w..(c * h + y + 1) * w]);
+                    v[(c * hp + y) * wp..(c * hp + y) * wp + w]
+                        .copy_from_slice(&img[(c * h + y) * w..(c * h + y + 1) * w]);
                 }
             }
             padded = v;
             &padded[..]
         };
-        let (y, oh, ow) = nn::conv2d(src, 1, 3, hp, wp, &self.proj_w, self.dim, p, Some(&self.proj_b), p, 0)?;
+        let (y, oh, ow) = nn::conv2d(
+            src,
+            1,
+            3,
+            hp,
+            wp,
+            &self.proj_w,
+            self.dim,
+            p,
+            Some(&self.proj_b),
+            p,
+            0,
+        )?;
         let mut tokens = chw_to_tokens(&y, self.dim, oh * ow);
         self.norm.apply(&mut tokens)?;
         Ok((tokens, oh, ow))
@@ -177,7 +226,10 @@ impl PatchEmbed {
     /// NCHW image batch → NCHW patch features (what GLIP's PatchEmbed module returns).
     pub fn forward(&self, x: &FeatureMap) -> Result<FeatureMap> {
         if x.c != 3 {
-            return Err(Error::shape("PatchEmbed", format!("expected 3 input channels, got {}", x.c)));
+            return Err(Error::shape(
+                "PatchEmbed",
+                format!("expected 3 input channels, got {}", x.c),
+            ));
         }
         let mut out = Vec::new();
         let (mut oh, mut ow) = (0, 0);
@@ -224,7 +276,13 @@ pub struct WindowGrid {
 
 impl WindowGrid {
     pub fn new(h: usize, w: usize, m: usize) -> Self {
-        WindowGrid { h, w, hp: h.div_ceil(m) * m, wp: w.div_ceil(m) * m, m }
+        WindowGrid {
+            h,
+            w,
+            hp: h.div_ceil(m) * m,
+            wp: w.div_ceil(m) * m,
+            m,
+        }
     }
     pub fn num_windows(&self) -> usize {
         (self.hp / self.m) * (self.wp / self.m)
@@ -302,10 +360,21 @@ pub struct SwinBlock {
 
 impl SwinBlock {
     /// `prefix` like "backbone.body.layers.0.blocks.1.".
-    pub fn load(w: &WeightMap, prefix: &str, dim: usize, heads: usize, window: usize, shift: usize, mlp_hidden: usize) -> Result<Self> {
+    pub fn load(
+        w: &WeightMap,
+        prefix: &str,
+        dim: usize,
+        heads: usize,
+        window: usize,
+        shift: usize,
+        mlp_hidden: usize,
+    ) -> Result<Self> {
         let m = window;
         let side = 2 * m - 1;
-        let table = w.f32(&format!("{prefix}attn.relative_position_bias_table"), &[side * side, heads])?;
+        let table = w.f32(
+            &format!("{prefix}attn.relative_position_bias_table"),
+            &[side * side, heads],
+        )?;
         let mm = m * m;
         let mut rel_bias = vec![0.0f32; heads * mm * mm];
         for i in 0..mm {
@@ -336,18 +405,36 @@ impl SwinBlock {
 
     /// x: one image's tokens [h·w, C], updated in place. `region_ids` is the stage's
     /// [`WindowGrid::region_ids`] (used only when this block is shifted).
-    pub fn forward(&self, x: &mut [f32], h: usize, w: usize, region_ids: Option<&[u8]>) -> Result<()> {
+    pub fn forward(
+        &self,
+        x: &mut [f32],
+        h: usize,
+        w: usize,
+        region_ids: Option<&[u8]>,
+    ) -> Result<()> {
         let c = self.dim;
         if x.len() != h * w * c {
-            return Err(Error::shape("SwinBlock", format!("tokens have {} values, expected {h}x{w}x{c}", x.len())));
+            return Err(Error::shape(
+                "SwinBlock",
+                format!("tokens have {} values, expected {h}x{w}x{c}", x.len()),
+            ));
         }
         let g = WindowGrid::new(h, w, self.window);
         let mm = self.window * self.window;
         let nw = g.num_windows();
         let mask = if self.shift > 0 {
-            let ids = region_ids.ok_or_else(|| Error::Invalid("SwinBlock: a shifted block needs the stage's region ids".into()))?;
+            let ids = region_ids.ok_or_else(|| {
+                Error::Invalid("SwinBlock: a shifted block needs the stage's region ids".into())
+            })?;
             if ids.len() != nw * mm {
-                return Err(Error::shape("SwinBlock", format!("region ids have {} entries, expected {}", ids.len(), nw * mm)));
+                return Err(Error::shape(
+                    "SwinBlock",
+                    format!(
+                        "region ids have {} entries, expected {}",
+                        ids.len(),
+                        nw * mm
+                    ),
+                ));
             }
             Some(ids)
         } else {
@@ -358,14 +445,16 @@ impl SwinBlock {
         let mut y = x.to_vec();
         self.norm1.apply(&mut y)?;
         let mut win = vec![0.0f32; nw * mm * c];
-        win.par_chunks_mut(mm * c).enumerate().for_each(|(wi, wbuf)| {
-            for (t, dst) in wbuf.chunks_mut(c).enumerate() {
-                let (r, col) = g.source(wi, t, self.shift);
-                if r < h && col < w {
-                    dst.copy_from_slice(&y[(r * w + col) * c..(r * w + col + 1) * c]);
+        win.par_chunks_mut(mm * c)
+            .enumerate()
+            .for_each(|(wi, wbuf)| {
+                for (t, dst) in wbuf.chunks_mut(c).enumerate() {
+                    let (r, col) = g.source(wi, t, self.shift);
+                    if r < h && col < w {
+                        dst.copy_from_slice(&y[(r * w + col) * c..(r * w + col + 1) * c]);
+                    }
                 }
-            }
-        });
+            });
         drop(y);
 
         let qkv = self.qkv.forward(&win)?;
@@ -385,7 +474,8 @@ impl SwinBlock {
                     // a subset of the slots (the roll is a permutation of the padded grid), so
                     // no two iterations write the same row; the row lies inside `x` because
                     // r < h, col < w and x.len() == h·w·c was checked above.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(xs.0.add((r * w + col) * c), c) };
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(xs.0.add((r * w + col) * c), c) };
                     for (d, s) in dst.iter_mut().zip(src) {
                         *d += *s;
                     }
@@ -399,7 +489,9 @@ impl SwinBlock {
         let mut hdn = self.fc1.forward(&z)?;
         hdn.par_iter_mut().for_each(|v| *v = nn::gelu(*v));
         let o = self.fc2.forward(&hdn)?;
-        x.par_iter_mut().zip(o.par_iter()).for_each(|(a, b)| *a += *b);
+        x.par_iter_mut()
+            .zip(o.par_iter())
+            .for_each(|(a, b)| *a += *b);
         Ok(())
     }
 
@@ -410,63 +502,70 @@ impl SwinBlock {
         let hd = c / self.heads;
         let scale = (hd as f32).powf(-0.5);
         let mut out = vec![0.0f32; nw * mm * c];
-        out.par_chunks_mut(mm * c).enumerate().for_each(|(wi, obuf)| {
-            let wq = &qkv[wi * mm * 3 * c..(wi + 1) * mm * 3 * c];
-            let ids = region_ids.map(|r| &r[wi * mm..(wi + 1) * mm]);
-            let mut q = vec![0.0f32; mm * hd];
-            let mut k = vec![0.0f32; mm * hd];
-            let mut v = vec![0.0f32; mm * hd];
-            let mut s = vec![0.0f32; mm];
-            let mut acc = vec![0.0f32; hd];
-            for head in 0..self.heads {
-                for t in 0..mm {
-                    let row = &wq[t * 3 * c..(t + 1) * 3 * c];
+        out.par_chunks_mut(mm * c)
+            .enumerate()
+            .for_each(|(wi, obuf)| {
+                let wq = &qkv[wi * mm * 3 * c..(wi + 1) * mm * 3 * c];
+                let ids = region_ids.map(|r| &r[wi * mm..(wi + 1) * mm]);
+                let mut q = vec![0.0f32; mm * hd];
+                // K transposed to [hd, M²] so a score row is hd axpys over contiguous keys
+                // (vectorises, and sums over d in order like a plain dot product).
+                let mut kt = vec![0.0f32; hd * mm];
+                let mut v = vec![0.0f32; mm * hd];
+                let mut s = vec![0.0f32; mm];
+                for head in 0..self.heads {
                     let off = head * hd;
-                    for d in 0..hd {
+                    for t in 0..mm {
+                        let row = &wq[t * 3 * c..(t + 1) * 3 * c];
                         // q is scaled before the product, as swint.py:122.
-                        q[t * hd + d] = row[off + d] * scale;
-                    }
-                    k[t * hd..(t + 1) * hd].copy_from_slice(&row[c + off..c + off + hd]);
-                    v[t * hd..(t + 1) * hd].copy_from_slice(&row[2 * c + off..2 * c + off + hd]);
-                }
-                let bias = &self.rel_bias[head * mm * mm..(head + 1) * mm * mm];
-                for i in 0..mm {
-                    let qi = &q[i * hd..(i + 1) * hd];
-                    let brow = &bias[i * mm..(i + 1) * mm];
-                    let mut mx = f32::NEG_INFINITY;
-                    for j in 0..mm {
-                        let kj = &k[j * hd..(j + 1) * hd];
-                        let mut dot = 0.0f32;
-                        for d in 0..hd {
-                            dot += qi[d] * kj[d];
+                        for (dst, &src) in
+                            q[t * hd..(t + 1) * hd].iter_mut().zip(&row[off..off + hd])
+                        {
+                            *dst = src * scale;
                         }
-                        let mut val = dot + brow[j];
-                        if let Some(ids) = ids {
-                            if ids[i] != ids[j] {
-                                val += SHIFT_MASK;
+                        for (d, &kv) in row[c + off..c + off + hd].iter().enumerate() {
+                            kt[d * mm + t] = kv;
+                        }
+                        v[t * hd..(t + 1) * hd]
+                            .copy_from_slice(&row[2 * c + off..2 * c + off + hd]);
+                    }
+                    let bias = &self.rel_bias[head * mm * mm..(head + 1) * mm * mm];
+                    for i in 0..mm {
+                        s.fill(0.0);
+                        for (&qd, krow) in q[i * hd..(i + 1) * hd].iter().zip(kt.chunks_exact(mm)) {
+                            for (e, &k) in s.iter_mut().zip(krow) {
+                                *e += qd * k;
                             }
                         }
-                        s[j] = val;
-                        mx = mx.max(val);
-                    }
-                    let mut sum = 0.0f32;
-                    for e in s.iter_mut() {
-                        *e = (*e - mx).exp();
-                        sum += *e;
-                    }
-                    let inv = 1.0 / sum;
-                    acc.fill(0.0);
-                    for j in 0..mm {
-                        let p = s[j] * inv;
-                        let vj = &v[j * hd..(j + 1) * hd];
-                        for d in 0..hd {
-                            acc[d] += p * vj[d];
+                        for (e, &b) in s.iter_mut().zip(&bias[i * mm..(i + 1) * mm]) {
+                            *e += b;
+                        }
+                        if let Some(ids) = ids {
+                            let idi = ids[i];
+                            for (e, &idj) in s.iter_mut().zip(ids) {
+                                if idj != idi {
+                                    *e += SHIFT_MASK;
+                                }
+                            }
+                        }
+                        let mx = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                        let mut sum = 0.0f32;
+                        for e in s.iter_mut() {
+                            *e = (*e - mx).exp();
+                            sum += *e;
+                        }
+                        let inv = 1.0 / sum;
+                        let acc = &mut obuf[i * c + off..i * c + off + hd];
+                        acc.fill(0.0);
+                        for (&p, vj) in s.iter().zip(v.chunks_exact(hd)) {
+                            let p = p * inv;
+                            for (a, &x) in acc.iter_mut().zip(vj) {
+                                *a += p * x;
+                            }
                         }
                     }
-                    obuf[i * c + head * hd..i * c + (head + 1) * hd].copy_from_slice(&acc);
                 }
-            }
-        });
+            });
         out
     }
 }
@@ -502,7 +601,10 @@ impl PatchMerging {
     pub fn forward(&self, x: &[f32], h: usize, w: usize) -> Result<(Vec<f32>, usize, usize)> {
         let c = self.dim;
         if x.len() != h * w * c {
-            return Err(Error::shape("PatchMerging", format!("tokens have {} values, expected {h}x{w}x{c}", x.len())));
+            return Err(Error::shape(
+                "PatchMerging",
+                format!("tokens have {} values, expected {h}x{w}x{c}", x.len()),
+            ));
         }
         let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
         let mut cat = vec![0.0f32; oh * ow * 4 * c];
@@ -512,7 +614,8 @@ impl PatchMerging {
                 let (y, xx) = (2 * oy + dy, 2 * ox + dx);
                 // Odd sizes are zero-padded at the bottom/right.
                 if y < h && xx < w {
-                    dst[q * c..(q + 1) * c].copy_from_slice(&x[(y * w + xx) * c..(y * w + xx + 1) * c]);
+                    dst[q * c..(q + 1) * c]
+                        .copy_from_slice(&x[(y * w + xx) * c..(y * w + xx + 1) * c]);
                 }
             }
         });
@@ -545,11 +648,27 @@ impl SwinStage {
         let blocks = (0..depth)
             .map(|b| {
                 let shift = if b % 2 == 0 { 0 } else { window / 2 };
-                SwinBlock::load(w, &format!("{prefix}blocks.{b}."), dim, heads, window, shift, mlp_hidden)
+                SwinBlock::load(
+                    w,
+                    &format!("{prefix}blocks.{b}."),
+                    dim,
+                    heads,
+                    window,
+                    shift,
+                    mlp_hidden,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
-        let downsample = if downsample { Some(PatchMerging::load(w, &format!("{prefix}downsample."), dim)?) } else { None };
-        Ok(SwinStage { blocks, downsample, window })
+        let downsample = if downsample {
+            Some(PatchMerging::load(w, &format!("{prefix}downsample."), dim)?)
+        } else {
+            None
+        };
+        Ok(SwinStage {
+            blocks,
+            downsample,
+            window,
+        })
     }
 
     /// Runs the blocks in place on tokens [h·w, C]; the shift mask's region ids are computed
@@ -577,7 +696,12 @@ impl Swin {
     /// `prefix` is the body's key prefix, "backbone.body." in a GLIP state_dict.
     pub fn load(w: &WeightMap, prefix: &str, cfg: &SwinConfig) -> Result<Swin> {
         cfg.validate()?;
-        let patch_embed = PatchEmbed::load(w, &format!("{prefix}patch_embed."), cfg.patch_size, cfg.embed_dim)?;
+        let patch_embed = PatchEmbed::load(
+            w,
+            &format!("{prefix}patch_embed."),
+            cfg.patch_size,
+            cfg.embed_dim,
+        )?;
         let n = cfg.depths.len();
         let mut stages = Vec::with_capacity(n);
         let mut out_norms = Vec::with_capacity(n);
@@ -599,18 +723,28 @@ impl Swin {
                 Some(LayerNorm::load(w, &format!("{prefix}norm{i}."), dim)?)
             });
         }
-        Ok(Swin { cfg: cfg.clone(), patch_embed, stages, out_norms })
+        Ok(Swin {
+            cfg: cfg.clone(),
+            patch_embed,
+            stages,
+            out_norms,
+        })
     }
 
     /// image [N, 3, H, W] → the stage outputs [C2, C3, C4, C5] (strides 4..32), NCHW.
     pub fn forward(&self, image: &FeatureMap) -> Result<Vec<FeatureMap>> {
         if image.c != 3 {
-            return Err(Error::shape("Swin", format!("expected a 3-channel image, got {} channels", image.c)));
+            return Err(Error::shape(
+                "Swin",
+                format!("expected a 3-channel image, got {} channels", image.c),
+            ));
         }
         let n_st = self.stages.len();
         let mut outs: Vec<Option<FeatureMap>> = vec![None; n_st];
         for b in 0..image.n {
-            let (mut x, mut h, mut w) = self.patch_embed.forward_tokens(image.image(b), image.h, image.w)?;
+            let (mut x, mut h, mut w) =
+                self.patch_embed
+                    .forward_tokens(image.image(b), image.h, image.w)?;
             for (i, stage) in self.stages.iter().enumerate() {
                 let c = self.cfg.stage_channels(i);
                 stage.forward_blocks(&mut x, h, w)?;
@@ -623,7 +757,13 @@ impl Swin {
                     norm.apply(&mut o)?;
                 }
                 let chw = tokens_to_chw(&o, c, h * w);
-                let fm = outs[i].get_or_insert_with(|| FeatureMap { n: image.n, c, h, w, data: Vec::with_capacity(image.n * c * h * w) });
+                let fm = outs[i].get_or_insert_with(|| FeatureMap {
+                    n: image.n,
+                    c,
+                    h,
+                    w,
+                    data: Vec::with_capacity(image.n * c * h * w),
+                });
                 fm.data.extend_from_slice(&chw);
                 match next {
                     Some((nx, nh, nw)) => (x, h, w) = (nx, nh, nw),
@@ -633,7 +773,11 @@ impl Swin {
         }
         outs.into_iter()
             .enumerate()
-            .map(|(i, o)| o.ok_or_else(|| Error::Invalid(format!("Swin: stage {i} produced no output (empty batch?)"))))
+            .map(|(i, o)| {
+                o.ok_or_else(|| {
+                    Error::Invalid(format!("Swin: stage {i} produced no output (empty batch?)"))
+                })
+            })
             .collect()
     }
 }
