@@ -12,6 +12,8 @@ pub mod bert;
 pub mod config;
 pub mod vlfuse;
 pub mod dyconv;
+pub mod fpn;
+pub mod swin;
 
 /// Named host tensors (floats as f32), as read from a safetensors file.
 #[derive(Default)]
