@@ -1,6 +1,7 @@
 //! The `glip` command line: one module per subcommand.
 
 pub mod doctor;
+pub mod tokenize;
 
 use clap::{Parser, Subcommand};
 
@@ -15,11 +16,14 @@ pub struct Cli {
 pub enum Command {
     /// Build facts, CUDA driver and devices, and a GPU-vs-CPU check of every kernel family.
     Doctor(doctor::Args),
+    /// Tokenize a prompt as GLIP does: ids, tokens, and the tokens of each phrase (JSON).
+    Tokenize(tokenize::Args),
 }
 
 pub fn run(cli: Cli) -> crate_result::Result {
     match cli.command {
         Command::Doctor(a) => doctor::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
     }
 }
 
