@@ -46,6 +46,8 @@ pub struct PreprocessConfig {
     pub size_divisibility: usize,
     /// Rotate/flip by the EXIF orientation tag (GLIP does not; see the module docs).
     pub exif_orientation: bool,
+    /// Which Pillow's resampling pass order to reproduce (default: Pillow <= 12).
+    pub pass_order: PassOrder,
     pub pixel_mean: [f32; 3],
     pub pixel_std: [f32; 3],
 }
@@ -57,6 +59,7 @@ impl Default for PreprocessConfig {
             max_size: Some(1333),
             size_divisibility: 32,
             exif_orientation: true,
+            pass_order: PassOrder::HorizontalFirst,
             pixel_mean: PIXEL_MEAN_BGR,
             pixel_std: PIXEL_STD_BGR,
         }
@@ -177,77 +180,118 @@ fn clip8(ss: i32) -> u8 {
     (ss >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
+/// Which Pillow's pass order [`resize_bilinear_pil`] reproduces. Each pass rounds to uint8, so
+/// the order changes some pixels by one grey level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PassOrder {
+    /// Pillow up to 12.x (GLIP's era and every Pillow before 2026): horizontal pass first.
+    #[default]
+    HorizontalFirst,
+    /// Pillow 13: vertical pass first when the height shrinks by more than twice as many
+    /// pixels as the width (`(in_h - out_h) > 0 && (in_h - out_h) > 2 * (in_w - out_w)`),
+    /// horizontal first otherwise. Differs from [`PassOrder::HorizontalFirst`] only for such
+    /// inputs (with an aspect-preserving resize: images more than twice as tall as wide).
+    Pillow13,
+}
+
 /// `Image.resize((out_w, out_h), Image.BILINEAR)` of an 8-bit RGB image, bit-exact with
-/// Pillow's `ImagingResample`: horizontal pass first (only on the rows the vertical pass
-/// reads), then vertical; a pass whose size is unchanged is skipped; the triangle filter's
-/// support grows with the downscale factor (antialiasing); coefficients normalised to sum 1
-/// then rounded to 22-bit fixed point; accumulators start at 0.5 (rounding) and are clipped
-/// to 0..255; the intermediate image is uint8.
+/// Pillow's `ImagingResample` (Pillow <= 12 pass order; see [`resize_bilinear_pil_with`]).
 pub fn resize_bilinear_pil(src: &RgbImage8, out_w: usize, out_h: usize) -> Result<RgbImage8> {
+    resize_bilinear_pil_with(src, out_w, out_h, PassOrder::HorizontalFirst)
+}
+
+/// Pillow's antialiased bilinear resize, reproduced: two separable passes (order: see
+/// [`PassOrder`]); a pass whose size is unchanged is skipped; with horizontal first, only the
+/// rows the vertical pass reads are resampled; the triangle filter's support grows with the
+/// downscale factor (antialiasing); coefficients are normalised to sum 1, then rounded to
+/// 22-bit fixed point; accumulators start at 0.5 (rounding), are shifted down and clipped to
+/// 0..255; the intermediate image is uint8.
+pub fn resize_bilinear_pil_with(src: &RgbImage8, out_w: usize, out_h: usize, order: PassOrder) -> Result<RgbImage8> {
     if out_w == 0 || out_h == 0 {
         return Err(img_err("resize", format!("zero output size {out_w}x{out_h}")));
     }
-    let (in_w, in_h) = (src.width, src.height);
-    let need_h = out_w != in_w;
-    let need_v = out_h != in_h;
-    let (ksize_v, mut bounds_v, kk_v) = precompute_coeffs(in_h, out_h);
-    // Rows the vertical pass reads: [first, last).
-    let first = bounds_v[0].0;
-    let last = bounds_v[out_h - 1].0 + bounds_v[out_h - 1].1;
+    if src.width == 0 || src.height == 0 || src.data.len() != src.width * src.height * 3 {
+        return Err(img_err("resize", format!("invalid {}x{} source", src.width, src.height)));
+    }
+    let (in_w, in_h) = (src.width as i64, src.height as i64);
+    let need_h = out_w != src.width;
+    let need_v = out_h != src.height;
+    let horizontal_first = match order {
+        PassOrder::HorizontalFirst => true,
+        PassOrder::Pillow13 => !((in_h - out_h as i64) > 0 && (in_h - out_h as i64) > (in_w - out_w as i64) * 2),
+    };
+    let mut cur = src.clone();
+    if horizontal_first {
+        if need_h {
+            let (ksize, bounds, kk) = precompute_coeffs(src.height, out_h);
+            // Rows the vertical pass reads: [first, last).
+            let first = bounds[0].0;
+            let last = bounds[out_h - 1].0 + bounds[out_h - 1].1;
+            cur = horizontal_pass(src, first, last, out_w);
+            if need_v {
+                let shifted: Vec<(usize, usize)> = bounds.iter().map(|&(a, n)| (a - first, n)).collect();
+                cur = vertical_pass(&cur, out_h, ksize, &shifted, &kk);
+            }
+        } else if need_v {
+            let (ksize, bounds, kk) = precompute_coeffs(src.height, out_h);
+            cur = vertical_pass(src, out_h, ksize, &bounds, &kk);
+        }
+    } else {
+        if need_v {
+            let (ksize, bounds, kk) = precompute_coeffs(src.height, out_h);
+            cur = vertical_pass(src, out_h, ksize, &bounds, &kk);
+        }
+        if need_h {
+            cur = horizontal_pass(&cur, 0, cur.height, out_w);
+        }
+    }
+    Ok(cur)
+}
 
+/// Pillow's `_ImagingResampleHorizontal_8bpc` on rows [first, last) of `src`.
+fn horizontal_pass(src: &RgbImage8, first: usize, last: usize, out_w: usize) -> RgbImage8 {
+    let (ksize, bounds, kk) = precompute_coeffs(src.width, out_w);
     let half = 1i32 << (PRECISION_BITS - 1);
-    let mut cur_w = in_w;
-    let mut cur: std::borrow::Cow<[u8]> = std::borrow::Cow::Borrowed(&src.data);
-    if need_h {
-        let (ksize_h, bounds_h, kk_h) = precompute_coeffs(in_w, out_w);
-        let rows = last - first;
-        let mut tmp = vec![0u8; rows * out_w * 3];
-        for (yy, out_row) in tmp.chunks_exact_mut(out_w * 3).enumerate() {
-            let line = &src.data[(yy + first) * in_w * 3..(yy + first + 1) * in_w * 3];
-            for (xx, px) in out_row.chunks_exact_mut(3).enumerate() {
-                let (xmin, n) = bounds_h[xx];
-                let k = &kk_h[xx * ksize_h..xx * ksize_h + n];
-                let (mut s0, mut s1, mut s2) = (half, half, half);
-                for (x, &kx) in k.iter().enumerate() {
-                    let p = &line[(x + xmin) * 3..(x + xmin) * 3 + 3];
-                    s0 += p[0] as i32 * kx;
-                    s1 += p[1] as i32 * kx;
-                    s2 += p[2] as i32 * kx;
-                }
-                px[0] = clip8(s0);
-                px[1] = clip8(s1);
-                px[2] = clip8(s2);
+    let in_w = src.width;
+    let rows = last - first;
+    let mut tmp = vec![0u8; rows * out_w * 3];
+    for (yy, out_row) in tmp.chunks_exact_mut(out_w * 3).enumerate() {
+        let line = &src.data[(yy + first) * in_w * 3..(yy + first + 1) * in_w * 3];
+        for (xx, px) in out_row.chunks_exact_mut(3).enumerate() {
+            let (xmin, n) = bounds[xx];
+            let k = &kk[xx * ksize..xx * ksize + n];
+            let (mut s0, mut s1, mut s2) = (half, half, half);
+            for (x, &kx) in k.iter().enumerate() {
+                let p = &line[(x + xmin) * 3..(x + xmin) * 3 + 3];
+                s0 += p[0] as i32 * kx;
+                s1 += p[1] as i32 * kx;
+                s2 += p[2] as i32 * kx;
             }
+            px[0] = clip8(s0);
+            px[1] = clip8(s1);
+            px[2] = clip8(s2);
         }
-        for b in bounds_v.iter_mut() {
-            b.0 -= first;
-        }
-        cur = std::borrow::Cow::Owned(tmp);
-        cur_w = out_w;
     }
-    if need_v {
-        let mut out = vec![0u8; out_h * cur_w * 3];
-        let stride = cur_w * 3;
-        for (yy, out_row) in out.chunks_exact_mut(stride).enumerate() {
-            let (ymin, n) = bounds_v[yy];
-            let k = &kk_v[yy * ksize_v..yy * ksize_v + n];
-            for (xx, px) in out_row.chunks_exact_mut(3).enumerate() {
-                let (mut s0, mut s1, mut s2) = (half, half, half);
-                for (y, &ky) in k.iter().enumerate() {
-                    let o = (y + ymin) * stride + xx * 3;
-                    let p = &cur[o..o + 3];
-                    s0 += p[0] as i32 * ky;
-                    s1 += p[1] as i32 * ky;
-                    s2 += p[2] as i32 * ky;
-                }
-                px[0] = clip8(s0);
-                px[1] = clip8(s1);
-                px[2] = clip8(s2);
+    RgbImage8 { width: out_w, height: rows, data: tmp }
+}
+
+/// Pillow's `_ImagingResampleVertical_8bpc`: output row yy reads rows bounds[yy] of `src`.
+fn vertical_pass(src: &RgbImage8, out_h: usize, ksize: usize, bounds: &[(usize, usize)], kk: &[i32]) -> RgbImage8 {
+    let half = 1i32 << (PRECISION_BITS - 1);
+    let stride = src.width * 3;
+    let mut out = vec![0u8; out_h * stride];
+    for (yy, out_row) in out.chunks_exact_mut(stride).enumerate() {
+        let (ymin, n) = bounds[yy];
+        let k = &kk[yy * ksize..yy * ksize + n];
+        for (i, o) in out_row.iter_mut().enumerate() {
+            let mut s = half;
+            for (y, &ky) in k.iter().enumerate() {
+                s += src.data[(y + ymin) * stride + i] as i32 * ky;
             }
+            *o = clip8(s);
         }
-        return RgbImage8::new(cur_w, out_h, out);
     }
-    RgbImage8::new(cur_w, out_h, cur.into_owned())
+    RgbImage8 { width: src.width, height: out_h, data: out }
 }
 
 /// Normalise an 8-bit RGB image into GLIP's network input: `ToTensor` (x/255 in f32),
@@ -294,7 +338,7 @@ pub fn preprocess_image(img: &RgbImage8, cfg: &PreprocessConfig) -> Result<Prepr
     let resized = if (oh, ow) == (img.height, img.width) {
         None
     } else {
-        Some(resize_bilinear_pil(img, ow, oh)?)
+        Some(resize_bilinear_pil_with(img, ow, oh, cfg.pass_order)?)
     };
     let r = resized.as_ref().unwrap_or(img);
     Ok(Preprocessed { image: normalize_pad(r, cfg)?, resized_hw: (oh, ow), original_hw: (img.height, img.width) })
