@@ -78,16 +78,27 @@ pub struct RgbImage8 {
 impl RgbImage8 {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<Self> {
         if width == 0 || height == 0 {
-            return Err(img_err("raw frame", format!("zero-size image ({width}x{height})")));
+            return Err(img_err(
+                "raw frame",
+                format!("zero-size image ({width}x{height})"),
+            ));
         }
         let need = width.checked_mul(height).and_then(|n| n.checked_mul(3));
         if need != Some(data.len()) {
             return Err(img_err(
                 "raw frame",
-                format!("{width}x{height} RGB needs {} bytes, got {}", width * height * 3, data.len()),
+                format!(
+                    "{width}x{height} RGB needs {} bytes, got {}",
+                    width * height * 3,
+                    data.len()
+                ),
             ));
         }
-        Ok(RgbImage8 { width, height, data })
+        Ok(RgbImage8 {
+            width,
+            height,
+            data,
+        })
     }
 }
 
@@ -103,7 +114,10 @@ pub struct Preprocessed {
 }
 
 fn img_err(what: impl Into<String>, msg: impl Into<String>) -> Error {
-    Error::Image { what: what.into(), msg: msg.into() }
+    Error::Image {
+        what: what.into(),
+        msg: msg.into(),
+    }
 }
 
 /// GLIP's `Resize.get_size`: (out_h, out_w) for an image of `w`×`h`, Python's arithmetic
@@ -167,7 +181,11 @@ fn precompute_coeffs(in_size: usize, out_size: usize) -> (usize, Vec<(usize, usi
         let one = (1u32 << PRECISION_BITS) as f64;
         for x in 0..ksize {
             let v = if x < n { k[x] } else { 0.0 };
-            kk[xx * ksize + x] = if v < 0.0 { (-0.5 + v * one) as i32 } else { (0.5 + v * one) as i32 };
+            kk[xx * ksize + x] = if v < 0.0 {
+                (-0.5 + v * one) as i32
+            } else {
+                (0.5 + v * one) as i32
+            };
         }
         bounds.push((xmin, n));
     }
@@ -206,19 +224,32 @@ pub fn resize_bilinear_pil(src: &RgbImage8, out_w: usize, out_h: usize) -> Resul
 /// downscale factor (antialiasing); coefficients are normalised to sum 1, then rounded to
 /// 22-bit fixed point; accumulators start at 0.5 (rounding), are shifted down and clipped to
 /// 0..255; the intermediate image is uint8.
-pub fn resize_bilinear_pil_with(src: &RgbImage8, out_w: usize, out_h: usize, order: PassOrder) -> Result<RgbImage8> {
+pub fn resize_bilinear_pil_with(
+    src: &RgbImage8,
+    out_w: usize,
+    out_h: usize,
+    order: PassOrder,
+) -> Result<RgbImage8> {
     if out_w == 0 || out_h == 0 {
-        return Err(img_err("resize", format!("zero output size {out_w}x{out_h}")));
+        return Err(img_err(
+            "resize",
+            format!("zero output size {out_w}x{out_h}"),
+        ));
     }
     if src.width == 0 || src.height == 0 || src.data.len() != src.width * src.height * 3 {
-        return Err(img_err("resize", format!("invalid {}x{} source", src.width, src.height)));
+        return Err(img_err(
+            "resize",
+            format!("invalid {}x{} source", src.width, src.height),
+        ));
     }
     let (in_w, in_h) = (src.width as i64, src.height as i64);
     let need_h = out_w != src.width;
     let need_v = out_h != src.height;
     let horizontal_first = match order {
         PassOrder::HorizontalFirst => true,
-        PassOrder::Pillow13 => !((in_h - out_h as i64) > 0 && (in_h - out_h as i64) > (in_w - out_w as i64) * 2),
+        PassOrder::Pillow13 => {
+            !((in_h - out_h as i64) > 0 && (in_h - out_h as i64) > (in_w - out_w as i64) * 2)
+        }
     };
     let mut cur = src.clone();
     if horizontal_first {
@@ -229,7 +260,8 @@ pub fn resize_bilinear_pil_with(src: &RgbImage8, out_w: usize, out_h: usize, ord
             let last = bounds[out_h - 1].0 + bounds[out_h - 1].1;
             cur = horizontal_pass(src, first, last, out_w);
             if need_v {
-                let shifted: Vec<(usize, usize)> = bounds.iter().map(|&(a, n)| (a - first, n)).collect();
+                let shifted: Vec<(usize, usize)> =
+                    bounds.iter().map(|&(a, n)| (a - first, n)).collect();
                 cur = vertical_pass(&cur, out_h, ksize, &shifted, &kk);
             }
         } else if need_v {
@@ -272,11 +304,21 @@ fn horizontal_pass(src: &RgbImage8, first: usize, last: usize, out_w: usize) -> 
             px[2] = clip8(s2);
         }
     }
-    RgbImage8 { width: out_w, height: rows, data: tmp }
+    RgbImage8 {
+        width: out_w,
+        height: rows,
+        data: tmp,
+    }
 }
 
 /// Pillow's `_ImagingResampleVertical_8bpc`: output row yy reads rows bounds[yy] of `src`.
-fn vertical_pass(src: &RgbImage8, out_h: usize, ksize: usize, bounds: &[(usize, usize)], kk: &[i32]) -> RgbImage8 {
+fn vertical_pass(
+    src: &RgbImage8,
+    out_h: usize,
+    ksize: usize,
+    bounds: &[(usize, usize)],
+    kk: &[i32],
+) -> RgbImage8 {
     let half = 1i32 << (PRECISION_BITS - 1);
     let stride = src.width * 3;
     let mut out = vec![0u8; out_h * stride];
@@ -291,7 +333,11 @@ fn vertical_pass(src: &RgbImage8, out_h: usize, ksize: usize, bounds: &[(usize, 
             *o = clip8(s);
         }
     }
-    RgbImage8 { width: src.width, height: out_h, data: out }
+    RgbImage8 {
+        width: src.width,
+        height: out_h,
+        data: out,
+    }
 }
 
 /// Normalise an 8-bit RGB image into GLIP's network input: `ToTensor` (x/255 in f32),
@@ -323,7 +369,10 @@ pub fn normalize_pad(img: &RgbImage8, cfg: &PreprocessConfig) -> Result<FeatureM
 /// Resize and normalise a decoded image.
 pub fn preprocess_image(img: &RgbImage8, cfg: &PreprocessConfig) -> Result<Preprocessed> {
     if img.width == 0 || img.height == 0 {
-        return Err(img_err("input", format!("zero-size image ({}x{})", img.width, img.height)));
+        return Err(img_err(
+            "input",
+            format!("zero-size image ({}x{})", img.width, img.height),
+        ));
     }
     if cfg.min_size == 0 {
         return Err(Error::Config("min_size must be positive".into()));
@@ -332,7 +381,10 @@ pub fn preprocess_image(img: &RgbImage8, cfg: &PreprocessConfig) -> Result<Prepr
     if oh == 0 || ow == 0 {
         return Err(img_err(
             "input",
-            format!("{}x{} is too elongated: it would resize to {ow}x{oh}", img.width, img.height),
+            format!(
+                "{}x{} is too elongated: it would resize to {ow}x{oh}",
+                img.width, img.height
+            ),
         ));
     }
     let resized = if (oh, ow) == (img.height, img.width) {
@@ -341,11 +393,20 @@ pub fn preprocess_image(img: &RgbImage8, cfg: &PreprocessConfig) -> Result<Prepr
         Some(resize_bilinear_pil_with(img, ow, oh, cfg.pass_order)?)
     };
     let r = resized.as_ref().unwrap_or(img);
-    Ok(Preprocessed { image: normalize_pad(r, cfg)?, resized_hw: (oh, ow), original_hw: (img.height, img.width) })
+    Ok(Preprocessed {
+        image: normalize_pad(r, cfg)?,
+        resized_hw: (oh, ow),
+        original_hw: (img.height, img.width),
+    })
 }
 
 /// A raw RGB frame (HWC, 8-bit), as video pipelines deliver it.
-pub fn preprocess_rgb8(width: usize, height: usize, data: &[u8], cfg: &PreprocessConfig) -> Result<Preprocessed> {
+pub fn preprocess_rgb8(
+    width: usize,
+    height: usize,
+    data: &[u8],
+    cfg: &PreprocessConfig,
+) -> Result<Preprocessed> {
     let img = RgbImage8::new(width, height, data.to_vec())?;
     preprocess_image(&img, cfg)
 }
@@ -359,7 +420,8 @@ pub fn preprocess_path(path: &Path, cfg: &PreprocessConfig) -> Result<Preprocess
 /// Read and decode an image file to 8-bit RGB (see [`decode_image`]).
 pub fn load_image(path: &Path, exif_orientation: bool) -> Result<RgbImage8> {
     let what = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| img_err(&what, format!("cannot read the file: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| img_err(&what, format!("cannot read the file: {e}")))?;
     decode_image(&bytes, &what, exif_orientation)
 }
 
@@ -385,21 +447,31 @@ pub fn decode_image(bytes: &[u8], what: &str, exif_orientation: bool) -> Result<
             .with_guessed_format()
             .map_err(|e| img_err(what, format!("cannot read: {e}")))?;
         if r.format().is_none() {
-            return Err(img_err(what, "not an image in a supported format (JPEG, PNG, WebP)"));
+            return Err(img_err(
+                what,
+                "not an image in a supported format (JPEG, PNG, WebP)",
+            ));
         }
         r.limits(limits());
         Ok(r)
     };
-    let (w, h) = reader()?
-        .into_dimensions()
-        .map_err(|e| img_err(what, format!("cannot read the image header: {}", describe(&e))))?;
+    let (w, h) = reader()?.into_dimensions().map_err(|e| {
+        img_err(
+            what,
+            format!("cannot read the image header: {}", describe(&e)),
+        )
+    })?;
     check_size(what, w, h)?;
     let mut decoder = reader()?
         .into_decoder()
         .map_err(|e| img_err(what, format!("cannot decode: {}", describe(&e))))?;
-    let orientation = if exif_orientation { decoder.orientation().ok() } else { None };
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| img_err(what, format!("cannot decode: {}", describe(&e))))?;
+    let orientation = if exif_orientation {
+        decoder.orientation().ok()
+    } else {
+        None
+    };
+    let mut img = DynamicImage::from_decoder(decoder)
+        .map_err(|e| img_err(what, format!("cannot decode: {}", describe(&e))))?;
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
@@ -413,7 +485,10 @@ fn check_size(what: &str, w: u32, h: u32) -> Result<()> {
     if w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > MAX_PIXELS {
         return Err(img_err(
             what,
-            format!("{w}x{h} is too large (limits: {MAX_SIDE} px per side, {} Mpx)", MAX_PIXELS / 1_000_000),
+            format!(
+                "{w}x{h} is too large (limits: {MAX_SIDE} px per side, {} Mpx)",
+                MAX_PIXELS / 1_000_000
+            ),
         ));
     }
     Ok(())
@@ -436,15 +511,29 @@ fn to_rgb8_like_pil(img: DynamicImage, what: &str) -> Result<RgbImage8> {
     let hi = |v: u16| (v >> 8) as u8;
     let data: Vec<u8> = match img {
         DynamicImage::ImageRgb8(b) => b.into_raw(),
-        DynamicImage::ImageRgba8(b) => b.into_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        DynamicImage::ImageRgba8(b) => b
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
         DynamicImage::ImageLuma8(b) => b.into_raw().into_iter().flat_map(|v| [v, v, v]).collect(),
-        DynamicImage::ImageLumaA8(b) => b.into_raw().chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        DynamicImage::ImageLumaA8(b) => b
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect(),
         DynamicImage::ImageRgb16(b) => b.into_raw().into_iter().map(hi).collect(),
-        DynamicImage::ImageRgba16(b) => {
-            b.into_raw().chunks_exact(4).flat_map(|p| [hi(p[0]), hi(p[1]), hi(p[2])]).collect()
-        }
+        DynamicImage::ImageRgba16(b) => b
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [hi(p[0]), hi(p[1]), hi(p[2])])
+            .collect(),
         DynamicImage::ImageLuma16(b) => b.into_raw().into_iter().flat_map(|v| [hi(v); 3]).collect(),
-        DynamicImage::ImageLumaA16(b) => b.into_raw().chunks_exact(2).flat_map(|p| [hi(p[0]); 3]).collect(),
+        DynamicImage::ImageLumaA16(b) => b
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| [hi(p[0]); 3])
+            .collect(),
         other => other.to_rgb8().into_raw(),
     };
     RgbImage8::new(w, h, data).map_err(|e| img_err(what, e.to_string()))

@@ -121,7 +121,11 @@ impl Prompt {
             return Err(Error::Prompt("no class names given".into()));
         }
         if labels.len() != names.len() {
-            return Err(Error::Prompt(format!("{} labels for {} class names", labels.len(), names.len())));
+            return Err(Error::Prompt(format!(
+                "{} labels for {} class names",
+                labels.len(),
+                names.len()
+            )));
         }
         let mut caption = String::new();
         let mut phrases = Vec::with_capacity(names.len());
@@ -130,15 +134,45 @@ impl Prompt {
             let start = char_len(&caption);
             caption.push_str(&name);
             let end = char_len(&caption);
-            phrases.push(Phrase { label, name, spans: vec![(start, end)] });
+            phrases.push(Phrase {
+                label,
+                name,
+                spans: vec![(start, end)],
+            });
             if i + 1 != names.len() {
                 caption.push_str(EVAL_SEPARATOR);
             }
         }
         if caption.trim().is_empty() {
-            return Err(Error::Prompt("every class name is empty after clean_name".into()));
+            return Err(Error::Prompt(
+                "every class name is empty after clean_name".into(),
+            ));
         }
-        Ok(Prompt { caption, phrases, path: PromptPath::Eval })
+        Ok(Prompt {
+            caption,
+            phrases,
+            path: PromptPath::Eval,
+        })
+    }
+
+    /// The demo's list mode (`GLIPDemo.compute_prediction` with a list of names,
+    /// `predictor_glip.py:183-196`): caption = every name followed by " . " (names not
+    /// cleaned, trailing separator kept); name j gets label j+1.
+    pub fn demo_class_list<S: AsRef<str>>(names: &[S]) -> Result<Prompt> {
+        let mut caption = String::new();
+        let mut phrases = Vec::with_capacity(names.len());
+        for (j, name) in names.iter().enumerate() {
+            let name = name.as_ref();
+            let start = char_len(&caption);
+            phrases.push(Phrase {
+                label: j as u32 + 1,
+                name: name.to_string(),
+                spans: vec![(start, start + char_len(name))],
+            });
+            caption.push_str(name);
+            caption.push_str(" . ");
+        }
+        Prompt::from_phrases(&caption, phrases, PromptPath::Demo)
     }
 
     /// A free caption with explicit character spans per phrase (the demo's `custom_entity`
@@ -147,7 +181,11 @@ impl Prompt {
         let phrases = phrases
             .iter()
             .enumerate()
-            .map(|(j, &(name, span))| Phrase { label: j as u32 + 1, name: name.to_string(), spans: vec![span] })
+            .map(|(j, &(name, span))| Phrase {
+                label: j as u32 + 1,
+                name: name.to_string(),
+                spans: vec![span],
+            })
             .collect();
         Prompt::from_phrases(caption, phrases, PromptPath::Demo)
     }
@@ -159,9 +197,16 @@ impl Prompt {
         let mut out = Vec::with_capacity(phrases.len());
         for (j, p) in phrases.iter().enumerate() {
             let p = p.as_ref();
-            let span = find_chars(caption, p, 0)
-                .ok_or_else(|| Error::Prompt(format!("phrase {p:?} does not occur in the caption {caption:?}")))?;
-            out.push(Phrase { label: j as u32 + 1, name: p.to_string(), spans: vec![span] });
+            let span = find_chars(caption, p, 0).ok_or_else(|| {
+                Error::Prompt(format!(
+                    "phrase {p:?} does not occur in the caption {caption:?}"
+                ))
+            })?;
+            out.push(Phrase {
+                label: j as u32 + 1,
+                name: p.to_string(),
+                spans: vec![span],
+            });
         }
         Prompt::from_phrases(caption, out, PromptPath::Demo)
     }
@@ -181,12 +226,18 @@ impl Prompt {
                 let lead = piece.chars().take_while(|c| c.is_whitespace()).count();
                 let start = char_pos + lead;
                 let end = start + char_len(name);
-                phrases.push(Phrase { label: phrases.len() as u32 + 1, name: name.to_string(), spans: vec![(start, end)] });
+                phrases.push(Phrase {
+                    label: phrases.len() as u32 + 1,
+                    name: name.to_string(),
+                    spans: vec![(start, end)],
+                });
             }
             char_pos += char_len(piece) + 1;
         }
         if phrases.is_empty() {
-            return Err(Error::Prompt(format!("the prompt {text:?} contains no phrase (only '.' and spaces)")));
+            return Err(Error::Prompt(format!(
+                "the prompt {text:?} contains no phrase (only '.' and spaces)"
+            )));
         }
         Prompt::from_phrases(text, phrases, PromptPath::Demo)
     }
@@ -198,12 +249,17 @@ impl Prompt {
             return Err(Error::Prompt("the caption is empty".into()));
         }
         if phrases.is_empty() {
-            return Err(Error::Prompt(format!("no phrase given for the caption {caption:?}")));
+            return Err(Error::Prompt(format!(
+                "no phrase given for the caption {caption:?}"
+            )));
         }
         let n = char_len(caption);
         for p in &phrases {
             if p.spans.is_empty() {
-                return Err(Error::Prompt(format!("phrase {:?} has no character span", p.name)));
+                return Err(Error::Prompt(format!(
+                    "phrase {:?} has no character span",
+                    p.name
+                )));
             }
             for &(a, b) in &p.spans {
                 if a >= b || b > n {
@@ -214,7 +270,11 @@ impl Prompt {
                 }
             }
         }
-        Ok(Prompt { caption: caption.to_string(), phrases, path })
+        Ok(Prompt {
+            caption: caption.to_string(),
+            phrases,
+            path,
+        })
     }
 
     pub fn labels(&self) -> Vec<u32> {
@@ -299,7 +359,10 @@ impl EncodedPrompt {
     pub fn positive_map_normalized(&self) -> Vec<f32> {
         let b = self.positive_map_binary();
         let mut out = vec![0f32; b.len()];
-        for (orow, brow) in out.chunks_exact_mut(MAX_QUERY_LEN).zip(b.chunks_exact(MAX_QUERY_LEN)) {
+        for (orow, brow) in out
+            .chunks_exact_mut(MAX_QUERY_LEN)
+            .zip(b.chunks_exact(MAX_QUERY_LEN))
+        {
             let sum: f32 = brow.iter().map(|&x| x as f32).sum();
             let den = sum + 1e-6f32;
             for (o, &x) in orow.iter_mut().zip(brow) {
@@ -345,7 +408,10 @@ pub struct GlipTokenizer {
 impl GlipTokenizer {
     /// The embedded bert-base-uncased tokenizer.
     pub fn bert_base_uncased() -> Result<Self> {
-        Self::from_bytes(DEFAULT_TOKENIZER_JSON, "embedded bert-base-uncased tokenizer.json")
+        Self::from_bytes(
+            DEFAULT_TOKENIZER_JSON,
+            "embedded bert-base-uncased tokenizer.json",
+        )
     }
 
     /// A HuggingFace tokenizer.json file.
@@ -364,8 +430,8 @@ impl GlipTokenizer {
 
     /// A tokenizer.json's bytes; `what` names it in errors.
     pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
-        let mut plain =
-            Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(format!("{what}: not a valid tokenizer.json: {e}")))?;
+        let mut plain = Tokenizer::from_bytes(bytes)
+            .map_err(|e| Error::Tokenizer(format!("{what}: not a valid tokenizer.json: {e}")))?;
         // The shipped file carries MiniLM's truncation/padding at 128; GLIP applies its own.
         plain
             .with_truncation(None)
@@ -373,8 +439,15 @@ impl GlipTokenizer {
         plain.with_padding(None);
         let mut model_side = plain.clone();
         model_side
-            .with_truncation(Some(TruncationParams { max_length: MAX_QUERY_LEN, ..TruncationParams::default() }))
-            .map_err(|e| Error::Tokenizer(format!("{what}: cannot set truncation to {MAX_QUERY_LEN}: {e}")))?;
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_QUERY_LEN,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| {
+                Error::Tokenizer(format!(
+                    "{what}: cannot set truncation to {MAX_QUERY_LEN}: {e}"
+                ))
+            })?;
         let pad_id = plain.token_to_id("[PAD]").unwrap_or(0);
         model_side.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::Fixed(MAX_QUERY_LEN),
@@ -409,7 +482,9 @@ impl GlipTokenizer {
         let ms = self
             .model_side
             .encode_char_offsets(cap, true)
-            .map_err(|e| Error::Tokenizer(format!("cannot tokenize {cap:?} (256-token form): {e}")))?;
+            .map_err(|e| {
+                Error::Tokenizer(format!("cannot tokenize {cap:?} (256-token form): {e}"))
+            })?;
         if ms.get_ids().len() != MAX_QUERY_LEN {
             return Err(Error::Tokenizer(format!(
                 "model-side encoding has {} tokens, expected {MAX_QUERY_LEN}",
@@ -422,7 +497,9 @@ impl GlipTokenizer {
         for p in &prompt.phrases {
             let mut toks = Vec::new();
             for &(beg, end) in &p.spans {
-                let Some((b, e)) = span_to_tokens(&char_to_token, beg, end) else { continue };
+                let Some((b, e)) = span_to_tokens(&char_to_token, beg, end) else {
+                    continue;
+                };
                 toks.extend(b..=e);
             }
             if prompt.path == PromptPath::Demo {
@@ -449,10 +526,18 @@ impl GlipTokenizer {
 
 /// GLIP's span → inclusive token range rule (`create_positive_dict`). A negative probe index
 /// (end < 3) is out of range: None, as Python's try/except around the fallbacks yields.
-fn span_to_tokens(c2t: &dyn Fn(usize) -> Option<usize>, beg: usize, end: usize) -> Option<(usize, usize)> {
+fn span_to_tokens(
+    c2t: &dyn Fn(usize) -> Option<usize>,
+    beg: usize,
+    end: usize,
+) -> Option<(usize, usize)> {
     let at = |i: Option<usize>| i.and_then(c2t);
-    let b = at(Some(beg)).or_else(|| at(Some(beg + 1))).or_else(|| at(Some(beg + 2)))?;
-    let e = at(end.checked_sub(1)).or_else(|| at(end.checked_sub(2))).or_else(|| at(end.checked_sub(3)))?;
+    let b = at(Some(beg))
+        .or_else(|| at(Some(beg + 1)))
+        .or_else(|| at(Some(beg + 2)))?;
+    let e = at(end.checked_sub(1))
+        .or_else(|| at(end.checked_sub(2)))
+        .or_else(|| at(end.checked_sub(3)))?;
     Some((b, e))
 }
 
@@ -481,12 +566,18 @@ pub fn chunk_by_count<S: AsRef<str>>(names: &[S], n: usize) -> Result<Vec<Chunk>
 /// Evaluation prompts for labels 1..=names.len(), each as many consecutive names as fit in
 /// `max_tokens` tokens ([CLS] and [SEP] included; ≤ 256), so that nothing is truncated.
 /// Global label ids are kept. A single name longer than `max_tokens` is an error.
-pub fn chunk_to_fit<S: AsRef<str>>(tok: &GlipTokenizer, names: &[S], max_tokens: usize) -> Result<Vec<Chunk>> {
+pub fn chunk_to_fit<S: AsRef<str>>(
+    tok: &GlipTokenizer,
+    names: &[S],
+    max_tokens: usize,
+) -> Result<Vec<Chunk>> {
     if names.is_empty() {
         return Err(Error::Prompt("no class names given".into()));
     }
-    if max_tokens > MAX_QUERY_LEN || max_tokens < 3 {
-        return Err(Error::Prompt(format!("max_tokens {max_tokens} must be in 3..={MAX_QUERY_LEN}")));
+    if !(3..=MAX_QUERY_LEN).contains(&max_tokens) {
+        return Err(Error::Prompt(format!(
+            "max_tokens {max_tokens} must be in 3..={MAX_QUERY_LEN}"
+        )));
     }
     let mut out = Vec::new();
     let mut start = 0usize;

@@ -56,7 +56,8 @@ pub fn run(args: Args) -> Result {
         "truncated": e.truncated(),
         "phrases": phrases,
     });
-    let text = serde_json::to_string_pretty(&out).map_err(|err| Error::Invalid(format!("JSON output: {err}")))?;
+    let text = serde_json::to_string_pretty(&out)
+        .map_err(|err| Error::Invalid(format!("JSON output: {err}")))?;
     println!("{text}");
     if e.truncated() {
         eprintln!(
