@@ -462,6 +462,13 @@ pub fn decode_image(bytes: &[u8], what: &str, exif_orientation: bool) -> Result<
         )
     })?;
     check_size(what, w, h)?;
+    if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) && jpeg_truncated(bytes) {
+        // zune-jpeg fills a cut-off scan with grey; PIL raises "image file is truncated".
+        return Err(img_err(
+            what,
+            "the file is truncated (JPEG without an end-of-image marker after its last scan)",
+        ));
+    }
     let mut decoder = reader()?
         .into_decoder()
         .map_err(|e| img_err(what, format!("cannot decode: {}", describe(&e))))?;
@@ -476,6 +483,17 @@ pub fn decode_image(bytes: &[u8], what: &str, exif_orientation: bool) -> Result<
         img.apply_orientation(o);
     }
     to_rgb8_like_pil(img, what)
+}
+
+/// Whether a JPEG lacks the EOI marker (FF D9) after its last start-of-scan (FF DA). Inside
+/// entropy-coded data every 0xFF byte is followed by 0x00 or a restart marker, so FF D9 there is
+/// the real end; an embedded EXIF thumbnail's markers come before the main image's scans.
+fn jpeg_truncated(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        None => true,
+        Some(p) => !bytes[p..].windows(2).any(|w| w == [0xFF, 0xD9]),
+    }
 }
 
 fn check_size(what: &str, w: u32, h: u32) -> Result<()> {

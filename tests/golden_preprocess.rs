@@ -308,7 +308,7 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     f
 }
 
-fn expect_image_err(r: glip_rt::Result<impl std::fmt::Debug>, needle: &str) {
+fn expect_image_err<T>(r: glip_rt::Result<T>, needle: &str) {
     match r {
         Err(e @ glip_rt::Error::Image { .. }) => {
             let m = e.to_string();
@@ -318,7 +318,8 @@ fn expect_image_err(r: glip_rt::Result<impl std::fmt::Debug>, needle: &str) {
             );
             println!("ok: {m}");
         }
-        other => panic!("expected Error::Image containing {needle:?}, got {other:?}"),
+        Err(e) => panic!("expected Error::Image containing {needle:?}, got {e:?}"),
+        Ok(_) => panic!("expected Error::Image containing {needle:?}, got Ok"),
     }
 }
 
@@ -350,6 +351,23 @@ fn bad_inputs_are_errors() {
     );
     let p = d.join("trunc.png");
     std::fs::write(&p, &full[..full.len() / 2]).unwrap();
+    expect_image_err(preprocess_path(&p, &cfg), "truncated");
+
+    // A JPEG cut in half (PIL raises "image file is truncated").
+    let mut rng = glip_rt::testing::Rng::new(5);
+    let noise = image::ImageBuffer::from_fn(64, 64, |_, _| {
+        image::Rgb([
+            (rng.next_u64() >> 56) as u8,
+            (rng.next_u64() >> 56) as u8,
+            9,
+        ])
+    });
+    let jpg = encode(
+        image::DynamicImage::ImageRgb8(noise),
+        image::ImageFormat::Jpeg,
+    );
+    let p = d.join("trunc.jpg");
+    std::fs::write(&p, &jpg[..jpg.len() / 2]).unwrap();
     expect_image_err(preprocess_path(&p, &cfg), "truncated");
 
     // Corrupt bytes after a valid signature.
