@@ -16,3 +16,5 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Device, Tensor};
+pub mod tokenizer;
+pub mod preprocess;

@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod doctor;
+pub mod tokenize;
 
 use clap::{Parser, Subcommand};
 
@@ -22,12 +23,15 @@ pub enum Command {
     Doctor(doctor::Args),
     /// Convert a PyTorch GLIP checkpoint (.pth) to safetensors, without Python.
     Convert(convert::Args),
+    /// Tokenize a prompt as GLIP does: ids, tokens, and the tokens of each phrase (JSON).
+    Tokenize(tokenize::Args),
 }
 
 pub fn run(cli: Cli) -> crate_result::Result {
     match cli.command {
         Command::Doctor(a) => doctor::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
     }
 }
 
