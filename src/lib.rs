@@ -8,13 +8,13 @@ pub mod backend;
 pub mod error;
 pub mod kernels;
 pub mod model;
+pub mod pth;
 pub mod selftest;
 pub mod tensor;
 pub mod testing;
-pub mod pth;
 pub mod weights;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Device, Tensor};
-pub mod tokenizer;
 pub mod preprocess;
+pub mod tokenizer;

@@ -74,17 +74,35 @@ fn elementwise(be: &CudaBackend) -> Result<Check> {
 fn bi_attn(be: &CudaBackend) -> Result<Check> {
     use crate::backend::cpu::bi_attn::BiAttnShape;
     use crate::testing::nse;
-    let s = BiAttnShape { batch: 1, heads: 8, head_dim: 256, n_img: 22_400, n_txt: 64 };
+    let s = BiAttnShape {
+        batch: 1,
+        heads: 8,
+        head_dim: 256,
+        n_img: 22_400,
+        n_txt: 64,
+    };
     let mut rng = Rng::new(11);
     let h = |v: Vec<f32>| -> Vec<f16> { v.into_iter().map(f16::from_f32).collect() };
     let f = |v: &[f16]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
-    let (q, k) = (h(rng.normal_vec(s.img_len(), 0.125)), h(rng.normal_vec(s.txt_len(), 1.0)));
-    let (vl, vv) = (h(rng.normal_vec(s.txt_len(), 1.0)), h(rng.normal_vec(s.img_len(), 1.0)));
+    let (q, k) = (
+        h(rng.normal_vec(s.img_len(), 0.125)),
+        h(rng.normal_vec(s.txt_len(), 1.0)),
+    );
+    let (vl, vv) = (
+        h(rng.normal_vec(s.txt_len(), 1.0)),
+        h(rng.normal_vec(s.img_len(), 1.0)),
+    );
     let mask: Vec<i32> = (0..s.n_txt).map(|j| i32::from(j < 50)).collect();
     let (want_v, want_t) = cpu::bi_attn::bi_attn(&s, &f(&q), &f(&k), &f(&vl), &f(&vv), &mask)?;
-    let (dq, dk, dvl, dvv) = (be.upload_f16(&q)?, be.upload_f16(&k)?, be.upload_f16(&vl)?, be.upload_f16(&vv)?);
+    let (dq, dk, dvl, dvv) = (
+        be.upload_f16(&q)?,
+        be.upload_f16(&k)?,
+        be.upload_f16(&vl)?,
+        be.upload_f16(&vv)?,
+    );
     let dm = be.upload_i32(&mask)?;
-    let mut ws = cuda::bi_attn::BiAttnWorkspace::new(be, &s, cuda::bi_attn::default_img_splits(s.n_img))?;
+    let mut ws =
+        cuda::bi_attn::BiAttnWorkspace::new(be, &s, cuda::bi_attn::default_img_splits(s.n_img))?;
     let mut ov = be.filled_f16(s.img_len(), f16::NAN)?;
     let mut ot = be.filled_f16(s.txt_len(), f16::NAN)?;
     cuda::bi_attn::bi_attn_f16(be, &s, &dq, &dk, &dvl, &dvv, &dm, &mut ws, &mut ov, &mut ot)?;
@@ -92,7 +110,11 @@ fn bi_attn(be: &CudaBackend) -> Result<Check> {
     let (ev, et) = (nse(&gv, &want_v), nse(&gt, &want_t));
     let finite = gv.iter().chain(&gt).all(|x| x.is_finite());
     let passed = finite && ev <= 1e-4 && et <= 1e-4;
-    Ok(Check { family: "bi_attn", passed, figure: format!("nse o_v {ev:.1e}, o_t {et:.1e} (tol 1e-4)") })
+    Ok(Check {
+        family: "bi_attn",
+        passed,
+        figure: format!("nse o_v {ev:.1e}, o_t {et:.1e} (tol 1e-4)"),
+    })
 }
 
 fn f16_rounded(v: Vec<f32>) -> (Vec<f16>, Vec<f32>) {
@@ -106,7 +128,11 @@ fn f16_verdict(family: &'static str, got: &[f32], want: &[f32]) -> Check {
     let e = crate::testing::nse(got, want);
     let d = max_abs_diff(got, want);
     let passed = got.iter().all(|v| v.is_finite()) && e <= 1e-4;
-    Check { family, passed, figure: format!("nse {e:.2e} (tol 1e-4), max |diff| {d:.2e}") }
+    Check {
+        family,
+        passed,
+        figure: format!("nse {e:.2e} (tol 1e-4), max |diff| {d:.2e}"),
+    }
 }
 
 /// Stride 1, stride 2 and GLIP's coarser-level offset reuse, batch 2, 64 channels.
@@ -125,7 +151,14 @@ fn deform_conv(be: &CudaBackend) -> Result<Check> {
         let (mh, mf) = f16_rounded(rng.uniform_vec(lm, 0.0, 1.0));
         let (wh, wf) = f16_rounded(rng.normal_vec(lw, 1.0 / 24.0));
         let bias = rng.normal_vec(s.out_channels, 0.5);
-        want_all.extend(modulated_deform_conv3x3(&s, &xf, &of, &mf, &wf, Some(&bias))?);
+        want_all.extend(modulated_deform_conv3x3(
+            &s,
+            &xf,
+            &of,
+            &mf,
+            &wf,
+            Some(&bias),
+        )?);
         let mut y = be.filled_f16(ly, f16::NAN)?;
         cuda::deform_conv::deform_conv_fwd_f16(
             be,
@@ -149,17 +182,34 @@ fn group_norm(be: &CudaBackend) -> Result<Check> {
     let mut levels = Vec::new();
     let mut n = 0;
     for (h, w) in [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)] {
-        levels.push(GnLevel { offset: n, hw: h * w });
+        levels.push(GnLevel {
+            offset: n,
+            hw: h * w,
+        });
         n += 2 * 256 * h * w;
     }
     let mut rng = Rng::new(12);
-    let (xh, xf) = f16_rounded(rng.normal_vec(n, 2.0).into_iter().map(|v| v + 1.5).collect());
+    let (xh, xf) = f16_rounded(
+        rng.normal_vec(n, 2.0)
+            .into_iter()
+            .map(|v| v + 1.5)
+            .collect(),
+    );
     let (gw, gb) = (rng.normal_vec(256, 1.0), rng.normal_vec(256, 0.5));
     let mut want = vec![0.0f32; n];
     group_norm_levels(&s, &levels, &xf, &gw, &gb, &mut want)?;
     let mut ws = be.filled_f32(cuda::group_norm::workspace_len(&s, &levels), f32::NAN)?;
     let mut y = be.filled_f16(n, f16::NAN)?;
-    cuda::group_norm::group_norm_levels_f16(be, &s, &levels, &be.upload_f16(&xh)?, &be.upload_f32(&gw)?, &be.upload_f32(&gb)?, &mut ws, &mut y)?;
+    cuda::group_norm::group_norm_levels_f16(
+        be,
+        &s,
+        &levels,
+        &be.upload_f16(&xh)?,
+        &be.upload_f32(&gw)?,
+        &be.upload_f32(&gb)?,
+        &mut ws,
+        &mut y,
+    )?;
     let got: Vec<f32> = be.download(&y)?.iter().map(|v| v.to_f32()).collect();
     Ok(f16_verdict("group_norm", &got, &want))
 }

@@ -98,7 +98,9 @@ pub fn read_safetensors_all(path: &Path) -> Result<HashMap<String, Tensor>> {
 /// [`crate::pth::load_pth_weights`]).
 pub fn load_weights(path: &Path) -> Result<WeightMap> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if !crate::pth::looks_like_safetensors(&bytes) && (bytes.starts_with(b"PK") || bytes.first() == Some(&0x80)) {
+    if !crate::pth::looks_like_safetensors(&bytes)
+        && (bytes.starts_with(b"PK") || bytes.first() == Some(&0x80))
+    {
         return Err(werr(
             path,
             format!(
@@ -108,18 +110,27 @@ pub fn load_weights(path: &Path) -> Result<WeightMap> {
         ));
     }
     if bytes.len() < 8 {
-        return Err(werr(path, format!("not a safetensors file: only {} bytes", bytes.len())));
+        return Err(werr(
+            path,
+            format!("not a safetensors file: only {} bytes", bytes.len()),
+        ));
     }
-    let header_len = u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let header_len = u64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ]);
     if bytes.get(8) != Some(&b'{') {
-        return Err(werr(path, "not a safetensors file (no JSON header after the 8-byte length)"));
+        return Err(werr(
+            path,
+            "not a safetensors file (no JSON header after the 8-byte length)",
+        ));
     }
     if header_len > (bytes.len() - 8) as u64 {
         return Err(werr(path, format!("truncated safetensors file: the header claims {header_len} bytes, the file has {} after the length", bytes.len() - 8)));
     }
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         let hint = match e {
-            safetensors::SafeTensorError::MetadataIncompleteBuffer | safetensors::SafeTensorError::InvalidOffset(_) => " (truncated file?)",
+            safetensors::SafeTensorError::MetadataIncompleteBuffer
+            | safetensors::SafeTensorError::InvalidOffset(_) => " (truncated file?)",
             _ => "",
         };
         werr(path, format!("corrupt safetensors file: {e}{hint}"))
@@ -130,7 +141,10 @@ pub fn load_weights(path: &Path) -> Result<WeightMap> {
         entries.push((name, t));
     }
     crate::pth::strip_module_prefix(&mut entries);
-    Ok(WeightMap::new(path.display().to_string(), entries.into_iter().collect()))
+    Ok(WeightMap::new(
+        path.display().to_string(),
+        entries.into_iter().collect(),
+    ))
 }
 
 /// Keys a GLIP checkpoint may carry that the runtime never reads: recomputable buffers
@@ -154,16 +168,23 @@ const LIST_LIMIT: usize = 12;
 /// list sorted, counted and cut after a few entries. Keys for which `allowed_extra` is true may
 /// be present without being expected, and may be absent although expected (ignorable buffers
 /// such as [`glip_ignorable`]'s); when present and expected their shape is still checked.
-pub fn validate_keys(w: &WeightMap, expected: &[(String, Vec<usize>)], allowed_extra: impl Fn(&str) -> bool) -> Result<()> {
+pub fn validate_keys(
+    w: &WeightMap,
+    expected: &[(String, Vec<usize>)],
+    allowed_extra: impl Fn(&str) -> bool,
+) -> Result<()> {
     let mut missing = Vec::new();
     let mut misshaped = Vec::new();
-    let mut want: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(expected.len());
+    let mut want: std::collections::HashSet<&str> =
+        std::collections::HashSet::with_capacity(expected.len());
     for (k, shape) in expected {
         want.insert(k.as_str());
         match w.tensors.get(k) {
             None if allowed_extra(k) => {}
             None => missing.push(format!("{k} {shape:?}")),
-            Some(t) if t.shape() != shape.as_slice() => misshaped.push(format!("{k}: got {:?}, expected {shape:?}", t.shape())),
+            Some(t) if t.shape() != shape.as_slice() => {
+                misshaped.push(format!("{k}: got {:?}, expected {shape:?}", t.shape()))
+            }
             Some(_) => {}
         }
     }
@@ -187,7 +208,11 @@ pub fn validate_keys(w: &WeightMap, expected: &[(String, Vec<usize>)], allowed_e
         expected.len(),
         w.tensors.len()
     );
-    for (title, list) in [("missing", &missing), ("wrong shape", &misshaped), ("unexpected", &unexpected)] {
+    for (title, list) in [
+        ("missing", &missing),
+        ("wrong shape", &misshaped),
+        ("unexpected", &unexpected),
+    ] {
         if list.is_empty() {
             continue;
         }
@@ -200,5 +225,8 @@ pub fn validate_keys(w: &WeightMap, expected: &[(String, Vec<usize>)], allowed_e
             msg.push_str(&format!("\n    … and {} more", list.len() - LIST_LIMIT));
         }
     }
-    Err(Error::Weights { path: w.source.clone(), msg })
+    Err(Error::Weights {
+        path: w.source.clone(),
+        msg,
+    })
 }

@@ -351,7 +351,11 @@ fn kernel_algorithm_matches_twin() {
 #[test]
 fn bi_attn_kernels_are_built() {
     use glip_rt::kernels::{self, names};
-    for n in [names::GLIP_BI_ATTN_IMG_F16, names::GLIP_BI_ATTN_TXT_PARTIAL_F16, names::GLIP_BI_ATTN_TXT_MERGE_F16] {
+    for n in [
+        names::GLIP_BI_ATTN_IMG_F16,
+        names::GLIP_BI_ATTN_TXT_PARTIAL_F16,
+        names::GLIP_BI_ATTN_TXT_MERGE_F16,
+    ] {
         assert!(kernels::has_kernel(n), "{n}");
     }
     if kernels::COMPILED {

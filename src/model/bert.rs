@@ -6,9 +6,10 @@
 //! under a caller-given prefix.
 
 use super::config::BertConfig;
+use super::layers::{LayerNorm, Linear};
 use super::WeightMap;
 use crate::backend::cpu::gemm::{gemm, Mat};
-use crate::backend::cpu::nn::{gelu, layer_norm, linear, softmax_rows};
+use crate::backend::cpu::nn::{gelu, softmax_rows};
 use crate::error::{Error, Result};
 
 /// GLIP's clamp bound (CLAMP_BERTATTN_* and the unconditional FFN clamps).
@@ -17,44 +18,6 @@ pub const CLAMP: f32 = 50_000.0;
 /// (transformers 4.46.3 produced the goldens; GLIP-era releases used −10000, which gives
 /// the same fp32 probabilities since both underflow exp to 0).
 pub const MASK_FILL: f32 = f32::MIN;
-
-struct Linear {
-    w: Vec<f32>,
-    b: Vec<f32>,
-    out: usize,
-}
-
-impl Linear {
-    fn load(w: &WeightMap, key: &str, out: usize, inp: usize) -> Result<Self> {
-        Ok(Linear {
-            w: w.f32(&format!("{key}.weight"), &[out, inp])?,
-            b: w.f32(&format!("{key}.bias"), &[out])?,
-            out,
-        })
-    }
-    fn apply(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        linear(x, rows, &self.w, self.out, Some(&self.b))
-    }
-}
-
-struct LayerNorm {
-    w: Vec<f32>,
-    b: Vec<f32>,
-    eps: f32,
-}
-
-impl LayerNorm {
-    fn load(w: &WeightMap, key: &str, c: usize, eps: f32) -> Result<Self> {
-        Ok(LayerNorm {
-            w: w.f32(&format!("{key}.weight"), &[c])?,
-            b: w.f32(&format!("{key}.bias"), &[c])?,
-            eps,
-        })
-    }
-    fn apply(&self, x: &mut [f32]) -> Result<()> {
-        layer_norm(x, self.w.len(), &self.w, &self.b, self.eps)
-    }
-}
 
 fn clamp_all(x: &mut [f32]) {
     for v in x.iter_mut() {

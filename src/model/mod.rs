@@ -10,10 +10,11 @@ use std::collections::HashMap;
 
 pub mod bert;
 pub mod config;
-pub mod vlfuse;
 pub mod dyconv;
 pub mod fpn;
+pub mod layers;
 pub mod swin;
+pub mod vlfuse;
 
 /// Named host tensors (floats as f32), as read from a safetensors file.
 #[derive(Default)]

@@ -94,65 +94,7 @@ impl SwinConfig {
     }
 }
 
-/// Layer-norm parameters.
-#[derive(Clone, Debug)]
-pub struct LayerNorm {
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
-}
-
-impl LayerNorm {
-    pub fn load(w: &WeightMap, prefix: &str, c: usize) -> Result<Self> {
-        Ok(LayerNorm {
-            weight: w.f32(&format!("{prefix}weight"), &[c])?,
-            bias: w.f32(&format!("{prefix}bias"), &[c])?,
-        })
-    }
-    pub fn apply(&self, x: &mut [f32]) -> Result<()> {
-        nn::layer_norm(x, self.weight.len(), &self.weight, &self.bias, LN_EPS)
-    }
-}
-
-/// A Linear layer in PyTorch layout (w [out, in]).
-#[derive(Clone, Debug)]
-pub struct Linear {
-    pub weight: Vec<f32>,
-    pub bias: Option<Vec<f32>>,
-    pub out: usize,
-    pub inp: usize,
-}
-
-impl Linear {
-    pub fn load(w: &WeightMap, prefix: &str, inp: usize, out: usize, bias: bool) -> Result<Self> {
-        let weight = w.f32(&format!("{prefix}weight"), &[out, inp])?;
-        let bias = if bias {
-            Some(w.f32(&format!("{prefix}bias"), &[out])?)
-        } else {
-            None
-        };
-        Ok(Linear {
-            weight,
-            bias,
-            out,
-            inp,
-        })
-    }
-    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
-        if !x.len().is_multiple_of(self.inp) {
-            return Err(Error::shape(
-                "Linear",
-                format!("input length {} is not a multiple of {}", x.len(), self.inp),
-            ));
-        }
-        nn::linear(
-            x,
-            x.len() / self.inp,
-            &self.weight,
-            self.out,
-            self.bias.as_deref(),
-        )
-    }
-}
+pub use super::layers::{LayerNorm, Linear};
 
 /// Patch embedding: zero-pad to /patch, conv patch×patch stride patch, LN over channels.
 #[derive(Clone, Debug)]
@@ -170,7 +112,7 @@ impl PatchEmbed {
         Ok(PatchEmbed {
             proj_w: w.f32(&format!("{prefix}proj.weight"), &[dim, 3, patch, patch])?,
             proj_b: w.f32(&format!("{prefix}proj.bias"), &[dim])?,
-            norm: LayerNorm::load(w, &format!("{prefix}norm."), dim)?,
+            norm: LayerNorm::load(w, &format!("{prefix}norm"), dim, LN_EPS)?,
             patch,
             dim,
         })
@@ -393,13 +335,13 @@ impl SwinBlock {
             heads,
             window,
             shift,
-            norm1: LayerNorm::load(w, &format!("{prefix}norm1."), dim)?,
-            qkv: Linear::load(w, &format!("{prefix}attn.qkv."), dim, 3 * dim, true)?,
-            proj: Linear::load(w, &format!("{prefix}attn.proj."), dim, dim, true)?,
+            norm1: LayerNorm::load(w, &format!("{prefix}norm1"), dim, LN_EPS)?,
+            qkv: Linear::load(w, &format!("{prefix}attn.qkv"), 3 * dim, dim)?,
+            proj: Linear::load(w, &format!("{prefix}attn.proj"), dim, dim)?,
             rel_bias,
-            norm2: LayerNorm::load(w, &format!("{prefix}norm2."), dim)?,
-            fc1: Linear::load(w, &format!("{prefix}mlp.fc1."), dim, mlp_hidden, true)?,
-            fc2: Linear::load(w, &format!("{prefix}mlp.fc2."), mlp_hidden, dim, true)?,
+            norm2: LayerNorm::load(w, &format!("{prefix}norm2"), dim, LN_EPS)?,
+            fc1: Linear::load(w, &format!("{prefix}mlp.fc1"), mlp_hidden, dim)?,
+            fc2: Linear::load(w, &format!("{prefix}mlp.fc2"), dim, mlp_hidden)?,
         })
     }
 
@@ -592,8 +534,8 @@ impl PatchMerging {
     pub fn load(w: &WeightMap, prefix: &str, dim: usize) -> Result<Self> {
         Ok(PatchMerging {
             dim,
-            norm: LayerNorm::load(w, &format!("{prefix}norm."), 4 * dim)?,
-            reduction: Linear::load(w, &format!("{prefix}reduction."), 4 * dim, 2 * dim, false)?,
+            norm: LayerNorm::load(w, &format!("{prefix}norm"), 4 * dim, LN_EPS)?,
+            reduction: Linear::load_no_bias(w, &format!("{prefix}reduction"), 2 * dim, 4 * dim)?,
         })
     }
 
@@ -720,7 +662,12 @@ impl Swin {
             out_norms.push(if i == 0 && !cfg.norm_first_stage {
                 None
             } else {
-                Some(LayerNorm::load(w, &format!("{prefix}norm{i}."), dim)?)
+                Some(LayerNorm::load(
+                    w,
+                    &format!("{prefix}norm{i}"),
+                    dim,
+                    LN_EPS,
+                )?)
             });
         }
         Ok(Swin {

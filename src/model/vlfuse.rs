@@ -1,34 +1,16 @@
 //! VLFuse (MHA-B): GLIP's BiAttentionBlockForCheckpoint around BiMultiHeadAttention
 //! (`modeling/rpn/vldyhead.py:350-557`, `utils/fuse_helper.py:171-303, 344-426`), CPU f32.
 
+use super::layers::Linear;
 use super::{FeatureMap, WeightMap};
 use crate::backend::cpu::bi_attn::{bi_attn, BiAttnShape};
-use crate::backend::cpu::nn::{layer_norm, linear};
+use crate::backend::cpu::nn::layer_norm;
 use crate::error::{Error, Result};
 
 /// Hard-coded in GLIP (`vldyhead.py:436-440`), not in any config.
 pub const NUM_HEADS: usize = 8;
 /// nn.LayerNorm default in BiAttentionBlock (not BERT's 1e-12).
 pub const LN_EPS: f32 = 1e-5;
-
-struct Linear {
-    w: Vec<f32>,
-    b: Vec<f32>,
-    out: usize,
-}
-
-impl Linear {
-    fn load(w: &WeightMap, key: &str, out: usize, inp: usize) -> Result<Self> {
-        Ok(Linear {
-            w: w.f32(&format!("{key}.weight"), &[out, inp])?,
-            b: w.f32(&format!("{key}.bias"), &[out])?,
-            out,
-        })
-    }
-    fn apply(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        linear(x, rows, &self.w, self.out, Some(&self.b))
-    }
-}
 
 /// Shape of a tensor that must exist, for inferring dimensions from the checkpoint.
 fn shape_of<'a>(w: &'a WeightMap, key: &str) -> Result<&'a [usize]> {

@@ -68,7 +68,10 @@ pub fn params(s: &GroupNormShape, levels: &[GnLevel]) -> Result<GlipGroupNormPar
         if l.hw == 0 || cpg.saturating_mul(l.hw) > i32::MAX as usize {
             return Err(Error::shape(
                 OP,
-                format!("level {i}: hw {} out of range (channels/groups * hw must be < 2^31)", l.hw),
+                format!(
+                    "level {i}: hw {} out of range (channels/groups * hw must be < 2^31)",
+                    l.hw
+                ),
             ));
         }
         p.levels[i] = GlipGroupNormLevel {
