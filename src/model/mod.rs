@@ -9,6 +9,8 @@ use crate::tensor::Tensor;
 use std::collections::HashMap;
 
 pub mod config;
+pub mod head;
+pub mod postprocess;
 
 /// Named host tensors (floats as f32), as read from a safetensors file.
 #[derive(Default)]

@@ -3,6 +3,8 @@
 
 pub mod elementwise;
 pub mod gemm;
+pub mod logits;
+pub mod nms;
 pub mod nn;
 
 use super::{matmul_dims, Backend};

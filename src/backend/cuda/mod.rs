@@ -7,6 +7,8 @@
 
 pub mod elementwise;
 pub mod gemm;
+pub mod logits;
+pub mod nms;
 pub mod params;
 
 use crate::error::{Error, Result};
