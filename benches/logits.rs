@@ -13,7 +13,9 @@ use std::hint::black_box;
 const DIM: usize = 256;
 
 fn coco_like_map(t: usize) -> Vec<(u32, Vec<usize>)> {
-    (1..=80u32).map(|l| (l, vec![(2 * l as usize - 1) % t, (2 * l as usize) % t])).collect()
+    (1..=80u32)
+        .map(|l| (l, vec![(2 * l as usize - 1) % t, (2 * l as usize) % t]))
+        .collect()
 }
 
 fn cpu_logits(c: &mut Criterion) {
@@ -25,11 +27,29 @@ fn cpu_logits(c: &mut Criterion) {
     let proj = rng.normal_vec(t * DIM, 0.06);
     let tb = rng.normal_vec(t, 1.0);
     g.bench_function("dot_p4_t256", |b| {
-        b.iter(|| black_box(cl::dot_logits(&vis, VisualLayout::ChannelMajor, &proj, &tb, 1, n, t, DIM, 1.0, cl::LOGIT_CLAMP).unwrap()))
+        b.iter(|| {
+            black_box(
+                cl::dot_logits(
+                    &vis,
+                    VisualLayout::ChannelMajor,
+                    &proj,
+                    &tb,
+                    1,
+                    n,
+                    t,
+                    DIM,
+                    1.0,
+                    cl::LOGIT_CLAMP,
+                )
+                .unwrap(),
+            )
+        })
     });
     let logits = rng.normal_vec(n * t, 3.0);
     let map = PositiveMapCsr::new(&coco_like_map(t), 80, t).unwrap();
-    g.bench_function("phrase_mean_p4_t256", |b| b.iter(|| black_box(cl::phrase_mean(&logits, n, t, &map, 80).unwrap())));
+    g.bench_function("phrase_mean_p4_t256", |b| {
+        b.iter(|| black_box(cl::phrase_mean(&logits, n, t, &map, 80).unwrap()))
+    });
     g.finish();
 }
 
@@ -40,12 +60,24 @@ fn cuda_logits(c: &mut Criterion) {
     let n = 22_400;
     let mut rng = Rng::new(2);
     for t in [256usize, 8] {
-        let vis: Vec<f16> = rng.normal_vec(DIM * n, 1.0).into_iter().map(f16::from_f32).collect();
+        let vis: Vec<f16> = rng
+            .normal_vec(DIM * n, 1.0)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
         let dv = be.upload_f16(&vis).unwrap();
         let dp = be.upload_f32(&rng.normal_vec(t * DIM, 0.06)).unwrap();
         let db = be.upload_f32(&rng.normal_vec(t, 1.0)).unwrap();
         let mut out = be.filled_f32(n * t, 0.0).unwrap();
-        let s = DotShape { batch: 1, n_pos: n, n_txt: t, dim: DIM, channel_major: true, out_rows: n, out_row0: 0 };
+        let s = DotShape {
+            batch: 1,
+            n_pos: n,
+            n_txt: t,
+            dim: DIM,
+            channel_major: true,
+            out_rows: n,
+            out_row0: 0,
+        };
         g.bench_function(format!("dot_22400_t{t}"), |b| {
             b.iter(|| {
                 gl::dot_f16(&be, &s, &dv, &dp, &db, 1.0, cl::LOGIT_CLAMP, &mut out).unwrap();
@@ -55,7 +87,13 @@ fn cuda_logits(c: &mut Criterion) {
     }
     let t = 256;
     let logits = be.upload_f32(&rng.normal_vec(n * t, 3.0)).unwrap();
-    let map = DevicePositiveMap::upload(&be, &PositiveMapCsr::new(&coco_like_map(t), 80, t).unwrap(), 80, t).unwrap();
+    let map = DevicePositiveMap::upload(
+        &be,
+        &PositiveMapCsr::new(&coco_like_map(t), 80, t).unwrap(),
+        80,
+        t,
+    )
+    .unwrap();
     let mut sc = be.filled_f32(n * 80, 0.0).unwrap();
     g.bench_function("phrase_mean_22400_t256", |b| {
         b.iter(|| {
@@ -64,15 +102,32 @@ fn cuda_logits(c: &mut Criterion) {
         })
     });
     let (rows, lang) = (256, 768);
-    let hidden = be.upload_f16(&rng.normal_vec(rows * lang, 1.0).into_iter().map(f16::from_f32).collect::<Vec<_>>()).unwrap();
-    let w = be.upload_f16(&rng.normal_vec(DIM * lang, 0.03).into_iter().map(f16::from_f32).collect::<Vec<_>>()).unwrap();
+    let hidden = be
+        .upload_f16(
+            &rng.normal_vec(rows * lang, 1.0)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    let w = be
+        .upload_f16(
+            &rng.normal_vec(DIM * lang, 0.03)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
     let bias = be.upload_f32(&vec![0.0; DIM]).unwrap();
     let bl = be.upload_f32(&rng.normal_vec(lang, 0.05)).unwrap();
     let mut proj = be.filled_f32(rows * DIM, 0.0).unwrap();
     let mut tb = be.filled_f32(rows, 0.0).unwrap();
     g.bench_function("text_proj_t256", |b| {
         b.iter(|| {
-            gl::text_proj_f16(&be, rows, lang, DIM, &hidden, &w, &bias, &bl, -4.6, &mut proj, &mut tb).unwrap();
+            gl::text_proj_f16(
+                &be, rows, lang, DIM, &hidden, &w, &bias, &bl, -4.6, &mut proj, &mut tb,
+            )
+            .unwrap();
             be.synchronize().unwrap();
         })
     });

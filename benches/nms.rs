@@ -11,15 +11,29 @@ use std::hint::black_box;
 const LABELS: usize = 80;
 
 fn levels(scale: usize) -> Vec<Level> {
-    [(100, 168, 8), (50, 84, 16), (25, 42, 32), (13, 21, 64), (7, 11, 128)]
-        .iter()
-        .map(|&(h, w, stride)| Level { h: (h / scale).max(1), w: (w / scale).max(1), stride })
-        .collect()
+    [
+        (100, 168, 8),
+        (50, 84, 16),
+        (25, 42, 32),
+        (13, 21, 64),
+        (7, 11, 128),
+    ]
+    .iter()
+    .map(|&(h, w, stride)| Level {
+        h: (h / scale).max(1),
+        w: (w / scale).max(1),
+        stride,
+    })
+    .collect()
 }
 
 fn draw(batch: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut rng = Rng::new(3);
-    (rng.uniform_vec(batch * n * LABELS, 0.0, 0.08), rng.normal_vec(batch * n, 1.5), rng.normal_vec(batch * n * 4, 0.8))
+    (
+        rng.uniform_vec(batch * n * LABELS, 0.0, 0.08),
+        rng.normal_vec(batch * n, 1.5),
+        rng.normal_vec(batch * n * 4, 0.8),
+    )
 }
 
 fn cpu_nms(c: &mut Criterion) {
@@ -29,8 +43,16 @@ fn cpu_nms(c: &mut Criterion) {
     let n = cn::level_offsets(&lv)[lv.len()];
     let (s, ctr, reg) = draw(1, n);
     let cfg = AtssConfig::default();
-    let inp = PackedInputs { scores: &s, centerness: &ctr, bbox_reg: &reg, num_labels: LABELS, levels: &lv };
-    g.bench_function("atss_half_res_1img", |b| b.iter(|| black_box(cn::postprocess(&inp, &[(400.0, 666.0)], &cfg).unwrap())));
+    let inp = PackedInputs {
+        scores: &s,
+        centerness: &ctr,
+        bbox_reg: &reg,
+        num_labels: LABELS,
+        levels: &lv,
+    };
+    g.bench_function("atss_half_res_1img", |b| {
+        b.iter(|| black_box(cn::postprocess(&inp, &[(400.0, 666.0)], &cfg).unwrap()))
+    });
     g.finish();
 }
 
@@ -47,7 +69,11 @@ fn cuda_nms(c: &mut Criterion) {
         let p = gn::params(&lv, LABELS, &hw, &cfg).unwrap();
         let mut ws = NmsWorkspace::new(&be, &p).unwrap();
         let mut out = NmsOutputs::new(&be, &p).unwrap();
-        let (ds, dc, dr) = (be.upload_f32(&s).unwrap(), be.upload_f32(&ctr).unwrap(), be.upload_f32(&reg).unwrap());
+        let (ds, dc, dr) = (
+            be.upload_f32(&s).unwrap(),
+            be.upload_f32(&ctr).unwrap(),
+            be.upload_f32(&reg).unwrap(),
+        );
         g.bench_function(format!("atss_glip_t_{batch}img"), |b| {
             b.iter(|| {
                 gn::atss_postprocess(&be, &p, &ds, &dc, &dr, &mut ws, &mut out).unwrap();

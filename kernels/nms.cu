@@ -392,13 +392,14 @@ extern "C" __global__ void glip_nms_finalize_f32(
         kept_before += total;
     }
     __syncthreads();
+    const bool none = p.detections_per_img <= 0;  // the CPU twin keeps nothing then
     const bool all = kept_before <= p.detections_per_img;
     const unsigned thr = s_thr;
     int written = 0;
     for (int c0 = 0; c0 < p.max_candidates; c0 += blockDim.x) {
         const int i = c0 + tid;
         bool sel = false;
-        if (i < p.max_candidates && flag[i]) sel = all || __float_as_uint(cand_scores[base + i]) >= thr;
+        if (!none && i < p.max_candidates && flag[i]) sel = all || __float_as_uint(cand_scores[base + i]) >= thr;
         int total;
         const int o = written + glip_nms_block_scan(sel ? 1 : 0, &total, sh);
         if (sel) {

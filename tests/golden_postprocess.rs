@@ -3,7 +3,9 @@
 
 use glip_rt::backend::cpu::nms::{anchors, decode, Level};
 use glip_rt::model::head::HeadOutputs;
-use glip_rt::model::postprocess::{postprocess, pre_nms_candidates, to_original_image, Detection, PostprocessConfig};
+use glip_rt::model::postprocess::{
+    postprocess, pre_nms_candidates, to_original_image, Detection, PostprocessConfig,
+};
 use glip_rt::model::FeatureMap;
 use glip_rt::tensor::Tensor;
 use glip_rt::testing::{assert_close, load_golden, testdata};
@@ -19,7 +21,16 @@ fn positive_map(j: &serde_json::Value) -> Vec<(u32, Vec<usize>)> {
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.parse().unwrap(), v.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as usize).collect()))
+        .map(|(k, v)| {
+            (
+                k.parse().unwrap(),
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_u64().unwrap() as usize)
+                    .collect(),
+            )
+        })
         .collect();
     m.sort();
     m
@@ -32,8 +43,16 @@ fn inputs(g: &HashMap<String, Tensor>) -> HeadOutputs {
         num_tokens: 256,
         num_labels: 80,
         bbox_reg: (0..5).map(|l| fm(format!("input/bbox_reg.{l}"))).collect(),
-        centerness: (0..5).map(|l| fm(format!("input/centerness.{l}"))).collect(),
-        dot_product_logits: (0..5).map(|l| g[&format!("input/dot_product_logits.{l}")].to_f32_vec().unwrap()).collect(),
+        centerness: (0..5)
+            .map(|l| fm(format!("input/centerness.{l}")))
+            .collect(),
+        dot_product_logits: (0..5)
+            .map(|l| {
+                g[&format!("input/dot_product_logits.{l}")]
+                    .to_f32_vec()
+                    .unwrap()
+            })
+            .collect(),
         proj_tokens: vec![],
         token_bias: vec![],
     }
@@ -47,7 +66,10 @@ fn ints(g: &HashMap<String, Tensor>, k: &str) -> Vec<i64> {
 fn compare(what: &str, got: &[Detection], g: &HashMap<String, Tensor>, prefix: &str) {
     let mut got = got.to_vec();
     got.sort_by_key(|d| (d.level, d.anchor, d.label));
-    let keys: Vec<(i64, i64, i64)> = got.iter().map(|d| (d.level as i64, d.anchor as i64, d.label as i64)).collect();
+    let keys: Vec<(i64, i64, i64)> = got
+        .iter()
+        .map(|d| (d.level as i64, d.anchor as i64, d.label as i64))
+        .collect();
     let lv = ints(g, &format!("{prefix}.level"));
     let an = ints(g, &format!("{prefix}.anchor_index"));
     let lb = ints(g, &format!("{prefix}.labels"));
@@ -55,9 +77,21 @@ fn compare(what: &str, got: &[Detection], g: &HashMap<String, Tensor>, prefix: &
     assert_eq!(keys.len(), want.len(), "{what}: count");
     assert_eq!(keys, want, "{what}: (level, anchor, label) keys");
     let scores: Vec<f32> = got.iter().map(|d| d.score).collect();
-    assert_close(&format!("{what} scores"), &scores, &g[&format!("{prefix}.scores")].to_f32_vec().unwrap(), 1e-5, 0.0);
+    assert_close(
+        &format!("{what} scores"),
+        &scores,
+        &g[&format!("{prefix}.scores")].to_f32_vec().unwrap(),
+        1e-5,
+        0.0,
+    );
     let boxes: Vec<f32> = got.iter().flat_map(|d| d.bbox).collect();
-    assert_close(&format!("{what} boxes"), &boxes, &g[&format!("{prefix}.boxes")].to_f32_vec().unwrap(), 1e-3, 0.0);
+    assert_close(
+        &format!("{what} boxes"),
+        &boxes,
+        &g[&format!("{prefix}.boxes")].to_f32_vec().unwrap(),
+        1e-3,
+        0.0,
+    );
     println!("{what}: {} keys equal", keys.len());
 }
 
@@ -67,16 +101,42 @@ fn anchors_and_decode_match_golden_09() {
     let j = json();
     let sizes = j["config"]["feature_sizes_hw"].as_array().unwrap();
     for (l, s) in sizes.iter().enumerate() {
-        let level = Level { h: s[0].as_u64().unwrap() as usize, w: s[1].as_u64().unwrap() as usize, stride: 8 << l };
+        let level = Level {
+            h: s[0].as_u64().unwrap() as usize,
+            w: s[1].as_u64().unwrap() as usize,
+            stride: 8 << l,
+        };
         let a = anchors(&level);
         let flat: Vec<f32> = a.iter().flatten().copied().collect();
-        assert_eq!(flat, g[&format!("output/anchors.{l}")].to_f32_vec().unwrap(), "anchors level {l}");
+        assert_eq!(
+            flat,
+            g[&format!("output/anchors.{l}")].to_f32_vec().unwrap(),
+            "anchors level {l}"
+        );
         let reg = FeatureMap::from_tensor(&g[&format!("input/bbox_reg.{l}")]).unwrap();
         let hw = level.hw();
         let dec: Vec<f32> = (0..hw)
-            .flat_map(|p| decode([reg.data[p], reg.data[hw + p], reg.data[2 * hw + p], reg.data[3 * hw + p]], a[p]))
+            .flat_map(|p| {
+                decode(
+                    [
+                        reg.data[p],
+                        reg.data[hw + p],
+                        reg.data[2 * hw + p],
+                        reg.data[3 * hw + p],
+                    ],
+                    a[p],
+                )
+            })
             .collect();
-        assert_close(&format!("decoded level {l}"), &dec, &g[&format!("output/decoded_boxes.{l}")].to_f32_vec().unwrap(), 1e-3, 0.0);
+        assert_close(
+            &format!("decoded level {l}"),
+            &dec,
+            &g[&format!("output/decoded_boxes.{l}")]
+                .to_f32_vec()
+                .unwrap(),
+            1e-3,
+            0.0,
+        );
     }
 }
 
@@ -125,19 +185,30 @@ fn postprocess_matches_golden_09() {
         used[k] = true;
         same_position += (k == i) as usize;
         let level = fin[0].detections[k].level;
-        assert!(level >= last_level, "GLIP-order row {i}: level {level} after {last_level}");
+        assert!(
+            level >= last_level,
+            "GLIP-order row {i}: level {level} after {last_level}"
+        );
         last_level = level;
     }
     println!("GLIP order: all {} rows matched, levels non-decreasing, {same_position} at the same position", gs.len());
 
     let orig = to_original_image(&fin[0], (240, 300));
-    assert_eq!(orig.detections[0].bbox[0], fin[0].detections[0].bbox[0] * 2.0);
+    assert_eq!(
+        orig.detections[0].bbox[0],
+        fin[0].detections[0].bbox[0] * 2.0
+    );
 }
 
 #[test]
 fn labels_beyond_the_score_columns_are_an_error() {
     let g = load_golden("09_atss_postprocess").unwrap();
     let out = inputs(&g);
-    let err = postprocess(&out, &[(81, vec![1])], &[(120, 150)], &PostprocessConfig::default());
+    let err = postprocess(
+        &out,
+        &[(81, vec![1])],
+        &[(120, 150)],
+        &PostprocessConfig::default(),
+    );
     assert!(err.is_err());
 }

@@ -7,11 +7,20 @@ use glip_rt::backend::cuda::nms::{self as gpu, NmsOutputs, NmsWorkspace};
 use glip_rt::backend::cuda::CudaBackend;
 use glip_rt::testing::{cuda_or_skip, Rng};
 
-const GLIP_T_LEVELS: [(usize, usize, usize); 5] = [(100, 168, 8), (50, 84, 16), (25, 42, 32), (13, 21, 64), (7, 11, 128)];
+const GLIP_T_LEVELS: [(usize, usize, usize); 5] = [
+    (100, 168, 8),
+    (50, 84, 16),
+    (25, 42, 32),
+    (13, 21, 64),
+    (7, 11, 128),
+];
 const LABELS: usize = 80;
 
 fn levels() -> Vec<Level> {
-    GLIP_T_LEVELS.iter().map(|&(h, w, stride)| Level { h, w, stride }).collect()
+    GLIP_T_LEVELS
+        .iter()
+        .map(|&(h, w, stride)| Level { h, w, stride })
+        .collect()
 }
 
 struct Inputs {
@@ -78,12 +87,21 @@ fn margin(inp: &PackedInputs, hw: (f32, f32), b: usize, cfg: &AtssConfig) -> f64
     }
     if kept_scores.len() > cfg.detections_per_img {
         kept_scores.sort_by(|a, c| c.total_cmp(a));
-        m = m.min(rel(kept_scores[cfg.detections_per_img - 1], kept_scores[cfg.detections_per_img]));
+        m = m.min(rel(
+            kept_scores[cfg.detections_per_img - 1],
+            kept_scores[cfg.detections_per_img],
+        ));
     }
     m
 }
 
-fn run_gpu(be: &CudaBackend, inp: &Inputs, levels: &[Level], hw: &[(f32, f32)], cfg: &AtssConfig) -> Vec<Vec<Candidate>> {
+fn run_gpu(
+    be: &CudaBackend,
+    inp: &Inputs,
+    levels: &[Level],
+    hw: &[(f32, f32)],
+    cfg: &AtssConfig,
+) -> Vec<Vec<Candidate>> {
     let p = gpu::params(levels, LABELS, hw, cfg).unwrap();
     let mut ws = NmsWorkspace::new(be, &p).unwrap();
     let mut out = NmsOutputs::new(be, &p).unwrap();
@@ -92,7 +110,11 @@ fn run_gpu(be: &CudaBackend, inp: &Inputs, levels: &[Level], hw: &[(f32, f32)], 
     out.scores = be.filled_f32(out.scores.len(), f32::NAN).unwrap();
     out.labels = be.upload_i32(&vec![-1; out.labels.len()]).unwrap();
     out.count = be.upload_i32(&vec![-1; out.count.len()]).unwrap();
-    let (s, c, r) = (be.upload_f32(&inp.scores).unwrap(), be.upload_f32(&inp.ctr).unwrap(), be.upload_f32(&inp.reg).unwrap());
+    let (s, c, r) = (
+        be.upload_f32(&inp.scores).unwrap(),
+        be.upload_f32(&inp.ctr).unwrap(),
+        be.upload_f32(&inp.reg).unwrap(),
+    );
     gpu::atss_postprocess(be, &p, &s, &c, &r, &mut ws, &mut out).unwrap();
     out.download(be, &p, levels).unwrap()
 }
@@ -103,7 +125,10 @@ fn compare(what: &str, got: &[Vec<Candidate>], want: &[Vec<Candidate>]) {
     for (b, (g, w)) in got.iter().zip(want).enumerate() {
         let kg: Vec<_> = g.iter().map(|d| (d.level, d.anchor, d.label)).collect();
         let kw: Vec<_> = w.iter().map(|d| (d.level, d.anchor, d.label)).collect();
-        assert_eq!(kg, kw, "{what}: image {b}: kept (level, anchor, label) in order");
+        assert_eq!(
+            kg, kw,
+            "{what}: image {b}: kept (level, anchor, label) in order"
+        );
         for (x, y) in g.iter().zip(w) {
             ds = ds.max((x.score - y.score).abs());
             for k in 0..4 {
@@ -119,13 +144,23 @@ fn case(name: &str, batch: usize, cfg: AtssConfig, seed0: u64) {
     let Some(be) = cuda_or_skip(name) else { return };
     let levels = levels();
     let n = cpu::level_offsets(&levels)[levels.len()];
-    let hw: Vec<(f32, f32)> = (0..batch).map(|b| (800.0 - 16.0 * b as f32, 1333.0 - 40.0 * b as f32)).collect();
+    let hw: Vec<(f32, f32)> = (0..batch)
+        .map(|b| (800.0 - 16.0 * b as f32, 1333.0 - 40.0 * b as f32))
+        .collect();
     // Re-draw until every decision is comfortably away from f32 rounding (tie-free inputs).
     let mut seed = seed0;
     let inp = loop {
         let inp = draw(batch, n, seed);
-        let packed = PackedInputs { scores: &inp.scores, centerness: &inp.ctr, bbox_reg: &inp.reg, num_labels: LABELS, levels: &levels };
-        let m = (0..batch).map(|b| margin(&packed, hw[b], b, &cfg)).fold(f64::INFINITY, f64::min);
+        let packed = PackedInputs {
+            scores: &inp.scores,
+            centerness: &inp.ctr,
+            bbox_reg: &inp.reg,
+            num_labels: LABELS,
+            levels: &levels,
+        };
+        let m = (0..batch)
+            .map(|b| margin(&packed, hw[b], b, &cfg))
+            .fold(f64::INFINITY, f64::min);
         if m > 1e-5 {
             println!("{name}: seed {seed}, decision margin {m:.2e}");
             break inp;
@@ -133,7 +168,13 @@ fn case(name: &str, batch: usize, cfg: AtssConfig, seed0: u64) {
         seed += 1000;
         assert!(seed < seed0 + 20_000, "{name}: no tie-free draw found");
     };
-    let packed = PackedInputs { scores: &inp.scores, centerness: &inp.ctr, bbox_reg: &inp.reg, num_labels: LABELS, levels: &levels };
+    let packed = PackedInputs {
+        scores: &inp.scores,
+        centerness: &inp.ctr,
+        bbox_reg: &inp.reg,
+        num_labels: LABELS,
+        levels: &levels,
+    };
     let want = cpu::postprocess(&packed, &hw, &cfg).unwrap();
     let got = run_gpu(&be, &inp, &levels, &hw, &cfg);
     compare(name, &got, &want);
@@ -141,18 +182,39 @@ fn case(name: &str, batch: usize, cfg: AtssConfig, seed0: u64) {
 
 #[test]
 fn atss_batch8_multilabel_matches_cpu() {
-    case("atss_batch8_multilabel_matches_cpu", 8, AtssConfig::default(), 1);
+    case(
+        "atss_batch8_multilabel_matches_cpu",
+        8,
+        AtssConfig::default(),
+        1,
+    );
 }
 
 #[test]
 fn atss_batch2_class_agnostic_matches_cpu() {
-    case("atss_batch2_class_agnostic_matches_cpu", 2, AtssConfig { class_agnostic: true, ..AtssConfig::default() }, 2);
+    case(
+        "atss_batch2_class_agnostic_matches_cpu",
+        2,
+        AtssConfig {
+            class_agnostic: true,
+            ..AtssConfig::default()
+        },
+        2,
+    );
 }
 
 #[test]
 fn atss_all_detections_kept_matches_cpu() {
     // detections_per_img above the kept count: the no-cut path of the finalize kernel.
-    case("atss_all_detections_kept_matches_cpu", 1, AtssConfig { detections_per_img: 100_000, ..AtssConfig::default() }, 3);
+    case(
+        "atss_all_detections_kept_matches_cpu",
+        1,
+        AtssConfig {
+            detections_per_img: 100_000,
+            ..AtssConfig::default()
+        },
+        3,
+    );
 }
 
 #[test]
@@ -160,15 +222,31 @@ fn atss_golden_09_on_gpu() {
     use glip_rt::backend::cpu::logits::{phrase_mean, PositiveMapCsr};
     use glip_rt::model::head::HeadOutputs;
     use glip_rt::model::FeatureMap;
-    let Some(be) = cuda_or_skip("atss_golden_09_on_gpu") else { return };
+    let Some(be) = cuda_or_skip("atss_golden_09_on_gpu") else {
+        return;
+    };
     let g = glip_rt::testing::load_golden("09_atss_postprocess").unwrap();
-    let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(glip_rt::testing::testdata().join("golden/09_atss_postprocess.json")).unwrap()).unwrap();
+    let j: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            glip_rt::testing::testdata().join("golden/09_atss_postprocess.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let mut map: Vec<(u32, Vec<usize>)> = j["positive_map_label_to_token"]
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.parse().unwrap(), v.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as usize).collect()))
+        .map(|(k, v)| {
+            (
+                k.parse().unwrap(),
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_u64().unwrap() as usize)
+                    .collect(),
+            )
+        })
         .collect();
     map.sort();
     let fm = |k: String| FeatureMap::from_tensor(&g[&k]).unwrap();
@@ -177,8 +255,16 @@ fn atss_golden_09_on_gpu() {
         num_tokens: 256,
         num_labels: 80,
         bbox_reg: (0..5).map(|l| fm(format!("input/bbox_reg.{l}"))).collect(),
-        centerness: (0..5).map(|l| fm(format!("input/centerness.{l}"))).collect(),
-        dot_product_logits: (0..5).map(|l| g[&format!("input/dot_product_logits.{l}")].to_f32_vec().unwrap()).collect(),
+        centerness: (0..5)
+            .map(|l| fm(format!("input/centerness.{l}")))
+            .collect(),
+        dot_product_logits: (0..5)
+            .map(|l| {
+                g[&format!("input/dot_product_logits.{l}")]
+                    .to_f32_vec()
+                    .unwrap()
+            })
+            .collect(),
         proj_tokens: vec![],
         token_bias: vec![],
     };
@@ -187,8 +273,24 @@ fn atss_golden_09_on_gpu() {
     let csr = PositiveMapCsr::new(&map, 80, 256).unwrap();
     let scores = phrase_mean(&logits, ctr.len(), 256, &csr, 80).unwrap();
     let cfg = AtssConfig::default();
-    let got = run_gpu(&be, &Inputs { scores: scores.clone(), ctr: ctr.clone(), reg: reg.clone() }, &levels, &[(120.0, 150.0)], &cfg);
-    let packed = PackedInputs { scores: &scores, centerness: &ctr, bbox_reg: &reg, num_labels: 80, levels: &levels };
+    let got = run_gpu(
+        &be,
+        &Inputs {
+            scores: scores.clone(),
+            ctr: ctr.clone(),
+            reg: reg.clone(),
+        },
+        &levels,
+        &[(120.0, 150.0)],
+        &cfg,
+    );
+    let packed = PackedInputs {
+        scores: &scores,
+        centerness: &ctr,
+        bbox_reg: &reg,
+        num_labels: 80,
+        levels: &levels,
+    };
     let want = cpu::postprocess(&packed, &[(120.0, 150.0)], &cfg).unwrap();
     compare("golden 09 on GPU", &got, &want);
     assert_eq!(got[0].len(), 100);

@@ -61,9 +61,22 @@ impl HeadOutputs {
     /// The levels with their anchor strides (GLIP-T: 8, 16, 32, 64, 128).
     pub fn levels(&self, strides: &[usize]) -> Result<Vec<Level>> {
         if strides.len() != self.bbox_reg.len() {
-            return Err(Error::Config(format!("{} anchor strides for {} levels", strides.len(), self.bbox_reg.len())));
+            return Err(Error::Config(format!(
+                "{} anchor strides for {} levels",
+                strides.len(),
+                self.bbox_reg.len()
+            )));
         }
-        Ok(self.bbox_reg.iter().zip(strides).map(|(m, &stride)| Level { h: m.h, w: m.w, stride }).collect())
+        Ok(self
+            .bbox_reg
+            .iter()
+            .zip(strides)
+            .map(|(m, &stride)| Level {
+                h: m.h,
+                w: m.w,
+                stride,
+            })
+            .collect())
     }
 
     /// The outputs packed over the pyramid as the nms kernels read them:
@@ -93,7 +106,10 @@ fn shape_of(w: &WeightMap, key: &str) -> Result<Vec<usize>> {
     w.tensors
         .get(key)
         .map(|t| t.shape().to_vec())
-        .ok_or_else(|| Error::Weights { path: w.source.clone(), msg: format!("missing tensor `{key}`") })
+        .ok_or_else(|| Error::Weights {
+            path: w.source.clone(),
+            msg: format!("missing tensor `{key}`"),
+        })
 }
 
 /// y[b, o, p] = Σ_c w[o, c] · x[b, c, p] + bias[o], then × scale (a 1×1 convolution).
@@ -106,8 +122,20 @@ fn conv1x1(x: &FeatureMap, w: &[f32], bias: &[f32], scale: f32) -> Result<Featur
         for (o, row) in dst.chunks_mut(hw.max(1)).enumerate() {
             row.fill(bias[o]);
         }
-        if !gemm(out, hw, x.c, Mat::rows(w, x.c), Mat::rows(x.image(b), hw), dst, 1.0, true) {
-            return Err(Error::shape("head conv1x1", format!("weight {} for {out}x{}", w.len(), x.c)));
+        if !gemm(
+            out,
+            hw,
+            x.c,
+            Mat::rows(w, x.c),
+            Mat::rows(x.image(b), hw),
+            dst,
+            1.0,
+            true,
+        ) {
+            return Err(Error::shape(
+                "head conv1x1",
+                format!("weight {} for {out}x{}", w.len(), x.c),
+            ));
         }
         // Scale multiplies the convolution's output, bias included (layers/misc.py Scale).
         if scale != 1.0 {
@@ -124,7 +152,13 @@ impl Head {
         let k = |s: &str| format!("{prefix}{s}");
         let bshape = shape_of(w, &k("bbox_pred.weight"))?;
         if bshape.len() != 4 || bshape[0] != 4 || bshape[2] != 1 || bshape[3] != 1 {
-            return Err(Error::Weights { path: w.source.clone(), msg: format!("`{}` has shape {bshape:?}, expected [4, C, 1, 1]", k("bbox_pred.weight")) });
+            return Err(Error::Weights {
+                path: w.source.clone(),
+                msg: format!(
+                    "`{}` has shape {bshape:?}, expected [4, C, 1, 1]",
+                    k("bbox_pred.weight")
+                ),
+            });
         }
         let channels = bshape[1];
         let pshape = shape_of(w, &k("dot_product_projection_text.weight"))?;
@@ -133,24 +167,39 @@ impl Head {
             _ => {
                 return Err(Error::Weights {
                     path: w.source.clone(),
-                    msg: format!("`{}` has shape {pshape:?}, expected [embed, lang]", k("dot_product_projection_text.weight")),
+                    msg: format!(
+                        "`{}` has shape {pshape:?}, expected [embed, lang]",
+                        k("dot_product_projection_text.weight")
+                    ),
                 })
             }
         };
         if embed_dim != channels {
-            return Err(Error::Weights { path: w.source.clone(), msg: format!("text projection to {embed_dim} but visual channels {channels}") });
+            return Err(Error::Weights {
+                path: w.source.clone(),
+                msg: format!("text projection to {embed_dim} but visual channels {channels}"),
+            });
         }
         let cshape = shape_of(w, &k("cls_logits.weight"))?;
         let num_labels = *cshape.first().unwrap_or(&0);
         if cshape.len() != 4 || cshape[1] != channels || num_labels == 0 {
-            return Err(Error::Weights { path: w.source.clone(), msg: format!("`{}` has shape {cshape:?}, expected [labels, {channels}, 1, 1]", k("cls_logits.weight")) });
+            return Err(Error::Weights {
+                path: w.source.clone(),
+                msg: format!(
+                    "`{}` has shape {cshape:?}, expected [labels, {channels}, 1, 1]",
+                    k("cls_logits.weight")
+                ),
+            });
         }
         let mut scales = Vec::new();
         while w.contains(&k(&format!("scales.{}.scale", scales.len()))) {
             scales.push(w.scalar(&k(&format!("scales.{}.scale", scales.len())))?);
         }
         if scales.is_empty() {
-            return Err(Error::Weights { path: w.source.clone(), msg: format!("no `{}` found", k("scales.0.scale")) });
+            return Err(Error::Weights {
+                path: w.source.clone(),
+                msg: format!("no `{}` found", k("scales.0.scale")),
+            });
         }
         Ok(Head {
             channels,
@@ -162,7 +211,10 @@ impl Head {
             ctr_w: w.f32(&k("centerness.weight"), &[1, channels, 1, 1])?,
             ctr_b: w.f32(&k("centerness.bias"), &[1])?[0],
             scales,
-            proj_w: w.f32(&k("dot_product_projection_text.weight"), &[embed_dim, lang_dim])?,
+            proj_w: w.f32(
+                &k("dot_product_projection_text.weight"),
+                &[embed_dim, lang_dim],
+            )?,
             proj_b: w.f32(&k("dot_product_projection_text.bias"), &[embed_dim])?,
             bias_lang: w.f32(&k("bias_lang"), &[lang_dim])?,
             bias0: w.scalar(&k("bias0"))?,
@@ -173,18 +225,50 @@ impl Head {
     /// The head on the tower's final visual maps (P3 first, [B, C, h, w] each) and final
     /// language hidden `lang_hidden` [batch, t, lang_dim]. The language mask is not used
     /// (GLIP's head ignores it).
-    pub fn forward(&self, visual: &[FeatureMap], lang_hidden: &[f32], batch: usize, t: usize) -> Result<HeadOutputs> {
+    pub fn forward(
+        &self,
+        visual: &[FeatureMap],
+        lang_hidden: &[f32],
+        batch: usize,
+        t: usize,
+    ) -> Result<HeadOutputs> {
         if visual.len() != self.scales.len() {
-            return Err(Error::shape("head", format!("{} visual levels for {} scales", visual.len(), self.scales.len())));
+            return Err(Error::shape(
+                "head",
+                format!(
+                    "{} visual levels for {} scales",
+                    visual.len(),
+                    self.scales.len()
+                ),
+            ));
         }
         if let Some(m) = visual.iter().find(|m| m.n != batch || m.c != self.channels) {
-            return Err(Error::shape("head", format!("level [{}, {}, {}, {}] for batch {batch}, {} channels", m.n, m.c, m.h, m.w, self.channels)));
+            return Err(Error::shape(
+                "head",
+                format!(
+                    "level [{}, {}, {}, {}] for batch {batch}, {} channels",
+                    m.n, m.c, m.h, m.w, self.channels
+                ),
+            ));
         }
         if lang_hidden.len() != batch * t * self.lang_dim {
-            return Err(Error::shape("head", format!("lang_hidden {} for [{batch}, {t}, {}]", lang_hidden.len(), self.lang_dim)));
+            return Err(Error::shape(
+                "head",
+                format!(
+                    "lang_hidden {} for [{batch}, {t}, {}]",
+                    lang_hidden.len(),
+                    self.lang_dim
+                ),
+            ));
         }
-        let (proj, tok_bias) =
-            logits::text_projection(lang_hidden, batch * t, &self.proj_w, &self.proj_b, &self.bias_lang, self.bias0)?;
+        let (proj, tok_bias) = logits::text_projection(
+            lang_hidden,
+            batch * t,
+            &self.proj_w,
+            &self.proj_b,
+            &self.bias_lang,
+            self.bias0,
+        )?;
         let scale = self.log_scale.exp();
         let mut out = HeadOutputs {
             batch,
@@ -197,8 +281,10 @@ impl Head {
             token_bias: Vec::new(),
         };
         for (v, &s) in visual.iter().zip(&self.scales) {
-            out.bbox_reg.push(conv1x1(v, &self.bbox_w, &self.bbox_b, s)?);
-            out.centerness.push(conv1x1(v, &self.ctr_w, &[self.ctr_b], 1.0)?);
+            out.bbox_reg
+                .push(conv1x1(v, &self.bbox_w, &self.bbox_b, s)?);
+            out.centerness
+                .push(conv1x1(v, &self.ctr_w, &[self.ctr_b], 1.0)?);
             out.dot_product_logits.push(logits::dot_logits(
                 &v.data,
                 VisualLayout::ChannelMajor,

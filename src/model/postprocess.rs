@@ -24,7 +24,10 @@ pub struct PostprocessConfig {
 
 impl Default for PostprocessConfig {
     fn default() -> Self {
-        PostprocessConfig { atss: AtssConfig::default(), anchor_strides: GLIP_T_STRIDES.to_vec() }
+        PostprocessConfig {
+            atss: AtssConfig::default(),
+            anchor_strides: GLIP_T_STRIDES.to_vec(),
+        }
     }
 }
 
@@ -38,7 +41,10 @@ pub struct Detections {
     pub detections: Vec<Detection>,
 }
 
-fn packed_scores(outputs: &HeadOutputs, positive_map: &[(u32, Vec<usize>)]) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+fn packed_scores(
+    outputs: &HeadOutputs,
+    positive_map: &[(u32, Vec<usize>)],
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
     let (ctr, reg, logits) = outputs.packed();
     let map = PositiveMapCsr::new(positive_map, outputs.num_labels, outputs.num_tokens)?;
     let rows = ctr.len();
@@ -48,9 +54,15 @@ fn packed_scores(outputs: &HeadOutputs, positive_map: &[(u32, Vec<usize>)]) -> R
 
 fn image_sizes(image_sizes: &[(usize, usize)], batch: usize) -> Result<Vec<(f32, f32)>> {
     if image_sizes.len() != batch {
-        return Err(Error::shape("postprocess", format!("{} image sizes for a batch of {batch}", image_sizes.len())));
+        return Err(Error::shape(
+            "postprocess",
+            format!("{} image sizes for a batch of {batch}", image_sizes.len()),
+        ));
     }
-    Ok(image_sizes.iter().map(|&(h, w)| (h as f32, w as f32)).collect())
+    Ok(image_sizes
+        .iter()
+        .map(|&(h, w)| (h as f32, w as f32))
+        .collect())
 }
 
 /// Final detections of every image. `positive_map`: (1-based label, token indices) pairs
@@ -65,9 +77,22 @@ pub fn postprocess(
     let (ctr, reg, scores) = packed_scores(outputs, positive_map)?;
     let levels = outputs.levels(&config.anchor_strides)?;
     let hw = self::image_sizes(image_sizes, outputs.batch)?;
-    let inp = PackedInputs { scores: &scores, centerness: &ctr, bbox_reg: &reg, num_labels: outputs.num_labels, levels: &levels };
+    let inp = PackedInputs {
+        scores: &scores,
+        centerness: &ctr,
+        bbox_reg: &reg,
+        num_labels: outputs.num_labels,
+        levels: &levels,
+    };
     let per = nms::postprocess(&inp, &hw, &config.atss)?;
-    Ok(per.into_iter().zip(image_sizes).map(|(detections, &image_hw)| Detections { image_hw, detections }).collect())
+    Ok(per
+        .into_iter()
+        .zip(image_sizes)
+        .map(|(detections, &image_hw)| Detections {
+            image_hw,
+            detections,
+        })
+        .collect())
 }
 
 /// The pre-NMS candidates of every image (all levels' top-k, decoded and clipped), for tests
@@ -81,8 +106,16 @@ pub fn pre_nms_candidates(
     let (ctr, reg, scores) = packed_scores(outputs, positive_map)?;
     let levels = outputs.levels(&config.anchor_strides)?;
     let hw = self::image_sizes(image_sizes, outputs.batch)?;
-    let inp = PackedInputs { scores: &scores, centerness: &ctr, bbox_reg: &reg, num_labels: outputs.num_labels, levels: &levels };
-    (0..outputs.batch).map(|b| nms::candidates(&inp, b, hw[b], &config.atss)).collect()
+    let inp = PackedInputs {
+        scores: &scores,
+        centerness: &ctr,
+        bbox_reg: &reg,
+        num_labels: outputs.num_labels,
+        levels: &levels,
+    };
+    (0..outputs.batch)
+        .map(|b| nms::candidates(&inp, b, hw[b], &config.atss))
+        .collect()
 }
 
 /// BoxList.resize to the original image (spec §3.10, bounding_box.py:110-146): with equal
@@ -92,16 +125,26 @@ pub fn to_original_image(dets: &Detections, to_hw: (usize, usize)) -> Detections
     let (h, w) = dets.image_hw;
     let rw = to_hw.1 as f64 / w as f64;
     let rh = to_hw.0 as f64 / h as f64;
-    let (rx, ry) = if rw == rh { (rw as f32, rw as f32) } else { (rw as f32, rh as f32) };
+    let (rx, ry) = if rw == rh {
+        (rw as f32, rw as f32)
+    } else {
+        (rw as f32, rh as f32)
+    };
     let detections = dets
         .detections
         .iter()
         .map(|d| {
             let b = d.bbox;
-            Detection { bbox: [b[0] * rx, b[1] * ry, b[2] * rx, b[3] * ry], ..*d }
+            Detection {
+                bbox: [b[0] * rx, b[1] * ry, b[2] * rx, b[3] * ry],
+                ..*d
+            }
         })
         .collect();
-    Detections { image_hw: to_hw, detections }
+    Detections {
+        image_hw: to_hw,
+        detections,
+    }
 }
 
 /// COCO-style [x, y, w, h] of an xyxy box with GLIP's +1 widths (bounding_box.py:85-90).

@@ -28,14 +28,23 @@ pub fn text_projection(
     if lang == 0 || hidden.len() != rows * lang || w.len() != dim * lang {
         return Err(Error::shape(
             "text_projection",
-            format!("hidden {} for {rows} rows, weight {} for [{dim}, {lang}]", hidden.len(), w.len()),
+            format!(
+                "hidden {} for {rows} rows, weight {} for [{dim}, {lang}]",
+                hidden.len(),
+                w.len()
+            ),
         ));
     }
     let mut half = vec![0.0f32; rows * lang];
     let mut tok_bias = vec![0.0f32; rows];
     for r in 0..rows {
         let h = &hidden[r * lang..(r + 1) * lang];
-        let norm = h.iter().map(|v| v * v).sum::<f32>().sqrt().max(NORMALIZE_EPS);
+        let norm = h
+            .iter()
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt()
+            .max(NORMALIZE_EPS);
         let mut dot = 0.0f32;
         for (k, (&hv, &bl)) in h.iter().zip(bias_lang).enumerate() {
             let e = hv / norm;
@@ -74,7 +83,10 @@ pub fn dot_logits(
     scale: f32,
     clamp: f32,
 ) -> Result<Vec<f32>> {
-    if visual.len() != batch * n_pos * dim || proj.len() != batch * n_txt * dim || tok_bias.len() != batch * n_txt {
+    if visual.len() != batch * n_pos * dim
+        || proj.len() != batch * n_txt * dim
+        || tok_bias.len() != batch * n_txt
+    {
         return Err(Error::shape(
             "dot_logits",
             format!(
@@ -120,7 +132,10 @@ impl PositiveMapCsr {
     /// From (label, tokens) pairs; checks labels ≥ 1 and ≤ `num_labels` (GLIP raises an index
     /// error for a label beyond the score tensor, spec §8 item 8) and tokens < `n_txt`.
     pub fn new(map: &[(u32, Vec<usize>)], num_labels: usize, n_txt: usize) -> Result<Self> {
-        let mut csr = PositiveMapCsr { offsets: vec![0], ..Default::default() };
+        let mut csr = PositiveMapCsr {
+            offsets: vec![0],
+            ..Default::default()
+        };
         for (label, toks) in map {
             if *label == 0 || *label as usize > num_labels {
                 return Err(Error::Prompt(format!(
@@ -128,7 +143,9 @@ impl PositiveMapCsr {
                 )));
             }
             if let Some(t) = toks.iter().find(|&&t| t >= n_txt) {
-                return Err(Error::Prompt(format!("label {label} maps to token {t}, but the text has {n_txt} tokens")));
+                return Err(Error::Prompt(format!(
+                    "label {label} maps to token {t}, but the text has {n_txt} tokens"
+                )));
             }
             csr.labels.push(*label);
             csr.tokens.extend_from_slice(toks);
@@ -143,26 +160,45 @@ impl PositiveMapCsr {
 /// stay 0, tokens of no label are ignored, and a label with an empty token list gets NaN
 /// (torch's mean of nothing), which never passes the score threshold.
 /// Output [rows, num_labels].
-pub fn phrase_mean(logits: &[f32], rows: usize, n_txt: usize, map: &PositiveMapCsr, num_labels: usize) -> Result<Vec<f32>> {
+pub fn phrase_mean(
+    logits: &[f32],
+    rows: usize,
+    n_txt: usize,
+    map: &PositiveMapCsr,
+    num_labels: usize,
+) -> Result<Vec<f32>> {
     if logits.len() != rows * n_txt {
-        return Err(Error::shape("phrase_mean", format!("logits {} for [{rows}, {n_txt}]", logits.len())));
+        return Err(Error::shape(
+            "phrase_mean",
+            format!("logits {} for [{rows}, {n_txt}]", logits.len()),
+        ));
     }
     if map.offsets.len() != map.labels.len() + 1 {
         return Err(Error::shape("phrase_mean", "positive map offsets"));
     }
-    if map.labels.iter().any(|&l| l == 0 || l as usize > num_labels) || map.tokens.iter().any(|&t| t >= n_txt) {
-        return Err(Error::shape("phrase_mean", format!("positive map outside {num_labels} labels / {n_txt} tokens")));
+    if map
+        .labels
+        .iter()
+        .any(|&l| l == 0 || l as usize > num_labels)
+        || map.tokens.iter().any(|&t| t >= n_txt)
+    {
+        return Err(Error::shape(
+            "phrase_mean",
+            format!("positive map outside {num_labels} labels / {n_txt} tokens"),
+        ));
     }
     let mut out = vec![0.0f32; rows * num_labels];
-    out.par_chunks_mut(num_labels.max(1)).enumerate().for_each(|(r, o)| {
-        let row = &logits[r * n_txt..(r + 1) * n_txt];
-        for (i, &label) in map.labels.iter().enumerate() {
-            let toks = &map.tokens[map.offsets[i]..map.offsets[i + 1]];
-            // Sequential sum then divide, as torch's mean over a short last dim.
-            let s: f32 = toks.iter().map(|&t| sigmoid(row[t])).sum();
-            o[label as usize - 1] = s / toks.len() as f32;
-        }
-    });
+    out.par_chunks_mut(num_labels.max(1))
+        .enumerate()
+        .for_each(|(r, o)| {
+            let row = &logits[r * n_txt..(r + 1) * n_txt];
+            for (i, &label) in map.labels.iter().enumerate() {
+                let toks = &map.tokens[map.offsets[i]..map.offsets[i + 1]];
+                // Sequential sum then divide, as torch's mean over a short last dim.
+                let s: f32 = toks.iter().map(|&t| sigmoid(row[t])).sum();
+                o[label as usize - 1] = s / toks.len() as f32;
+            }
+        });
     Ok(out)
 }
 

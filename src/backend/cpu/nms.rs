@@ -107,7 +107,12 @@ pub fn anchors(level: &Level) -> Vec<[f32; 4]> {
     let half = (level.anchor_size() as f64 - 1.0) / 2.0;
     // generate_anchors works in float64 numpy and the result is stored as float32; the
     // shifts are float32 aranges added in float32.
-    let cell = [(c - half) as f32, (c - half) as f32, (c + half) as f32, (c + half) as f32];
+    let cell = [
+        (c - half) as f32,
+        (c - half) as f32,
+        (c + half) as f32,
+        (c + half) as f32,
+    ];
     let mut out = Vec::with_capacity(level.hw());
     for y in 0..level.h {
         for x in 0..level.w {
@@ -145,7 +150,12 @@ pub fn decode(delta: [f32; 4], anchor: [f32; 4]) -> [f32; 4] {
     let pcy = dy * heights + ctr_y;
     let pw = dw.exp() * widths;
     let ph = dh.exp() * heights;
-    [pcx - 0.5 * (pw - 1.0), pcy - 0.5 * (ph - 1.0), pcx + 0.5 * (pw - 1.0), pcy + 0.5 * (ph - 1.0)]
+    [
+        pcx - 0.5 * (pw - 1.0),
+        pcy - 0.5 * (ph - 1.0),
+        pcx + 0.5 * (pw - 1.0),
+        pcy + 0.5 * (ph - 1.0),
+    ]
 }
 
 /// clip_to_image: x into [0, W − 1], y into [0, H − 1] (bounding_box.py:230-241).
@@ -192,10 +202,13 @@ impl PackedInputs<'_> {
     /// (batch, positions per image) implied by the buffers, checking that they agree.
     pub fn dims(&self) -> Result<(usize, usize)> {
         if self.levels.is_empty() || self.levels.len() > MAX_LEVELS {
-            return Err(Error::shape("atss", format!("{} levels (1..={MAX_LEVELS})", self.levels.len())));
+            return Err(Error::shape(
+                "atss",
+                format!("{} levels (1..={MAX_LEVELS})", self.levels.len()),
+            ));
         }
         let n = level_offsets(self.levels)[self.levels.len()];
-        let batch = if n == 0 { 0 } else { self.centerness.len() / n };
+        let batch = self.centerness.len().checked_div(n).unwrap_or(0);
         if n == 0
             || self.centerness.len() != batch * n
             || self.scores.len() != batch * n * self.num_labels
@@ -220,10 +233,18 @@ impl PackedInputs<'_> {
 /// in packed order: levels in order, within a level (anchor, label) row-major. GLIP's own
 /// order inside a level is that of topk(sorted=False), which is unspecified; the set is the
 /// same. Top-k ties (equal score·centerness) go to the lower (anchor, label) index.
-pub fn candidates(inp: &PackedInputs, b: usize, img_hw: (f32, f32), cfg: &AtssConfig) -> Result<Vec<Candidate>> {
+pub fn candidates(
+    inp: &PackedInputs,
+    b: usize,
+    img_hw: (f32, f32),
+    cfg: &AtssConfig,
+) -> Result<Vec<Candidate>> {
     let (batch, n) = inp.dims()?;
     if b >= batch {
-        return Err(Error::shape("atss", format!("image {b} of a batch of {batch}")));
+        return Err(Error::shape(
+            "atss",
+            format!("image {b} of a batch of {batch}"),
+        ));
     }
     let nl = inp.num_labels;
     let offsets = level_offsets(inp.levels);
@@ -250,13 +271,23 @@ pub fn candidates(inp: &PackedInputs, b: usize, img_hw: (f32, f32), cfg: &AtssCo
         for (flat, s) in cand {
             let (a, c) = (flat / nl, flat % nl);
             let r = &inp.bbox_reg[(b * n + p0 + a) * 4..(b * n + p0 + a + 1) * 4];
-            let bbox = clip_box(decode([r[0], r[1], r[2], r[3]], anchors[a]), img_hw.0, img_hw.1);
+            let bbox = clip_box(
+                decode([r[0], r[1], r[2], r[3]], anchors[a]),
+                img_hw.0,
+                img_hw.1,
+            );
             // remove_small_boxes(min_size) on xywh with w = x2 − x1 + 1; drops only NaN boxes at 0.
             let (ws, hs) = (bbox[2] - bbox[0] + 1.0, bbox[3] - bbox[1] + 1.0);
             if !(ws >= cfg.min_size && hs >= cfg.min_size) {
                 continue;
             }
-            out.push(Candidate { level: l, anchor: a, label: c as u32 + 1, score: s.sqrt(), bbox });
+            out.push(Candidate {
+                level: l,
+                anchor: a,
+                label: c as u32 + 1,
+                score: s.sqrt(),
+                bbox,
+            });
         }
     }
     Ok(out)
@@ -302,17 +333,27 @@ pub fn top_n_keep_ties(dets: Vec<Candidate>, n: usize) -> Vec<Candidate> {
 
 /// The whole ATSS post-processing of every image: candidates, NMS, top-N, in GLIP's output
 /// order up to the unspecified order within a level (here (anchor, label) row-major).
-pub fn postprocess(inp: &PackedInputs, image_hw: &[(f32, f32)], cfg: &AtssConfig) -> Result<Vec<Vec<Candidate>>> {
+pub fn postprocess(
+    inp: &PackedInputs,
+    image_hw: &[(f32, f32)],
+    cfg: &AtssConfig,
+) -> Result<Vec<Vec<Candidate>>> {
     let (batch, _) = inp.dims()?;
     if image_hw.len() != batch {
-        return Err(Error::shape("atss", format!("{} image sizes for a batch of {batch}", image_hw.len())));
+        return Err(Error::shape(
+            "atss",
+            format!("{} image sizes for a batch of {batch}", image_hw.len()),
+        ));
     }
     image_hw
         .par_iter()
         .enumerate()
         .map(|(b, &hw)| {
             let cand = candidates(inp, b, hw, cfg)?;
-            let kept: Vec<Candidate> = ml_nms(&cand, cfg.nms_thresh, cfg.class_agnostic).into_iter().map(|i| cand[i]).collect();
+            let kept: Vec<Candidate> = ml_nms(&cand, cfg.nms_thresh, cfg.class_agnostic)
+                .into_iter()
+                .map(|i| cand[i])
+                .collect();
             Ok(top_n_keep_ties(kept, cfg.detections_per_img))
         })
         .collect()
@@ -324,10 +365,18 @@ mod tests {
 
     #[test]
     fn anchors_match_the_spec_cells() {
-        let a = anchors(&Level { h: 2, w: 3, stride: 8 });
+        let a = anchors(&Level {
+            h: 2,
+            w: 3,
+            stride: 8,
+        });
         assert_eq!(a[0], [-28.0, -28.0, 35.0, 35.0]);
         assert_eq!(a[4], [-20.0, -20.0, 43.0, 43.0]);
-        let a = anchors(&Level { h: 1, w: 1, stride: 128 });
+        let a = anchors(&Level {
+            h: 1,
+            w: 1,
+            stride: 128,
+        });
         assert_eq!(a[0], [-448.0, -448.0, 575.0, 575.0]);
     }
 
@@ -339,15 +388,32 @@ mod tests {
 
     #[test]
     fn nms_is_per_label_and_returns_ascending_indices() {
-        let d = |label, score, x: f32| Candidate { level: 0, anchor: 0, label, score, bbox: [x, 0.0, x + 10.0, 10.0] };
-        let dets = vec![d(1, 0.5, 0.0), d(1, 0.9, 1.0), d(2, 0.7, 0.0), d(1, 0.3, 50.0)];
+        let d = |label, score, x: f32| Candidate {
+            level: 0,
+            anchor: 0,
+            label,
+            score,
+            bbox: [x, 0.0, x + 10.0, 10.0],
+        };
+        let dets = vec![
+            d(1, 0.5, 0.0),
+            d(1, 0.9, 1.0),
+            d(2, 0.7, 0.0),
+            d(1, 0.3, 50.0),
+        ];
         assert_eq!(ml_nms(&dets, 0.6, false), vec![1, 2, 3]);
         assert_eq!(ml_nms(&dets, 0.6, true), vec![1, 3]);
     }
 
     #[test]
     fn top_n_keeps_ties() {
-        let d = |score| Candidate { level: 0, anchor: 0, label: 1, score, bbox: [0.0; 4] };
+        let d = |score| Candidate {
+            level: 0,
+            anchor: 0,
+            label: 1,
+            score,
+            bbox: [0.0; 4],
+        };
         let v = vec![d(0.1), d(0.5), d(0.5), d(0.9)];
         assert_eq!(top_n_keep_ties(v.clone(), 2).len(), 3);
         assert_eq!(top_n_keep_ties(v, 1).len(), 1);

@@ -15,13 +15,17 @@ pub const MAX_LANG_DIM: usize = 1024;
 
 fn check(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
     if got < want {
-        return Err(Error::shape(op, format!("{what}: buffer of {got} elements, {want} needed")));
+        return Err(Error::shape(
+            op,
+            format!("{what}: buffer of {got} elements, {want} needed"),
+        ));
     }
     Ok(())
 }
 
 fn i32_of(op: &'static str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::shape(op, format!("{v} does not fit the kernel's 32-bit index")))
+    i32::try_from(v)
+        .map_err(|_| Error::shape(op, format!("{v} does not fit the kernel's 32-bit index")))
 }
 
 /// proj[rows, dim] = Linear(E / 2), tok_bias[rows] = E · bias_lang + bias0, with
@@ -43,7 +47,10 @@ pub fn text_proj_f16(
 ) -> Result<()> {
     const OP: &str = "logits text_proj";
     if lang_dim == 0 || lang_dim > MAX_LANG_DIM {
-        return Err(Error::shape(OP, format!("lang_dim {lang_dim} outside 1..={MAX_LANG_DIM}")));
+        return Err(Error::shape(
+            OP,
+            format!("lang_dim {lang_dim} outside 1..={MAX_LANG_DIM}"),
+        ));
     }
     check(OP, "hidden", hidden.len(), rows * lang_dim)?;
     check(OP, "weight", w.len(), dim * lang_dim)?;
@@ -66,9 +73,19 @@ pub fn text_proj_f16(
         ..Default::default()
     };
     let f = be.function(FAMILY, names::GLIP_LOGITS_TEXT_PROJ_F16)?;
-    let cfg = LaunchConfig { grid_dim: (i32_of(OP, rows)? as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (i32_of(OP, rows)? as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let mut l = be.stream().launch_builder(&f);
-    l.arg(&p).arg(hidden).arg(w).arg(bias).arg(bias_lang).arg(proj).arg(tok_bias);
+    l.arg(&p)
+        .arg(hidden)
+        .arg(w)
+        .arg(bias)
+        .arg(bias_lang)
+        .arg(proj)
+        .arg(tok_bias);
     // SAFETY: block r reads hidden[r*lang_dim..), all of w, bias, bias_lang and writes
     // proj[r*dim..(r+1)*dim) and tok_bias[r] for r < rows; every extent was checked above and
     // lang_dim fits the kernel's shared row.
@@ -95,6 +112,7 @@ pub struct DotShape {
 
 /// out[b, out_row0 + p, t] = clamp((visual[b, p] · proj[b, t]) / scale + tok_bias[b, t], ±clamp).
 /// visual f16, proj [B, T, dim] f32, tok_bias [B, T] f32, out [B, out_rows, T] f32.
+#[allow(clippy::too_many_arguments)]
 pub fn dot_f16(
     be: &CudaBackend,
     s: &DotShape,
@@ -107,7 +125,15 @@ pub fn dot_f16(
 ) -> Result<()> {
     const OP: &str = "logits dot";
     if s.out_row0 + s.n_pos > s.out_rows {
-        return Err(Error::shape(OP, format!("rows {}..{} outside {} output rows", s.out_row0, s.out_row0 + s.n_pos, s.out_rows)));
+        return Err(Error::shape(
+            OP,
+            format!(
+                "rows {}..{} outside {} output rows",
+                s.out_row0,
+                s.out_row0 + s.n_pos,
+                s.out_rows
+            ),
+        ));
     }
     check(OP, "visual", visual.len(), s.batch * s.n_pos * s.dim)?;
     check(OP, "proj", proj.len(), s.batch * s.n_txt * s.dim)?;
@@ -129,12 +155,20 @@ pub fn dot_f16(
         clamp,
         ..Default::default()
     };
-    let grid = (s.n_pos.div_ceil(64) as u32, s.n_txt.div_ceil(64) as u32, s.batch as u32);
+    let grid = (
+        s.n_pos.div_ceil(64) as u32,
+        s.n_txt.div_ceil(64) as u32,
+        s.batch as u32,
+    );
     if grid.1 > 65_535 || grid.2 > 65_535 {
         return Err(Error::shape(OP, format!("grid {grid:?} too large")));
     }
     let f = be.function(FAMILY, names::GLIP_LOGITS_DOT_F16)?;
-    let cfg = LaunchConfig { grid_dim: grid, block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: grid,
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let mut l = be.stream().launch_builder(&f);
     l.arg(&p).arg(visual).arg(proj).arg(tok_bias).arg(out);
     // SAFETY: the kernel reads visual[..batch*n_pos*dim), proj[..batch*n_txt*dim),
@@ -156,18 +190,32 @@ pub struct DevicePositiveMap {
 }
 
 impl DevicePositiveMap {
-    pub fn upload(be: &CudaBackend, map: &PositiveMapCsr, num_labels: usize, n_txt: usize) -> Result<Self> {
+    pub fn upload(
+        be: &CudaBackend,
+        map: &PositiveMapCsr,
+        num_labels: usize,
+        n_txt: usize,
+    ) -> Result<Self> {
         const OP: &str = "positive map";
         let mut col_entry = vec![-1i32; num_labels];
         for (i, &label) in map.labels.iter().enumerate() {
             let c = (label as usize).checked_sub(1).filter(|&c| c < num_labels);
-            let c = c.ok_or_else(|| Error::shape(OP, format!("label {label} outside 1..={num_labels}")))?;
+            let c = c.ok_or_else(|| {
+                Error::shape(OP, format!("label {label} outside 1..={num_labels}"))
+            })?;
             col_entry[c] = i32_of(OP, i)?;
         }
         if map.tokens.iter().any(|&t| t >= n_txt) || map.offsets.len() != map.labels.len() + 1 {
-            return Err(Error::shape(OP, format!("tokens beyond {n_txt} or malformed offsets")));
+            return Err(Error::shape(
+                OP,
+                format!("tokens beyond {n_txt} or malformed offsets"),
+            ));
         }
-        let offsets: Vec<i32> = map.offsets.iter().map(|&o| i32_of(OP, o)).collect::<Result<_>>()?;
+        let offsets: Vec<i32> = map
+            .offsets
+            .iter()
+            .map(|&o| i32_of(OP, o))
+            .collect::<Result<_>>()?;
         let mut tokens: Vec<i32> = map.tokens.iter().map(|&t| t as i32).collect();
         if tokens.is_empty() {
             tokens.push(0); // cudarc cannot allocate 0 elements portably; never read
@@ -184,7 +232,13 @@ impl DevicePositiveMap {
 
 /// scores[rows, num_labels] = per label column, the mean of sigmoid(logits[row, t]) over the
 /// column's tokens (0 for columns of no label). logits [rows, n_txt] f32.
-pub fn phrase_mean_f32(be: &CudaBackend, rows: usize, logits: &CudaSlice<f32>, map: &DevicePositiveMap, scores: &mut CudaSlice<f32>) -> Result<()> {
+pub fn phrase_mean_f32(
+    be: &CudaBackend,
+    rows: usize,
+    logits: &CudaSlice<f32>,
+    map: &DevicePositiveMap,
+    scores: &mut CudaSlice<f32>,
+) -> Result<()> {
     const OP: &str = "logits phrase_mean";
     check(OP, "logits", logits.len(), rows * map.n_txt)?;
     check(OP, "scores", scores.len(), rows * map.num_labels)?;
@@ -201,7 +255,12 @@ pub fn phrase_mean_f32(be: &CudaBackend, rows: usize, logits: &CudaSlice<f32>, m
     }
     let f = be.function(FAMILY, names::GLIP_LOGITS_PHRASE_MEAN_F32)?;
     let mut l = be.stream().launch_builder(&f);
-    l.arg(&p).arg(logits).arg(&map.col_entry).arg(&map.offsets).arg(&map.tokens).arg(scores);
+    l.arg(&p)
+        .arg(logits)
+        .arg(&map.col_entry)
+        .arg(&map.offsets)
+        .arg(&map.tokens)
+        .arg(scores);
     // SAFETY: thread (r, c) reads logits row r at the map's tokens (< n_txt, checked when the
     // map was uploaded) and writes scores[r*num_labels + c]; both extents were checked.
     unsafe { l.launch(launch_1d(n, 256)) }?;

@@ -4,7 +4,9 @@
 
 use super::params::{GlipNmsLevel, GlipNmsParams};
 use super::CudaBackend;
-use crate::backend::cpu::nms::{bbox_clip, level_offsets, AtssConfig, Candidate, Level, MAX_BATCH, MAX_LEVELS};
+use crate::backend::cpu::nms::{
+    bbox_clip, level_offsets, AtssConfig, Candidate, Level, MAX_BATCH, MAX_LEVELS,
+};
 use crate::error::{Error, Result};
 use crate::kernels::names;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -14,21 +16,40 @@ const FAMILY: &str = "nms";
 pub const MAX_CANDIDATES: usize = 8192;
 
 fn i32_of(v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::shape("nms", format!("{v} does not fit the kernel's 32-bit index")))
+    i32::try_from(v)
+        .map_err(|_| Error::shape("nms", format!("{v} does not fit the kernel's 32-bit index")))
 }
 
 /// Launch parameters for a batch: `image_hw` the (h, w) of each resized, un-padded image.
-pub fn params(levels: &[Level], num_labels: usize, image_hw: &[(f32, f32)], cfg: &AtssConfig) -> Result<GlipNmsParams> {
+pub fn params(
+    levels: &[Level],
+    num_labels: usize,
+    image_hw: &[(f32, f32)],
+    cfg: &AtssConfig,
+) -> Result<GlipNmsParams> {
     let batch = image_hw.len();
     if batch == 0 || batch > MAX_BATCH {
-        return Err(Error::shape("nms", format!("batch {batch} outside 1..={MAX_BATCH}")));
+        return Err(Error::shape(
+            "nms",
+            format!("batch {batch} outside 1..={MAX_BATCH}"),
+        ));
     }
     if levels.is_empty() || levels.len() > MAX_LEVELS {
-        return Err(Error::shape("nms", format!("{} levels outside 1..={MAX_LEVELS}", levels.len())));
+        return Err(Error::shape(
+            "nms",
+            format!("{} levels outside 1..={MAX_LEVELS}", levels.len()),
+        ));
     }
     let max_candidates = levels.len() * cfg.pre_nms_top_n;
     if cfg.pre_nms_top_n == 0 || max_candidates > MAX_CANDIDATES {
-        return Err(Error::shape("nms", format!("{} levels × pre_nms_top_n {} exceeds {MAX_CANDIDATES}", levels.len(), cfg.pre_nms_top_n)));
+        return Err(Error::shape(
+            "nms",
+            format!(
+                "{} levels × pre_nms_top_n {} exceeds {MAX_CANDIDATES}",
+                levels.len(),
+                cfg.pre_nms_top_n
+            ),
+        ));
     }
     let offsets = level_offsets(levels);
     let n_pos = offsets[levels.len()];
@@ -55,7 +76,12 @@ pub fn params(levels: &[Level], num_labels: usize, image_hw: &[(f32, f32)], cfg:
         p.img_w[b] = w;
     }
     for (l, lv) in levels.iter().enumerate() {
-        p.levels[l] = GlipNmsLevel { h: i32_of(lv.h)?, w: i32_of(lv.w)?, stride: i32_of(lv.stride)?, anchor_offset: i32_of(offsets[l])? };
+        p.levels[l] = GlipNmsLevel {
+            h: i32_of(lv.h)?,
+            w: i32_of(lv.w)?,
+            stride: i32_of(lv.stride)?,
+            anchor_offset: i32_of(offsets[l])?,
+        };
     }
     Ok(p)
 }
@@ -74,7 +100,13 @@ pub struct NmsWorkspace {
 }
 
 fn dims(p: &GlipNmsParams) -> (usize, usize, usize, usize, usize) {
-    (p.batch as usize, p.max_candidates as usize, p.sort_size as usize, p.col_blocks as usize, p.num_levels as usize)
+    (
+        p.batch as usize,
+        p.max_candidates as usize,
+        p.sort_size as usize,
+        p.col_blocks as usize,
+        p.num_levels as usize,
+    )
 }
 
 impl NmsWorkspace {
@@ -136,7 +168,12 @@ impl NmsOutputs {
     }
 
     /// Read the detections back (synchronises the stream), as the CPU twin's candidates.
-    pub fn download(&self, be: &CudaBackend, p: &GlipNmsParams, levels: &[Level]) -> Result<Vec<Vec<Candidate>>> {
+    pub fn download(
+        &self,
+        be: &CudaBackend,
+        p: &GlipNmsParams,
+        levels: &[Level],
+    ) -> Result<Vec<Vec<Candidate>>> {
         let (b_, mc, ..) = dims(p);
         let count = be.download(&self.count)?;
         let boxes = be.download(&self.boxes)?;
@@ -146,17 +183,28 @@ impl NmsOutputs {
         let offsets = level_offsets(levels);
         let mut out = Vec::with_capacity(b_);
         for (b, &n) in count.iter().enumerate().take(b_) {
-            let n = usize::try_from(n).map_err(|_| Error::Cuda(format!("nms: negative count {n}")))?.min(mc);
+            let n = usize::try_from(n)
+                .map_err(|_| Error::Cuda(format!("nms: negative count {n}")))?
+                .min(mc);
             let mut v = Vec::with_capacity(n);
             for i in b * mc..b * mc + n {
-                let gp = usize::try_from(pos[i]).map_err(|_| Error::Cuda(format!("nms: bad position {}", pos[i])))?;
-                let level = offsets.partition_point(|&o| o <= gp).saturating_sub(1).min(levels.len().saturating_sub(1));
+                let gp = usize::try_from(pos[i])
+                    .map_err(|_| Error::Cuda(format!("nms: bad position {}", pos[i])))?;
+                let level = offsets
+                    .partition_point(|&o| o <= gp)
+                    .saturating_sub(1)
+                    .min(levels.len().saturating_sub(1));
                 v.push(Candidate {
                     level,
                     anchor: gp - offsets[level],
                     label: labels[i].max(0) as u32,
                     score: scores[i],
-                    bbox: [boxes[4 * i], boxes[4 * i + 1], boxes[4 * i + 2], boxes[4 * i + 3]],
+                    bbox: [
+                        boxes[4 * i],
+                        boxes[4 * i + 1],
+                        boxes[4 * i + 2],
+                        boxes[4 * i + 3],
+                    ],
                 });
             }
             out.push(v);
@@ -166,7 +214,11 @@ impl NmsOutputs {
 }
 
 fn cfg(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
-    LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: grid,
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// The whole post-processing of a batch, five launches, no host synchronisation.
@@ -184,13 +236,32 @@ pub fn atss_postprocess(
     let (b, mc, _, cb, nl) = dims(p);
     let n = b * p.n_pos as usize;
     if scores.len() < n * p.num_labels as usize || centerness.len() < n || bbox_reg.len() < n * 4 {
-        return Err(Error::shape("nms", format!("inputs {} / {} / {} for {n} positions", scores.len(), centerness.len(), bbox_reg.len())));
+        return Err(Error::shape(
+            "nms",
+            format!(
+                "inputs {} / {} / {} for {n} positions",
+                scores.len(),
+                centerness.len(),
+                bbox_reg.len()
+            ),
+        ));
     }
     if !ws.fits(p) {
-        return Err(Error::shape("nms", "workspace allocated for a smaller batch or capacity"));
+        return Err(Error::shape(
+            "nms",
+            "workspace allocated for a smaller batch or capacity",
+        ));
     }
-    if out.boxes.len() < b * mc * 4 || out.scores.len() < b * mc || out.labels.len() < b * mc || out.pos.len() < b * mc || out.count.len() < b {
-        return Err(Error::shape("nms", "outputs allocated for a smaller batch or capacity"));
+    if out.boxes.len() < b * mc * 4
+        || out.scores.len() < b * mc
+        || out.labels.len() < b * mc
+        || out.pos.len() < b * mc
+        || out.count.len() < b
+    {
+        return Err(Error::shape(
+            "nms",
+            "outputs allocated for a smaller batch or capacity",
+        ));
     }
     if mc > MAX_CANDIDATES || b > MAX_BATCH || nl > MAX_LEVELS {
         return Err(Error::shape("nms", "params beyond the kernels' capacities"));
@@ -200,7 +271,11 @@ pub fn atss_postprocess(
     let f = be.function(FAMILY, names::GLIP_NMS_SELECT_F32)?;
     let mut l = s.launch_builder(&f);
     l.arg(p).arg(scores).arg(centerness).arg(bbox_reg);
-    l.arg(&mut ws.cand_boxes).arg(&mut ws.cand_scores).arg(&mut ws.cand_labels).arg(&mut ws.cand_pos).arg(&mut ws.level_counts);
+    l.arg(&mut ws.cand_boxes)
+        .arg(&mut ws.cand_scores)
+        .arg(&mut ws.cand_labels)
+        .arg(&mut ws.cand_pos)
+        .arg(&mut ws.level_counts);
     // SAFETY: block (level, image) reads its level's rows of the inputs (extents checked
     // against n_pos and num_labels) and writes slots [level*top_n, level*top_n + top_n) of its
     // image in the candidate buffers (capacity checked by `fits`).
@@ -208,30 +283,53 @@ pub fn atss_postprocess(
 
     let f = be.function(FAMILY, names::GLIP_NMS_SORT_F32)?;
     let mut l = s.launch_builder(&f);
-    l.arg(p).arg(&ws.cand_scores).arg(&ws.cand_labels).arg(&ws.level_counts).arg(&mut ws.sort_keys).arg(&mut ws.sorted_count);
+    l.arg(p)
+        .arg(&ws.cand_scores)
+        .arg(&ws.cand_labels)
+        .arg(&ws.level_counts)
+        .arg(&mut ws.sort_keys)
+        .arg(&mut ws.sorted_count);
     // SAFETY: block b reads its image's candidate slots and writes sort_keys[b*sort_size..) and
     // sorted_count[b]; capacities checked by `fits`.
     unsafe { l.launch(cfg((b as u32, 1, 1), 1024)) }?;
 
     let f = be.function(FAMILY, names::GLIP_NMS_MASK_F32)?;
     let mut l = s.launch_builder(&f);
-    l.arg(p).arg(&ws.cand_boxes).arg(&ws.cand_labels).arg(&ws.sort_keys).arg(&ws.sorted_count).arg(&mut ws.mask);
+    l.arg(p)
+        .arg(&ws.cand_boxes)
+        .arg(&ws.cand_labels)
+        .arg(&ws.sort_keys)
+        .arg(&ws.sorted_count)
+        .arg(&mut ws.mask);
     // SAFETY: block (col, row, b) reads sorted boxes < sorted_count[b] <= max_candidates and
     // writes mask rows of image b at word col < col_blocks; capacities checked by `fits`.
     unsafe { l.launch(cfg((cb as u32, cb as u32, b as u32), 64)) }?;
 
     let f = be.function(FAMILY, names::GLIP_NMS_REDUCE_F32)?;
     let mut l = s.launch_builder(&f);
-    l.arg(p).arg(&ws.mask).arg(&ws.sorted_count).arg(&mut ws.keep_sorted);
+    l.arg(p)
+        .arg(&ws.mask)
+        .arg(&ws.sorted_count)
+        .arg(&mut ws.keep_sorted);
     // SAFETY: warp b reads the mask words the mask kernel wrote for its image and writes
     // keep_sorted[b*max_candidates + i] for i < sorted_count[b]; col_blocks <= 128 (checked).
     unsafe { l.launch(cfg((b as u32, 1, 1), 32)) }?;
 
     let f = be.function(FAMILY, names::GLIP_NMS_FINALIZE_F32)?;
     let mut l = s.launch_builder(&f);
-    l.arg(p).arg(&ws.cand_boxes).arg(&ws.cand_scores).arg(&ws.cand_labels).arg(&ws.cand_pos);
-    l.arg(&ws.sort_keys).arg(&ws.keep_sorted).arg(&ws.sorted_count);
-    l.arg(&mut out.boxes).arg(&mut out.scores).arg(&mut out.labels).arg(&mut out.pos).arg(&mut out.count);
+    l.arg(p)
+        .arg(&ws.cand_boxes)
+        .arg(&ws.cand_scores)
+        .arg(&ws.cand_labels)
+        .arg(&ws.cand_pos);
+    l.arg(&ws.sort_keys)
+        .arg(&ws.keep_sorted)
+        .arg(&ws.sorted_count);
+    l.arg(&mut out.boxes)
+        .arg(&mut out.scores)
+        .arg(&mut out.labels)
+        .arg(&mut out.pos)
+        .arg(&mut out.count);
     // SAFETY: block b reads its image's workspace rows and writes at most max_candidates rows
     // of its image in the outputs (capacities checked above) and count[b].
     unsafe { l.launch(cfg((b as u32, 1, 1), 1024)) }?;
