@@ -212,3 +212,32 @@ fn labels_beyond_the_score_columns_are_an_error() {
     );
     assert!(err.is_err());
 }
+
+#[test]
+fn glip_topk_order_reproduces_final_glip_order() {
+    let g = load_golden("09_atss_postprocess").unwrap();
+    let map = positive_map(&json());
+    let out = inputs(&g);
+    let mut cfg = PostprocessConfig::default();
+    cfg.atss.glip_topk_order = true;
+    let fin = postprocess(&out, &map, &[(120, 150)], &cfg).unwrap();
+    let d = &fin[0].detections;
+    let gb = g["output/final_glip_order.boxes"].to_f32_vec().unwrap();
+    let gs = g["output/final_glip_order.scores"].to_f32_vec().unwrap();
+    let gl = ints(&g, "output/final_glip_order.labels");
+    assert_eq!(d.len(), gs.len());
+    let labels: Vec<i64> = d.iter().map(|x| x.label as i64).collect();
+    assert_eq!(labels, gl, "labels in GLIP's order");
+    let scores: Vec<f32> = d.iter().map(|x| x.score).collect();
+    assert_close("GLIP-order scores", &scores, &gs, 1e-5, 0.0);
+    let boxes: Vec<f32> = d.iter().flat_map(|x| x.bbox).collect();
+    assert_close("GLIP-order boxes", &boxes, &gb, 1e-3, 0.0);
+    // The same set as the row-major order.
+    let plain = postprocess(&out, &map, &[(120, 150)], &PostprocessConfig::default()).unwrap();
+    let key = |v: &[Detection]| {
+        let mut k: Vec<_> = v.iter().map(|x| (x.level, x.anchor, x.label)).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(key(d), key(&plain[0].detections));
+}

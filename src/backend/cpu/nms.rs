@@ -69,6 +69,10 @@ pub struct AtssConfig {
     pub min_size: f32,
     /// Suppress across labels (one label space) instead of GLIP's per-label NMS.
     pub class_agnostic: bool,
+    /// Order each level's candidates as torch's CPU `topk(sorted=False)` does (libstdc++
+    /// nth_element), so the output order is GLIP's own; otherwise (anchor, label) row-major,
+    /// the order the CUDA kernels produce. The sets are the same either way.
+    pub glip_topk_order: bool,
 }
 
 impl Default for AtssConfig {
@@ -80,6 +84,7 @@ impl Default for AtssConfig {
             detections_per_img: 100,
             min_size: 0.0,
             class_agnostic: false,
+            glip_topk_order: false,
         }
     }
 }
@@ -263,7 +268,17 @@ pub fn candidates(
                 }
             }
         }
-        if cand.len() > cfg.pre_nms_top_n {
+        if cfg.glip_topk_order {
+            let k = cand.len().min(cfg.pre_nms_top_n);
+            let vals: Vec<f32> = cand.iter().map(|c| c.1).collect();
+            let order = topk_unsorted_order(&vals, k).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "level {l}: torch's topk order needs libstdc++'s heap-select fallback, which is not emulated; \
+                     use glip_topk_order = false"
+                ))
+            })?;
+            cand = order.into_iter().map(|i| cand[i]).collect();
+        } else if cand.len() > cfg.pre_nms_top_n {
             cand.sort_by(|x, y| key(y.1).cmp(&key(x.1)).then(x.0.cmp(&y.0)));
             cand.truncate(cfg.pre_nms_top_n);
             cand.sort_by_key(|x| x.0);
@@ -291,6 +306,104 @@ pub fn candidates(
         }
     }
     Ok(out)
+}
+
+/// The indices torch's CPU `topk(k, largest=True, sorted=False)` returns, in its order:
+/// `std::partial_sort` when k·64 ≤ n, else libstdc++'s `std::nth_element` (introselect:
+/// median-of-three pivot, unguarded partition, insertion sort below 4 elements) on
+/// (value, index) pairs with NaN largest (aten TopKImpl.h). `None` in the rare case where
+/// introselect exhausts its depth budget and would fall back to heap select (not emulated).
+pub fn topk_unsorted_order(values: &[f32], k: usize) -> Option<Vec<usize>> {
+    let n = values.len();
+    if k == 0 {
+        return Some(Vec::new());
+    }
+    let k = k.min(n);
+    let comp = |x: usize, y: usize| {
+        let (a, b) = (values[x], values[y]);
+        (a.is_nan() && !b.is_nan()) || a > b
+    };
+    let mut q: Vec<usize> = (0..n).collect();
+    if k * 64 <= n {
+        // partial_sort: the k best, sorted; ties keep no particular order but values are equal.
+        q.sort_by(|&x, &y| {
+            if comp(x, y) {
+                std::cmp::Ordering::Less
+            } else if comp(y, x) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        q.truncate(k);
+        return Some(q);
+    }
+    let nth = k - 1;
+    let (mut first, mut last) = (0usize, n);
+    let mut depth = 2 * (usize::BITS - 1 - n.leading_zeros()) as i64;
+    while last - first > 3 {
+        if depth == 0 {
+            return None;
+        }
+        depth -= 1;
+        // __unguarded_partition_pivot
+        let mid = first + (last - first) / 2;
+        let (a, b, c) = (first + 1, mid, last - 1);
+        let median = if comp(q[a], q[b]) {
+            if comp(q[b], q[c]) {
+                b
+            } else if comp(q[a], q[c]) {
+                c
+            } else {
+                a
+            }
+        } else if comp(q[a], q[c]) {
+            a
+        } else if comp(q[b], q[c]) {
+            c
+        } else {
+            b
+        };
+        q.swap(first, median);
+        let pivot = q[first];
+        let (mut lo, mut hi) = (first + 1, last);
+        let cut = loop {
+            while comp(q[lo], pivot) {
+                lo += 1;
+            }
+            hi -= 1;
+            while comp(pivot, q[hi]) {
+                hi -= 1;
+            }
+            if lo >= hi {
+                break lo;
+            }
+            q.swap(lo, hi);
+            lo += 1;
+        };
+        if cut <= nth {
+            first = cut;
+        } else {
+            last = cut;
+        }
+    }
+    // __insertion_sort(first, last)
+    for i in first + 1..last {
+        let v = q[i];
+        if comp(v, q[first]) {
+            q.copy_within(first..i, first + 1);
+            q[first] = v;
+        } else {
+            let mut j = i;
+            while comp(v, q[j - 1]) {
+                q[j] = q[j - 1];
+                j -= 1;
+            }
+            q[j] = v;
+        }
+    }
+    q.truncate(k);
+    Some(q)
 }
 
 /// Multi-label greedy NMS as csrc/cuda/ml_nms.cu: visit by score descending (ties: lower

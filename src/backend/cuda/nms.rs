@@ -40,6 +40,12 @@ pub fn params(
             format!("{} levels outside 1..={MAX_LEVELS}", levels.len()),
         ));
     }
+    if cfg.glip_topk_order {
+        return Err(Error::Invalid(
+            "the CUDA post-processing orders candidates row-major; glip_topk_order is CPU-only"
+                .into(),
+        ));
+    }
     let max_candidates = levels.len() * cfg.pre_nms_top_n;
     if cfg.pre_nms_top_n == 0 || max_candidates > MAX_CANDIDATES {
         return Err(Error::shape(
