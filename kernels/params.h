@@ -60,14 +60,22 @@ typedef struct GlipBiAttnParams {
     float text_pad_fill;  // -9e15 (GLIP masked_fill); real tokens get +1
 } GlipBiAttnParams;
 
-// logits.cu: dot-product region-word logits.
+// logits.cu: dot-product region-word logits, text projection, phrase MEAN aggregation.
 typedef struct GlipLogitsParams {
     int32_t batch;
-    int32_t n_pos;        // image positions
-    int32_t n_txt;
-    int32_t dim;          // 256
-    float inv_scale;      // 1 / exp(log_scale)
-    float clamp;          // 50000
+    int32_t n_pos;          // image positions of this launch (one level, or all levels)
+    int32_t n_txt;          // text tokens T
+    int32_t dim;            // joint embedding 256
+    int32_t lang_dim;       // text hidden size (768), text projection only
+    int32_t channel_major;  // 1: visual [B, dim, n_pos] (an NCHW level); 0: [B, n_pos, dim]
+    int32_t out_rows;       // rows per image of the logits buffer (>= out_row0 + n_pos)
+    int32_t out_row0;       // first row written (level offset in a packed [B, N, T] buffer)
+    int32_t num_labels;     // phrase_mean: label columns of the score tensor (80)
+    float scale;            // exp(log_scale): GLIP divides the dot product by it
+    float clamp;            // 50000
+    float bias0;            // text projection: token bias offset
+    float eps;              // text projection: F.normalize eps 1e-12
+    int32_t _pad;
 } GlipLogitsParams;
 
 // nms.cu: ATSS candidate selection, decode and multi-label NMS.
@@ -79,19 +87,21 @@ typedef struct GlipNmsLevel {
 } GlipNmsLevel;
 
 typedef struct GlipNmsParams {
-    int32_t batch;
-    int32_t num_levels;
-    int32_t num_labels;      // columns of the score tensor (80)
-    int32_t n_pos;           // positions over all levels
-    int32_t pre_nms_top_n;   // 1000
-    int32_t max_candidates;  // per image capacity (num_levels * pre_nms_top_n)
-    int32_t detections_per_img;  // 100
-    int32_t class_agnostic;  // 0: multi-label (GLIP), 1: one label space
-    float score_thresh;      // 0.05
-    float nms_thresh;        // 0.6
-    float img_h;             // un-padded resized size
-    float img_w;
-    float bbox_clip;         // ln(1000/16)
-    int32_t _pad;
+    int32_t batch;              // <= 8
+    int32_t num_levels;         // <= 8
+    int32_t num_labels;         // columns of the score tensor (80)
+    int32_t n_pos;              // positions over all levels
+    int32_t pre_nms_top_n;      // 1000
+    int32_t max_candidates;     // per image capacity: num_levels * pre_nms_top_n (<= 8192)
+    int32_t sort_size;          // power of two >= max_candidates (bitonic width)
+    int32_t col_blocks;         // ceil(max_candidates / 64): 64-bit words per NMS mask row
+    int32_t detections_per_img; // 100
+    int32_t class_agnostic;     // 0: multi-label (GLIP), 1: one label space
+    float score_thresh;         // 0.05
+    float nms_thresh;           // 0.6
+    float min_size;             // remove_small_boxes (0)
+    float bbox_clip;            // ln(1000/16)
+    float img_h[8];             // per image: un-padded resized size
+    float img_w[8];
     GlipNmsLevel levels[8];
 } GlipNmsParams;

@@ -15,6 +15,8 @@ pub mod fpn;
 pub mod layers;
 pub mod swin;
 pub mod vlfuse;
+pub mod head;
+pub mod postprocess;
 
 /// Named host tensors (floats as f32), as read from a safetensors file.
 #[derive(Default)]

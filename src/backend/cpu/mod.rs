@@ -6,6 +6,8 @@ pub mod deform_conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod group_norm;
+pub mod logits;
+pub mod nms;
 pub mod nn;
 
 use super::{matmul_dims, Backend};

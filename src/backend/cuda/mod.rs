@@ -10,6 +10,8 @@ pub mod deform_conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod group_norm;
+pub mod logits;
+pub mod nms;
 pub mod params;
 
 use crate::error::{Error, Result};

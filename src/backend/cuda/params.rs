@@ -151,12 +151,20 @@ pub struct GlipLogitsParams {
     pub n_pos: i32,
     pub n_txt: i32,
     pub dim: i32,
-    pub inv_scale: f32,
+    pub lang_dim: i32,
+    pub channel_major: i32,
+    pub out_rows: i32,
+    pub out_row0: i32,
+    pub num_labels: i32,
+    pub scale: f32,
     pub clamp: f32,
+    pub bias0: f32,
+    pub eps: f32,
+    pub _pad: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of GlipLogitsParams"][::core::mem::size_of::<GlipLogitsParams>() - 24usize];
+    ["Size of GlipLogitsParams"][::core::mem::size_of::<GlipLogitsParams>() - 56usize];
     ["Alignment of GlipLogitsParams"][::core::mem::align_of::<GlipLogitsParams>() - 4usize];
     ["Offset of field: GlipLogitsParams::batch"]
         [::core::mem::offset_of!(GlipLogitsParams, batch) - 0usize];
@@ -166,10 +174,26 @@ const _: () = {
         [::core::mem::offset_of!(GlipLogitsParams, n_txt) - 8usize];
     ["Offset of field: GlipLogitsParams::dim"]
         [::core::mem::offset_of!(GlipLogitsParams, dim) - 12usize];
-    ["Offset of field: GlipLogitsParams::inv_scale"]
-        [::core::mem::offset_of!(GlipLogitsParams, inv_scale) - 16usize];
+    ["Offset of field: GlipLogitsParams::lang_dim"]
+        [::core::mem::offset_of!(GlipLogitsParams, lang_dim) - 16usize];
+    ["Offset of field: GlipLogitsParams::channel_major"]
+        [::core::mem::offset_of!(GlipLogitsParams, channel_major) - 20usize];
+    ["Offset of field: GlipLogitsParams::out_rows"]
+        [::core::mem::offset_of!(GlipLogitsParams, out_rows) - 24usize];
+    ["Offset of field: GlipLogitsParams::out_row0"]
+        [::core::mem::offset_of!(GlipLogitsParams, out_row0) - 28usize];
+    ["Offset of field: GlipLogitsParams::num_labels"]
+        [::core::mem::offset_of!(GlipLogitsParams, num_labels) - 32usize];
+    ["Offset of field: GlipLogitsParams::scale"]
+        [::core::mem::offset_of!(GlipLogitsParams, scale) - 36usize];
     ["Offset of field: GlipLogitsParams::clamp"]
-        [::core::mem::offset_of!(GlipLogitsParams, clamp) - 20usize];
+        [::core::mem::offset_of!(GlipLogitsParams, clamp) - 40usize];
+    ["Offset of field: GlipLogitsParams::bias0"]
+        [::core::mem::offset_of!(GlipLogitsParams, bias0) - 44usize];
+    ["Offset of field: GlipLogitsParams::eps"]
+        [::core::mem::offset_of!(GlipLogitsParams, eps) - 48usize];
+    ["Offset of field: GlipLogitsParams::_pad"]
+        [::core::mem::offset_of!(GlipLogitsParams, _pad) - 52usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -199,19 +223,21 @@ pub struct GlipNmsParams {
     pub n_pos: i32,
     pub pre_nms_top_n: i32,
     pub max_candidates: i32,
+    pub sort_size: i32,
+    pub col_blocks: i32,
     pub detections_per_img: i32,
     pub class_agnostic: i32,
     pub score_thresh: f32,
     pub nms_thresh: f32,
-    pub img_h: f32,
-    pub img_w: f32,
+    pub min_size: f32,
     pub bbox_clip: f32,
-    pub _pad: i32,
+    pub img_h: [f32; 8usize],
+    pub img_w: [f32; 8usize],
     pub levels: [GlipNmsLevel; 8usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of GlipNmsParams"][::core::mem::size_of::<GlipNmsParams>() - 184usize];
+    ["Size of GlipNmsParams"][::core::mem::size_of::<GlipNmsParams>() - 248usize];
     ["Alignment of GlipNmsParams"][::core::mem::align_of::<GlipNmsParams>() - 4usize];
     ["Offset of field: GlipNmsParams::batch"]
         [::core::mem::offset_of!(GlipNmsParams, batch) - 0usize];
@@ -225,24 +251,28 @@ const _: () = {
         [::core::mem::offset_of!(GlipNmsParams, pre_nms_top_n) - 16usize];
     ["Offset of field: GlipNmsParams::max_candidates"]
         [::core::mem::offset_of!(GlipNmsParams, max_candidates) - 20usize];
+    ["Offset of field: GlipNmsParams::sort_size"]
+        [::core::mem::offset_of!(GlipNmsParams, sort_size) - 24usize];
+    ["Offset of field: GlipNmsParams::col_blocks"]
+        [::core::mem::offset_of!(GlipNmsParams, col_blocks) - 28usize];
     ["Offset of field: GlipNmsParams::detections_per_img"]
-        [::core::mem::offset_of!(GlipNmsParams, detections_per_img) - 24usize];
+        [::core::mem::offset_of!(GlipNmsParams, detections_per_img) - 32usize];
     ["Offset of field: GlipNmsParams::class_agnostic"]
-        [::core::mem::offset_of!(GlipNmsParams, class_agnostic) - 28usize];
+        [::core::mem::offset_of!(GlipNmsParams, class_agnostic) - 36usize];
     ["Offset of field: GlipNmsParams::score_thresh"]
-        [::core::mem::offset_of!(GlipNmsParams, score_thresh) - 32usize];
+        [::core::mem::offset_of!(GlipNmsParams, score_thresh) - 40usize];
     ["Offset of field: GlipNmsParams::nms_thresh"]
-        [::core::mem::offset_of!(GlipNmsParams, nms_thresh) - 36usize];
-    ["Offset of field: GlipNmsParams::img_h"]
-        [::core::mem::offset_of!(GlipNmsParams, img_h) - 40usize];
-    ["Offset of field: GlipNmsParams::img_w"]
-        [::core::mem::offset_of!(GlipNmsParams, img_w) - 44usize];
+        [::core::mem::offset_of!(GlipNmsParams, nms_thresh) - 44usize];
+    ["Offset of field: GlipNmsParams::min_size"]
+        [::core::mem::offset_of!(GlipNmsParams, min_size) - 48usize];
     ["Offset of field: GlipNmsParams::bbox_clip"]
-        [::core::mem::offset_of!(GlipNmsParams, bbox_clip) - 48usize];
-    ["Offset of field: GlipNmsParams::_pad"]
-        [::core::mem::offset_of!(GlipNmsParams, _pad) - 52usize];
+        [::core::mem::offset_of!(GlipNmsParams, bbox_clip) - 52usize];
+    ["Offset of field: GlipNmsParams::img_h"]
+        [::core::mem::offset_of!(GlipNmsParams, img_h) - 56usize];
+    ["Offset of field: GlipNmsParams::img_w"]
+        [::core::mem::offset_of!(GlipNmsParams, img_w) - 88usize];
     ["Offset of field: GlipNmsParams::levels"]
-        [::core::mem::offset_of!(GlipNmsParams, levels) - 56usize];
+        [::core::mem::offset_of!(GlipNmsParams, levels) - 120usize];
 };
 
 // SAFETY: plain-old-data #[repr(C)] structs of fixed-width fields, passed by value to kernels.

@@ -1,0 +1,268 @@
+//! Launch wrappers for kernels/logits.cu: text projection, dot-product logits with the fused
+//! epilogue (÷ exp(log_scale), + token bias, ±50000 clamp), phrase MEAN of token sigmoids.
+
+use super::params::GlipLogitsParams;
+use super::{launch_1d, CudaBackend};
+use crate::backend::cpu::logits::PositiveMapCsr;
+use crate::error::{Error, Result};
+use crate::kernels::names;
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use half::f16;
+
+const FAMILY: &str = "logits";
+/// The text-projection kernel keeps one normalised row in shared memory.
+pub const MAX_LANG_DIM: usize = 1024;
+
+fn check(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
+    if got < want {
+        return Err(Error::shape(
+            op,
+            format!("{what}: buffer of {got} elements, {want} needed"),
+        ));
+    }
+    Ok(())
+}
+
+fn i32_of(op: &'static str, v: usize) -> Result<i32> {
+    i32::try_from(v)
+        .map_err(|_| Error::shape(op, format!("{v} does not fit the kernel's 32-bit index")))
+}
+
+/// proj[rows, dim] = Linear(E / 2), tok_bias[rows] = E · bias_lang + bias0, with
+/// E = hidden / max(‖hidden‖, 1e-12) per row; `rows` = batch · tokens.
+/// hidden [rows, lang_dim] f16, w [dim, lang_dim] f16, bias [dim] f32, bias_lang [lang_dim] f32.
+#[allow(clippy::too_many_arguments)]
+pub fn text_proj_f16(
+    be: &CudaBackend,
+    rows: usize,
+    lang_dim: usize,
+    dim: usize,
+    hidden: &CudaSlice<f16>,
+    w: &CudaSlice<f16>,
+    bias: &CudaSlice<f32>,
+    bias_lang: &CudaSlice<f32>,
+    bias0: f32,
+    proj: &mut CudaSlice<f32>,
+    tok_bias: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "logits text_proj";
+    if lang_dim == 0 || lang_dim > MAX_LANG_DIM {
+        return Err(Error::shape(
+            OP,
+            format!("lang_dim {lang_dim} outside 1..={MAX_LANG_DIM}"),
+        ));
+    }
+    check(OP, "hidden", hidden.len(), rows * lang_dim)?;
+    check(OP, "weight", w.len(), dim * lang_dim)?;
+    check(OP, "bias", bias.len(), dim)?;
+    check(OP, "bias_lang", bias_lang.len(), lang_dim)?;
+    check(OP, "proj", proj.len(), rows * dim)?;
+    check(OP, "tok_bias", tok_bias.len(), rows)?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let p = GlipLogitsParams {
+        batch: 1,
+        n_pos: 0,
+        n_txt: i32_of(OP, rows)?,
+        dim: i32_of(OP, dim)?,
+        lang_dim: i32_of(OP, lang_dim)?,
+        bias0,
+        eps: crate::backend::cpu::logits::NORMALIZE_EPS,
+        scale: 1.0,
+        ..Default::default()
+    };
+    let f = be.function(FAMILY, names::GLIP_LOGITS_TEXT_PROJ_F16)?;
+    let cfg = LaunchConfig {
+        grid_dim: (i32_of(OP, rows)? as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&p)
+        .arg(hidden)
+        .arg(w)
+        .arg(bias)
+        .arg(bias_lang)
+        .arg(proj)
+        .arg(tok_bias);
+    // SAFETY: block r reads hidden[r*lang_dim..), all of w, bias, bias_lang and writes
+    // proj[r*dim..(r+1)*dim) and tok_bias[r] for r < rows; every extent was checked above and
+    // lang_dim fits the kernel's shared row.
+    unsafe { l.launch(cfg) }?;
+    Ok(())
+}
+
+/// Shape of one [`dot_f16`] launch.
+#[derive(Clone, Copy, Debug)]
+pub struct DotShape {
+    pub batch: usize,
+    /// Positions of this launch (one level, or all levels of a packed buffer).
+    pub n_pos: usize,
+    pub n_txt: usize,
+    /// Joint embedding size (256).
+    pub dim: usize,
+    /// Visual features as [B, dim, n_pos] (an NCHW level) instead of [B, n_pos, dim].
+    pub channel_major: bool,
+    /// Rows per image of the output buffer, and the first row this launch writes (so the
+    /// levels can land in one packed [B, N, T] buffer).
+    pub out_rows: usize,
+    pub out_row0: usize,
+}
+
+/// out[b, out_row0 + p, t] = clamp((visual[b, p] · proj[b, t]) / scale + tok_bias[b, t], ±clamp).
+/// visual f16, proj [B, T, dim] f32, tok_bias [B, T] f32, out [B, out_rows, T] f32.
+#[allow(clippy::too_many_arguments)]
+pub fn dot_f16(
+    be: &CudaBackend,
+    s: &DotShape,
+    visual: &CudaSlice<f16>,
+    proj: &CudaSlice<f32>,
+    tok_bias: &CudaSlice<f32>,
+    scale: f32,
+    clamp: f32,
+    out: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "logits dot";
+    if s.out_row0 + s.n_pos > s.out_rows {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "rows {}..{} outside {} output rows",
+                s.out_row0,
+                s.out_row0 + s.n_pos,
+                s.out_rows
+            ),
+        ));
+    }
+    check(OP, "visual", visual.len(), s.batch * s.n_pos * s.dim)?;
+    check(OP, "proj", proj.len(), s.batch * s.n_txt * s.dim)?;
+    check(OP, "tok_bias", tok_bias.len(), s.batch * s.n_txt)?;
+    check(OP, "out", out.len(), s.batch * s.out_rows * s.n_txt)?;
+    i32_of(OP, s.batch * s.out_rows * s.n_txt)?;
+    if s.batch == 0 || s.n_pos == 0 || s.n_txt == 0 {
+        return Ok(());
+    }
+    let p = GlipLogitsParams {
+        batch: i32_of(OP, s.batch)?,
+        n_pos: i32_of(OP, s.n_pos)?,
+        n_txt: i32_of(OP, s.n_txt)?,
+        dim: i32_of(OP, s.dim)?,
+        channel_major: s.channel_major as i32,
+        out_rows: i32_of(OP, s.out_rows)?,
+        out_row0: i32_of(OP, s.out_row0)?,
+        scale,
+        clamp,
+        ..Default::default()
+    };
+    let grid = (
+        s.n_pos.div_ceil(64) as u32,
+        s.n_txt.div_ceil(64) as u32,
+        s.batch as u32,
+    );
+    if grid.1 > 65_535 || grid.2 > 65_535 {
+        return Err(Error::shape(OP, format!("grid {grid:?} too large")));
+    }
+    let f = be.function(FAMILY, names::GLIP_LOGITS_DOT_F16)?;
+    let cfg = LaunchConfig {
+        grid_dim: grid,
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&p).arg(visual).arg(proj).arg(tok_bias).arg(out);
+    // SAFETY: the kernel reads visual[..batch*n_pos*dim), proj[..batch*n_txt*dim),
+    // tok_bias[..batch*n_txt) and writes rows out_row0..out_row0+n_pos of each image's
+    // [out_rows, n_txt] block, all guarded by bounds checks against the params checked above.
+    unsafe { l.launch(cfg) }?;
+    Ok(())
+}
+
+/// A positive map on the device: for every label column the entry owning it (−1 if none;
+/// the last entry wins for a repeated label, as GLIP's loop overwrites), and the entries'
+/// token ranges.
+pub struct DevicePositiveMap {
+    pub num_labels: usize,
+    pub n_txt: usize,
+    col_entry: CudaSlice<i32>,
+    offsets: CudaSlice<i32>,
+    tokens: CudaSlice<i32>,
+}
+
+impl DevicePositiveMap {
+    pub fn upload(
+        be: &CudaBackend,
+        map: &PositiveMapCsr,
+        num_labels: usize,
+        n_txt: usize,
+    ) -> Result<Self> {
+        const OP: &str = "positive map";
+        let mut col_entry = vec![-1i32; num_labels];
+        for (i, &label) in map.labels.iter().enumerate() {
+            let c = (label as usize).checked_sub(1).filter(|&c| c < num_labels);
+            let c = c.ok_or_else(|| {
+                Error::shape(OP, format!("label {label} outside 1..={num_labels}"))
+            })?;
+            col_entry[c] = i32_of(OP, i)?;
+        }
+        if map.tokens.iter().any(|&t| t >= n_txt) || map.offsets.len() != map.labels.len() + 1 {
+            return Err(Error::shape(
+                OP,
+                format!("tokens beyond {n_txt} or malformed offsets"),
+            ));
+        }
+        let offsets: Vec<i32> = map
+            .offsets
+            .iter()
+            .map(|&o| i32_of(OP, o))
+            .collect::<Result<_>>()?;
+        let mut tokens: Vec<i32> = map.tokens.iter().map(|&t| t as i32).collect();
+        if tokens.is_empty() {
+            tokens.push(0); // cudarc cannot allocate 0 elements portably; never read
+        }
+        Ok(DevicePositiveMap {
+            num_labels,
+            n_txt,
+            col_entry: be.upload_i32(&col_entry)?,
+            offsets: be.upload_i32(&offsets)?,
+            tokens: be.upload_i32(&tokens)?,
+        })
+    }
+}
+
+/// scores[rows, num_labels] = per label column, the mean of sigmoid(logits[row, t]) over the
+/// column's tokens (0 for columns of no label). logits [rows, n_txt] f32.
+pub fn phrase_mean_f32(
+    be: &CudaBackend,
+    rows: usize,
+    logits: &CudaSlice<f32>,
+    map: &DevicePositiveMap,
+    scores: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "logits phrase_mean";
+    check(OP, "logits", logits.len(), rows * map.n_txt)?;
+    check(OP, "scores", scores.len(), rows * map.num_labels)?;
+    let p = GlipLogitsParams {
+        batch: 1,
+        n_pos: i32_of(OP, rows)?,
+        n_txt: i32_of(OP, map.n_txt)?,
+        num_labels: i32_of(OP, map.num_labels)?,
+        ..Default::default()
+    };
+    let n = rows * map.num_labels;
+    if n == 0 {
+        return Ok(());
+    }
+    let f = be.function(FAMILY, names::GLIP_LOGITS_PHRASE_MEAN_F32)?;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&p)
+        .arg(logits)
+        .arg(&map.col_entry)
+        .arg(&map.offsets)
+        .arg(&map.tokens)
+        .arg(scores);
+    // SAFETY: thread (r, c) reads logits row r at the map's tokens (< n_txt, checked when the
+    // map was uploaded) and writes scores[r*num_labels + c]; both extents were checked.
+    unsafe { l.launch(launch_1d(n, 256)) }?;
+    Ok(())
+}
