@@ -4,6 +4,7 @@
 //! backend computing the same function, which is the reference for every kernel and the
 //! fallback without a GPU. See README.md and docs/.
 
+pub mod api;
 pub mod backend;
 pub mod error;
 pub mod kernels;
@@ -14,7 +15,9 @@ pub mod tensor;
 pub mod testing;
 pub mod weights;
 
-pub use error::{Error, Result};
-pub use tensor::{DType, Device, Tensor};
 pub mod preprocess;
 pub mod tokenizer;
+
+pub use api::{Detection, Detector};
+pub use error::{Error, Result};
+pub use tensor::{DType, Device, Tensor};

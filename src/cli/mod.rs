@@ -1,6 +1,7 @@
 //! The `glip` command line: one module per subcommand.
 
 pub mod convert;
+pub mod detect;
 pub mod doctor;
 pub mod tokenize;
 
@@ -21,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Build facts, CUDA driver and devices, and a GPU-vs-CPU check of every kernel family.
     Doctor(doctor::Args),
+    /// Detect the phrases of a prompt in images (boxes in original-image pixels).
+    Detect(detect::Args),
     /// Convert a PyTorch GLIP checkpoint (.pth) to safetensors, without Python.
     Convert(convert::Args),
     /// Tokenize a prompt as GLIP does: ids, tokens, and the tokens of each phrase (JSON).
@@ -30,6 +33,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> crate_result::Result {
     match cli.command {
         Command::Doctor(a) => doctor::run(a),
+        Command::Detect(a) => detect::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Tokenize(a) => tokenize::run(a),
     }

@@ -12,6 +12,7 @@ pub mod bert;
 pub mod config;
 pub mod dyconv;
 pub mod fpn;
+pub mod glip;
 pub mod layers;
 pub mod swin;
 pub mod vlfuse;

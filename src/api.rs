@@ -1,0 +1,281 @@
+//! The library API, in the style of `ort`: build a [`Detector`] once, set a prompt (its
+//! text features are computed once and cached), then call [`Detector::detect`] per frame.
+//!
+//! ```no_run
+//! # fn main() -> glip_rt::Result<()> {
+//! let mut det = glip_rt::Detector::builder()
+//!     .config("glip_Swin_T_O365_GoldG.yaml")
+//!     .weights("glip_t.safetensors")
+//!     .build()?;
+//! det.set_prompt("person. bicycle. traffic light.")?;
+//! for d in det.detect_file("street.jpg")? {
+//!     println!("{} {:.3} {:?}", d.phrase, d.score, d.bbox);
+//! }
+//! # Ok(()) }
+//! ```
+
+use crate::error::{Error, Result};
+use crate::model::config::{BertConfig, GlipConfig};
+use crate::model::glip::{Glip, Taps, TextFeatures};
+use crate::model::head::HeadOutputs;
+use crate::model::postprocess::{self, PostprocessConfig};
+use crate::model::FeatureMap;
+use crate::preprocess::{self, PreprocessConfig, Preprocessed, RgbImage8};
+use crate::tokenizer::{EncodedPrompt, GlipTokenizer, Prompt};
+use std::path::{Path, PathBuf};
+
+/// One detection: a box in the original image's pixels, its score, the 1-based label of the
+/// phrase it grounds and that phrase's text.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Detection {
+    /// [x1, y1, x2, y2] in original-image pixels (GLIP's +1 convention: x2 is inclusive).
+    pub bbox: [f32; 4],
+    pub score: f32,
+    pub label: u32,
+    pub phrase: String,
+}
+
+/// Where the model comes from and how it runs.
+#[derive(Default)]
+pub struct DetectorBuilder {
+    config: Option<PathBuf>,
+    preset: Option<GlipConfig>,
+    weights: Option<PathBuf>,
+    bert_config: Option<PathBuf>,
+    tokenizer: Option<PathBuf>,
+    threshold: f32,
+    pad_prompt: bool,
+    min_size: Option<u32>,
+    max_size: Option<u32>,
+}
+
+impl DetectorBuilder {
+    /// GLIP's yaml config (e.g. `glip_Swin_T_O365_GoldG.yaml`).
+    pub fn config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config = Some(path.into());
+        self
+    }
+    /// A built-in configuration instead of a yaml (`GlipConfig::glip_t()`).
+    pub fn preset(mut self, cfg: GlipConfig) -> Self {
+        self.preset = Some(cfg);
+        self
+    }
+    /// safetensors weights with GLIP's key names (`glip convert` makes them from a `.pth`).
+    pub fn weights(mut self, path: impl Into<PathBuf>) -> Self {
+        self.weights = Some(path.into());
+        self
+    }
+    /// An HF-style BERT `config.json` (default: bert-base-uncased, as GLIP).
+    pub fn bert_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.bert_config = Some(path.into());
+        self
+    }
+    /// A `tokenizer.json` (default: the embedded bert-base-uncased one).
+    pub fn tokenizer(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tokenizer = Some(path.into());
+        self
+    }
+    /// Detections scoring below this are dropped (default 0: GLIP's full top-100).
+    pub fn threshold(mut self, t: f32) -> Self {
+        self.threshold = t;
+        self
+    }
+    /// Run the text with GLIP's padding to 256 tokens instead of the real tokens only (the
+    /// results are the same up to rounding; padding costs time).
+    pub fn pad_prompt(mut self, pad: bool) -> Self {
+        self.pad_prompt = pad;
+        self
+    }
+    /// Override the resize rule (short side, long-side cap) of the config.
+    pub fn input_size(mut self, min_size: u32, max_size: Option<u32>) -> Self {
+        self.min_size = Some(min_size);
+        self.max_size = max_size;
+        self
+    }
+
+    pub fn build(self) -> Result<Detector> {
+        let config = match (self.preset, &self.config) {
+            (Some(c), None) => c,
+            (None, Some(p)) => GlipConfig::from_yaml_file(p)?,
+            (Some(_), Some(_)) => return Err(Error::Config("give either a config file or a preset, not both".into())),
+            (None, None) => return Err(Error::Config("no model config given (a GLIP yaml or a preset)".into())),
+        };
+        let bert = match &self.bert_config {
+            Some(p) => BertConfig::from_file(p)?,
+            None => BertConfig::default(),
+        };
+        let wpath = self.weights.ok_or_else(|| Error::Config("no weights file given".into()))?;
+        let weights = crate::weights::load_weights(&wpath)?;
+        let model = Glip::load(config, bert, &weights)?;
+        drop(weights);
+        let tokenizer = GlipTokenizer::load(self.tokenizer.as_deref())?;
+        let input = &model.config.input;
+        let mut pre = PreprocessConfig {
+            min_size: input.min_size_test as u32,
+            max_size: Some(input.max_size_test as u32),
+            size_divisibility: input.size_divisibility,
+            pixel_mean: input.pixel_mean,
+            pixel_std: input.pixel_std,
+            ..PreprocessConfig::default()
+        };
+        if let Some(m) = self.min_size {
+            pre.min_size = m;
+            pre.max_size = self.max_size;
+        }
+        let pp = &model.config.postprocess;
+        let mut post = PostprocessConfig::default();
+        post.atss.pre_nms_thresh = pp.inference_th as f32;
+        post.atss.pre_nms_top_n = pp.pre_nms_top_n;
+        post.atss.nms_thresh = pp.nms_th as f32;
+        post.atss.detections_per_img = pp.detections_per_img;
+        post.anchor_strides = model.config.anchors.strides.clone();
+        Ok(Detector { model, tokenizer, pre, post, threshold: self.threshold, pad_prompt: self.pad_prompt, prompt: None })
+    }
+}
+
+struct ActivePrompt {
+    encoded: EncodedPrompt,
+    text: TextFeatures,
+    /// (label, token indices) for post-processing, tokens < t.
+    positive_map: Vec<(u32, Vec<usize>)>,
+}
+
+pub struct Detector {
+    model: Glip,
+    tokenizer: GlipTokenizer,
+    pre: PreprocessConfig,
+    post: PostprocessConfig,
+    threshold: f32,
+    pad_prompt: bool,
+    prompt: Option<ActivePrompt>,
+}
+
+impl Detector {
+    pub fn builder() -> DetectorBuilder {
+        DetectorBuilder::default()
+    }
+
+    pub fn model(&self) -> &Glip {
+        &self.model
+    }
+    pub fn tokenizer(&self) -> &GlipTokenizer {
+        &self.tokenizer
+    }
+    pub fn preprocess_config(&self) -> &PreprocessConfig {
+        &self.pre
+    }
+
+    /// A class-list prompt such as `person. bicycle. traffic light.` (each '.'-separated
+    /// part is a phrase). Encodes the text once; later frames reuse it.
+    pub fn set_prompt(&mut self, text: &str) -> Result<()> {
+        self.set_prompt_parsed(Prompt::parse(text)?)
+    }
+
+    /// A free caption grounding the given phrases (each must occur in the caption).
+    pub fn set_prompt_with_phrases<S: AsRef<str>>(&mut self, caption: &str, phrases: &[S]) -> Result<()> {
+        self.set_prompt_parsed(Prompt::with_phrases(caption, phrases)?)
+    }
+
+    pub fn set_prompt_parsed(&mut self, prompt: Prompt) -> Result<()> {
+        let encoded = self.tokenizer.encode(&prompt)?;
+        if encoded.truncated() {
+            return Err(Error::Prompt(format!(
+                "the prompt has {} tokens, more than GLIP's 256; split the phrases over several prompts \
+                 (glip_rt::tokenizer::chunk_to_fit does it as GLIP's chunked evaluation)",
+                encoded.untruncated_ids.len()
+            )));
+        }
+        let t = if self.pad_prompt { encoded.input_ids.len() } else { encoded.num_real };
+        let ids: Vec<i32> = encoded.input_ids[..t].iter().map(|&v| v as i32).collect();
+        let mask: Vec<i32> = encoded.attention_mask[..t].iter().map(|&v| v as i32).collect();
+        let mut positive_map = Vec::new();
+        for (label, toks) in encoded.labels().into_iter().zip(encoded.model_label_to_tokens()) {
+            let toks: Vec<usize> = toks.into_iter().filter(|&k| k < t).collect();
+            positive_map.push((label, toks));
+        }
+        let text = self.model.encode_text(&ids, &mask)?;
+        self.prompt = Some(ActivePrompt { encoded, text, positive_map });
+        Ok(())
+    }
+
+    /// The current prompt, as encoded.
+    pub fn prompt(&self) -> Option<&EncodedPrompt> {
+        self.prompt.as_ref().map(|p| &p.encoded)
+    }
+
+    fn active(&self) -> Result<&ActivePrompt> {
+        self.prompt.as_ref().ok_or_else(|| Error::Prompt("no prompt set: call set_prompt first".into()))
+    }
+
+    /// Detect in an image file.
+    pub fn detect_file(&self, path: impl AsRef<Path>) -> Result<Vec<Detection>> {
+        let img = preprocess::load_image(path.as_ref(), self.pre.exif_orientation)?;
+        self.detect(&img)
+    }
+
+    /// Detect in one RGB frame.
+    pub fn detect(&self, image: &RgbImage8) -> Result<Vec<Detection>> {
+        let mut v = self.detect_batch(std::slice::from_ref(image))?;
+        v.pop().ok_or_else(|| Error::Invalid("empty batch result".into()))
+    }
+
+    /// Detect in several frames with one forward pass. As in GLIP, the images are zero-padded
+    /// to the batch's largest size, which changes results slightly compared with one at a time.
+    pub fn detect_batch(&self, images: &[RgbImage8]) -> Result<Vec<Vec<Detection>>> {
+        let pre: Vec<Preprocessed> = images.iter().map(|im| preprocess::preprocess_image(im, &self.pre)).collect::<Result<_>>()?;
+        let (dets, _) = self.run(&pre, &mut Taps::disabled())?;
+        Ok(dets)
+    }
+
+    /// The whole pipeline on preprocessed images, recording intermediates into `taps`.
+    pub fn run(&self, pre: &[Preprocessed], taps: &mut Taps) -> Result<(Vec<Vec<Detection>>, HeadOutputs)> {
+        let p = self.active()?;
+        let batch = stack_padded(pre)?;
+        let mut out = self.model.forward(&batch, &p.text, taps)?;
+        // GLIP sizes the score tensor by cls_logits (80 columns) and fails beyond; the scores
+        // do not depend on it, so widen it to fit the prompt's labels.
+        let max_label = p.positive_map.iter().map(|(l, _)| *l as usize).max().unwrap_or(0);
+        out.num_labels = out.num_labels.max(max_label);
+        let sizes: Vec<(usize, usize)> = pre.iter().map(|x| x.resized_hw).collect();
+        let per = postprocess::postprocess(&out, &p.positive_map, &sizes, &self.post)?;
+        let names: Vec<(u32, String)> = p.encoded.prompt.phrases.iter().map(|ph| (ph.label, ph.name.clone())).collect();
+        let mut all = Vec::with_capacity(per.len());
+        for (dets, x) in per.iter().zip(pre) {
+            let orig = postprocess::to_original_image(dets, x.original_hw);
+            let v = orig
+                .detections
+                .iter()
+                .filter(|d| d.score >= self.threshold)
+                .map(|d| Detection {
+                    bbox: d.bbox,
+                    score: d.score,
+                    label: d.label,
+                    phrase: names.iter().find(|(l, _)| *l == d.label).map(|(_, n)| n.clone()).unwrap_or_default(),
+                })
+                .collect();
+            all.push(v);
+        }
+        Ok((all, out))
+    }
+}
+
+/// Zero-pad preprocessed images to the batch's largest padded size and stack them (GLIP's
+/// to_image_list).
+pub fn stack_padded(pre: &[Preprocessed]) -> Result<FeatureMap> {
+    let first = pre.first().ok_or_else(|| Error::Invalid("no images given".into()))?;
+    let c = first.image.c;
+    let h = pre.iter().map(|p| p.image.h).max().unwrap_or(0);
+    let w = pre.iter().map(|p| p.image.w).max().unwrap_or(0);
+    let mut out = FeatureMap::zeros(pre.len(), c, h, w);
+    for (b, p) in pre.iter().enumerate() {
+        let im = &p.image;
+        for ch in 0..c {
+            for y in 0..im.h {
+                let src = &im.data[(ch * im.h + y) * im.w..(ch * im.h + y + 1) * im.w];
+                let dst = ((b * c + ch) * h + y) * w;
+                out.data[dst..dst + im.w].copy_from_slice(src);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,125 @@
+//! `glip detect`: run GLIP on images with a prompt and print the detections.
+
+use super::crate_result::Result;
+use glip_rt::api::{Detection, Detector};
+use glip_rt::model::glip::Taps;
+use glip_rt::preprocess;
+use glip_rt::Error;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// GLIP's yaml config (e.g. glip_Swin_T_O365_GoldG.yaml).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Weights in safetensors with GLIP's key names (`glip convert` makes them from a .pth).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// HF-style BERT config.json (default: bert-base-uncased).
+    #[arg(long)]
+    pub bert_config: Option<PathBuf>,
+    /// tokenizer.json (default: the embedded bert-base-uncased tokenizer).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Image files (JPEG, PNG, WebP); each is processed on its own.
+    #[arg(long, required = true, num_args = 1..)]
+    pub image: Vec<PathBuf>,
+    /// The prompt: class names separated by '.' ("person. bicycle."), or a caption with --phrases.
+    #[arg(long)]
+    pub prompt: String,
+    /// Phrases of the caption to ground (each must occur in --prompt).
+    #[arg(long, num_args = 1..)]
+    pub phrases: Vec<String>,
+    /// Drop detections scoring below this (default 0: GLIP's full top-100).
+    #[arg(long, default_value_t = 0.0)]
+    pub threshold: f32,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Run the text padded to 256 tokens as GLIP does (default: real tokens only, same result).
+    #[arg(long)]
+    pub pad_prompt: bool,
+    /// Write intermediate tensors (backbone, FPN, language, every tower layer, heads) of the
+    /// first image to this safetensors file, under the golden's names.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(serde::Serialize)]
+struct ImageResult<'a> {
+    image: String,
+    width: usize,
+    height: usize,
+    detections: &'a [Detection],
+}
+
+pub fn run(a: Args) -> Result {
+    if !(a.threshold.is_finite() && (0.0..=1.0).contains(&a.threshold)) {
+        return Err(Error::Invalid(format!("--threshold {} must be in [0, 1]", a.threshold)));
+    }
+    let mut b = Detector::builder().config(&a.config).weights(&a.weights).threshold(a.threshold).pad_prompt(a.pad_prompt);
+    if let Some(p) = &a.bert_config {
+        b = b.bert_config(p);
+    }
+    if let Some(p) = &a.tokenizer {
+        b = b.tokenizer(p);
+    }
+    let mut det = b.build()?;
+    if a.phrases.is_empty() {
+        det.set_prompt(&a.prompt)?;
+    } else {
+        det.set_prompt_with_phrases(&a.prompt, &a.phrases)?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0usize;
+    for (i, path) in a.image.iter().enumerate() {
+        // A bad image is reported and skipped; the others are still processed.
+        let result = (|| -> glip_rt::Result<(Vec<Detection>, (usize, usize))> {
+            let img = preprocess::load_image(path, det.preprocess_config().exif_orientation)?;
+            let pre = preprocess::preprocess_image(&img, det.preprocess_config())?;
+            let mut taps = if i == 0 && a.dump.is_some() { Taps::enabled() } else { Taps::disabled() };
+            let (mut dets, _) = det.run(std::slice::from_ref(&pre), &mut taps)?;
+            if let (Some(dump), true) = (&a.dump, i == 0) {
+                glip_rt::model::glip::write_taps(dump, &taps)?;
+                eprintln!("wrote {} tensors to {}", taps.tensors.len(), dump.display());
+            }
+            Ok((dets.pop().unwrap_or_default(), pre.original_hw))
+        })();
+        match result {
+            Ok((dets, (h, w))) => {
+                let res = ImageResult { image: path.display().to_string(), width: w, height: h, detections: &dets };
+                match a.format {
+                    Format::Json => {
+                        let line = serde_json::to_string(&res).map_err(|e| Error::Invalid(format!("json: {e}")))?;
+                        let _ = writeln!(out, "{line}");
+                    }
+                    Format::Text => {
+                        let _ = writeln!(out, "{} ({w}x{h}): {} detections", res.image, dets.len());
+                        for d in &dets {
+                            let _ = writeln!(
+                                out,
+                                "  {:>6.4}  {:<24} [{:.1}, {:.1}, {:.1}, {:.1}]",
+                                d.score, format!("{} ({})", d.phrase, d.label), d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]
+                            );
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e}", path.display());
+            }
+        }
+    }
+    let _ = out.flush();
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
