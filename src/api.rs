@@ -97,14 +97,24 @@ impl DetectorBuilder {
         let config = match (self.preset, &self.config) {
             (Some(c), None) => c,
             (None, Some(p)) => GlipConfig::from_yaml_file(p)?,
-            (Some(_), Some(_)) => return Err(Error::Config("give either a config file or a preset, not both".into())),
-            (None, None) => return Err(Error::Config("no model config given (a GLIP yaml or a preset)".into())),
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give either a config file or a preset, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(Error::Config(
+                    "no model config given (a GLIP yaml or a preset)".into(),
+                ))
+            }
         };
         let bert = match &self.bert_config {
             Some(p) => BertConfig::from_file(p)?,
             None => BertConfig::default(),
         };
-        let wpath = self.weights.ok_or_else(|| Error::Config("no weights file given".into()))?;
+        let wpath = self
+            .weights
+            .ok_or_else(|| Error::Config("no weights file given".into()))?;
         let weights = crate::weights::load_weights(&wpath)?;
         let model = Glip::load(config, bert, &weights)?;
         drop(weights);
@@ -129,7 +139,15 @@ impl DetectorBuilder {
         post.atss.nms_thresh = pp.nms_th as f32;
         post.atss.detections_per_img = pp.detections_per_img;
         post.anchor_strides = model.config.anchors.strides.clone();
-        Ok(Detector { model, tokenizer, pre, post, threshold: self.threshold, pad_prompt: self.pad_prompt, prompt: None })
+        Ok(Detector {
+            model,
+            tokenizer,
+            pre,
+            post,
+            threshold: self.threshold,
+            pad_prompt: self.pad_prompt,
+            prompt: None,
+        })
     }
 }
 
@@ -172,7 +190,11 @@ impl Detector {
     }
 
     /// A free caption grounding the given phrases (each must occur in the caption).
-    pub fn set_prompt_with_phrases<S: AsRef<str>>(&mut self, caption: &str, phrases: &[S]) -> Result<()> {
+    pub fn set_prompt_with_phrases<S: AsRef<str>>(
+        &mut self,
+        caption: &str,
+        phrases: &[S],
+    ) -> Result<()> {
         self.set_prompt_parsed(Prompt::with_phrases(caption, phrases)?)
     }
 
@@ -185,16 +207,31 @@ impl Detector {
                 encoded.untruncated_ids.len()
             )));
         }
-        let t = if self.pad_prompt { encoded.input_ids.len() } else { encoded.num_real };
+        let t = if self.pad_prompt {
+            encoded.input_ids.len()
+        } else {
+            encoded.num_real
+        };
         let ids: Vec<i32> = encoded.input_ids[..t].iter().map(|&v| v as i32).collect();
-        let mask: Vec<i32> = encoded.attention_mask[..t].iter().map(|&v| v as i32).collect();
+        let mask: Vec<i32> = encoded.attention_mask[..t]
+            .iter()
+            .map(|&v| v as i32)
+            .collect();
         let mut positive_map = Vec::new();
-        for (label, toks) in encoded.labels().into_iter().zip(encoded.model_label_to_tokens()) {
+        for (label, toks) in encoded
+            .labels()
+            .into_iter()
+            .zip(encoded.model_label_to_tokens())
+        {
             let toks: Vec<usize> = toks.into_iter().filter(|&k| k < t).collect();
             positive_map.push((label, toks));
         }
         let text = self.model.encode_text(&ids, &mask)?;
-        self.prompt = Some(ActivePrompt { encoded, text, positive_map });
+        self.prompt = Some(ActivePrompt {
+            encoded,
+            text,
+            positive_map,
+        });
         Ok(())
     }
 
@@ -204,7 +241,9 @@ impl Detector {
     }
 
     fn active(&self) -> Result<&ActivePrompt> {
-        self.prompt.as_ref().ok_or_else(|| Error::Prompt("no prompt set: call set_prompt first".into()))
+        self.prompt
+            .as_ref()
+            .ok_or_else(|| Error::Prompt("no prompt set: call set_prompt first".into()))
     }
 
     /// Detect in an image file.
@@ -216,29 +255,48 @@ impl Detector {
     /// Detect in one RGB frame.
     pub fn detect(&self, image: &RgbImage8) -> Result<Vec<Detection>> {
         let mut v = self.detect_batch(std::slice::from_ref(image))?;
-        v.pop().ok_or_else(|| Error::Invalid("empty batch result".into()))
+        v.pop()
+            .ok_or_else(|| Error::Invalid("empty batch result".into()))
     }
 
     /// Detect in several frames with one forward pass. As in GLIP, the images are zero-padded
     /// to the batch's largest size, which changes results slightly compared with one at a time.
     pub fn detect_batch(&self, images: &[RgbImage8]) -> Result<Vec<Vec<Detection>>> {
-        let pre: Vec<Preprocessed> = images.iter().map(|im| preprocess::preprocess_image(im, &self.pre)).collect::<Result<_>>()?;
+        let pre: Vec<Preprocessed> = images
+            .iter()
+            .map(|im| preprocess::preprocess_image(im, &self.pre))
+            .collect::<Result<_>>()?;
         let (dets, _) = self.run(&pre, &mut Taps::disabled())?;
         Ok(dets)
     }
 
     /// The whole pipeline on preprocessed images, recording intermediates into `taps`.
-    pub fn run(&self, pre: &[Preprocessed], taps: &mut Taps) -> Result<(Vec<Vec<Detection>>, HeadOutputs)> {
+    pub fn run(
+        &self,
+        pre: &[Preprocessed],
+        taps: &mut Taps,
+    ) -> Result<(Vec<Vec<Detection>>, HeadOutputs)> {
         let p = self.active()?;
         let batch = stack_padded(pre)?;
         let mut out = self.model.forward(&batch, &p.text, taps)?;
         // GLIP sizes the score tensor by cls_logits (80 columns) and fails beyond; the scores
         // do not depend on it, so widen it to fit the prompt's labels.
-        let max_label = p.positive_map.iter().map(|(l, _)| *l as usize).max().unwrap_or(0);
+        let max_label = p
+            .positive_map
+            .iter()
+            .map(|(l, _)| *l as usize)
+            .max()
+            .unwrap_or(0);
         out.num_labels = out.num_labels.max(max_label);
         let sizes: Vec<(usize, usize)> = pre.iter().map(|x| x.resized_hw).collect();
         let per = postprocess::postprocess(&out, &p.positive_map, &sizes, &self.post)?;
-        let names: Vec<(u32, String)> = p.encoded.prompt.phrases.iter().map(|ph| (ph.label, ph.name.clone())).collect();
+        let names: Vec<(u32, String)> = p
+            .encoded
+            .prompt
+            .phrases
+            .iter()
+            .map(|ph| (ph.label, ph.name.clone()))
+            .collect();
         let mut all = Vec::with_capacity(per.len());
         for (dets, x) in per.iter().zip(pre) {
             let orig = postprocess::to_original_image(dets, x.original_hw);
@@ -250,7 +308,11 @@ impl Detector {
                     bbox: d.bbox,
                     score: d.score,
                     label: d.label,
-                    phrase: names.iter().find(|(l, _)| *l == d.label).map(|(_, n)| n.clone()).unwrap_or_default(),
+                    phrase: names
+                        .iter()
+                        .find(|(l, _)| *l == d.label)
+                        .map(|(_, n)| n.clone())
+                        .unwrap_or_default(),
                 })
                 .collect();
             all.push(v);
@@ -262,7 +324,9 @@ impl Detector {
 /// Zero-pad preprocessed images to the batch's largest padded size and stack them (GLIP's
 /// to_image_list).
 pub fn stack_padded(pre: &[Preprocessed]) -> Result<FeatureMap> {
-    let first = pre.first().ok_or_else(|| Error::Invalid("no images given".into()))?;
+    let first = pre
+        .first()
+        .ok_or_else(|| Error::Invalid("no images given".into()))?;
     let c = first.image.c;
     let h = pre.iter().map(|p| p.image.h).max().unwrap_or(0);
     let w = pre.iter().map(|p| p.image.w).max().unwrap_or(0);

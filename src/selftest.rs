@@ -223,17 +223,51 @@ fn logits(be: &CudaBackend) -> Result<Check> {
     use crate::backend::cuda::logits::{self as gl, DevicePositiveMap, DotShape};
     let (n, t, dim, labels) = (16_800, 256, 256, 80);
     let mut rng = Rng::new(17);
-    let vis: Vec<f16> = rng.normal_vec(dim * n, 1.0).into_iter().map(f16::from_f32).collect();
+    let vis: Vec<f16> = rng
+        .normal_vec(dim * n, 1.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
     let proj = rng.normal_vec(t * dim, 0.06);
     let tok_bias = rng.normal_vec(t, 1.0);
     let visf: Vec<f32> = vis.iter().map(|v| v.to_f32()).collect();
-    let want = cl::dot_logits(&visf, VisualLayout::ChannelMajor, &proj, &tok_bias, 1, n, t, dim, 1.0, cl::LOGIT_CLAMP)?;
+    let want = cl::dot_logits(
+        &visf,
+        VisualLayout::ChannelMajor,
+        &proj,
+        &tok_bias,
+        1,
+        n,
+        t,
+        dim,
+        1.0,
+        cl::LOGIT_CLAMP,
+    )?;
     let mut out = be.filled_f32(n * t, f32::NAN)?;
-    let s = DotShape { batch: 1, n_pos: n, n_txt: t, dim, channel_major: true, out_rows: n, out_row0: 0 };
-    gl::dot_f16(be, &s, &be.upload_f16(&vis)?, &be.upload_f32(&proj)?, &be.upload_f32(&tok_bias)?, 1.0, cl::LOGIT_CLAMP, &mut out)?;
+    let s = DotShape {
+        batch: 1,
+        n_pos: n,
+        n_txt: t,
+        dim,
+        channel_major: true,
+        out_rows: n,
+        out_row0: 0,
+    };
+    gl::dot_f16(
+        be,
+        &s,
+        &be.upload_f16(&vis)?,
+        &be.upload_f32(&proj)?,
+        &be.upload_f32(&tok_bias)?,
+        1.0,
+        cl::LOGIT_CLAMP,
+        &mut out,
+    )?;
     let got = be.download(&out)?;
     let e_dot = crate::testing::nse(&got, &want);
-    let map: Vec<(u32, Vec<usize>)> = (1..=labels as u32).map(|l| (l, vec![3 * l as usize - 2, 3 * l as usize - 1])).collect();
+    let map: Vec<(u32, Vec<usize>)> = (1..=labels as u32)
+        .map(|l| (l, vec![3 * l as usize - 2, 3 * l as usize - 1]))
+        .collect();
     let csr = PositiveMapCsr::new(&map, labels, t)?;
     let want_s = cl::phrase_mean(&want, n, t, &csr, labels)?;
     let dmap = DevicePositiveMap::upload(be, &csr, labels, t)?;
@@ -243,7 +277,11 @@ fn logits(be: &CudaBackend) -> Result<Check> {
     let e_mean = crate::testing::nse(&got_s, &want_s);
     let finite = got.iter().chain(&got_s).all(|v| !v.is_nan());
     let passed = finite && e_dot <= 1e-4 && e_mean <= 1e-8;
-    Ok(Check { family: "logits", passed, figure: format!("dot nse {e_dot:.1e} (tol 1e-4), phrase mean nse {e_mean:.1e} (tol 1e-8)") })
+    Ok(Check {
+        family: "logits",
+        passed,
+        figure: format!("dot nse {e_dot:.1e} (tol 1e-4), phrase mean nse {e_mean:.1e} (tol 1e-8)"),
+    })
 }
 
 /// ATSS post-processing of 2 images at GLIP-T sizes against the CPU twin: kept sets, scores
@@ -251,10 +289,16 @@ fn logits(be: &CudaBackend) -> Result<Check> {
 fn nms(be: &CudaBackend) -> Result<Check> {
     use crate::backend::cpu::nms::{self as cn, AtssConfig, Level, PackedInputs};
     use crate::backend::cuda::nms::{self as gn, NmsOutputs, NmsWorkspace};
-    let levels: Vec<Level> = [(100, 168, 8), (50, 84, 16), (25, 42, 32), (13, 21, 64), (7, 11, 128)]
-        .iter()
-        .map(|&(h, w, stride)| Level { h, w, stride })
-        .collect();
+    let levels: Vec<Level> = [
+        (100, 168, 8),
+        (50, 84, 16),
+        (25, 42, 32),
+        (13, 21, 64),
+        (7, 11, 128),
+    ]
+    .iter()
+    .map(|&(h, w, stride)| Level { h, w, stride })
+    .collect();
     let (batch, labels) = (2, 80);
     let n = cn::level_offsets(&levels)[levels.len()];
     let mut rng = Rng::new(19);
@@ -269,14 +313,32 @@ fn nms(be: &CudaBackend) -> Result<Check> {
     });
     let hw = [(800.0, 1333.0), (784.0, 1293.0)];
     let cfg = AtssConfig::default();
-    let packed = PackedInputs { scores: &scores, centerness: &ctr, bbox_reg: &reg, num_labels: labels, levels: &levels };
+    let packed = PackedInputs {
+        scores: &scores,
+        centerness: &ctr,
+        bbox_reg: &reg,
+        num_labels: labels,
+        levels: &levels,
+    };
     let want = cn::postprocess(&packed, &hw, &cfg)?;
     let p = gn::params(&levels, labels, &hw, &cfg)?;
     let mut ws = NmsWorkspace::new(be, &p)?;
     let mut out = NmsOutputs::new(be, &p)?;
-    gn::atss_postprocess(be, &p, &be.upload_f32(&scores)?, &be.upload_f32(&ctr)?, &be.upload_f32(&reg)?, &mut ws, &mut out)?;
+    gn::atss_postprocess(
+        be,
+        &p,
+        &be.upload_f32(&scores)?,
+        &be.upload_f32(&ctr)?,
+        &be.upload_f32(&reg)?,
+        &mut ws,
+        &mut out,
+    )?;
     let got = out.download(be, &p, &levels)?;
-    let key = |v: &Vec<cn::Candidate>| v.iter().map(|d| (d.level, d.anchor, d.label)).collect::<Vec<_>>();
+    let key = |v: &Vec<cn::Candidate>| {
+        v.iter()
+            .map(|d| (d.level, d.anchor, d.label))
+            .collect::<Vec<_>>()
+    };
     let same = got.len() == want.len() && got.iter().zip(&want).all(|(g, w)| key(g) == key(w));
     let mut d = 0f32;
     for (g, w) in got.iter().zip(&want) {

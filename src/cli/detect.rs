@@ -63,9 +63,16 @@ struct ImageResult<'a> {
 
 pub fn run(a: Args) -> Result {
     if !(a.threshold.is_finite() && (0.0..=1.0).contains(&a.threshold)) {
-        return Err(Error::Invalid(format!("--threshold {} must be in [0, 1]", a.threshold)));
+        return Err(Error::Invalid(format!(
+            "--threshold {} must be in [0, 1]",
+            a.threshold
+        )));
     }
-    let mut b = Detector::builder().config(&a.config).weights(&a.weights).threshold(a.threshold).pad_prompt(a.pad_prompt);
+    let mut b = Detector::builder()
+        .config(&a.config)
+        .weights(&a.weights)
+        .threshold(a.threshold)
+        .pad_prompt(a.pad_prompt);
     if let Some(p) = &a.bert_config {
         b = b.bert_config(p);
     }
@@ -86,7 +93,11 @@ pub fn run(a: Args) -> Result {
         let result = (|| -> glip_rt::Result<(Vec<Detection>, (usize, usize))> {
             let img = preprocess::load_image(path, det.preprocess_config().exif_orientation)?;
             let pre = preprocess::preprocess_image(&img, det.preprocess_config())?;
-            let mut taps = if i == 0 && a.dump.is_some() { Taps::enabled() } else { Taps::disabled() };
+            let mut taps = if i == 0 && a.dump.is_some() {
+                Taps::enabled()
+            } else {
+                Taps::disabled()
+            };
             let (mut dets, _) = det.run(std::slice::from_ref(&pre), &mut taps)?;
             if let (Some(dump), true) = (&a.dump, i == 0) {
                 glip_rt::model::glip::write_taps(dump, &taps)?;
@@ -96,10 +107,16 @@ pub fn run(a: Args) -> Result {
         })();
         match result {
             Ok((dets, (h, w))) => {
-                let res = ImageResult { image: path.display().to_string(), width: w, height: h, detections: &dets };
+                let res = ImageResult {
+                    image: path.display().to_string(),
+                    width: w,
+                    height: h,
+                    detections: &dets,
+                };
                 match a.format {
                     Format::Json => {
-                        let line = serde_json::to_string(&res).map_err(|e| Error::Invalid(format!("json: {e}")))?;
+                        let line = serde_json::to_string(&res)
+                            .map_err(|e| Error::Invalid(format!("json: {e}")))?;
                         let _ = writeln!(out, "{line}");
                     }
                     Format::Text => {
@@ -108,7 +125,12 @@ pub fn run(a: Args) -> Result {
                             let _ = writeln!(
                                 out,
                                 "  {:>6.4}  {:<24} [{:.1}, {:.1}, {:.1}, {:.1}]",
-                                d.score, format!("{} ({})", d.phrase, d.label), d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]
+                                d.score,
+                                format!("{} ({})", d.phrase, d.label),
+                                d.bbox[0],
+                                d.bbox[1],
+                                d.bbox[2],
+                                d.bbox[3]
                             );
                         }
                     }
@@ -121,5 +143,9 @@ pub fn run(a: Args) -> Result {
         }
     }
     let _ = out.flush();
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -37,7 +37,10 @@ pub struct Taps {
 
 impl Taps {
     pub fn enabled() -> Self {
-        Taps { enabled: true, tensors: Vec::new() }
+        Taps {
+            enabled: true,
+            tensors: Vec::new(),
+        }
     }
     pub fn disabled() -> Self {
         Taps::default()
@@ -50,7 +53,8 @@ impl Taps {
     }
     fn seq(&mut self, name: impl Into<String>, shape: &[usize], data: &[f32]) -> Result<()> {
         if self.enabled {
-            self.tensors.push((name.into(), Tensor::from_f32(shape, data.to_vec())?));
+            self.tensors
+                .push((name.into(), Tensor::from_f32(shape, data.to_vec())?));
         }
         Ok(())
     }
@@ -83,7 +87,12 @@ impl Glip {
         let expected = expected_keys(&config, &bert_config);
         crate::weights::validate_keys(w, &expected, crate::weights::glip_ignorable)?;
         let swin = Swin::load(w, "backbone.body.", &config.swin)?;
-        let fpn = Fpn::load(w, "backbone.fpn.", config.fpn.in_channels, config.fpn.out_channels)?;
+        let fpn = Fpn::load(
+            w,
+            "backbone.fpn.",
+            config.fpn.in_channels,
+            config.fpn.out_channels,
+        )?;
         let language = BertModel::load(w, "language_backbone.body.model.", &bert_config)?;
         let mut tower = Vec::with_capacity(config.dyhead.num_convs);
         for i in 0..config.dyhead.num_convs {
@@ -95,14 +104,26 @@ impl Glip {
             });
         }
         let head = Head::load(w, "rpn.head.")?;
-        Ok(Glip { config, bert_config, swin, fpn, language, tower, head })
+        Ok(Glip {
+            config,
+            bert_config,
+            swin,
+            fpn,
+            language,
+            tower,
+            head,
+        })
     }
 
     /// Runs the language backbone on one prompt's ids (any length t ≤ 512: GLIP pads to 256,
     /// glip-rt may pass only the real tokens — the outputs on real tokens are the same).
     pub fn encode_text(&self, ids: &[i32], mask: &[i32]) -> Result<TextFeatures> {
         if ids.is_empty() || ids.len() != mask.len() {
-            return Err(Error::Prompt(format!("{} token ids with {} mask values", ids.len(), mask.len())));
+            return Err(Error::Prompt(format!(
+                "{} token ids with {} mask values",
+                ids.len(),
+                mask.len()
+            )));
         }
         if ids.len() > self.bert_config.max_position_embeddings {
             return Err(Error::Prompt(format!(
@@ -113,12 +134,22 @@ impl Glip {
         }
         let t = ids.len();
         let hidden = self.language.forward(ids, mask, 1, t)?;
-        Ok(TextFeatures { ids: ids.to_vec(), mask: mask.to_vec(), t, hidden })
+        Ok(TextFeatures {
+            ids: ids.to_vec(),
+            mask: mask.to_vec(),
+            t,
+            hidden,
+        })
     }
 
     /// The network from pixels to head outputs. `images`: [B, 3, H, W] normalised, padded to
     /// the size divisibility; every image is grounded on the same prompt.
-    pub fn forward(&self, images: &FeatureMap, text: &TextFeatures, taps: &mut Taps) -> Result<HeadOutputs> {
+    pub fn forward(
+        &self,
+        images: &FeatureMap,
+        text: &TextFeatures,
+        taps: &mut Taps,
+    ) -> Result<HeadOutputs> {
         let b = images.n;
         let t = text.t;
         let hd = self.bert_config.hidden_size;
@@ -128,9 +159,14 @@ impl Glip {
         }
         let n = stages.len();
         if n < 3 {
-            return Err(Error::shape("Glip::forward", format!("backbone gave {n} stages, the FPN needs 3")));
+            return Err(Error::shape(
+                "Glip::forward",
+                format!("backbone gave {n} stages, the FPN needs 3"),
+            ));
         }
-        let pyramid = self.fpn.forward(&stages[n - 3], &stages[n - 2], &stages[n - 1])?;
+        let pyramid = self
+            .fpn
+            .forward(&stages[n - 3], &stages[n - 2], &stages[n - 1])?;
         for (i, p) in pyramid.iter().enumerate() {
             taps.map(format!("fpn.p{}", i + 3), p)?;
         }
@@ -149,9 +185,17 @@ impl Glip {
             for (k, m) in v.iter().enumerate() {
                 taps.map(format!("tower.{}.VLFuse.visual.{k}", 3 * i), m)?;
             }
-            taps.seq(format!("tower.{}.VLFuse.lang_hidden", 3 * i), &[b, t, hd], &l)?;
+            taps.seq(
+                format!("tower.{}.VLFuse.lang_hidden", 3 * i),
+                &[b, t, hd],
+                &l,
+            )?;
             lang = layer.bert.forward(&l, &mask, b, t)?;
-            taps.seq(format!("tower.{}.BertEncoderLayer.lang_hidden", 3 * i + 1), &[b, t, hd], &lang)?;
+            taps.seq(
+                format!("tower.{}.BertEncoderLayer.lang_hidden", 3 * i + 1),
+                &[b, t, hd],
+                &lang,
+            )?;
             visual = layer.dyconv.forward(&v)?;
             for (k, m) in visual.iter().enumerate() {
                 taps.map(format!("tower.{}.DyConv.visual.{k}", 3 * i + 2), m)?;
@@ -180,7 +224,10 @@ pub fn expected_keys(cfg: &GlipConfig, bert: &BertConfig) -> Vec<(String, Vec<us
     let s = &cfg.swin;
     let e = s.embed_dim;
     let p = "backbone.body.";
-    add(format!("{p}patch_embed.proj.weight"), &[e, 3, s.patch_size, s.patch_size]);
+    add(
+        format!("{p}patch_embed.proj.weight"),
+        &[e, 3, s.patch_size, s.patch_size],
+    );
     add(format!("{p}patch_embed.proj.bias"), &[e]);
     add(format!("{p}patch_embed.norm.weight"), &[e]);
     add(format!("{p}patch_embed.norm.bias"), &[e]);
@@ -195,7 +242,10 @@ pub fn expected_keys(cfg: &GlipConfig, bert: &BertConfig) -> Vec<(String, Vec<us
                 add(format!("{b}{n}.weight"), &[c]);
                 add(format!("{b}{n}.bias"), &[c]);
             }
-            add(format!("{b}attn.relative_position_bias_table"), &[win, heads]);
+            add(
+                format!("{b}attn.relative_position_bias_table"),
+                &[win, heads],
+            );
             add(format!("{b}attn.qkv.weight"), &[3 * c, c]);
             add(format!("{b}attn.qkv.bias"), &[3 * c]);
             add(format!("{b}attn.proj.weight"), &[c, c]);
@@ -208,7 +258,10 @@ pub fn expected_keys(cfg: &GlipConfig, bert: &BertConfig) -> Vec<(String, Vec<us
         if i + 1 < stages {
             add(format!("{p}layers.{i}.downsample.norm.weight"), &[4 * c]);
             add(format!("{p}layers.{i}.downsample.norm.bias"), &[4 * c]);
-            add(format!("{p}layers.{i}.downsample.reduction.weight"), &[2 * c, 4 * c]);
+            add(
+                format!("{p}layers.{i}.downsample.reduction.weight"),
+                &[2 * c, 4 * c],
+            );
         }
         if i > 0 || s.norm_first_stage {
             add(format!("{p}norm{i}.weight"), &[c]);
@@ -220,7 +273,10 @@ pub fn expected_keys(cfg: &GlipConfig, bert: &BertConfig) -> Vec<(String, Vec<us
     let o = f.out_channels;
     for (j, &cin) in f.in_channels.iter().enumerate() {
         let lvl = j + 2;
-        add(format!("backbone.fpn.fpn_inner{lvl}.weight"), &[o, cin, 1, 1]);
+        add(
+            format!("backbone.fpn.fpn_inner{lvl}.weight"),
+            &[o, cin, 1, 1],
+        );
         add(format!("backbone.fpn.fpn_inner{lvl}.bias"), &[o]);
         add(format!("backbone.fpn.fpn_layer{lvl}.weight"), &[o, o, 3, 3]);
         add(format!("backbone.fpn.fpn_layer{lvl}.bias"), &[o]);
@@ -232,9 +288,18 @@ pub fn expected_keys(cfg: &GlipConfig, bert: &BertConfig) -> Vec<(String, Vec<us
     // Language backbone (HF BertModel without pooler).
     let h = bert.hidden_size;
     let lp = "language_backbone.body.model.";
-    add(format!("{lp}embeddings.word_embeddings.weight"), &[bert.vocab_size, h]);
-    add(format!("{lp}embeddings.position_embeddings.weight"), &[bert.max_position_embeddings, h]);
-    add(format!("{lp}embeddings.token_type_embeddings.weight"), &[bert.type_vocab_size, h]);
+    add(
+        format!("{lp}embeddings.word_embeddings.weight"),
+        &[bert.vocab_size, h],
+    );
+    add(
+        format!("{lp}embeddings.position_embeddings.weight"),
+        &[bert.max_position_embeddings, h],
+    );
+    add(
+        format!("{lp}embeddings.token_type_embeddings.weight"),
+        &[bert.type_vocab_size, h],
+    );
     add(format!("{lp}embeddings.LayerNorm.weight"), &[h]);
     add(format!("{lp}embeddings.LayerNorm.bias"), &[h]);
     let bert_layer = |add: &mut dyn FnMut(String, &[usize]), pre: &str| {
@@ -246,9 +311,18 @@ pub fn expected_keys(cfg: &GlipConfig, bert: &BertConfig) -> Vec<(String, Vec<us
         add(format!("{pre}attention.output.dense.bias"), &[h]);
         add(format!("{pre}attention.output.LayerNorm.weight"), &[h]);
         add(format!("{pre}attention.output.LayerNorm.bias"), &[h]);
-        add(format!("{pre}intermediate.dense.weight"), &[bert.intermediate_size, h]);
-        add(format!("{pre}intermediate.dense.bias"), &[bert.intermediate_size]);
-        add(format!("{pre}output.dense.weight"), &[h, bert.intermediate_size]);
+        add(
+            format!("{pre}intermediate.dense.weight"),
+            &[bert.intermediate_size, h],
+        );
+        add(
+            format!("{pre}intermediate.dense.bias"),
+            &[bert.intermediate_size],
+        );
+        add(
+            format!("{pre}output.dense.weight"),
+            &[h, bert.intermediate_size],
+        );
         add(format!("{pre}output.dense.bias"), &[h]);
         add(format!("{pre}output.LayerNorm.weight"), &[h]);
         add(format!("{pre}output.LayerNorm.bias"), &[h]);
@@ -268,7 +342,12 @@ pub fn expected_keys(cfg: &GlipConfig, bert: &BertConfig) -> Vec<(String, Vec<us
         add(format!("{fp}layer_norm_v.bias"), &[c]);
         add(format!("{fp}layer_norm_l.weight"), &[ld]);
         add(format!("{fp}layer_norm_l.bias"), &[ld]);
-        for (n, din) in [("v_proj", c), ("l_proj", ld), ("values_v_proj", c), ("values_l_proj", ld)] {
+        for (n, din) in [
+            ("v_proj", c),
+            ("l_proj", ld),
+            ("values_v_proj", c),
+            ("values_l_proj", ld),
+        ] {
             add(format!("{fp}attn.{n}.weight"), &[emb, din]);
             add(format!("{fp}attn.{n}.bias"), &[emb]);
         }
@@ -302,7 +381,10 @@ pub fn expected_keys(cfg: &GlipConfig, bert: &BertConfig) -> Vec<(String, Vec<us
     add("rpn.head.bbox_pred.bias".into(), &[4]);
     add("rpn.head.centerness.weight".into(), &[1, c, 1, 1]);
     add("rpn.head.centerness.bias".into(), &[1]);
-    add("rpn.head.dot_product_projection_text.weight".into(), &[c, ld]);
+    add(
+        "rpn.head.dot_product_projection_text.weight".into(),
+        &[c, ld],
+    );
     add("rpn.head.dot_product_projection_text.bias".into(), &[c]);
     add("rpn.head.log_scale".into(), &[1]);
     add("rpn.head.bias0".into(), &[1]);
@@ -319,7 +401,11 @@ pub fn write_taps(path: &std::path::Path, taps: &Taps) -> Result<()> {
     let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(taps.tensors.len());
     for (name, t) in &taps.tensors {
         let v = t.to_f32_vec()?;
-        bufs.push((name.clone(), t.shape().to_vec(), v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+        bufs.push((
+            name.clone(),
+            t.shape().to_vec(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
     }
     let mut views = Vec::with_capacity(bufs.len());
     for (name, shape, bytes) in &bufs {
@@ -327,5 +413,6 @@ pub fn write_taps(path: &std::path::Path, taps: &Taps) -> Result<()> {
             .map_err(|e| Error::Invalid(format!("dump tensor `{name}`: {e}")))?;
         views.push((name.clone(), view));
     }
-    safetensors::serialize_to_file(views, None, path).map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
+    safetensors::serialize_to_file(views, None, path)
+        .map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
 }

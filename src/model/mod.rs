@@ -13,11 +13,11 @@ pub mod config;
 pub mod dyconv;
 pub mod fpn;
 pub mod glip;
+pub mod head;
 pub mod layers;
+pub mod postprocess;
 pub mod swin;
 pub mod vlfuse;
-pub mod head;
-pub mod postprocess;
 
 /// Named host tensors (floats as f32), as read from a safetensors file.
 #[derive(Default)]
