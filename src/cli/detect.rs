@@ -121,7 +121,10 @@ pub fn run(a: Args) -> Result {
                     }
                     Format::Text => {
                         let _ = writeln!(out, "{} ({w}x{h}): {} detections", res.image, dets.len());
-                        for d in &dets {
+                        // Highest score first for reading; JSON keeps GLIP's order.
+                        let mut shown: Vec<&Detection> = dets.iter().collect();
+                        shown.sort_by(|x, y| y.score.total_cmp(&x.score));
+                        for d in shown {
                             let _ = writeln!(
                                 out,
                                 "  {:>6.4}  {:<24} [{:.1}, {:.1}, {:.1}, {:.1}]",
