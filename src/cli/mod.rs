@@ -1,5 +1,6 @@
 //! The `glip` command line: one module per subcommand.
 
+pub mod bench;
 pub mod convert;
 pub mod detect;
 pub mod doctor;
@@ -22,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Build facts, CUDA driver and devices, and a GPU-vs-CPU check of every kernel family.
     Doctor(doctor::Args),
+    /// End-to-end speed with GLIP-T-shaped random weights, per stage.
+    Bench(bench::Args),
     /// Detect the phrases of a prompt in images (boxes in original-image pixels).
     Detect(detect::Args),
     /// Convert a PyTorch GLIP checkpoint (.pth) to safetensors, without Python.
@@ -33,6 +36,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> crate_result::Result {
     match cli.command {
         Command::Doctor(a) => doctor::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Tokenize(a) => tokenize::run(a),

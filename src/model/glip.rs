@@ -33,13 +33,15 @@ pub struct TextFeatures {
 pub struct Taps {
     enabled: bool,
     pub tensors: Vec<(String, Tensor)>,
+    /// Wall time of each stage of the last forward (always recorded; cheap).
+    pub timings: Vec<(String, std::time::Duration)>,
 }
 
 impl Taps {
     pub fn enabled() -> Self {
         Taps {
             enabled: true,
-            tensors: Vec::new(),
+            ..Taps::default()
         }
     }
     pub fn disabled() -> Self {
@@ -57,6 +59,9 @@ impl Taps {
                 .push((name.into(), Tensor::from_f32(shape, data.to_vec())?));
         }
         Ok(())
+    }
+    fn time(&mut self, stage: impl Into<String>, since: std::time::Instant) {
+        self.timings.push((stage.into(), since.elapsed()));
     }
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
@@ -153,7 +158,9 @@ impl Glip {
         let b = images.n;
         let t = text.t;
         let hd = self.bert_config.hidden_size;
+        let t0 = std::time::Instant::now();
         let stages = self.swin.forward(images)?;
+        taps.time("backbone (Swin)", t0);
         for (i, s) in stages.iter().enumerate() {
             taps.map(format!("backbone.stage{}", i + 2), s)?;
         }
@@ -164,9 +171,11 @@ impl Glip {
                 format!("backbone gave {n} stages, the FPN needs 3"),
             ));
         }
+        let t0 = std::time::Instant::now();
         let pyramid = self
             .fpn
             .forward(&stages[n - 3], &stages[n - 2], &stages[n - 1])?;
+        taps.time("fpn", t0);
         for (i, p) in pyramid.iter().enumerate() {
             taps.map(format!("fpn.p{}", i + 3), p)?;
         }
@@ -181,7 +190,9 @@ impl Glip {
         }
         let mut visual: Vec<FeatureMap> = pyramid.to_vec();
         for (i, layer) in self.tower.iter().enumerate() {
+            let t0 = std::time::Instant::now();
             let (v, l) = layer.fuse.forward(&visual, &lang, &mask, t)?;
+            taps.time(format!("tower.{i} VLFuse"), t0);
             for (k, m) in v.iter().enumerate() {
                 taps.map(format!("tower.{}.VLFuse.visual.{k}", 3 * i), m)?;
             }
@@ -190,18 +201,24 @@ impl Glip {
                 &[b, t, hd],
                 &l,
             )?;
+            let t0 = std::time::Instant::now();
             lang = layer.bert.forward(&l, &mask, b, t)?;
+            taps.time(format!("tower.{i} BertEncoderLayer"), t0);
             taps.seq(
                 format!("tower.{}.BertEncoderLayer.lang_hidden", 3 * i + 1),
                 &[b, t, hd],
                 &lang,
             )?;
+            let t0 = std::time::Instant::now();
             visual = layer.dyconv.forward(&v)?;
+            taps.time(format!("tower.{i} DyConv"), t0);
             for (k, m) in visual.iter().enumerate() {
                 taps.map(format!("tower.{}.DyConv.visual.{k}", 3 * i + 2), m)?;
             }
         }
+        let t0 = std::time::Instant::now();
         let out = self.head.forward(&visual, &lang, b, t)?;
+        taps.time("head", t0);
         for (l, (reg, ctr)) in out.bbox_reg.iter().zip(&out.centerness).enumerate() {
             taps.map(format!("bbox_reg.{l}"), reg)?;
             taps.map(format!("centerness.{l}"), ctr)?;
@@ -415,4 +432,51 @@ pub fn write_taps(path: &std::path::Path, taps: &Taps) -> Result<()> {
     }
     safetensors::serialize_to_file(views, None, path)
         .map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
+}
+
+/// A complete checkpoint of random weights for `cfg` (for benchmarks and smoke tests):
+/// Linear/conv weights uniform with variance 1/fan_in, norms at 1, biases small, and GLIP's
+/// initial values for the head scalars, so activations stay in a realistic range.
+pub fn random_weights(cfg: &GlipConfig, bert: &BertConfig, seed: u64) -> Result<WeightMap> {
+    use rayon::prelude::*;
+    let keys = expected_keys(cfg, bert);
+    let tensors: Result<Vec<(String, Tensor)>> = keys
+        .par_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n: usize = shape.iter().product();
+            let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+            let mut rng = crate::testing::Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9));
+            let is_norm = name.ends_with("norm.weight")
+                || name.contains("LayerNorm.weight")
+                || name.contains("norm1.weight")
+                || name.contains("norm2.weight")
+                || name.contains("layer_norm_") && name.ends_with(".weight")
+                || name.ends_with("bn.weight")
+                || (name.contains(".norm") && name.ends_with(".weight") && shape.len() == 1);
+            let data: Vec<f32> = if name.ends_with("scale") && shape == &[1] {
+                vec![if name.ends_with("log_scale") {
+                    0.0
+                } else {
+                    1.0
+                }]
+            } else if name.ends_with("bias0") {
+                vec![-(0.99f32 / 0.01).ln()]
+            } else if name.ends_with("gamma_v") || name.ends_with("gamma_l") {
+                vec![1.0 / cfg.dyhead.num_convs.max(1) as f32; n]
+            } else if is_norm {
+                vec![1.0; n]
+            } else if shape.len() == 1 {
+                rng.uniform_vec(n, -0.01, 0.01)
+            } else {
+                let a = (3.0 / fan_in as f32).sqrt();
+                rng.uniform_vec(n, -a, a)
+            };
+            Ok((name.clone(), Tensor::from_f32(shape, data)?))
+        })
+        .collect();
+    Ok(WeightMap::new(
+        format!("random weights (seed {seed})"),
+        tensors?.into_iter().collect(),
+    ))
 }

@@ -1,0 +1,176 @@
+//! `glip bench`: end-to-end speed of GLIP-T-shaped random weights, per stage.
+
+use super::crate_result::Result;
+use glip_rt::model::config::{BertConfig, GlipConfig};
+use glip_rt::model::glip::{random_weights, Glip, Taps};
+use glip_rt::model::postprocess::{self, PostprocessConfig};
+use glip_rt::preprocess::{preprocess_image, PreprocessConfig, RgbImage8};
+use glip_rt::testing::Rng;
+use glip_rt::Error;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where to run (the CUDA end-to-end path is not built yet; its kernels have benches).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Model: GLIP-T or GLIP-L shapes.
+    #[arg(long, default_value = "glip-t")]
+    pub model: String,
+    /// Image size HxW before GLIP's resize (800x1333 gives the 800x1344 network input).
+    #[arg(long, default_value = "800x1333")]
+    pub size: String,
+    /// Prompt lengths to run (tokens incl. [CLS]/[SEP]); GLIP pads to 256.
+    #[arg(long, value_delimiter = ',', default_value = "256,8")]
+    pub tokens: Vec<usize>,
+    /// Timed runs per prompt length (after one warm-up run).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+}
+
+pub fn run(a: Args) -> Result {
+    if a.device == DeviceArg::Cuda {
+        return Err(Error::Invalid(
+            "the end-to-end CUDA path is not implemented yet; per-kernel CUDA benches: cargo bench -- cuda_".into(),
+        ));
+    }
+    let cfg = match a.model.as_str() {
+        "glip-t" => GlipConfig::glip_t(),
+        "glip-l" => GlipConfig::glip_l(),
+        m => {
+            return Err(Error::Invalid(format!(
+                "--model {m}: expected glip-t or glip-l"
+            )))
+        }
+    };
+    let (h, w) = a
+        .size
+        .split_once('x')
+        .and_then(|(h, w)| Some((h.parse::<usize>().ok()?, w.parse::<usize>().ok()?)))
+        .ok_or_else(|| Error::Invalid(format!("--size {}: expected HxW, e.g. 800x1333", a.size)))?;
+    let bert = BertConfig::default();
+    let t0 = Instant::now();
+    let weights = random_weights(&cfg, &bert, 1)?;
+    let model = Glip::load(cfg, bert, &weights)?;
+    drop(weights);
+    println!(
+        "model: {} with random weights, built in {:.1} s; {} rayon threads",
+        a.model,
+        t0.elapsed().as_secs_f64(),
+        rayon::current_num_threads()
+    );
+    let mut rng = Rng::new(2);
+    let pixels: Vec<u8> = (0..h * w * 3)
+        .map(|_| (rng.next_u64() >> 56) as u8)
+        .collect();
+    let img = RgbImage8::new(w, h, pixels)?;
+    let t0 = Instant::now();
+    let pre = preprocess_image(&img, &PreprocessConfig::default())?;
+    let t_pre = t0.elapsed();
+    println!(
+        "input {h}x{w} -> network input {}x{} (preprocess {:.3} s)",
+        pre.image.h,
+        pre.image.w,
+        t_pre.as_secs_f64()
+    );
+    for &t in &a.tokens {
+        if !(3..=512).contains(&t) {
+            return Err(Error::Invalid(format!("--tokens {t}: must be in 3..=512")));
+        }
+        // [CLS] tokens [SEP] with random word ids; the last third is padding when t == 256
+        // (GLIP's padded form), otherwise all real.
+        let real = if t == 256 { 200 } else { t };
+        let ids: Vec<i32> = (0..t)
+            .map(|i| {
+                if i == 0 {
+                    101
+                } else if i + 1 == real {
+                    102
+                } else if i < real {
+                    1000 + (i as i32 * 37) % 20000
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mask: Vec<i32> = (0..t).map(|i| (i < real) as i32).collect();
+        let positive_map: Vec<(u32, Vec<usize>)> = (1..real.saturating_sub(1))
+            .step_by(2)
+            .take(80)
+            .enumerate()
+            .map(|(l, tok)| (l as u32 + 1, vec![tok]))
+            .collect();
+        for run in 0..=a.runs {
+            let mut taps = Taps::disabled();
+            let s = Instant::now();
+            let text = model.encode_text(&ids, &mask)?;
+            let t_lang = s.elapsed();
+            let f = Instant::now();
+            let out = model.forward(&pre.image, &text, &mut taps)?;
+            let t_fwd = f.elapsed();
+            let p = Instant::now();
+            let dets = postprocess::postprocess(
+                &out,
+                &positive_map,
+                &[pre.resized_hw],
+                &PostprocessConfig::default(),
+            )?;
+            let t_post = p.elapsed();
+            if run == 0 {
+                continue; // warm-up
+            }
+            println!(
+                "\ntokens {t} ({real} real), run {run}: {} detections",
+                dets[0].detections.len()
+            );
+            println!("  {:<28} {:>9}", "stage", "seconds");
+            println!("  {:<28} {:>9.3}", "preprocess", t_pre.as_secs_f64());
+            println!(
+                "  {:<28} {:>9.3}",
+                "language backbone (cached)",
+                t_lang.as_secs_f64()
+            );
+            let mut groups: Vec<(String, f64)> = Vec::new();
+            for (name, d) in &taps.timings {
+                let key = name
+                    .split_once(' ')
+                    .map(|(_, k)| k.to_string())
+                    .filter(|_| name.starts_with("tower."))
+                    .unwrap_or(name.clone());
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some(g) => g.1 += d.as_secs_f64(),
+                    None => groups.push((key, d.as_secs_f64())),
+                }
+            }
+            for (k, s) in &groups {
+                println!(
+                    "  {:<28} {:>9.3}",
+                    if taps
+                        .timings
+                        .iter()
+                        .any(|(n, _)| n.ends_with(k.as_str()) && n.starts_with("tower."))
+                    {
+                        format!("{k} x{}", model.config.dyhead.num_convs)
+                    } else {
+                        k.clone()
+                    },
+                    s
+                );
+            }
+            println!("  {:<28} {:>9.3}", "post-processing", t_post.as_secs_f64());
+            println!(
+                "  {:<28} {:>9.3}",
+                "total per frame (no lang)",
+                (t_pre + t_fwd + t_post).as_secs_f64()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
