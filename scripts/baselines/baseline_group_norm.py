@@ -13,6 +13,9 @@ xs = {k: torch.randn(1, 256, h, w, device=dev, dtype=dt) for k, (h, w) in levels
 with torch.no_grad():
     for k, x in xs.items():
         res[f"group_norm/{k}"] = {"ms": time_ms(lambda: gn(x), dev, a.reps), "bytes": 2 * x.numel() * 2}
+    small = [xs["p5"], xs["p6"], xs["p7"]]
+    res["group_norm/p5_p7"] = {"ms": time_ms(lambda: [gn(x) for x in small], dev, a.reps),
+                               "bytes": sum(2 * x.numel() * 2 for x in small)}
     res["group_norm/all_levels"] = {"ms": time_ms(lambda: [gn(x) for x in xs.values()], dev, a.reps),
                                     "bytes": sum(2 * x.numel() * 2 for x in xs.values())}
 write(a.json, res)
