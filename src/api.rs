@@ -151,11 +151,17 @@ impl DetectorBuilder {
     }
 }
 
-struct ActivePrompt {
+struct PromptChunk {
     encoded: EncodedPrompt,
     text: TextFeatures,
     /// (label, token indices) for post-processing, tokens < t.
     positive_map: Vec<(u32, Vec<usize>)>,
+}
+
+struct ActivePrompt {
+    chunks: Vec<PromptChunk>,
+    /// (label, phrase text) of every phrase, over all chunks.
+    names: Vec<(u32, String)>,
 }
 
 pub struct Detector {
@@ -198,46 +204,84 @@ impl Detector {
         self.set_prompt_parsed(Prompt::with_phrases(caption, phrases)?)
     }
 
+    /// Sets an already-built prompt. A prompt over GLIP's 256 tokens is split into chunks of
+    /// whole phrases that each fit (labels kept global); every frame then runs once per chunk
+    /// and the chunks' detections are concatenated without NMS across them, as GLIP's chunked
+    /// evaluation does.
     pub fn set_prompt_parsed(&mut self, prompt: Prompt) -> Result<()> {
         let encoded = self.tokenizer.encode(&prompt)?;
-        if encoded.truncated() {
-            return Err(Error::Prompt(format!(
-                "the prompt has {} tokens, more than GLIP's 256; split the phrases over several prompts \
-                 (glip_rt::tokenizer::chunk_to_fit does it as GLIP's chunked evaluation)",
-                encoded.untruncated_ids.len()
-            )));
-        }
-        let t = if self.pad_prompt {
-            encoded.input_ids.len()
-        } else {
-            encoded.num_real
-        };
-        let ids: Vec<i32> = encoded.input_ids[..t].iter().map(|&v| v as i32).collect();
-        let mask: Vec<i32> = encoded.attention_mask[..t]
-            .iter()
-            .map(|&v| v as i32)
-            .collect();
-        let mut positive_map = Vec::new();
-        for (label, toks) in encoded
-            .labels()
+        let chunks = if encoded.truncated() {
+            let names = prompt.names();
+            crate::tokenizer::chunk_to_fit(
+                &self.tokenizer,
+                &names,
+                crate::tokenizer::MAX_QUERY_LEN,
+            )?
             .into_iter()
-            .zip(encoded.model_label_to_tokens())
-        {
-            let toks: Vec<usize> = toks.into_iter().filter(|&k| k < t).collect();
-            positive_map.push((label, toks));
+            .map(|c| self.tokenizer.encode(&c))
+            .collect::<Result<Vec<_>>>()?
+        } else {
+            vec![encoded]
+        };
+        let mut states = Vec::with_capacity(chunks.len());
+        for encoded in chunks {
+            if encoded.truncated() {
+                return Err(Error::Prompt(format!(
+                    "a phrase of the prompt alone is longer than GLIP's 256 tokens ({} tokens)",
+                    encoded.untruncated_ids.len()
+                )));
+            }
+            let t = if self.pad_prompt {
+                encoded.input_ids.len()
+            } else {
+                encoded.num_real
+            };
+            let ids: Vec<i32> = encoded.input_ids[..t].iter().map(|&v| v as i32).collect();
+            let mask: Vec<i32> = encoded.attention_mask[..t]
+                .iter()
+                .map(|&v| v as i32)
+                .collect();
+            let mut positive_map = Vec::new();
+            for (label, toks) in encoded
+                .labels()
+                .into_iter()
+                .zip(encoded.model_label_to_tokens())
+            {
+                positive_map.push((label, toks.into_iter().filter(|&k| k < t).collect()));
+            }
+            let text = self.model.encode_text(&ids, &mask)?;
+            states.push(PromptChunk {
+                encoded,
+                text,
+                positive_map,
+            });
         }
-        let text = self.model.encode_text(&ids, &mask)?;
+        let names = prompt
+            .phrases
+            .iter()
+            .map(|ph| (ph.label, ph.name.clone()))
+            .collect();
         self.prompt = Some(ActivePrompt {
-            encoded,
-            text,
-            positive_map,
+            chunks: states,
+            names,
         });
         Ok(())
     }
 
-    /// The current prompt, as encoded.
+    /// The prompt's chunks as encoded (one unless the prompt exceeds 256 tokens).
+    pub fn prompt_chunks(&self) -> Vec<&EncodedPrompt> {
+        self.prompt
+            .iter()
+            .flat_map(|p| p.chunks.iter().map(|c| &c.encoded))
+            .collect()
+    }
+
+    /// The current prompt, as encoded (its first chunk if it was split).
     pub fn prompt(&self) -> Option<&EncodedPrompt> {
-        self.prompt.as_ref().map(|p| &p.encoded)
+        self.prompt
+            .as_ref()
+            .and_then(|p| p.chunks.first())
+            .map(|c| &c.encoded)
     }
 
     fn active(&self) -> Result<&ActivePrompt> {
@@ -270,7 +314,9 @@ impl Detector {
         Ok(dets)
     }
 
-    /// The whole pipeline on preprocessed images, recording intermediates into `taps`.
+    /// The whole pipeline on preprocessed images, recording intermediates into `taps`
+    /// (of the first chunk). Returns the detections per image and the first chunk's head
+    /// outputs.
     pub fn run(
         &self,
         pre: &[Preprocessed],
@@ -278,45 +324,51 @@ impl Detector {
     ) -> Result<(Vec<Vec<Detection>>, HeadOutputs)> {
         let p = self.active()?;
         let batch = stack_padded(pre)?;
-        let mut out = self.model.forward(&batch, &p.text, taps)?;
-        // GLIP sizes the score tensor by cls_logits (80 columns) and fails beyond; the scores
-        // do not depend on it, so widen it to fit the prompt's labels.
-        let max_label = p
-            .positive_map
-            .iter()
-            .map(|(l, _)| *l as usize)
-            .max()
-            .unwrap_or(0);
-        out.num_labels = out.num_labels.max(max_label);
         let sizes: Vec<(usize, usize)> = pre.iter().map(|x| x.resized_hw).collect();
-        let per = postprocess::postprocess(&out, &p.positive_map, &sizes, &self.post)?;
-        let names: Vec<(u32, String)> = p
-            .encoded
-            .prompt
-            .phrases
-            .iter()
-            .map(|ph| (ph.label, ph.name.clone()))
-            .collect();
-        let mut all = Vec::with_capacity(per.len());
-        for (dets, x) in per.iter().zip(pre) {
-            let orig = postprocess::to_original_image(dets, x.original_hw);
-            let v = orig
-                .detections
+        let mut all: Vec<Vec<Detection>> = vec![Vec::new(); pre.len()];
+        let mut first: Option<HeadOutputs> = None;
+        for chunk in &p.chunks {
+            let mut none = Taps::disabled();
+            let t = if first.is_none() {
+                &mut *taps
+            } else {
+                &mut none
+            };
+            let mut out = self.model.forward(&batch, &chunk.text, t)?;
+            // GLIP sizes the score tensor by cls_logits (80 columns) and fails beyond; the
+            // scores do not depend on it, so widen it to fit the prompt's labels.
+            let max_label = chunk
+                .positive_map
                 .iter()
-                .filter(|d| d.score >= self.threshold)
-                .map(|d| Detection {
-                    bbox: d.bbox,
-                    score: d.score,
-                    label: d.label,
-                    phrase: names
+                .map(|(l, _)| *l as usize)
+                .max()
+                .unwrap_or(0);
+            out.num_labels = out.num_labels.max(max_label);
+            let per = postprocess::postprocess(&out, &chunk.positive_map, &sizes, &self.post)?;
+            for ((dets, x), acc) in per.iter().zip(pre).zip(all.iter_mut()) {
+                let orig = postprocess::to_original_image(dets, x.original_hw);
+                acc.extend(
+                    orig.detections
                         .iter()
-                        .find(|(l, _)| *l == d.label)
-                        .map(|(_, n)| n.clone())
-                        .unwrap_or_default(),
-                })
-                .collect();
-            all.push(v);
+                        .filter(|d| d.score >= self.threshold)
+                        .map(|d| Detection {
+                            bbox: d.bbox,
+                            score: d.score,
+                            label: d.label,
+                            phrase: p
+                                .names
+                                .iter()
+                                .find(|(l, _)| *l == d.label)
+                                .map(|(_, n)| n.clone())
+                                .unwrap_or_default(),
+                        }),
+                );
+            }
+            if first.is_none() {
+                first = Some(out);
+            }
         }
+        let out = first.ok_or_else(|| Error::Prompt("the prompt has no chunk".into()))?;
         Ok((all, out))
     }
 }

@@ -1,0 +1,98 @@
+//! The library API on the tiny golden model: batches, long prompts split into chunks, and
+//! the prompt cache.
+
+use glip_rt::api::Detector;
+use glip_rt::preprocess::load_image;
+use glip_rt::testing::testdata;
+
+fn detector() -> Detector {
+    let g = testdata().join("golden");
+    Detector::builder()
+        .config(g.join("12_e2e_tiny_config.yaml"))
+        .weights(g.join("12_e2e_tiny_weights.safetensors"))
+        .bert_config(testdata().join("tiny_bert_config.json"))
+        .build()
+        .unwrap()
+}
+
+fn photo() -> glip_rt::preprocess::RgbImage8 {
+    load_image(&testdata().join("golden/12_e2e_tiny_photo.png"), true).unwrap()
+}
+
+#[test]
+fn a_batch_of_equal_frames_gives_each_frame_the_single_result() {
+    let mut det = detector();
+    det.set_prompt("person. cup. rocket.").unwrap();
+    let img = photo();
+    let single = det.detect(&img).unwrap();
+    let batch = det.detect_batch(&[img.clone(), img]).unwrap();
+    assert_eq!(batch.len(), 2);
+    for b in &batch {
+        assert_eq!(b.len(), single.len());
+        for (x, y) in b.iter().zip(&single) {
+            assert_eq!((x.label, &x.phrase), (y.label, &y.phrase));
+            assert!((x.score - y.score).abs() <= 1e-6);
+            assert!((0..4).all(|k| (x.bbox[k] - y.bbox[k]).abs() <= 1e-3));
+        }
+    }
+}
+
+#[test]
+fn detect_without_a_prompt_is_an_error() {
+    let det = detector();
+    let e = det.detect(&photo()).unwrap_err().to_string();
+    assert!(e.contains("prompt"), "{e}");
+}
+
+#[test]
+fn a_prompt_over_256_tokens_runs_in_chunks_with_global_labels() {
+    // Golden 01's "long" caption: 130 class names, 347 tokens.
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata().join("golden/01_tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let caption = meta["prompts"]["long"]["caption"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut det = detector();
+    det.set_prompt(&caption).unwrap();
+    let chunks = det.prompt_chunks();
+    assert!(chunks.len() >= 2, "347 tokens need at least 2 chunks");
+    let mut labels: Vec<u32> = chunks.iter().flat_map(|c| c.labels()).collect();
+    assert!(chunks.iter().all(|c| !c.truncated() && c.num_real <= 256));
+    labels.sort_unstable();
+    assert_eq!(
+        labels,
+        (1..=labels.len() as u32).collect::<Vec<_>>(),
+        "every phrase in exactly one chunk"
+    );
+    let names: Vec<String> = caption
+        .split('.')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(labels.len(), names.len());
+    let dets = det.detect(&photo()).unwrap();
+    assert!(!dets.is_empty());
+    for d in &dets {
+        assert_eq!(
+            d.phrase,
+            names[d.label as usize - 1],
+            "label {} keeps its global phrase",
+            d.label
+        );
+    }
+    // Chunks after the first contribute labels beyond its range.
+    let first_max = chunks[0].labels().into_iter().max().unwrap();
+    println!(
+        "{} chunks, {} detections, max label {}",
+        chunks.len(),
+        dets.len(),
+        dets.iter().map(|d| d.label).max().unwrap()
+    );
+    assert!(
+        dets.iter().any(|d| d.label > first_max),
+        "later chunks must produce detections too"
+    );
+}
