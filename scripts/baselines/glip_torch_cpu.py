@@ -161,6 +161,7 @@ def install_shims(glip_src):
     import maskrcnn_benchmark  # noqa: F401  (package __init__ only)
 
     calls = {"modulated_deform_conv": 0, "dcn_offset_quirk": 0, "ml_nms": 0}
+    dcn_time = [0.0]  # seconds spent in torchvision.ops.deform_conv2d
 
     # ---- maskrcnn_benchmark._C stand-in -------------------------------------------
     def modulated_deform_conv(input, offset, mask, weight, bias=None, stride=1, padding=0,
@@ -177,9 +178,12 @@ def install_shims(glip_src):
             cm = kh * kw * deformable_groups
             offset = offset.contiguous().reshape(n, -1)[:, : co * oh * ow].reshape(n, co, oh, ow)
             mask = mask.contiguous().reshape(n, -1)[:, : cm * oh * ow].reshape(n, cm, oh, ow)
-        return torchvision.ops.deform_conv2d(
+        t0 = time.perf_counter()
+        out = torchvision.ops.deform_conv2d(
             input, offset, weight, bias, stride=(stride, stride), padding=(padding, padding),
             dilation=(dilation, dilation), mask=mask)
+        dcn_time[0] += time.perf_counter() - t0
+        return out
 
     def ml_nms(boxes, scores, labels, thresh):
         """csrc/cuda/ml_nms.cu: greedy by descending score, suppress same-label boxes with
@@ -246,7 +250,7 @@ def install_shims(glip_src):
     bops.boxlist_ml_nms = boxlist_ml_nms
     import maskrcnn_benchmark.modeling.rpn.inference as rpn_inf
     rpn_inf.boxlist_ml_nms = boxlist_ml_nms
-    return calls
+    return calls, dcn_time
 
 
 def install_hub_standins(tokenizer_dir, bert_attn):
@@ -339,7 +343,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    calls = install_shims(args.glip_src)
+    calls, dcn_time = install_shims(args.glip_src)
     install_hub_standins(args.tokenizer_dir, args.bert_attn)
 
     from maskrcnn_benchmark.config import cfg
@@ -382,13 +386,25 @@ def main():
     timer.wrap("rpn.head (VL DyHead)", model.rpn.head)
     timer.wrap("rpn.anchor_generator", model.rpn.anchor_generator)
     timer.wrap("rpn.box_selector_test (ATSS post)", model.rpn.box_selector_test)
+    tower_kinds = []
+    for m in model.rpn.head.dyhead_tower:
+        kind = type(m).__name__
+        n_kind = sum(type(x).__name__ == kind for x in model.rpn.head.dyhead_tower)
+        name = f"rpn.head tower: {kind} x{n_kind}"
+        if name not in tower_kinds:
+            tower_kinds.append(name)
+        timer.wrap(name, m)
+    lang_attn = type(model.language_backbone.body.model.encoder.layer[0].attention.self).__name__
 
     def forward():
         timer.reset()
+        dcn_time[0] = 0.0
         t = time.perf_counter()
         with torch.no_grad():
             out = model(images, captions=[caption], positive_map=label_to_token)
-        return time.perf_counter() - t, dict(timer.acc), out
+        acc = dict(timer.acc)
+        acc["  of which deform_conv2d (78 DCN calls)"] = dcn_time[0]
+        return time.perf_counter() - t, acc, out
 
     for i in range(args.warmup):
         wt, _, out = forward()
@@ -409,25 +425,26 @@ def main():
     stage_med["other (tokenizer, glue)"] = other
 
     order = ["backbone", "backbone.body (Swin-T)", "backbone.fpn", "language_backbone (BERT)",
-             "rpn", "rpn.head (VL DyHead)", "rpn.anchor_generator",
+             "rpn", "rpn.head (VL DyHead)", *tower_kinds,
+             "  of which deform_conv2d (78 DCN calls)", "rpn.anchor_generator",
              "rpn.box_selector_test (ATSS post)", "other (tokenizer, glue)"]
     print()
     print(f"GLIP-T (microsoft/GLIP, PyTorch {torch.__version__}) CPU forward, "
           f"{args.threads} thread(s), input {list(images.tensors.shape)} "
           f"(image {args.height}x{args.width} -> {list(image.shape[1:])}), "
           f"{256} tokens ({n_real_tokens} real), random weights")
-    print(f"{'stage':40s} {'median s':>10s} {'share':>7s}")
-    print("-" * 59)
+    print(f"{'stage':46s} {'median s':>10s} {'share':>7s}")
+    print("-" * 65)
     for k in order:
-        ind = "  " if "." in k.split(" ")[0] else ""
-        print(f"{ind + k:40s} {stage_med[k]:10.3f} {100 * stage_med[k] / med:6.1f}%")
-    print("-" * 59)
-    print(f"{'TOTAL model forward (median of %d)' % args.runs:40s} {med:10.3f}")
+        ind = "    " if "tower" in k or "deform" in k else ("  " if "." in k.split(" ")[0] else "")
+        print(f"{ind + k.strip():46s} {stage_med[k]:10.3f} {100 * stage_med[k] / med:6.1f}%")
+    print("-" * 65)
+    print(f"{'TOTAL model forward (median of %d)' % args.runs:46s} {med:10.3f}")
     print(f"all timed runs: {', '.join(f'{t:.3f}' for t in totals)} s")
     print(f"preprocess (transforms + to_image_list, not in total): {preprocess_s:.3f} s")
     print(f"peak RSS: {peak_rss:.0f} MiB (RSS before model {rss0:.0f} MiB, after build "
           f"{rss_model:.0f} MiB); params {n_params / 1e6:.1f} M; detections {n_det}")
-    print(f"stand-in calls: {calls}")
+    print(f"stand-in calls (all forwards): {calls}; language backbone attention: {lang_attn}")
 
     res = {
         "what": "microsoft/GLIP GLIP-T forward on CPU (original PyTorch code, random weights)",
@@ -452,6 +469,7 @@ def main():
         "detections": n_det,
         "standin_calls": calls,
         "bert_attn": args.bert_attn,
+        "language_backbone_attention_class": lang_attn,
         "use_checkpoint": bool(cfg.MODEL.DYHEAD.USE_CHECKPOINT),
         "dcn_offset_quirk_emulated": True,
         "versions": {
