@@ -399,13 +399,20 @@ def main():
     def forward():
         timer.reset()
         dcn_time[0] = 0.0
+        with open("/proc/loadavg") as f:
+            load_before = float(f.read().split()[0])
+        c = time.process_time()
         t = time.perf_counter()
         with torch.no_grad():
             out = model(images, captions=[caption], positive_map=label_to_token)
+        wall = time.perf_counter() - t
         acc = dict(timer.acc)
         acc["  of which deform_conv2d (78 DCN calls)"] = dcn_time[0]
-        return time.perf_counter() - t, acc, out
+        cpu_log.append({"wall_s": wall, "process_cpu_s": time.process_time() - c,
+                         "loadavg1_before": load_before})
+        return wall, acc, out
 
+    cpu_log = []  # process CPU time per forward: cpu/wall well below --threads = contention
     for i in range(args.warmup):
         wt, _, out = forward()
         print(f"warm-up forward {i}: {wt:.3f} s", flush=True)
@@ -414,7 +421,8 @@ def main():
         tt, st, out = forward()
         totals.append(tt)
         stages.append(st)
-        print(f"timed forward {i}: {tt:.3f} s", flush=True)
+        print(f"timed forward {i}: {tt:.3f} s (process CPU {cpu_log[-1]['process_cpu_s']:.1f} s, "
+              f"loadavg before {cpu_log[-1]['loadavg1_before']:.2f})", flush=True)
     n_det = len(out[0])
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB
 
@@ -440,7 +448,9 @@ def main():
         print(f"{ind + k.strip():46s} {stage_med[k]:10.3f} {100 * stage_med[k] / med:6.1f}%")
     print("-" * 65)
     print(f"{'TOTAL model forward (median of %d)' % args.runs:46s} {med:10.3f}")
-    print(f"all timed runs: {', '.join(f'{t:.3f}' for t in totals)} s")
+    print(f"all timed runs: {', '.join(f'{t:.3f}' for t in totals)} s (min {min(totals):.3f} s)")
+    print("NOTE: the machine must be otherwise idle; a cpu/wall ratio well below the thread "
+          "count or a loadavg above it means another process competed for the cores")
     print(f"preprocess (transforms + to_image_list, not in total): {preprocess_s:.3f} s")
     print(f"peak RSS: {peak_rss:.0f} MiB (RSS before model {rss0:.0f} MiB, after build "
           f"{rss_model:.0f} MiB); params {n_params / 1e6:.1f} M; detections {n_det}")
@@ -459,6 +469,8 @@ def main():
         "warmup": args.warmup,
         "runs_s": totals,
         "median_s": med,
+        "min_s": min(totals),
+        "per_forward_cpu": cpu_log,
         "stages_median_s": stage_med,
         "stages_per_run_s": stages,
         "preprocess_s": preprocess_s,

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod convert;
 pub mod detect;
 pub mod doctor;
+pub mod stream;
 pub mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Build facts, CUDA driver and devices, and a GPU-vs-CPU check of every kernel family.
     Doctor(doctor::Args),
+    /// Frames on stdin (raw RGB24 or length-prefixed images), one JSON line per frame out.
+    Stream(stream::Args),
     /// End-to-end speed with GLIP-T-shaped random weights, per stage.
     Bench(bench::Args),
     /// Detect the phrases of a prompt in images (boxes in original-image pixels).
@@ -36,6 +39,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> crate_result::Result {
     match cli.command {
         Command::Doctor(a) => doctor::run(a),
+        Command::Stream(a) => stream::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Convert(a) => convert::run(a),

@@ -1,0 +1,204 @@
+//! `glip stream`: frames on stdin, one JSON line per frame on stdout (video pipelines:
+//! `ffmpeg … -f rawvideo -pix_fmt rgb24 - | glip stream --width W --height H …`).
+//!
+//! A bad frame gives a JSON line with an `error` for that frame and the stream goes on;
+//! every frame read gets exactly one line, flushed as soon as it is written.
+
+use super::crate_result::Result;
+use glip_rt::api::{Detection, Detector};
+use glip_rt::preprocess::{decode_image, RgbImage8};
+use glip_rt::Error;
+use std::io::{BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Input {
+    /// Raw RGB24 frames of --width x --height, back to back.
+    Raw,
+    /// Encoded images (JPEG/PNG/WebP), each preceded by its byte length (u32 little endian).
+    Encoded,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub weights: PathBuf,
+    #[arg(long)]
+    pub bert_config: Option<PathBuf>,
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// The prompt (class names separated by '.'), encoded once for the whole stream.
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, value_enum, default_value_t = Input::Raw)]
+    pub input: Input,
+    /// Frame width for --input raw.
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Frame height for --input raw.
+    #[arg(long)]
+    pub height: Option<usize>,
+    #[arg(long, default_value_t = 0.0)]
+    pub threshold: f32,
+}
+
+#[derive(serde::Serialize)]
+struct FrameLine<'a> {
+    frame: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detections: Option<&'a [Detection]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Largest encoded frame accepted (a corrupt length prefix must not allocate gigabytes).
+const MAX_ENCODED: usize = 256 << 20;
+
+/// Reads exactly `buf.len()` bytes; Ok(false) at a clean end of stream before the first byte.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("stream ended inside a frame ({got} of {} bytes)", buf.len()),
+                ))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+pub fn run(a: Args) -> Result {
+    let raw_size = match a.input {
+        Input::Raw => match (a.width, a.height) {
+            (Some(w), Some(h)) if w > 0 && h > 0 => Some((w, h)),
+            _ => {
+                return Err(Error::Invalid(
+                    "--input raw needs --width and --height (> 0)".into(),
+                ))
+            }
+        },
+        Input::Encoded => None,
+    };
+    let mut b = Detector::builder()
+        .config(&a.config)
+        .weights(&a.weights)
+        .threshold(a.threshold);
+    if let Some(p) = &a.bert_config {
+        b = b.bert_config(p);
+    }
+    if let Some(p) = &a.tokenizer {
+        b = b.tokenizer(p);
+    }
+    let mut det = b.build()?;
+    det.set_prompt(&a.prompt)?;
+    let exif = det.preprocess_config().exif_orientation;
+
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut errors = 0u64;
+    for frame in 0u64.. {
+        // Read one frame; an error that leaves the stream position unknown ends the stream.
+        let (image, fatal): (glip_rt::Result<RgbImage8>, bool) = match raw_size {
+            Some((w, h)) => {
+                let mut buf = vec![0u8; w * h * 3];
+                match read_full(&mut input, &mut buf) {
+                    Ok(false) => break,
+                    Ok(true) => (RgbImage8::new(w, h, buf), false),
+                    Err(e) => (
+                        Err(Error::Image {
+                            what: format!("frame {frame}"),
+                            msg: e.to_string(),
+                        }),
+                        true,
+                    ),
+                }
+            }
+            None => {
+                let mut len = [0u8; 4];
+                match read_full(&mut input, &mut len) {
+                    Ok(false) => break,
+                    Err(e) => (
+                        Err(Error::Image {
+                            what: format!("frame {frame}"),
+                            msg: e.to_string(),
+                        }),
+                        true,
+                    ),
+                    Ok(true) => {
+                        let n = u32::from_le_bytes(len) as usize;
+                        if n > MAX_ENCODED {
+                            (
+                                Err(Error::Image {
+                                    what: format!("frame {frame}"),
+                                    msg: format!("length prefix {n} exceeds {MAX_ENCODED} bytes"),
+                                }),
+                                true,
+                            )
+                        } else {
+                            let mut buf = vec![0u8; n];
+                            match read_full(&mut input, &mut buf) {
+                                Ok(true) | Ok(false) if n == 0 => (
+                                    Err(Error::Image {
+                                        what: format!("frame {frame}"),
+                                        msg: "empty frame".into(),
+                                    }),
+                                    false,
+                                ),
+                                Ok(_) => {
+                                    (decode_image(&buf, &format!("frame {frame}"), exif), false)
+                                }
+                                Err(e) => (
+                                    Err(Error::Image {
+                                        what: format!("frame {frame}"),
+                                        msg: e.to_string(),
+                                    }),
+                                    true,
+                                ),
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let result = image.and_then(|img| det.detect(&img));
+        let line = match &result {
+            Ok(d) => FrameLine {
+                frame,
+                detections: Some(d),
+                error: None,
+            },
+            Err(e) => {
+                errors += 1;
+                FrameLine {
+                    frame,
+                    detections: None,
+                    error: Some(e.to_string()),
+                }
+            }
+        };
+        let text =
+            serde_json::to_string(&line).map_err(|e| Error::Invalid(format!("json: {e}")))?;
+        writeln!(out, "{text}")
+            .and_then(|_| out.flush())
+            .map_err(|e| Error::io("stdout", e))?;
+        if fatal {
+            break;
+        }
+    }
+    Ok(if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

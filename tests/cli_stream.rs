@@ -1,0 +1,110 @@
+//! `glip stream`: frames on stdin → one JSON line per frame; a bad frame gets an error line
+//! and the stream goes on.
+
+use glip_rt::preprocess::load_image;
+use glip_rt::testing::testdata;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn run(args: &[&str], stdin: Vec<u8>) -> (bool, Vec<serde_json::Value>, String) {
+    let g = testdata().join("golden");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glip"))
+        .arg("stream")
+        .arg("--config")
+        .arg(g.join("12_e2e_tiny_config.yaml"))
+        .arg("--weights")
+        .arg(g.join("12_e2e_tiny_weights.safetensors"))
+        .arg("--bert-config")
+        .arg(testdata().join("tiny_bert_config.json"))
+        .args(["--prompt", "person. cup. rocket."])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = sin.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (
+        out.status.success(),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn raw_frames_give_one_line_each() {
+    let img = load_image(&testdata().join("golden/12_e2e_tiny_photo.png"), true).unwrap();
+    let mut input = img.data.clone();
+    input.extend_from_slice(&img.data);
+    let (ok, lines, err) = run(
+        &["--input", "raw", "--width", "512", "--height", "512"],
+        input.clone(),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(lines.len(), 2);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["frame"], i as u64);
+        assert_eq!(
+            l["detections"].as_array().unwrap().len(),
+            100,
+            "the golden photo gives 100 detections"
+        );
+    }
+    // A stream cut inside the third frame: two results, then an error line for frame 2.
+    input.extend_from_slice(&img.data[..1000]);
+    let (ok, lines, err) = run(
+        &["--input", "raw", "--width", "512", "--height", "512"],
+        input,
+    );
+    assert!(!ok && !err.contains("panicked"), "{err}");
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("ended inside a frame"),
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn encoded_frames_survive_a_bad_one() {
+    let png = std::fs::read(testdata().join("golden/12_e2e_tiny_photo.png")).unwrap();
+    let mut input = Vec::new();
+    for f in [
+        png.as_slice(),
+        b"definitely not an image".as_slice(),
+        png.as_slice(),
+    ] {
+        input.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        input.extend_from_slice(f);
+    }
+    let (ok, lines, err) = run(&["--input", "encoded"], input);
+    assert!(!ok, "a bad frame makes the exit code non-zero");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(lines.len(), 3, "every frame gets a line");
+    assert_eq!(lines[0]["detections"].as_array().unwrap().len(), 100);
+    assert!(lines[1]["error"].is_string(), "{}", lines[1]);
+    assert_eq!(
+        lines[2]["detections"].as_array().unwrap().len(),
+        100,
+        "the stream goes on after a bad frame"
+    );
+}
+
+#[test]
+fn raw_input_needs_a_frame_size() {
+    let (ok, lines, err) = run(&["--input", "raw"], Vec::new());
+    assert!(!ok && lines.is_empty());
+    assert!(err.contains("--width"), "{err}");
+}
