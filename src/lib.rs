@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod capi;
 pub mod error;
 pub mod kernels;
 pub mod model;

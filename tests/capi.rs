@@ -1,0 +1,100 @@
+//! The C ABI from C: builds tests/c/detect.c against include/glip.h and the cdylib, runs it
+//! on the golden photo and compares with the Rust API.
+
+use glip_rt::api::Detector;
+use glip_rt::preprocess::load_image;
+use glip_rt::testing::testdata;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Where cargo put the cdylib: next to this test in target/<profile>/deps, or uplifted to
+/// target/<profile> by a plain build.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap().to_path_buf();
+    let profile = deps.parent().unwrap().to_path_buf();
+    [deps, profile]
+        .into_iter()
+        .find(|d| d.join("libglip_rt.so").exists())
+        .expect("libglip_rt.so (the cdylib) not built")
+}
+
+#[test]
+fn c_program_detects_like_the_rust_api() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let lib = lib_dir();
+    let dir = std::env::temp_dir().join(format!("glip-capi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("detect");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let st = Command::new(&cc)
+        .arg("-std=c99")
+        .arg("-Wall")
+        .arg("-Werror")
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("tests/c/detect.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lglip_rt")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cc} failed to build tests/c/detect.c");
+
+    let img = load_image(&testdata().join("golden/12_e2e_tiny_photo.png"), true).unwrap();
+    let raw = dir.join("photo.rgb");
+    std::fs::write(&raw, &img.data).unwrap();
+    let g = testdata().join("golden");
+    let out = Command::new(&exe)
+        .arg(g.join("12_e2e_tiny_config.yaml"))
+        .arg(g.join("12_e2e_tiny_weights.safetensors"))
+        .arg(testdata().join("tiny_bert_config.json"))
+        .arg(&raw)
+        .arg(img.width.to_string())
+        .arg(img.height.to_string())
+        .arg("person. cup. rocket.")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "C program failed ({:?}):\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains("nonexistent.safetensors"),
+        "error message names the file:\n{text}"
+    );
+
+    let mut det = Detector::builder()
+        .config(g.join("12_e2e_tiny_config.yaml"))
+        .weights(g.join("12_e2e_tiny_weights.safetensors"))
+        .bert_config(testdata().join("tiny_bert_config.json"))
+        .build()
+        .unwrap();
+    det.set_prompt("person. cup. rocket.").unwrap();
+    let want = det.detect(&img).unwrap();
+    let count_line = text.lines().find(|l| l.starts_with("count ")).unwrap();
+    assert_eq!(count_line, format!("count {}", want.len()));
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("count "))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 16);
+    for (row, d) in rows.iter().zip(&want) {
+        let f: Vec<&str> = row.split(' ').collect();
+        assert_eq!(f[0].parse::<u32>().unwrap(), d.label);
+        assert_eq!(f[1], d.phrase);
+        assert!((f[2].parse::<f32>().unwrap() - d.score).abs() < 1e-5);
+        for k in 0..4 {
+            assert!((f[3 + k].parse::<f32>().unwrap() - d.bbox[k]).abs() < 1e-2);
+        }
+    }
+}
