@@ -1,0 +1,34 @@
+//! The checkpoint layout glip-rt expects, against the spec's counts (§5, §7.1) for GLIP-T
+//! and against the golden tiny model's own state_dict.
+
+use glip_rt::model::config::{BertConfig, GlipConfig};
+use glip_rt::model::glip::expected_keys;
+use glip_rt::testing::testdata;
+use glip_rt::weights::{glip_ignorable, load_weights, validate_keys};
+
+#[test]
+fn glip_t_has_the_spec_parameter_count() {
+    let keys = expected_keys(&GlipConfig::glip_t(), &BertConfig::default());
+    // Spec §5: 728 parameter tensors (buffers are recomputed, not expected).
+    assert_eq!(keys.len(), 728);
+    let params: usize = keys.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    // Spec §7.1: 231 780 222 parameters in total.
+    assert_eq!(params, 231_780_222);
+}
+
+#[test]
+fn tiny_golden_checkpoint_matches_the_expected_keys_exactly() {
+    let cfg =
+        GlipConfig::from_yaml_file(&testdata().join("golden/12_e2e_tiny_config.yaml")).unwrap();
+    let bert = BertConfig::from_file(&testdata().join("tiny_bert_config.json")).unwrap();
+    let w = load_weights(&testdata().join("golden/12_e2e_tiny_weights.safetensors")).unwrap();
+    let keys = expected_keys(&cfg, &bert);
+    // Nothing may be missing, mis-shaped, or unexpected apart from recomputed buffers.
+    validate_keys(&w, &keys, glip_ignorable).unwrap();
+    let extra: Vec<&String> = w
+        .tensors
+        .keys()
+        .filter(|k| !keys.iter().any(|(e, _)| e == *k))
+        .collect();
+    assert!(extra.iter().all(|k| glip_ignorable(k)), "{extra:?}");
+}
