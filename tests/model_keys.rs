@@ -32,3 +32,12 @@ fn tiny_golden_checkpoint_matches_the_expected_keys_exactly() {
         .collect();
     assert!(extra.iter().all(|k| glip_ignorable(k)), "{extra:?}");
 }
+
+#[test]
+fn glip_l_parameter_count_is_the_spec_figure() {
+    let keys = expected_keys(&GlipConfig::glip_l(), &BertConfig::default());
+    let params: usize = keys.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    println!("GLIP-L: {} tensors, {params} parameters", keys.len());
+    // Spec §9: 430.4 M (derived there to 0.1 M).
+    assert!((430_350_000..430_450_000).contains(&params), "{params}");
+}
