@@ -43,6 +43,19 @@ model.rpn (.head = VL DyHead tower + predictions, .anchor_generator,
 .box_selector_test = ATSS post-processing incl. NMS).  "other" = total minus
 those (mostly tokenisation inside GeneralizedVLRCNN.forward).
 
+Reference result (2-core AMD EPYC dev VM, --threads 2, no GPU)
+-------------------------------------------------------------------------------
+    total model forward, median of 5: 23.99 s/frame (runs 22.70 22.73 23.99
+    25.69 52.14 s; the 52 s run overlapped a concurrent cargo build)
+    backbone 2.03 (Swin-T 1.88, FPN 0.15) | BERT language backbone 0.30 |
+    VL DyHead 21.57 (VLFuse x6 12.19, DyConv x6 9.07 of which deform_conv2d
+    8.28, BertEncoderLayer x6 0.18) | ATSS post-processing 0.03 | peak RSS
+    3.6 GB.  Random weights give 0 detections above GLIP's 0.05 threshold,
+    so NMS/post-processing cost here is a lower bound (trained weights send up
+    to 1000 candidates per level into NMS).  Timings are only meaningful on an
+    otherwise idle machine: the script prints the process CPU time and load
+    average per forward to show contention.
+
 Stand-ins (run-time only; same as /work/shared/golden/README.md "How GLIP was run")
 ----------------------------------------------------------------------------------
 * ``maskrcnn_benchmark._C`` (the CUDA/C++ extension, not built) is replaced by a
