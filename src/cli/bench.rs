@@ -6,9 +6,97 @@ use glip_rt::model::glip::{random_weights, Glip, Taps};
 use glip_rt::model::postprocess::{self, PostprocessConfig};
 use glip_rt::preprocess::{preprocess_image, PreprocessConfig, RgbImage8};
 use glip_rt::testing::Rng;
+use glip_rt::tokenizer::{GlipTokenizer, Prompt};
 use glip_rt::Error;
 use std::process::ExitCode;
 use std::time::Instant;
+
+/// COCO's 80 category names (instances_val2017.json order), as GLIP's evaluation prompt.
+const COCO80: [&str; 80] = [
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+];
+
+/// (description, token ids, attention mask, positive map) of one benchmarked prompt.
+type Case = (String, Vec<i32>, Vec<i32>, Vec<(u32, Vec<usize>)>);
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
 pub enum DeviceArg {
@@ -27,9 +115,12 @@ pub struct Args {
     /// Image size HxW before GLIP's resize (800x1333 gives the 800x1344 network input).
     #[arg(long, default_value = "800x1333")]
     pub size: String,
-    /// Prompt lengths to run (tokens incl. [CLS]/[SEP]); GLIP pads to 256.
-    #[arg(long, value_delimiter = ',', default_value = "256,8")]
+    /// Also run synthetic prompts of these lengths (tokens incl. [CLS]/[SEP]).
+    #[arg(long, value_delimiter = ',', default_value = "8")]
     pub tokens: Vec<usize>,
+    /// Run the COCO-80 class prompt (real tokens, and padded to 256 as GLIP does).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub coco: bool,
     /// Timed runs per prompt length (after one warm-up run).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
@@ -80,37 +171,63 @@ pub fn run(a: Args) -> Result {
         pre.image.w,
         t_pre.as_secs_f64()
     );
+    // The cases: GLIP's COCO-80 prompt as glip-rt runs it (real tokens only) and as GLIP runs
+    // it (padded to 256; same results), then synthetic prompts of --tokens real tokens.
+    let mut cases: Vec<Case> = Vec::new();
+    if a.coco {
+        let tok = GlipTokenizer::bert_base_uncased()?;
+        let enc = tok.encode(&Prompt::from_class_names(&COCO80)?)?;
+        let pm: Vec<(u32, Vec<usize>)> = enc
+            .labels()
+            .into_iter()
+            .zip(enc.model_label_to_tokens())
+            .collect();
+        let real = enc.num_real;
+        let ids: Vec<i32> = enc.input_ids.iter().map(|&v| v as i32).collect();
+        let mask: Vec<i32> = enc.attention_mask.iter().map(|&v| v as i32).collect();
+        cases.push((
+            format!("COCO-80 prompt, {real} real tokens (glip-rt)"),
+            ids[..real].to_vec(),
+            mask[..real].to_vec(),
+            pm.clone(),
+        ));
+        cases.push((
+            format!("COCO-80 prompt padded to {} (as GLIP)", ids.len()),
+            ids,
+            mask,
+            pm,
+        ));
+    }
     for &t in &a.tokens {
         if !(3..=512).contains(&t) {
             return Err(Error::Invalid(format!("--tokens {t}: must be in 3..=512")));
         }
-        // [CLS] tokens [SEP] with random word ids; the last third is padding when t == 256
-        // (GLIP's padded form), otherwise all real.
-        let real = if t == 256 { 200 } else { t };
+        // [CLS] random word ids [SEP], all real.
         let ids: Vec<i32> = (0..t)
             .map(|i| {
                 if i == 0 {
                     101
-                } else if i + 1 == real {
+                } else if i + 1 == t {
                     102
-                } else if i < real {
-                    1000 + (i as i32 * 37) % 20000
                 } else {
-                    0
+                    1000 + (i as i32 * 37) % 20000
                 }
             })
             .collect();
-        let mask: Vec<i32> = (0..t).map(|i| (i < real) as i32).collect();
-        let positive_map: Vec<(u32, Vec<usize>)> = (1..real.saturating_sub(1))
+        let mask = vec![1i32; t];
+        let pm: Vec<(u32, Vec<usize>)> = (1..t.saturating_sub(1))
             .step_by(2)
             .take(80)
             .enumerate()
             .map(|(l, tok)| (l as u32 + 1, vec![tok]))
             .collect();
+        cases.push((format!("synthetic prompt, {t} tokens"), ids, mask, pm));
+    }
+    for (name, ids, mask, positive_map) in &cases {
         for run in 0..=a.runs {
             let mut taps = Taps::disabled();
             let s = Instant::now();
-            let text = model.encode_text(&ids, &mask)?;
+            let text = model.encode_text(ids, mask)?;
             let t_lang = s.elapsed();
             let f = Instant::now();
             let out = model.forward(&pre.image, &text, &mut taps)?;
@@ -118,7 +235,7 @@ pub fn run(a: Args) -> Result {
             let p = Instant::now();
             let dets = postprocess::postprocess(
                 &out,
-                &positive_map,
+                positive_map,
                 &[pre.resized_hw],
                 &PostprocessConfig::default(),
             )?;
@@ -127,7 +244,7 @@ pub fn run(a: Args) -> Result {
                 continue; // warm-up
             }
             println!(
-                "\ntokens {t} ({real} real), run {run}: {} detections",
+                "\n{name}, run {run}: {} detections",
                 dets[0].detections.len()
             );
             println!("  {:<28} {:>9}", "stage", "seconds");
