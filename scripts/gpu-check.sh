@@ -77,6 +77,23 @@ run() {
   local summary="$out/summary.txt"; : > "$summary"
   row() { printf '%-34s %-6s %s\n' "$1" "$2" "$3" | tee -a "$summary"; }
 
+  # cudarc (cuda-12000 bindings) dlopens libcublas.so or libcublas.so.{12,11,10,9,1}, never
+  # .so.13, and panics when none loads; the device image's cuBLAS may be only the CUDA 13 pip
+  # wheel (libcublas.so.13, off the loader path). Give it an unversioned name on the path.
+  if ! ldconfig -p 2>/dev/null | grep -qE 'libcublas\.so(\.12)? '; then
+    local cub
+    cub="$(find /opt /usr /usr/local -name 'libcublas.so.[0-9]*' 2>/dev/null \
+      | grep -E 'libcublas\.so\.[0-9]+$' | sort -V | tail -1)"
+    if [[ -n "$cub" ]]; then
+      mkdir -p "$ROOT/target/cublas-link"
+      ln -sf "$cub" "$ROOT/target/cublas-link/libcublas.so"
+      export LD_LIBRARY_PATH="$ROOT/target/cublas-link:$(dirname "$cub")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      row "cuBLAS" "LINKED" "$cub"
+    else
+      row "cuBLAS" "MISSING" "no libcublas.so.N under /opt /usr: GPU tests will fail"
+    fi
+  fi
+
   { nvidia-smi; nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem,memory.total --format=csv; } > "$out/nvidia-smi.txt" 2>&1
   "$bin/glip" doctor > "$out/doctor.txt" 2>&1; local rc=$?
   row "glip doctor" "$([[ $rc == 0 ]] && echo PASS || echo FAIL)" "$(grep -c PASS "$out/doctor.txt") families passed"

@@ -73,6 +73,17 @@ impl CudaBackend {
                 "device {ordinal} requested, {n} present"
             )));
         }
+        // cudarc panics when libcublas cannot be dlopened; with the cuda-12000 bindings it
+        // looks for libcublas.so and .so.12/.11/.10/.9/.1 only, never a CUDA 13 .so.13.
+        // SAFETY: only tries to dlopen libcublas under those names; no cuBLAS call is made.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(Error::Cuda(
+                "cuBLAS cannot be loaded: none of libcublas.so, libcublas.so.12 (.11/.10/.9) is on \
+                 the loader path (a CUDA 13 libcublas.so.13 needs a libcublas.so symlink in a \
+                 directory on LD_LIBRARY_PATH; scripts/gpu-check.sh makes one)"
+                    .into(),
+            ));
+        }
         let ctx = CudaContext::new(ordinal)?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone())?;
