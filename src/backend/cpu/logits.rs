@@ -173,7 +173,10 @@ pub fn phrase_mean(
             format!("logits {} for [{rows}, {n_txt}]", logits.len()),
         ));
     }
-    if map.offsets.len() != map.labels.len() + 1 {
+    if map.offsets.len() != map.labels.len() + 1
+        || map.offsets.windows(2).any(|w| w[0] > w[1])
+        || map.offsets.last().is_some_and(|&o| o > map.tokens.len())
+    {
         return Err(Error::shape("phrase_mean", "positive map offsets"));
     }
     if map

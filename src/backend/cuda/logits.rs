@@ -205,7 +205,14 @@ impl DevicePositiveMap {
             })?;
             col_entry[c] = i32_of(OP, i)?;
         }
-        if map.tokens.iter().any(|&t| t >= n_txt) || map.offsets.len() != map.labels.len() + 1 {
+        // The kernel reads tokens[offsets[e]..offsets[e + 1]] unchecked: the ranges must be
+        // ordered and inside `tokens` (the fields are public, so a map may be hand-built).
+        let ranges_ok = map.offsets.windows(2).all(|w| w[0] <= w[1])
+            && map.offsets.last().is_some_and(|&o| o <= map.tokens.len());
+        if map.tokens.iter().any(|&t| t >= n_txt)
+            || map.offsets.len() != map.labels.len() + 1
+            || !ranges_ok
+        {
             return Err(Error::shape(
                 OP,
                 format!("tokens beyond {n_txt} or malformed offsets"),

@@ -219,6 +219,39 @@ impl NmsOutputs {
     }
 }
 
+/// The kernels index with every field of `p`, and `GlipNmsParams` can be built by hand, so
+/// the relations [`params`] establishes are re-checked before a launch.
+fn check_params(p: &GlipNmsParams) -> Result<()> {
+    let (b, nl, top_n) = (p.batch, p.num_levels, p.pre_nms_top_n);
+    let mc = i64::from(nl) * i64::from(top_n);
+    let ok = (1..=MAX_BATCH as i32).contains(&b)
+        && (1..=MAX_LEVELS as i32).contains(&nl)
+        && top_n >= 1
+        && p.num_labels >= 0
+        && p.n_pos >= 0
+        && i64::from(p.max_candidates) == mc
+        && mc <= MAX_CANDIDATES as i64
+        && p.sort_size >= 2
+        && (p.sort_size as u32).is_power_of_two()
+        && i64::from(p.sort_size) >= mc
+        && i64::from(p.col_blocks) == (mc + 63) / 64
+        && p.levels[..nl as usize].iter().all(|l| {
+            l.h >= 0
+                && l.w >= 0
+                && l.stride >= 0
+                && l.anchor_offset >= 0
+                && i64::from(l.anchor_offset) + i64::from(l.h) * i64::from(l.w)
+                    <= i64::from(p.n_pos)
+        });
+    if !ok {
+        return Err(Error::shape(
+            "nms",
+            "inconsistent GlipNmsParams (build them with nms::params)",
+        ));
+    }
+    Ok(())
+}
+
 fn cfg(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: grid,
@@ -239,6 +272,7 @@ pub fn atss_postprocess(
     ws: &mut NmsWorkspace,
     out: &mut NmsOutputs,
 ) -> Result<()> {
+    check_params(p)?;
     let (b, mc, _, cb, nl) = dims(p);
     let n = b * p.n_pos as usize;
     if scores.len() < n * p.num_labels as usize || centerness.len() < n || bbox_reg.len() < n * 4 {
@@ -340,4 +374,43 @@ pub fn atss_postprocess(
     // of its image in the outputs (capacities checked above) and count[b].
     unsafe { l.launch(cfg((b as u32, 1, 1), 1024)) }?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_params_pass_the_launch_check_and_tampered_ones_fail() {
+        let levels = [
+            Level {
+                h: 100,
+                w: 168,
+                stride: 8,
+            },
+            Level {
+                h: 7,
+                w: 11,
+                stride: 128,
+            },
+        ];
+        let p = params(&levels, 80, &[(800.0, 1333.0)], &AtssConfig::default()).unwrap();
+        check_params(&p).unwrap();
+        let bad = [
+            GlipNmsParams {
+                sort_size: 1536,
+                ..p
+            },
+            GlipNmsParams { col_blocks: 1, ..p },
+            GlipNmsParams { n_pos: 100, ..p },
+            GlipNmsParams {
+                max_candidates: 8192,
+                ..p
+            },
+            GlipNmsParams { batch: 9, ..p },
+        ];
+        for q in &bad {
+            assert!(check_params(q).is_err());
+        }
+    }
 }
