@@ -31,6 +31,17 @@ fn floats(g: &HashMap<String, glip_rt::Tensor>, k: &str) -> Vec<f32> {
     g[k].to_f32_vec().unwrap()
 }
 
+/// GLIP's post-processing of head outputs for the golden's 320×320 input.
+fn final_detections(out: &glip_rt::model::head::HeadOutputs) -> Vec<postprocess::Detections> {
+    postprocess::postprocess(
+        out,
+        &positive_map(),
+        &[(320, 320)],
+        &PostprocessConfig::default(),
+    )
+    .unwrap()
+}
+
 const POSITIVE_MAP: [(u32, usize); 3] = [(1, 1), (2, 3), (3, 5)];
 
 fn positive_map() -> Vec<(u32, Vec<usize>)> {
@@ -202,13 +213,7 @@ fn real_tokens_only_gives_the_same_detections() {
     let image = FeatureMap::from_tensor(&g["input/image"]).unwrap();
     let out = m.forward(&image, &text, &mut Taps::disabled()).unwrap();
     assert_eq!(out.num_tokens, real);
-    let fin = postprocess::postprocess(
-        &out,
-        &positive_map(),
-        &[(320, 320)],
-        &PostprocessConfig::default(),
-    )
-    .unwrap();
+    let fin = final_detections(&out);
     check_set(
         "final (real tokens only)",
         &fin[0].detections,
@@ -248,13 +253,7 @@ fn detector_on_the_photo_reproduces_the_golden_detections() {
     let (dets, out) = det
         .run(std::slice::from_ref(&pre), &mut Taps::disabled())
         .unwrap();
-    let fin = postprocess::postprocess(
-        &out,
-        &positive_map(),
-        &[(320, 320)],
-        &PostprocessConfig::default(),
-    )
-    .unwrap();
+    let fin = final_detections(&out);
     check_set(
         "final (photo)",
         &fin[0].detections,

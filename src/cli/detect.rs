@@ -1,7 +1,7 @@
 //! `glip detect`: run GLIP on images with a prompt and print the detections.
 
 use super::crate_result::Result;
-use glip_rt::api::{Detection, Detector};
+use glip_rt::api::Detection;
 use glip_rt::model::glip::Taps;
 use glip_rt::preprocess;
 use glip_rt::Error;
@@ -11,18 +11,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// GLIP's yaml config (e.g. glip_Swin_T_O365_GoldG.yaml).
-    #[arg(long)]
-    pub config: PathBuf,
-    /// Weights in safetensors with GLIP's key names (`glip convert` makes them from a .pth).
-    #[arg(long)]
-    pub weights: PathBuf,
-    /// HF-style BERT config.json (default: bert-base-uncased).
-    #[arg(long)]
-    pub bert_config: Option<PathBuf>,
-    /// tokenizer.json (default: the embedded bert-base-uncased tokenizer).
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Image files (JPEG, PNG, WebP); each is processed on its own.
     #[arg(long, required = true, num_args = 1..)]
     pub image: Vec<PathBuf>,
@@ -32,9 +22,6 @@ pub struct Args {
     /// Phrases of the caption to ground (each must occur in --prompt).
     #[arg(long, num_args = 1..)]
     pub phrases: Vec<String>,
-    /// Drop detections scoring below this (default 0: GLIP's full top-100).
-    #[arg(long, default_value_t = 0.0)]
-    pub threshold: f32,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -62,24 +49,7 @@ struct ImageResult<'a> {
 }
 
 pub fn run(a: Args) -> Result {
-    if !(a.threshold.is_finite() && (0.0..=1.0).contains(&a.threshold)) {
-        return Err(Error::Invalid(format!(
-            "--threshold {} must be in [0, 1]",
-            a.threshold
-        )));
-    }
-    let mut b = Detector::builder()
-        .config(&a.config)
-        .weights(&a.weights)
-        .threshold(a.threshold)
-        .pad_prompt(a.pad_prompt);
-    if let Some(p) = &a.bert_config {
-        b = b.bert_config(p);
-    }
-    if let Some(p) = &a.tokenizer {
-        b = b.tokenizer(p);
-    }
-    let mut det = b.build()?;
+    let mut det = a.model.builder()?.pad_prompt(a.pad_prompt).build()?;
     if a.phrases.is_empty() {
         det.set_prompt(&a.prompt)?;
     } else {

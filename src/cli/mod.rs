@@ -47,6 +47,49 @@ pub fn run(cli: Cli) -> crate_result::Result {
     }
 }
 
+/// The model a detecting subcommand loads (shared by `detect` and `stream`).
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// GLIP's yaml config (e.g. glip_Swin_T_O365_GoldG.yaml).
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// Weights in safetensors with GLIP's key names (`glip convert` makes them from a .pth).
+    #[arg(long)]
+    pub weights: std::path::PathBuf,
+    /// HF-style BERT config.json (default: bert-base-uncased).
+    #[arg(long)]
+    pub bert_config: Option<std::path::PathBuf>,
+    /// tokenizer.json (default: the embedded bert-base-uncased tokenizer).
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// Drop detections scoring below this (default 0: GLIP's full top-100).
+    #[arg(long, default_value_t = 0.0)]
+    pub threshold: f32,
+}
+
+impl ModelArgs {
+    /// A detector builder for these arguments (the threshold checked).
+    pub fn builder(&self) -> std::result::Result<glip_rt::api::DetectorBuilder, glip_rt::Error> {
+        if !(self.threshold.is_finite() && (0.0..=1.0).contains(&self.threshold)) {
+            return Err(glip_rt::Error::Invalid(format!(
+                "--threshold {} must be in [0, 1]",
+                self.threshold
+            )));
+        }
+        let mut b = glip_rt::Detector::builder()
+            .config(&self.config)
+            .weights(&self.weights)
+            .threshold(self.threshold);
+        if let Some(p) = &self.bert_config {
+            b = b.bert_config(p);
+        }
+        if let Some(p) = &self.tokenizer {
+            b = b.tokenizer(p);
+        }
+        Ok(b)
+    }
+}
+
 /// What a subcommand returns: the process exit code, or an error printed by main.
 pub mod crate_result {
     pub type Result = std::result::Result<std::process::ExitCode, glip_rt::Error>;

@@ -5,11 +5,10 @@
 //! every frame read gets exactly one line, flushed as soon as it is written.
 
 use super::crate_result::Result;
-use glip_rt::api::{Detection, Detector};
+use glip_rt::api::Detection;
 use glip_rt::preprocess::{decode_image, RgbImage8};
 use glip_rt::Error;
 use std::io::{BufWriter, Read, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -22,14 +21,8 @@ pub enum Input {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[arg(long)]
-    pub config: PathBuf,
-    #[arg(long)]
-    pub weights: PathBuf,
-    #[arg(long)]
-    pub bert_config: Option<PathBuf>,
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// The prompt (class names separated by '.'), encoded once for the whole stream.
     #[arg(long)]
     pub prompt: String,
@@ -41,8 +34,6 @@ pub struct Args {
     /// Frame height for --input raw.
     #[arg(long)]
     pub height: Option<usize>,
-    #[arg(long, default_value_t = 0.0)]
-    pub threshold: f32,
 }
 
 #[derive(serde::Serialize)]
@@ -89,17 +80,7 @@ pub fn run(a: Args) -> Result {
         },
         Input::Encoded => None,
     };
-    let mut b = Detector::builder()
-        .config(&a.config)
-        .weights(&a.weights)
-        .threshold(a.threshold);
-    if let Some(p) = &a.bert_config {
-        b = b.bert_config(p);
-    }
-    if let Some(p) = &a.tokenizer {
-        b = b.tokenizer(p);
-    }
-    let mut det = b.build()?;
+    let mut det = a.model.builder()?.build()?;
     det.set_prompt(&a.prompt)?;
     let exif = det.preprocess_config().exif_orientation;
 

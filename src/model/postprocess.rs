@@ -65,6 +65,44 @@ fn image_sizes(image_sizes: &[(usize, usize)], batch: usize) -> Result<Vec<(f32,
         .collect())
 }
 
+/// The head outputs in the layout the post-processing twins read.
+struct Prepared {
+    ctr: Vec<f32>,
+    reg: Vec<f32>,
+    scores: Vec<f32>,
+    levels: Vec<crate::backend::cpu::nms::Level>,
+    hw: Vec<(f32, f32)>,
+    num_labels: usize,
+}
+
+impl Prepared {
+    fn new(
+        outputs: &HeadOutputs,
+        positive_map: &[(u32, Vec<usize>)],
+        image_sizes: &[(usize, usize)],
+        config: &PostprocessConfig,
+    ) -> Result<Self> {
+        let (ctr, reg, scores) = packed_scores(outputs, positive_map)?;
+        Ok(Prepared {
+            ctr,
+            reg,
+            scores,
+            levels: outputs.levels(&config.anchor_strides)?,
+            hw: self::image_sizes(image_sizes, outputs.batch)?,
+            num_labels: outputs.num_labels,
+        })
+    }
+    fn inputs(&self) -> PackedInputs<'_> {
+        PackedInputs {
+            scores: &self.scores,
+            centerness: &self.ctr,
+            bbox_reg: &self.reg,
+            num_labels: self.num_labels,
+            levels: &self.levels,
+        }
+    }
+}
+
 /// Final detections of every image. `positive_map`: (1-based label, token indices) pairs
 /// (GLIP's positive_map_label_to_token); `image_sizes`: (h, w) of each resized, un-padded
 /// input (boxes are clipped to it).
@@ -74,17 +112,8 @@ pub fn postprocess(
     image_sizes: &[(usize, usize)],
     config: &PostprocessConfig,
 ) -> Result<Vec<Detections>> {
-    let (ctr, reg, scores) = packed_scores(outputs, positive_map)?;
-    let levels = outputs.levels(&config.anchor_strides)?;
-    let hw = self::image_sizes(image_sizes, outputs.batch)?;
-    let inp = PackedInputs {
-        scores: &scores,
-        centerness: &ctr,
-        bbox_reg: &reg,
-        num_labels: outputs.num_labels,
-        levels: &levels,
-    };
-    let per = nms::postprocess(&inp, &hw, &config.atss)?;
+    let p = Prepared::new(outputs, positive_map, image_sizes, config)?;
+    let per = nms::postprocess(&p.inputs(), &p.hw, &config.atss)?;
     Ok(per
         .into_iter()
         .zip(image_sizes)
@@ -103,18 +132,10 @@ pub fn pre_nms_candidates(
     image_sizes: &[(usize, usize)],
     config: &PostprocessConfig,
 ) -> Result<Vec<Vec<Detection>>> {
-    let (ctr, reg, scores) = packed_scores(outputs, positive_map)?;
-    let levels = outputs.levels(&config.anchor_strides)?;
-    let hw = self::image_sizes(image_sizes, outputs.batch)?;
-    let inp = PackedInputs {
-        scores: &scores,
-        centerness: &ctr,
-        bbox_reg: &reg,
-        num_labels: outputs.num_labels,
-        levels: &levels,
-    };
+    let p = Prepared::new(outputs, positive_map, image_sizes, config)?;
+    let inp = p.inputs();
     (0..outputs.batch)
-        .map(|b| nms::candidates(&inp, b, hw[b], &config.atss))
+        .map(|b| nms::candidates(&inp, b, p.hw[b], &config.atss))
         .collect()
 }
 
