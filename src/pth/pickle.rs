@@ -801,7 +801,7 @@ mod tests {
     fn dict_of_ints_and_unknown_opcode() {
         // pickle.dumps({'a': 1, 'b': [2, 3]}, protocol=2)
         let p = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01X\x01\x00\x00\x00bq\x02]q\x03(K\x02K\x03eu.";
-        let v = unpickle(p).unwrap();
+        let v = unpickle(p).expect("a valid protocol-2 pickle");
         let Value::Dict(d) = &*v else { panic!() };
         let d = d.borrow();
         assert_eq!(d.len(), 2);

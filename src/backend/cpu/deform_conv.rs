@@ -388,8 +388,9 @@ mod tests {
         let m = rng.uniform_vec(lm, 0.0, 1.0);
         let wt = rng.normal_vec(lw, 0.2);
         let b = rng.normal_vec(cout, 0.5);
-        let got = modulated_deform_conv3x3(&s, &x, &off, &m, &wt, Some(&b)).unwrap();
-        let want = modulated_deform_conv3x3_naive(&s, &x, &off, &m, &wt, Some(&b)).unwrap();
+        let got = modulated_deform_conv3x3(&s, &x, &off, &m, &wt, Some(&b)).expect("fast path");
+        let want =
+            modulated_deform_conv3x3_naive(&s, &x, &off, &m, &wt, Some(&b)).expect("naive path");
         let d = max_abs_diff(&got, &want);
         assert!(d < 1e-4, "max diff {d} for {s:?}");
     }
@@ -408,7 +409,7 @@ mod tests {
     }
 
     #[test]
-    fn integer_offsets_shift_exactly() {
+    fn integer_offsets_shift_exactly() -> crate::Result<()> {
         // Offset (0, +1) on every tap with mask 1 equals a plain conv of the input shifted left.
         let s = DeformConvShape::new(1, 1, 1, 4, 5, 1);
         let x: Vec<f32> = (0..20).map(|v| v as f32).collect();
@@ -419,13 +420,14 @@ mod tests {
         let m = vec![1.0f32; 9 * 20];
         let mut wt = vec![0.0f32; 9];
         wt[4] = 1.0; // centre tap only: y(oy, ox) = x(oy, ox + 1), 0 past the right edge
-        let y = modulated_deform_conv3x3(&s, &x, &off, &m, &wt, None).unwrap();
+        let y = modulated_deform_conv3x3(&s, &x, &off, &m, &wt, None)?;
         for oy in 0..4 {
             for ox in 0..5 {
                 let want = if ox + 1 < 5 { x[oy * 5 + ox + 1] } else { 0.0 };
                 assert_eq!(y[oy * 5 + ox], want);
             }
         }
+        Ok(())
     }
 
     #[test]

@@ -183,7 +183,7 @@ mod tests {
     use crate::testing::Rng;
 
     #[test]
-    fn normalises_each_group() {
+    fn normalises_each_group() -> crate::Result<()> {
         let s = GroupNormShape {
             batch: 2,
             channels: 4,
@@ -199,16 +199,17 @@ mod tests {
             .map(|v| v + 3.0)
             .collect::<Vec<_>>();
         let mut y = vec![0.0; x.len()];
-        group_norm(&s, hw, &x, &[1.0; 4], &[0.0; 4], &mut y).unwrap();
+        group_norm(&s, hw, &x, &[1.0; 4], &[0.0; 4], &mut y)?;
         for slab in y.chunks(2 * hw) {
             let m: f32 = slab.iter().sum::<f32>() / slab.len() as f32;
             let v: f32 = slab.iter().map(|a| (a - m) * (a - m)).sum::<f32>() / slab.len() as f32;
             assert!(m.abs() < 1e-5 && (v - 1.0).abs() < 1e-4, "mean {m} var {v}");
         }
+        Ok(())
     }
 
     #[test]
-    fn levels_match_single_calls_and_relu() {
+    fn levels_match_single_calls_and_relu() -> crate::Result<()> {
         let s = GroupNormShape {
             batch: 2,
             channels: 8,
@@ -228,11 +229,12 @@ mod tests {
         let x = rng.normal_vec(total, 1.0);
         let (w, b) = (rng.normal_vec(8, 1.0), rng.normal_vec(8, 1.0));
         let mut y = vec![f32::NAN; total];
-        group_norm_levels(&s, &levels, &x, &w, &b, &mut y).unwrap();
+        group_norm_levels(&s, &levels, &x, &w, &b, &mut y)?;
         let mut y1 = vec![0.0; 2 * 8 * 3];
-        group_norm(&s, 3, &x[levels[1].offset..], &w, &b, &mut y1).unwrap();
+        group_norm(&s, 3, &x[levels[1].offset..], &w, &b, &mut y1)?;
         assert_eq!(&y[levels[1].offset..], &y1[..]);
         assert!(y[levels[1].offset..].iter().all(|v| *v >= 0.0));
         assert!(y[96..100].iter().all(|v| v.is_nan()));
+        Ok(())
     }
 }

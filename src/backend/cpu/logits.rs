@@ -210,14 +210,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn phrase_mean_averages_sigmoids_and_leaves_other_columns_zero() {
+    fn phrase_mean_averages_sigmoids_and_leaves_other_columns_zero() -> crate::Result<()> {
         let logits = vec![0.0, 2.0, -2.0, 1.0];
-        let map = PositiveMapCsr::new(&[(2, vec![1, 2]), (3, vec![3])], 4, 4).unwrap();
-        let s = phrase_mean(&logits, 1, 4, &map, 4).unwrap();
+        let map = PositiveMapCsr::new(&[(2, vec![1, 2]), (3, vec![3])], 4, 4)?;
+        let s = phrase_mean(&logits, 1, 4, &map, 4)?;
         assert_eq!(s[0], 0.0);
         assert!((s[1] - 0.5).abs() < 1e-6);
         assert!((s[2] - sigmoid(1.0)).abs() < 1e-7);
         assert_eq!(s[3], 0.0);
+        Ok(())
     }
 
     #[test]

@@ -288,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn conv2d_matches_direct_sum() {
+    fn conv2d_matches_direct_sum() -> crate::Result<()> {
         // 1 x 2 x 5 x 4 input, 3 outputs, k 3, stride 2, pad 1: compare with a direct loop.
         let (n, cin, h, w, cout, k, s, p) = (1, 2, 5, 4, 3, 3, 2, 1);
         let x: Vec<f32> = (0..n * cin * h * w)
@@ -298,7 +298,7 @@ mod tests {
             .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.2)
             .collect();
         let b = [0.5f32, -0.25, 0.0];
-        let (y, oh, ow) = conv2d(&x, n, cin, h, w, &wt, cout, k, Some(&b), s, p).unwrap();
+        let (y, oh, ow) = conv2d(&x, n, cin, h, w, &wt, cout, k, Some(&b), s, p)?;
         for o in 0..cout {
             for oy in 0..oh {
                 for ox in 0..ow {
@@ -319,19 +319,21 @@ mod tests {
                 }
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn linear_matches_direct_sum() {
+    fn linear_matches_direct_sum() -> crate::Result<()> {
         let x: Vec<f32> = (0..6).map(|i| i as f32 * 0.5 - 1.0).collect(); // [2, 3]
         let w: Vec<f32> = (0..12).map(|i| (i % 5) as f32 - 2.0).collect(); // [4, 3]
         let b = [1.0f32, 2.0, 3.0, 4.0];
-        let y = linear(&x, 2, &w, 4, Some(&b)).unwrap();
+        let y = linear(&x, 2, &w, 4, Some(&b))?;
         for r in 0..2 {
             for o in 0..4 {
                 let want: f32 = b[o] + (0..3).map(|i| x[r * 3 + i] * w[o * 3 + i]).sum::<f32>();
                 assert!((y[r * 4 + o] - want).abs() < 1e-6);
             }
         }
+        Ok(())
     }
 }

@@ -381,7 +381,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn built_params_pass_the_launch_check_and_tampered_ones_fail() {
+    fn built_params_pass_the_launch_check_and_tampered_ones_fail() -> crate::Result<()> {
         let levels = [
             Level {
                 h: 100,
@@ -394,8 +394,8 @@ mod tests {
                 stride: 128,
             },
         ];
-        let p = params(&levels, 80, &[(800.0, 1333.0)], &AtssConfig::default()).unwrap();
-        check_params(&p).unwrap();
+        let p = params(&levels, 80, &[(800.0, 1333.0)], &AtssConfig::default())?;
+        check_params(&p)?;
         let bad = [
             GlipNmsParams {
                 sort_size: 1536,
@@ -412,5 +412,6 @@ mod tests {
         for q in &bad {
             assert!(check_params(q).is_err());
         }
+        Ok(())
     }
 }
