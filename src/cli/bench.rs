@@ -112,6 +112,12 @@ pub struct Args {
     /// Model: GLIP-T or GLIP-L shapes.
     #[arg(long, default_value = "glip-t")]
     pub model: String,
+    /// A GLIP yaml config instead of --model (random weights of its shapes).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// HF BERT config.json for --config (default: bert-base-uncased).
+    #[arg(long)]
+    pub bert_config: Option<std::path::PathBuf>,
     /// Image size HxW before GLIP's resize (800x1333 gives the 800x1344 network input).
     #[arg(long, default_value = "800x1333")]
     pub size: String,
@@ -132,21 +138,36 @@ pub fn run(a: Args) -> Result {
             "the end-to-end CUDA path is not implemented yet; per-kernel CUDA benches: cargo bench -- cuda_".into(),
         ));
     }
-    let cfg = match a.model.as_str() {
-        "glip-t" => GlipConfig::glip_t(),
-        "glip-l" => GlipConfig::glip_l(),
-        m => {
-            return Err(Error::Invalid(format!(
-                "--model {m}: expected glip-t or glip-l"
-            )))
-        }
+    let cfg = match (&a.config, a.model.as_str()) {
+        (Some(path), _) => GlipConfig::from_yaml_file(path)?,
+        (None, m) => match m {
+            "glip-t" => GlipConfig::glip_t(),
+            "glip-l" => GlipConfig::glip_l(),
+            m => {
+                return Err(Error::Invalid(format!(
+                    "--model {m}: expected glip-t or glip-l"
+                )))
+            }
+        },
     };
     let (h, w) = a
         .size
         .split_once('x')
         .and_then(|(h, w)| Some((h.parse::<usize>().ok()?, w.parse::<usize>().ok()?)))
         .ok_or_else(|| Error::Invalid(format!("--size {}: expected HxW, e.g. 800x1333", a.size)))?;
-    let bert = BertConfig::default();
+    let bert = match &a.bert_config {
+        Some(p) => BertConfig::from_file(p)?,
+        None => BertConfig::default(),
+    };
+    let pre_cfg = PreprocessConfig {
+        min_size: cfg.input.min_size_test as u32,
+        max_size: Some(cfg.input.max_size_test as u32),
+        size_divisibility: cfg.input.size_divisibility,
+        pixel_mean: cfg.input.pixel_mean,
+        pixel_std: cfg.input.pixel_std,
+        ..PreprocessConfig::default()
+    };
+    let strides = cfg.anchors.strides.clone();
     let t0 = Instant::now();
     let weights = random_weights(&cfg, &bert, 1)?;
     let model = Glip::load(cfg, bert, &weights)?;
@@ -163,7 +184,7 @@ pub fn run(a: Args) -> Result {
         .collect();
     let img = RgbImage8::new(w, h, pixels)?;
     let t0 = Instant::now();
-    let pre = preprocess_image(&img, &PreprocessConfig::default())?;
+    let pre = preprocess_image(&img, &pre_cfg)?;
     let t_pre = t0.elapsed();
     println!(
         "input {h}x{w} -> network input {}x{} (preprocess {:.3} s)",
@@ -237,7 +258,10 @@ pub fn run(a: Args) -> Result {
                 &out,
                 positive_map,
                 &[pre.resized_hw],
-                &PostprocessConfig::default(),
+                &PostprocessConfig {
+                    anchor_strides: strides.clone(),
+                    ..PostprocessConfig::default()
+                },
             )?;
             let t_post = p.elapsed();
             if run == 0 {

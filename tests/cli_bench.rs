@@ -1,0 +1,57 @@
+//! `glip bench` smoke test on the tiny config (random weights of its shapes), and its errors.
+
+use glip_rt::testing::testdata;
+use std::process::Command;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_glip"))
+        .arg("bench")
+        .arg("--config")
+        .arg(testdata().join("golden/12_e2e_tiny_config.yaml"))
+        .arg("--bert-config")
+        .arg(testdata().join("tiny_bert_config.json"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn tiny_bench_reports_every_stage() {
+    let o = bench(&["--size", "240x320", "--runs", "1", "--tokens", "8"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // COCO real, COCO padded, synthetic 8: one timed run each.
+    assert_eq!(out.matches("total per frame").count(), 3, "{out}");
+    for stage in [
+        "backbone (Swin)",
+        "fpn",
+        "VLFuse x2",
+        "BertEncoderLayer x2",
+        "DyConv x2",
+        "head",
+        "post-processing",
+    ] {
+        assert!(out.contains(stage), "missing stage {stage}:\n{out}");
+    }
+}
+
+#[test]
+fn bad_bench_arguments_are_errors() {
+    for (args, needle) in [
+        (&["--size", "big"][..], "--size"),
+        (&["--device", "cuda"][..], "CUDA"),
+        (&["--tokens", "1"][..], "--tokens"),
+    ] {
+        let o = bench(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
