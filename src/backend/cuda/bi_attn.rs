@@ -1,7 +1,7 @@
 //! Launch wrapper for kernels/bi_attn.cu (VLFuse's bi-directional cross-attention).
 
 use super::params::GlipBiAttnParams;
-use super::CudaBackend;
+use super::{to_i32, CudaBackend};
 use crate::backend::cpu::bi_attn::{BiAttnShape, CLAMP, TEXT_PAD_FILL};
 use crate::error::{Error, Result};
 use crate::kernels::names;
@@ -44,11 +44,6 @@ impl BiAttnWorkspace {
     }
 }
 
-fn to_i32(what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v)
-        .map_err(|_| Error::shape("bi_attn_f16", format!("{what} = {v} does not fit in i32")))
-}
-
 fn grid(x: usize, y: usize, z: usize) -> Result<LaunchConfig> {
     if z > 65_535 || y > 65_535 {
         return Err(Error::shape(
@@ -57,7 +52,11 @@ fn grid(x: usize, y: usize, z: usize) -> Result<LaunchConfig> {
         ));
     }
     Ok(LaunchConfig {
-        grid_dim: (to_i32("grid x", x)? as u32, y as u32, z as u32),
+        grid_dim: (
+            to_i32("bi_attn_f16", "grid x", x)? as u32,
+            y as u32,
+            z as u32,
+        ),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     })
@@ -122,12 +121,12 @@ pub fn bi_attn_f16(
         ));
     }
     let p = GlipBiAttnParams {
-        batch: to_i32("batch", s.batch)?,
-        heads: to_i32("heads", s.heads)?,
-        head_dim: to_i32("head_dim", s.head_dim)?,
-        n_img: to_i32("n_img", s.n_img)?,
-        n_txt: to_i32("n_txt", s.n_txt)?,
-        img_splits: to_i32("img_splits", splits)?,
+        batch: to_i32("bi_attn_f16", "batch", s.batch)?,
+        heads: to_i32("bi_attn_f16", "heads", s.heads)?,
+        head_dim: to_i32("bi_attn_f16", "head_dim", s.head_dim)?,
+        n_img: to_i32("bi_attn_f16", "n_img", s.n_img)?,
+        n_txt: to_i32("bi_attn_f16", "n_txt", s.n_txt)?,
+        img_splits: to_i32("bi_attn_f16", "img_splits", splits)?,
         clamp: CLAMP,
         text_pad_fill: TEXT_PAD_FILL,
     };

@@ -8,7 +8,7 @@
 //! y [B, Cout, out_h, out_w] f16.
 
 use super::params::GlipDeformConvParams;
-use super::CudaBackend;
+use super::{check_len, to_i32, CudaBackend};
 use crate::backend::cpu::deform_conv::DeformConvShape;
 use crate::error::{Error, Result};
 use crate::kernels::names;
@@ -21,41 +21,22 @@ const TILE_O: usize = 64;
 const TILE_P: usize = 64;
 const THREADS: u32 = 128;
 
-fn i32_of(op: &'static str, what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| {
-        Error::shape(
-            op,
-            format!("{what} = {v} exceeds the kernel's 32-bit range"),
-        )
-    })
-}
-
-fn check(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
-    if got < want {
-        return Err(Error::shape(
-            op,
-            format!("{what}: buffer of {got} elements, {want} needed"),
-        ));
-    }
-    Ok(())
-}
-
 /// The kernel's parameter block for `s`, range-checked.
 pub fn params(s: &DeformConvShape) -> Result<GlipDeformConvParams> {
     const OP: &str = "deform_conv_fwd_f16";
     s.validate(OP)?;
     let plane = s.in_h.saturating_mul(s.in_w);
-    i32_of(OP, "in_h * in_w", plane)?;
-    i32_of(OP, "in_channels * 9", s.in_channels.saturating_mul(9))?;
+    to_i32(OP, "in_h * in_w", plane)?;
+    to_i32(OP, "in_channels * 9", s.in_channels.saturating_mul(9))?;
     Ok(GlipDeformConvParams {
-        batch: i32_of(OP, "batch", s.batch)?,
-        in_channels: i32_of(OP, "in_channels", s.in_channels)?,
-        out_channels: i32_of(OP, "out_channels", s.out_channels)?,
-        in_h: i32_of(OP, "in_h", s.in_h)?,
-        in_w: i32_of(OP, "in_w", s.in_w)?,
-        out_h: i32_of(OP, "out_h", s.out_h())?,
-        out_w: i32_of(OP, "out_w", s.out_w())?,
-        stride: i32_of(OP, "stride", s.stride)?,
+        batch: to_i32(OP, "batch", s.batch)?,
+        in_channels: to_i32(OP, "in_channels", s.in_channels)?,
+        out_channels: to_i32(OP, "out_channels", s.out_channels)?,
+        in_h: to_i32(OP, "in_h", s.in_h)?,
+        in_w: to_i32(OP, "in_w", s.in_w)?,
+        out_h: to_i32(OP, "out_h", s.out_h())?,
+        out_w: to_i32(OP, "out_w", s.out_w())?,
+        stride: to_i32(OP, "stride", s.stride)?,
         pad: 1,
         offset_batch_stride: s.offset_batch_stride as i64,
         mask_batch_stride: s.mask_batch_stride as i64,
@@ -94,12 +75,12 @@ pub fn deform_conv_fwd_f16(
     const OP: &str = "deform_conv_fwd_f16";
     let p = params(s)?;
     let (lx, lo, lm, lw, ly) = s.required_lens();
-    check(OP, "x", x.len(), lx)?;
-    check(OP, "offset", offset.len(), lo)?;
-    check(OP, "mask", mask.len(), lm)?;
-    check(OP, "weight", weight.len(), lw)?;
-    check(OP, "bias", bias.len(), s.out_channels)?;
-    check(OP, "y", y.len(), ly)?;
+    check_len(OP, "x", x.len(), lx)?;
+    check_len(OP, "offset", offset.len(), lo)?;
+    check_len(OP, "mask", mask.len(), lm)?;
+    check_len(OP, "weight", weight.len(), lw)?;
+    check_len(OP, "bias", bias.len(), s.out_channels)?;
+    check_len(OP, "y", y.len(), ly)?;
     let cfg = launch_config(s)?;
     let f = be.function(FAMILY, names::GLIP_DEFORM_CONV_FWD_F16)?;
     let mut l = be.stream().launch_builder(&f);

@@ -1,8 +1,8 @@
 //! Launch wrappers for kernels/elementwise.cu.
 
 use super::params::GlipElementwiseParams;
-use super::{launch_1d, CudaBackend};
-use crate::error::{Error, Result};
+use super::{check_len, launch_1d, CudaBackend};
+use crate::error::Result;
 use crate::kernels::names;
 use cudarc::driver::{CudaSlice, PushKernelArg};
 use half::f16;
@@ -18,16 +18,6 @@ fn params(n: usize, alpha: f32, beta: f32) -> GlipElementwiseParams {
     }
 }
 
-fn check(op: &'static str, got: usize, want: usize) -> Result<()> {
-    if got < want {
-        return Err(Error::shape(
-            op,
-            format!("buffer of {got} elements, {want} needed"),
-        ));
-    }
-    Ok(())
-}
-
 /// y[n] f16 = x[n] f32 rounded to nearest even.
 pub fn cast_f32_f16(
     be: &CudaBackend,
@@ -35,8 +25,8 @@ pub fn cast_f32_f16(
     y: &mut CudaSlice<f16>,
     n: usize,
 ) -> Result<()> {
-    check("cast_f32_f16", x.len(), n)?;
-    check("cast_f32_f16", y.len(), n)?;
+    check_len("cast_f32_f16", "x", x.len(), n)?;
+    check_len("cast_f32_f16", "y", y.len(), n)?;
     let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_CAST_F32_F16)?;
     let p = params(n, 1.0, 0.0);
     let mut l = be.stream().launch_builder(&f);
@@ -53,8 +43,8 @@ pub fn cast_f16_f32(
     y: &mut CudaSlice<f32>,
     n: usize,
 ) -> Result<()> {
-    check("cast_f16_f32", x.len(), n)?;
-    check("cast_f16_f32", y.len(), n)?;
+    check_len("cast_f16_f32", "x", x.len(), n)?;
+    check_len("cast_f16_f32", "y", y.len(), n)?;
     let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_CAST_F16_F32)?;
     let p = params(n, 1.0, 0.0);
     let mut l = be.stream().launch_builder(&f);
@@ -74,9 +64,9 @@ pub fn axpby_f16(
     y: &mut CudaSlice<f16>,
     n: usize,
 ) -> Result<()> {
-    check("axpby_f16", a.len(), n)?;
-    check("axpby_f16", b.len(), n)?;
-    check("axpby_f16", y.len(), n)?;
+    check_len("axpby_f16", "a", a.len(), n)?;
+    check_len("axpby_f16", "b", b.len(), n)?;
+    check_len("axpby_f16", "y", y.len(), n)?;
     let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_AXPBY_F16)?;
     let p = params(n, alpha, beta);
     let mut l = be.stream().launch_builder(&f);
@@ -95,8 +85,8 @@ pub fn scale_f16(
     y: &mut CudaSlice<f16>,
     n: usize,
 ) -> Result<()> {
-    check("scale_f16", a.len(), n)?;
-    check("scale_f16", y.len(), n)?;
+    check_len("scale_f16", "a", a.len(), n)?;
+    check_len("scale_f16", "y", y.len(), n)?;
     let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_SCALE_F16)?;
     let p = params(n, alpha, beta);
     let mut l = be.stream().launch_builder(&f);

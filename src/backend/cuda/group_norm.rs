@@ -109,12 +109,7 @@ pub fn group_norm_levels_f16(
         ("bias", bias.len(), s.channels),
         ("workspace", workspace.len(), workspace_len(s, levels)),
     ] {
-        if len < want {
-            return Err(Error::shape(
-                OP,
-                format!("{what}: buffer of {len} elements, {want} needed"),
-            ));
-        }
+        super::check_len(OP, what, len, want)?;
     }
     let n = pieces(s, levels);
     if n == 0 || n > i32::MAX as usize {

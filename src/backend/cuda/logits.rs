@@ -2,7 +2,7 @@
 //! epilogue (÷ exp(log_scale), + token bias, ±50000 clamp), phrase MEAN of token sigmoids.
 
 use super::params::GlipLogitsParams;
-use super::{launch_1d, CudaBackend};
+use super::{check_len, launch_1d, to_i32, CudaBackend};
 use crate::backend::cpu::logits::PositiveMapCsr;
 use crate::error::{Error, Result};
 use crate::kernels::names;
@@ -12,21 +12,6 @@ use half::f16;
 const FAMILY: &str = "logits";
 /// The text-projection kernel keeps one normalised row in shared memory.
 pub const MAX_LANG_DIM: usize = 1024;
-
-fn check(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
-    if got < want {
-        return Err(Error::shape(
-            op,
-            format!("{what}: buffer of {got} elements, {want} needed"),
-        ));
-    }
-    Ok(())
-}
-
-fn i32_of(op: &'static str, v: usize) -> Result<i32> {
-    i32::try_from(v)
-        .map_err(|_| Error::shape(op, format!("{v} does not fit the kernel's 32-bit index")))
-}
 
 /// proj[rows, dim] = Linear(E / 2), tok_bias[rows] = E · bias_lang + bias0, with
 /// E = hidden / max(‖hidden‖, 1e-12) per row; `rows` = batch · tokens.
@@ -52,21 +37,21 @@ pub fn text_proj_f16(
             format!("lang_dim {lang_dim} outside 1..={MAX_LANG_DIM}"),
         ));
     }
-    check(OP, "hidden", hidden.len(), rows * lang_dim)?;
-    check(OP, "weight", w.len(), dim * lang_dim)?;
-    check(OP, "bias", bias.len(), dim)?;
-    check(OP, "bias_lang", bias_lang.len(), lang_dim)?;
-    check(OP, "proj", proj.len(), rows * dim)?;
-    check(OP, "tok_bias", tok_bias.len(), rows)?;
+    check_len(OP, "hidden", hidden.len(), rows * lang_dim)?;
+    check_len(OP, "weight", w.len(), dim * lang_dim)?;
+    check_len(OP, "bias", bias.len(), dim)?;
+    check_len(OP, "bias_lang", bias_lang.len(), lang_dim)?;
+    check_len(OP, "proj", proj.len(), rows * dim)?;
+    check_len(OP, "tok_bias", tok_bias.len(), rows)?;
     if rows == 0 {
         return Ok(());
     }
     let p = GlipLogitsParams {
         batch: 1,
         n_pos: 0,
-        n_txt: i32_of(OP, rows)?,
-        dim: i32_of(OP, dim)?,
-        lang_dim: i32_of(OP, lang_dim)?,
+        n_txt: to_i32(OP, "rows", rows)?,
+        dim: to_i32(OP, "dim", dim)?,
+        lang_dim: to_i32(OP, "lang_dim", lang_dim)?,
         bias0,
         eps: crate::backend::cpu::logits::NORMALIZE_EPS,
         scale: 1.0,
@@ -74,7 +59,7 @@ pub fn text_proj_f16(
     };
     let f = be.function(FAMILY, names::GLIP_LOGITS_TEXT_PROJ_F16)?;
     let cfg = LaunchConfig {
-        grid_dim: (i32_of(OP, rows)? as u32, 1, 1),
+        grid_dim: (to_i32(OP, "rows", rows)? as u32, 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
@@ -135,22 +120,22 @@ pub fn dot_f16(
             ),
         ));
     }
-    check(OP, "visual", visual.len(), s.batch * s.n_pos * s.dim)?;
-    check(OP, "proj", proj.len(), s.batch * s.n_txt * s.dim)?;
-    check(OP, "tok_bias", tok_bias.len(), s.batch * s.n_txt)?;
-    check(OP, "out", out.len(), s.batch * s.out_rows * s.n_txt)?;
-    i32_of(OP, s.batch * s.out_rows * s.n_txt)?;
+    check_len(OP, "visual", visual.len(), s.batch * s.n_pos * s.dim)?;
+    check_len(OP, "proj", proj.len(), s.batch * s.n_txt * s.dim)?;
+    check_len(OP, "tok_bias", tok_bias.len(), s.batch * s.n_txt)?;
+    check_len(OP, "out", out.len(), s.batch * s.out_rows * s.n_txt)?;
+    to_i32(OP, "size", s.batch * s.out_rows * s.n_txt)?;
     if s.batch == 0 || s.n_pos == 0 || s.n_txt == 0 {
         return Ok(());
     }
     let p = GlipLogitsParams {
-        batch: i32_of(OP, s.batch)?,
-        n_pos: i32_of(OP, s.n_pos)?,
-        n_txt: i32_of(OP, s.n_txt)?,
-        dim: i32_of(OP, s.dim)?,
+        batch: to_i32(OP, "size", s.batch)?,
+        n_pos: to_i32(OP, "size", s.n_pos)?,
+        n_txt: to_i32(OP, "size", s.n_txt)?,
+        dim: to_i32(OP, "size", s.dim)?,
         channel_major: s.channel_major as i32,
-        out_rows: i32_of(OP, s.out_rows)?,
-        out_row0: i32_of(OP, s.out_row0)?,
+        out_rows: to_i32(OP, "size", s.out_rows)?,
+        out_row0: to_i32(OP, "size", s.out_row0)?,
         scale,
         clamp,
         ..Default::default()
@@ -203,7 +188,7 @@ impl DevicePositiveMap {
             let c = c.ok_or_else(|| {
                 Error::shape(OP, format!("label {label} outside 1..={num_labels}"))
             })?;
-            col_entry[c] = i32_of(OP, i)?;
+            col_entry[c] = to_i32(OP, "i", i)?;
         }
         // The kernel reads tokens[offsets[e]..offsets[e + 1]] unchecked: the ranges must be
         // ordered and inside `tokens` (the fields are public, so a map may be hand-built).
@@ -221,7 +206,7 @@ impl DevicePositiveMap {
         let offsets: Vec<i32> = map
             .offsets
             .iter()
-            .map(|&o| i32_of(OP, o))
+            .map(|&o| to_i32(OP, "o", o))
             .collect::<Result<_>>()?;
         let mut tokens: Vec<i32> = map.tokens.iter().map(|&t| t as i32).collect();
         if tokens.is_empty() {
@@ -247,13 +232,13 @@ pub fn phrase_mean_f32(
     scores: &mut CudaSlice<f32>,
 ) -> Result<()> {
     const OP: &str = "logits phrase_mean";
-    check(OP, "logits", logits.len(), rows * map.n_txt)?;
-    check(OP, "scores", scores.len(), rows * map.num_labels)?;
+    check_len(OP, "logits", logits.len(), rows * map.n_txt)?;
+    check_len(OP, "scores", scores.len(), rows * map.num_labels)?;
     let p = GlipLogitsParams {
         batch: 1,
-        n_pos: i32_of(OP, rows)?,
-        n_txt: i32_of(OP, map.n_txt)?,
-        num_labels: i32_of(OP, map.num_labels)?,
+        n_pos: to_i32(OP, "rows", rows)?,
+        n_txt: to_i32(OP, "size", map.n_txt)?,
+        num_labels: to_i32(OP, "size", map.num_labels)?,
         ..Default::default()
     };
     let n = rows * map.num_labels;

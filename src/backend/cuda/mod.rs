@@ -204,6 +204,27 @@ impl CudaBackend {
     }
 }
 
+/// A device buffer must hold at least `want` elements before a kernel may index it.
+pub(crate) fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
+    if got < want {
+        return Err(Error::shape(
+            op,
+            format!("{what}: buffer of {got} elements, {want} needed"),
+        ));
+    }
+    Ok(())
+}
+
+/// A size passed to a kernel's 32-bit index arithmetic.
+pub(crate) fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| {
+        Error::shape(
+            op,
+            format!("{what} = {v} exceeds the kernel's 32-bit range"),
+        )
+    })
+}
+
 /// A 1-D launch over `n` elements with `block` threads, grid capped for grid-stride loops.
 pub fn launch_1d(n: usize, block: u32) -> LaunchConfig {
     let blocks = n.div_ceil(block as usize).clamp(1, 65_535 * 8) as u32;

@@ -3,7 +3,7 @@
 //! image; nothing is read back until [`NmsOutputs::download`].
 
 use super::params::{GlipNmsLevel, GlipNmsParams};
-use super::CudaBackend;
+use super::{to_i32, CudaBackend};
 use crate::backend::cpu::nms::{
     bbox_clip, level_offsets, AtssConfig, Candidate, Level, MAX_BATCH, MAX_LEVELS,
 };
@@ -14,11 +14,6 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 const FAMILY: &str = "nms";
 /// Per-image candidate capacity the kernels support (num_levels × pre_nms_top_n).
 pub const MAX_CANDIDATES: usize = 8192;
-
-fn i32_of(v: usize) -> Result<i32> {
-    i32::try_from(v)
-        .map_err(|_| Error::shape("nms", format!("{v} does not fit the kernel's 32-bit index")))
-}
 
 /// Launch parameters for a batch: `image_hw` the (h, w) of each resized, un-padded image.
 pub fn params(
@@ -59,17 +54,21 @@ pub fn params(
     }
     let offsets = level_offsets(levels);
     let n_pos = offsets[levels.len()];
-    i32_of(batch * n_pos * num_labels)?;
+    to_i32(
+        "nms",
+        "batch * n_pos * num_labels",
+        batch * n_pos * num_labels,
+    )?;
     let mut p = GlipNmsParams {
         batch: batch as i32,
         num_levels: levels.len() as i32,
-        num_labels: i32_of(num_labels)?,
-        n_pos: i32_of(n_pos)?,
-        pre_nms_top_n: i32_of(cfg.pre_nms_top_n)?,
+        num_labels: to_i32("nms", "num_labels", num_labels)?,
+        n_pos: to_i32("nms", "n_pos", n_pos)?,
+        pre_nms_top_n: to_i32("nms", "size", cfg.pre_nms_top_n)?,
         max_candidates: max_candidates as i32,
         sort_size: max_candidates.next_power_of_two().max(2) as i32,
         col_blocks: max_candidates.div_ceil(64) as i32,
-        detections_per_img: i32_of(cfg.detections_per_img)?,
+        detections_per_img: to_i32("nms", "size", cfg.detections_per_img)?,
         class_agnostic: cfg.class_agnostic as i32,
         score_thresh: cfg.pre_nms_thresh,
         nms_thresh: cfg.nms_thresh,
@@ -83,10 +82,10 @@ pub fn params(
     }
     for (l, lv) in levels.iter().enumerate() {
         p.levels[l] = GlipNmsLevel {
-            h: i32_of(lv.h)?,
-            w: i32_of(lv.w)?,
-            stride: i32_of(lv.stride)?,
-            anchor_offset: i32_of(offsets[l])?,
+            h: to_i32("nms", "size", lv.h)?,
+            w: to_i32("nms", "size", lv.w)?,
+            stride: to_i32("nms", "size", lv.stride)?,
+            anchor_offset: to_i32("nms", "size", offsets[l])?,
         };
     }
     Ok(p)
