@@ -64,11 +64,11 @@ pub fn params(
         num_levels: levels.len() as i32,
         num_labels: to_i32("nms", "num_labels", num_labels)?,
         n_pos: to_i32("nms", "n_pos", n_pos)?,
-        pre_nms_top_n: to_i32("nms", "size", cfg.pre_nms_top_n)?,
+        pre_nms_top_n: to_i32("nms", "pre_nms_top_n", cfg.pre_nms_top_n)?,
         max_candidates: max_candidates as i32,
         sort_size: max_candidates.next_power_of_two().max(2) as i32,
         col_blocks: max_candidates.div_ceil(64) as i32,
-        detections_per_img: to_i32("nms", "size", cfg.detections_per_img)?,
+        detections_per_img: to_i32("nms", "detections_per_img", cfg.detections_per_img)?,
         class_agnostic: cfg.class_agnostic as i32,
         score_thresh: cfg.pre_nms_thresh,
         nms_thresh: cfg.nms_thresh,
@@ -82,10 +82,10 @@ pub fn params(
     }
     for (l, lv) in levels.iter().enumerate() {
         p.levels[l] = GlipNmsLevel {
-            h: to_i32("nms", "size", lv.h)?,
-            w: to_i32("nms", "size", lv.w)?,
-            stride: to_i32("nms", "size", lv.stride)?,
-            anchor_offset: to_i32("nms", "size", offsets[l])?,
+            h: to_i32("nms", "h", lv.h)?,
+            w: to_i32("nms", "w", lv.w)?,
+            stride: to_i32("nms", "stride", lv.stride)?,
+            anchor_offset: to_i32("nms", "anchor_offset", offsets[l])?,
         };
     }
     Ok(p)
