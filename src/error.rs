@@ -34,6 +34,13 @@ pub enum Error {
     Cuda(String),
     #[error("CUDA kernels were not compiled into this binary (built without nvcc); install the toolchain with scripts/install-cuda-toolchain.sh and rebuild")]
     KernelsNotCompiled,
+    /// A check of the emulated CUDA device found a kernel bug.
+    #[error("{kernel}: {check} check failed: {detail}")]
+    KernelCheck {
+        kernel: String,
+        check: crate::backend::cuda::EmuCheck,
+        detail: String,
+    },
     #[error("no CUDA device: {0}")]
     NoDevice(String),
     #[error("{0}")]

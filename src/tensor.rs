@@ -48,13 +48,13 @@ pub enum HostData {
     U8(Vec<u8>),
 }
 
-/// Device storage (cudarc slices), one variant per dtype.
+/// Device storage (a GPU's or the emulated device's buffers), one variant per dtype.
 #[derive(Debug)]
 pub enum DeviceData {
-    F32(cudarc::driver::CudaSlice<f32>),
-    F16(cudarc::driver::CudaSlice<f16>),
-    I32(cudarc::driver::CudaSlice<i32>),
-    U8(cudarc::driver::CudaSlice<u8>),
+    F32(crate::backend::cuda::DeviceBuffer<f32>),
+    F16(crate::backend::cuda::DeviceBuffer<f16>),
+    I32(crate::backend::cuda::DeviceBuffer<i32>),
+    U8(crate::backend::cuda::DeviceBuffer<u8>),
 }
 
 #[derive(Debug)]

@@ -12,24 +12,46 @@ pub fn gpu_required() -> bool {
     std::env::var("GLIP_REQUIRE_GPU").is_ok_and(|v| v == "1")
 }
 
-/// The CUDA backend for a GPU test, or `None` after printing `skipped: no CUDA device`.
-/// Under `GLIP_REQUIRE_GPU=1` a missing device (or kernels not compiled in) panics, which
-/// fails the test: that is this function's purpose.
+/// The CUDA device for a kernel test: a real GPU when one is usable (and the kernels were
+/// compiled), otherwise the emulated device, which runs the same kernels through the same
+/// wrappers on the CPU. Prints which one (`device: GPU …` / `device: emulated …`).
+/// `GLIP_DEVICE=emu` forces the emulated device; under `GLIP_REQUIRE_GPU=1` a missing GPU
+/// panics, which fails the test: that is what the GPU check script relies on.
+/// Always `Some` (the Option is kept so callers read as before).
 pub fn cuda_or_skip(test: &str) -> Option<CudaBackend> {
-    let why = if !crate::kernels::COMPILED {
-        Some("kernels not compiled into this build (no nvcc at build time)".to_string())
+    Some(cuda_device(test))
+}
+
+/// See [`cuda_or_skip`].
+pub fn cuda_device(test: &str) -> CudaBackend {
+    let forced_emu = std::env::var("GLIP_DEVICE").is_ok_and(|v| v == "emu");
+    let why = if forced_emu {
+        "GLIP_DEVICE=emu".to_string()
+    } else if !crate::kernels::COMPILED {
+        "kernels not compiled for a GPU in this build (no nvcc at build time)".to_string()
     } else {
         match CudaBackend::new(0) {
-            Ok(be) => return Some(be),
-            Err(e) => Some(e.to_string()),
+            Ok(be) => {
+                println!(
+                    "device: GPU {} ({test})",
+                    be.name().unwrap_or_else(|_| "?".into())
+                );
+                return be;
+            }
+            Err(e) => e.to_string(),
         }
     };
-    let why = why.unwrap_or_default();
     if gpu_required() {
         panic!("{test}: GLIP_REQUIRE_GPU=1 but no usable CUDA device: {why}");
     }
-    println!("skipped: no CUDA device ({test}: {why})");
-    None
+    println!("device: emulated ({test}: {why})");
+    CudaBackend::emulated()
+}
+
+/// Whether a kernel test runs on the emulated device: it then uses reduced shapes (the
+/// emulator runs every launch six times on one core).
+pub fn reduced(be: &CudaBackend) -> bool {
+    be.is_emulated()
 }
 
 /// The repository's test data directory.

@@ -1,6 +1,6 @@
-//! The GPU-test gate: without a device a GPU test prints `skipped: no CUDA device` and
-//! passes; with GLIP_REQUIRE_GPU=1 the same test fails. Checked by re-running this test
-//! binary on its own probe test in a child process.
+//! The GPU-test gate: without a GPU a kernel test runs on the emulated device and prints
+//! `device: emulated`; with GLIP_REQUIRE_GPU=1 the same test fails instead. Checked by
+//! re-running this test binary on its own probe test in a child process.
 
 use glip_rt::testing::cuda_or_skip;
 use std::process::Command;
@@ -39,6 +39,9 @@ fn run_probe(require: bool) -> (bool, String) {
 fn gate_skips_or_fails_as_documented() {
     let has_gpu = glip_rt::kernels::COMPILED && glip_rt::backend::cuda::CudaBackend::new(0).is_ok();
     let (ok, text) = run_probe(false);
+    if has_gpu {
+        assert!(text.contains("device: GPU"), "the GPU must be named:\n{text}");
+    }
     assert!(ok, "probe must pass without GLIP_REQUIRE_GPU:\n{text}");
     let (ok_req, text_req) = run_probe(true);
     if has_gpu {
@@ -48,8 +51,8 @@ fn gate_skips_or_fails_as_documented() {
         );
     } else {
         assert!(
-            text.contains("skipped: no CUDA device"),
-            "skip must be printed:\n{text}"
+            text.contains("device: emulated"),
+            "the emulated device must be named:\n{text}"
         );
         assert!(
             !ok_req,

@@ -91,7 +91,7 @@ fn cpu_backend_cast_round_trip() {
 fn poisoned_f16(
     be: &glip_rt::backend::cuda::CudaBackend,
     n: usize,
-) -> cudarc::driver::CudaSlice<f16> {
+) -> glip_rt::backend::cuda::DeviceBuffer<f16> {
     be.filled_f16(n, f16::NAN).unwrap()
 }
 

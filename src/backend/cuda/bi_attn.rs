@@ -5,7 +5,8 @@ use super::{to_i32, CudaBackend};
 use crate::backend::cpu::bi_attn::{BiAttnShape, CLAMP, TEXT_PAD_FILL};
 use crate::error::{Error, Result};
 use crate::kernels::names;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use super::DeviceBuffer;
+use cudarc::driver::LaunchConfig;
 use half::f16;
 
 const FAMILY: &str = "bi_attn";
@@ -28,19 +29,26 @@ pub fn workspace_len(s: &BiAttnShape, img_splits: usize) -> usize {
     2 * rows + rows * HEAD_DIM
 }
 
-/// Caller-owned workspace for [`bi_attn_f16`].
+/// Caller-owned workspace for [`bi_attn_f16`]: the text->image partials (m, l, acc).
 pub struct BiAttnWorkspace {
     pub img_splits: usize,
-    pub buf: CudaSlice<f32>,
+    pub m: DeviceBuffer<f32>,
+    pub l: DeviceBuffer<f32>,
+    pub acc: DeviceBuffer<f32>,
 }
 
 impl BiAttnWorkspace {
     pub fn new(be: &CudaBackend, s: &BiAttnShape, img_splits: usize) -> Result<Self> {
-        let n = workspace_len(s, img_splits);
+        let rows = s.batch * s.heads * img_splits * s.n_txt;
         Ok(BiAttnWorkspace {
             img_splits,
-            buf: be.stream().alloc_zeros::<f32>(n)?,
+            m: be.alloc_zeros::<f32>(rows)?,
+            l: be.alloc_zeros::<f32>(rows)?,
+            acc: be.alloc_zeros::<f32>(rows * HEAD_DIM)?,
         })
+    }
+    fn len(&self) -> usize {
+        self.m.len() + self.l.len() + self.acc.len()
     }
 }
 
@@ -70,14 +78,14 @@ fn grid(x: usize, y: usize, z: usize) -> Result<LaunchConfig> {
 pub fn bi_attn_f16(
     be: &CudaBackend,
     s: &BiAttnShape,
-    q: &CudaSlice<f16>,
-    k_l: &CudaSlice<f16>,
-    v_l: &CudaSlice<f16>,
-    v_v: &CudaSlice<f16>,
-    mask: &CudaSlice<i32>,
+    q: &DeviceBuffer<f16>,
+    k_l: &DeviceBuffer<f16>,
+    v_l: &DeviceBuffer<f16>,
+    v_v: &DeviceBuffer<f16>,
+    mask: &DeviceBuffer<i32>,
     ws: &mut BiAttnWorkspace,
-    o_v: &mut CudaSlice<f16>,
-    o_t: &mut CudaSlice<f16>,
+    o_v: &mut DeviceBuffer<f16>,
+    o_t: &mut DeviceBuffer<f16>,
 ) -> Result<()> {
     if s.head_dim != HEAD_DIM {
         return Err(Error::shape(
@@ -114,10 +122,12 @@ pub fn bi_attn_f16(
         ));
     }
     let need_ws = workspace_len(s, splits);
-    if ws.buf.len() < need_ws {
+    let rows = s.batch * s.heads * splits * s.n_txt;
+    if ws.len() < need_ws || ws.m.len() < rows || ws.l.len() < rows || ws.acc.len() < rows * HEAD_DIM
+    {
         return Err(Error::shape(
             "bi_attn_f16",
-            format!("workspace has {} f32, {need_ws} needed", ws.buf.len()),
+            format!("workspace has {} f32, {need_ws} needed", ws.len()),
         ));
     }
     let p = GlipBiAttnParams {
@@ -130,37 +140,34 @@ pub fn bi_attn_f16(
         clamp: CLAMP,
         text_pad_fill: TEXT_PAD_FILL,
     };
-    // Offsets into the workspace as separate views: m, l, acc.
-    let rows = s.batch * s.heads * splits * s.n_txt;
-    let (mut ml, mut acc) = ws.buf.split_at_mut(2 * rows);
-    let (mut ws_m, mut ws_l) = ml.split_at_mut(rows);
+    let (ws_m, ws_l, acc) = (&mut ws.m, &mut ws.l, &mut ws.acc);
 
     let f_img = be.function(FAMILY, names::GLIP_BI_ATTN_IMG_F16)?;
-    let mut l = be.stream().launch_builder(&f_img);
+    let mut l = be.launch_builder(&f_img);
     l.arg(&p).arg(q).arg(k_l).arg(v_l).arg(mask).arg(o_v);
     // SAFETY: the kernel reads q [B, N_img, C], k_l/v_l [B, T, C], mask [B, T] and writes
     // o_v [B, N_img, C], C = heads*256; every length was checked above.
     unsafe { l.launch(grid(s.n_img.div_ceil(ROWS), s.heads, s.batch)?) }?;
 
     let f_part = be.function(FAMILY, names::GLIP_BI_ATTN_TXT_PARTIAL_F16)?;
-    let mut l = be.stream().launch_builder(&f_part);
+    let mut l = be.launch_builder(&f_part);
     l.arg(&p)
         .arg(q)
         .arg(k_l)
         .arg(v_v)
-        .arg(&mut ws_m)
-        .arg(&mut ws_l)
-        .arg(&mut acc);
+        .arg(&mut *ws_m)
+        .arg(&mut *ws_l)
+        .arg(&mut *acc);
     // SAFETY: reads q/v_v [B, N_img, C], k_l [B, T, C]; writes the m, l ([B, heads, splits, T])
     // and acc ([B, heads, splits, T, 256]) views, whose sizes were checked (workspace_len).
     unsafe { l.launch(grid(s.n_txt.div_ceil(ROWS), s.heads, s.batch * splits)?) }?;
 
     let f_merge = be.function(FAMILY, names::GLIP_BI_ATTN_TXT_MERGE_F16)?;
-    let mut l = be.stream().launch_builder(&f_merge);
+    let mut l = be.launch_builder(&f_merge);
     l.arg(&p)
-        .arg(&mut ws_m)
-        .arg(&mut ws_l)
-        .arg(&mut acc)
+        .arg(&*ws_m)
+        .arg(&*ws_l)
+        .arg(&*acc)
         .arg(o_t);
     // SAFETY: reads the workspace views written above, writes o_t [B, T, C] (length checked).
     unsafe { l.launch(grid(s.n_txt, s.heads, s.batch)?) }?;

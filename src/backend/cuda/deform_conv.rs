@@ -12,7 +12,8 @@ use super::{check_len, to_i32, CudaBackend};
 use crate::backend::cpu::deform_conv::DeformConvShape;
 use crate::error::{Error, Result};
 use crate::kernels::names;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use super::DeviceBuffer;
+use cudarc::driver::LaunchConfig;
 use half::f16;
 
 const FAMILY: &str = "deform_conv";
@@ -65,12 +66,12 @@ pub fn launch_config(s: &DeformConvShape) -> Result<LaunchConfig> {
 pub fn deform_conv_fwd_f16(
     be: &CudaBackend,
     s: &DeformConvShape,
-    x: &CudaSlice<f16>,
-    offset: &CudaSlice<f16>,
-    mask: &CudaSlice<f16>,
-    weight: &CudaSlice<f16>,
-    bias: &CudaSlice<f32>,
-    y: &mut CudaSlice<f16>,
+    x: &DeviceBuffer<f16>,
+    offset: &DeviceBuffer<f16>,
+    mask: &DeviceBuffer<f16>,
+    weight: &DeviceBuffer<f16>,
+    bias: &DeviceBuffer<f32>,
+    y: &mut DeviceBuffer<f16>,
 ) -> Result<()> {
     const OP: &str = "deform_conv_fwd_f16";
     let p = params(s)?;
@@ -83,7 +84,7 @@ pub fn deform_conv_fwd_f16(
     check_len(OP, "y", y.len(), ly)?;
     let cfg = launch_config(s)?;
     let f = be.function(FAMILY, names::GLIP_DEFORM_CONV_FWD_F16)?;
-    let mut l = be.stream().launch_builder(&f);
+    let mut l = be.launch_builder(&f);
     l.arg(&p)
         .arg(x)
         .arg(offset)

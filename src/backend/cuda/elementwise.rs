@@ -4,7 +4,7 @@ use super::params::GlipElementwiseParams;
 use super::{check_len, launch_1d, CudaBackend};
 use crate::error::Result;
 use crate::kernels::names;
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use super::DeviceBuffer;
 use half::f16;
 
 const FAMILY: &str = "elementwise";
@@ -21,15 +21,15 @@ fn params(n: usize, alpha: f32, beta: f32) -> GlipElementwiseParams {
 /// y[n] f16 = x[n] f32 rounded to nearest even.
 pub fn cast_f32_f16(
     be: &CudaBackend,
-    x: &CudaSlice<f32>,
-    y: &mut CudaSlice<f16>,
+    x: &DeviceBuffer<f32>,
+    y: &mut DeviceBuffer<f16>,
     n: usize,
 ) -> Result<()> {
     check_len("cast_f32_f16", "x", x.len(), n)?;
     check_len("cast_f32_f16", "y", y.len(), n)?;
     let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_CAST_F32_F16)?;
     let p = params(n, 1.0, 0.0);
-    let mut l = be.stream().launch_builder(&f);
+    let mut l = be.launch_builder(&f);
     l.arg(&p).arg(x).arg(y);
     // SAFETY: the kernel reads x[0..n) and writes y[0..n); both lengths were checked.
     unsafe { l.launch(launch_1d(n, BLOCK)) }?;
@@ -39,15 +39,15 @@ pub fn cast_f32_f16(
 /// y[n] f32 = x[n] f16.
 pub fn cast_f16_f32(
     be: &CudaBackend,
-    x: &CudaSlice<f16>,
-    y: &mut CudaSlice<f32>,
+    x: &DeviceBuffer<f16>,
+    y: &mut DeviceBuffer<f32>,
     n: usize,
 ) -> Result<()> {
     check_len("cast_f16_f32", "x", x.len(), n)?;
     check_len("cast_f16_f32", "y", y.len(), n)?;
     let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_CAST_F16_F32)?;
     let p = params(n, 1.0, 0.0);
-    let mut l = be.stream().launch_builder(&f);
+    let mut l = be.launch_builder(&f);
     l.arg(&p).arg(x).arg(y);
     // SAFETY: the kernel reads x[0..n) and writes y[0..n); both lengths were checked.
     unsafe { l.launch(launch_1d(n, BLOCK)) }?;
@@ -58,10 +58,10 @@ pub fn cast_f16_f32(
 pub fn axpby_f16(
     be: &CudaBackend,
     alpha: f32,
-    a: &CudaSlice<f16>,
+    a: &DeviceBuffer<f16>,
     beta: f32,
-    b: &CudaSlice<f16>,
-    y: &mut CudaSlice<f16>,
+    b: &DeviceBuffer<f16>,
+    y: &mut DeviceBuffer<f16>,
     n: usize,
 ) -> Result<()> {
     check_len("axpby_f16", "a", a.len(), n)?;
@@ -69,7 +69,7 @@ pub fn axpby_f16(
     check_len("axpby_f16", "y", y.len(), n)?;
     let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_AXPBY_F16)?;
     let p = params(n, alpha, beta);
-    let mut l = be.stream().launch_builder(&f);
+    let mut l = be.launch_builder(&f);
     l.arg(&p).arg(a).arg(b).arg(y);
     // SAFETY: reads a, b and writes y over [0, n); all three lengths were checked.
     unsafe { l.launch(launch_1d(n, BLOCK)) }?;
@@ -80,16 +80,16 @@ pub fn axpby_f16(
 pub fn scale_f16(
     be: &CudaBackend,
     alpha: f32,
-    a: &CudaSlice<f16>,
+    a: &DeviceBuffer<f16>,
     beta: f32,
-    y: &mut CudaSlice<f16>,
+    y: &mut DeviceBuffer<f16>,
     n: usize,
 ) -> Result<()> {
     check_len("scale_f16", "a", a.len(), n)?;
     check_len("scale_f16", "y", y.len(), n)?;
     let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_SCALE_F16)?;
     let p = params(n, alpha, beta);
-    let mut l = be.stream().launch_builder(&f);
+    let mut l = be.launch_builder(&f);
     l.arg(&p).arg(a).arg(y);
     // SAFETY: reads a and writes y over [0, n); both lengths were checked.
     unsafe { l.launch(launch_1d(n, BLOCK)) }?;

@@ -1,10 +1,12 @@
 //! Plain GEMMs through cuBLAS: f16 inputs and output, f32 accumulation
-//! (cublasGemmEx with CUBLAS_COMPUTE_32F).
+//! (cublasGemmEx with CUBLAS_COMPUTE_32F). On the emulated device a host GEMM with the same
+//! contract (f16 in, f32 accumulation in ascending k, one rounding to f16) stands in.
 
 use super::CudaBackend;
 use crate::error::{Error, Result};
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
-use cudarc::driver::CudaSlice;
+use super::memory::BufInner;
+use super::DeviceBuffer;
 use half::f16;
 
 /// Row-major c[m, n] = a[m, k] · op(b), op(b) = b[k, n] or, with `b_transposed`, b[n, k]ᵀ
@@ -15,10 +17,10 @@ pub fn gemm_f16(
     m: usize,
     n: usize,
     k: usize,
-    a: &CudaSlice<f16>,
-    b: &CudaSlice<f16>,
+    a: &DeviceBuffer<f16>,
+    b: &DeviceBuffer<f16>,
     b_transposed: bool,
-    c: &mut CudaSlice<f16>,
+    c: &mut DeviceBuffer<f16>,
 ) -> Result<()> {
     if a.len() < m * k || b.len() < k * n || c.len() < m * n {
         return Err(Error::shape(
@@ -31,6 +33,18 @@ pub fn gemm_f16(
             ),
         ));
     }
+    let (a, b, c) = match (&a.inner, &b.inner, &mut c.inner) {
+        (BufInner::Cuda(a), BufInner::Cuda(b), BufInner::Cuda(c)) => (a, b, c),
+        (BufInner::Emu(a), BufInner::Emu(b), BufInner::Emu(c)) => {
+            host_gemm_f16(m, n, k, a.as_slice(), b.as_slice(), b_transposed, c.as_mut_slice());
+            return Ok(());
+        }
+        _ => {
+            return Err(Error::Cuda(
+                "gemm_f16: buffers of different devices".into(),
+            ))
+        }
+    };
     // cuBLAS is column-major: a row-major C[m,n] is a column-major Cᵀ[n,m] = op(B)ᵀ · Aᵀ,
     // so pass B first.
     let cfg = GemmConfig {
@@ -50,6 +64,22 @@ pub fn gemm_f16(
         ldc: n as i32,
     };
     // SAFETY: the extents of a, b and c were checked against m, n, k above.
-    unsafe { be.blas().gemm(cfg, b, a, c) }?;
+    unsafe { be.blas()?.gemm(cfg, b, a, c) }?;
     Ok(())
+}
+
+/// The emulated device's cuBLAS: row-major c = a · op(b), f32 accumulation, f16 result.
+fn host_gemm_f16(m: usize, n: usize, k: usize, a: &[f16], b: &[f16], bt: bool, c: &mut [f16]) {
+    let bf: Vec<f32> = b.iter().map(|v| v.to_f32()).collect();
+    for i in 0..m {
+        let ar: Vec<f32> = a[i * k..(i + 1) * k].iter().map(|v| v.to_f32()).collect();
+        for j in 0..n {
+            let mut acc = 0f32;
+            for (kk, av) in ar.iter().enumerate() {
+                let bv = if bt { bf[j * k + kk] } else { bf[kk * n + j] };
+                acc += av * bv;
+            }
+            c[i * n + j] = f16::from_f32(acc);
+        }
+    }
 }

@@ -10,7 +10,8 @@ use super::CudaBackend;
 use crate::backend::cpu::group_norm::{GnLevel, GroupNormShape};
 use crate::error::{Error, Result};
 use crate::kernels::names;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use super::DeviceBuffer;
+use cudarc::driver::LaunchConfig;
 use half::f16;
 
 const FAMILY: &str = "group_norm";
@@ -89,11 +90,11 @@ pub fn group_norm_levels_f16(
     be: &CudaBackend,
     s: &GroupNormShape,
     levels: &[GnLevel],
-    x: &CudaSlice<f16>,
-    weight: &CudaSlice<f32>,
-    bias: &CudaSlice<f32>,
-    workspace: &mut CudaSlice<f32>,
-    y: &mut CudaSlice<f16>,
+    x: &DeviceBuffer<f16>,
+    weight: &DeviceBuffer<f32>,
+    bias: &DeviceBuffer<f32>,
+    workspace: &mut DeviceBuffer<f32>,
+    y: &mut DeviceBuffer<f16>,
 ) -> Result<()> {
     const OP: &str = "group_norm_levels_f16";
     let p = params(s, levels)?;
@@ -121,13 +122,13 @@ pub fn group_norm_levels_f16(
         shared_mem_bytes: 0,
     };
     let stats = be.function(FAMILY, names::GLIP_GROUP_NORM_STATS_F16)?;
-    let mut l = be.stream().launch_builder(&stats);
+    let mut l = be.launch_builder(&stats);
     l.arg(&p).arg(x).arg(&mut *workspace);
     // SAFETY: x holds every level's extent and workspace 2 floats per piece (checked above);
     // the kernel maps block i to piece i and touches only that piece and partials[i].
     unsafe { l.launch(cfg) }?;
     let apply = be.function(FAMILY, names::GLIP_GROUP_NORM_APPLY_F16)?;
-    let mut l = be.stream().launch_builder(&apply);
+    let mut l = be.launch_builder(&apply);
     l.arg(&p)
         .arg(x)
         .arg(&*workspace)

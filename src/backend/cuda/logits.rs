@@ -6,7 +6,8 @@ use super::{check_len, launch_1d, to_i32, CudaBackend};
 use crate::backend::cpu::logits::PositiveMapCsr;
 use crate::error::{Error, Result};
 use crate::kernels::names;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use super::DeviceBuffer;
+use cudarc::driver::LaunchConfig;
 use half::f16;
 
 const FAMILY: &str = "logits";
@@ -22,13 +23,13 @@ pub fn text_proj_f16(
     rows: usize,
     lang_dim: usize,
     dim: usize,
-    hidden: &CudaSlice<f16>,
-    w: &CudaSlice<f16>,
-    bias: &CudaSlice<f32>,
-    bias_lang: &CudaSlice<f32>,
+    hidden: &DeviceBuffer<f16>,
+    w: &DeviceBuffer<f16>,
+    bias: &DeviceBuffer<f32>,
+    bias_lang: &DeviceBuffer<f32>,
     bias0: f32,
-    proj: &mut CudaSlice<f32>,
-    tok_bias: &mut CudaSlice<f32>,
+    proj: &mut DeviceBuffer<f32>,
+    tok_bias: &mut DeviceBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "logits text_proj";
     if lang_dim == 0 || lang_dim > MAX_LANG_DIM {
@@ -63,7 +64,7 @@ pub fn text_proj_f16(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut l = be.stream().launch_builder(&f);
+    let mut l = be.launch_builder(&f);
     l.arg(&p)
         .arg(hidden)
         .arg(w)
@@ -101,12 +102,12 @@ pub struct DotShape {
 pub fn dot_f16(
     be: &CudaBackend,
     s: &DotShape,
-    visual: &CudaSlice<f16>,
-    proj: &CudaSlice<f32>,
-    tok_bias: &CudaSlice<f32>,
+    visual: &DeviceBuffer<f16>,
+    proj: &DeviceBuffer<f32>,
+    tok_bias: &DeviceBuffer<f32>,
     scale: f32,
     clamp: f32,
-    out: &mut CudaSlice<f32>,
+    out: &mut DeviceBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "logits dot";
     if s.out_row0 + s.n_pos > s.out_rows {
@@ -154,7 +155,7 @@ pub fn dot_f16(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut l = be.stream().launch_builder(&f);
+    let mut l = be.launch_builder(&f);
     l.arg(&p).arg(visual).arg(proj).arg(tok_bias).arg(out);
     // SAFETY: the kernel reads visual[..batch*n_pos*dim), proj[..batch*n_txt*dim),
     // tok_bias[..batch*n_txt) and writes rows out_row0..out_row0+n_pos of each image's
@@ -169,9 +170,9 @@ pub fn dot_f16(
 pub struct DevicePositiveMap {
     pub num_labels: usize,
     pub n_txt: usize,
-    col_entry: CudaSlice<i32>,
-    offsets: CudaSlice<i32>,
-    tokens: CudaSlice<i32>,
+    col_entry: DeviceBuffer<i32>,
+    offsets: DeviceBuffer<i32>,
+    tokens: DeviceBuffer<i32>,
 }
 
 impl DevicePositiveMap {
@@ -227,9 +228,9 @@ impl DevicePositiveMap {
 pub fn phrase_mean_f32(
     be: &CudaBackend,
     rows: usize,
-    logits: &CudaSlice<f32>,
+    logits: &DeviceBuffer<f32>,
     map: &DevicePositiveMap,
-    scores: &mut CudaSlice<f32>,
+    scores: &mut DeviceBuffer<f32>,
 ) -> Result<()> {
     const OP: &str = "logits phrase_mean";
     check_len(OP, "logits", logits.len(), rows * map.n_txt)?;
@@ -246,7 +247,7 @@ pub fn phrase_mean_f32(
         return Ok(());
     }
     let f = be.function(FAMILY, names::GLIP_LOGITS_PHRASE_MEAN_F32)?;
-    let mut l = be.stream().launch_builder(&f);
+    let mut l = be.launch_builder(&f);
     l.arg(&p)
         .arg(logits)
         .arg(&map.col_entry)

@@ -1,5 +1,6 @@
-//! The CUDA backend: a cudarc context + one stream + a cuBLAS handle, and the kernel
-//! modules loaded lazily from the fatbins build.rs embedded.
+//! The CUDA backend: on a GPU a cudarc context + one stream + a cuBLAS handle, and the
+//! kernel modules loaded lazily from the fatbins build.rs embedded; or the emulated device
+//! (`emu`), which runs the same kernels compiled as host C++ behind the same wrappers.
 //!
 //! Starting is safe on any machine: `CudaBackend::new` first checks that libcuda can be
 //! loaded (cudarc panics on first use otherwise), so without a driver it returns
@@ -8,17 +9,27 @@
 pub mod bi_attn;
 pub mod deform_conv;
 pub mod elementwise;
+pub mod emu;
 pub mod gemm;
 pub mod group_norm;
+pub mod launch;
 pub mod logits;
+pub mod memory;
 pub mod nms;
 pub mod params;
+
+pub use emu::{EmuCheck, EmuChecks, EmuDevice};
+pub use launch::{Kernel, KernelArg, KernelParam, Launch};
+pub use memory::{DeviceBuffer, DeviceElem};
 
 use crate::error::{Error, Result};
 use crate::kernels;
 use crate::tensor::{DeviceData, Tensor};
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig};
+use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig};
+use emu::EmuBuffer;
+use launch::KernelInner;
+use memory::BufInner;
 use half::f16;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,15 +68,31 @@ pub fn driver_version() -> Result<(i32, i32)> {
     Ok((v / 1000, (v % 1000) / 10))
 }
 
+/// A CUDA device: a real GPU through cudarc, or the emulated device (the same kernels
+/// compiled as host C++, see [`emu`]). The launch wrappers and everything above them do not
+/// know which one runs.
 pub struct CudaBackend {
     ordinal: usize,
+    dev: Dev,
+}
+
+enum Dev {
+    Gpu(Gpu),
+    Emu(EmuDevice),
+}
+
+struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
 }
 
+/// What the emulated device reports as its name.
+pub const EMULATED_NAME: &str = "emulated CUDA device (kernels as host C++)";
+
 impl CudaBackend {
+    /// GPU `ordinal` through the CUDA driver.
     pub fn new(ordinal: usize) -> Result<Self> {
         let n = device_count()?;
         if ordinal >= n {
@@ -89,45 +116,113 @@ impl CudaBackend {
         let blas = CudaBlas::new(stream.clone())?;
         Ok(CudaBackend {
             ordinal,
-            ctx,
-            stream,
-            blas,
-            modules: Mutex::new(HashMap::new()),
+            dev: Dev::Gpu(Gpu {
+                ctx,
+                stream,
+                blas,
+                modules: Mutex::new(HashMap::new()),
+            }),
         })
+    }
+
+    /// The emulated device with the checks of `GLIP_EMU_CHECKS` (default: all).
+    pub fn emulated() -> Self {
+        Self::emulated_with(EmuChecks::from_env())
+    }
+
+    pub fn emulated_with(checks: EmuChecks) -> Self {
+        CudaBackend {
+            ordinal: 0,
+            dev: Dev::Emu(EmuDevice::new(checks)),
+        }
+    }
+
+    /// The GPU `ordinal` when `GLIP_DEVICE` is unset or `cuda`; the emulated device when it is
+    /// `emu`.
+    pub fn from_env(ordinal: usize) -> Result<Self> {
+        match std::env::var("GLIP_DEVICE").as_deref() {
+            Ok("emu") => Ok(Self::emulated()),
+            _ => Self::new(ordinal),
+        }
+    }
+
+    pub fn is_emulated(&self) -> bool {
+        matches!(self.dev, Dev::Emu(_))
+    }
+    /// The emulated device's settings (None on a GPU).
+    pub fn emulator_mut(&mut self) -> Option<&mut EmuDevice> {
+        match &mut self.dev {
+            Dev::Emu(e) => Some(e),
+            Dev::Gpu(_) => None,
+        }
     }
 
     pub fn ordinal(&self) -> usize {
         self.ordinal
     }
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
+    fn gpu(&self, what: &str) -> Result<&Gpu> {
+        match &self.dev {
+            Dev::Gpu(g) => Ok(g),
+            Dev::Emu(_) => Err(Error::Cuda(format!(
+                "{what} needs a real GPU (this is the emulated device)"
+            ))),
+        }
     }
-    pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
+    /// The cudarc context (GPU only).
+    pub fn context(&self) -> Result<&Arc<CudaContext>> {
+        Ok(&self.gpu("the CUDA context")?.ctx)
     }
-    pub fn blas(&self) -> &CudaBlas {
-        &self.blas
+    /// The cudarc stream every launch goes to (GPU only).
+    pub fn stream(&self) -> Result<&Arc<CudaStream>> {
+        Ok(&self.gpu("the CUDA stream")?.stream)
+    }
+    pub(crate) fn blas(&self) -> Result<&CudaBlas> {
+        Ok(&self.gpu("cuBLAS")?.blas)
     }
     pub fn name(&self) -> Result<String> {
-        Ok(self.ctx.name()?)
+        match &self.dev {
+            Dev::Gpu(g) => Ok(g.ctx.name()?),
+            Dev::Emu(_) => Ok(EMULATED_NAME.to_string()),
+        }
+    }
+    /// "emulated" or "GPU": what the parity tests print.
+    pub fn kind(&self) -> &'static str {
+        if self.is_emulated() {
+            "emulated"
+        } else {
+            "GPU"
+        }
     }
     pub fn compute_capability(&self) -> Result<(i32, i32)> {
-        Ok(self.ctx.compute_capability()?)
+        Ok(self.gpu("compute capability")?.ctx.compute_capability()?)
     }
     pub fn total_mem(&self) -> Result<usize> {
-        Ok(self.ctx.total_mem()?)
+        Ok(self.gpu("device memory size")?.ctx.total_mem()?)
     }
+    /// Waits for the stream (the emulated device runs every launch synchronously).
     pub fn synchronize(&self) -> Result<()> {
-        Ok(self.stream.synchronize()?)
+        match &self.dev {
+            Dev::Gpu(g) => Ok(g.stream.synchronize()?),
+            Dev::Emu(_) => Ok(()),
+        }
     }
 
-    /// The kernel `name` of `family`, loading the family's fatbin on first use.
-    pub fn function(&self, family: &'static str, name: &str) -> Result<CudaFunction> {
+    /// The kernel `name` of `family` (on a GPU, loading the family's fatbin on first use).
+    pub fn function(&self, family: &'static str, name: &str) -> Result<Kernel> {
+        let g = match &self.dev {
+            Dev::Emu(e) => {
+                return Ok(Kernel {
+                    name: name.to_string(),
+                    inner: KernelInner::Emu(e.function(name)?),
+                })
+            }
+            Dev::Gpu(g) => g,
+        };
         if !kernels::COMPILED {
             return Err(Error::KernelsNotCompiled);
         }
         let module = {
-            let mut mods = self
+            let mut mods = g
                 .modules
                 .lock()
                 .map_err(|_| Error::Cuda("module cache poisoned".into()))?;
@@ -137,7 +232,7 @@ impl CudaBackend {
                     let bytes = kernels::fatbin(family).ok_or_else(|| {
                         Error::Cuda(format!("no fatbin for kernel family `{family}`"))
                     })?;
-                    let m = self
+                    let m = g
                         .ctx
                         .load_module(cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()))
                         .map_err(|e| Error::Cuda(format!("loading fatbin `{family}`: {e:?}")))?;
@@ -146,31 +241,64 @@ impl CudaBackend {
                 }
             }
         };
-        module
+        let f = module
             .load_function(name)
-            .map_err(|e| Error::Cuda(format!("kernel `{name}` in `{family}`: {e:?}")))
+            .map_err(|e| Error::Cuda(format!("kernel `{name}` in `{family}`: {e:?}")))?;
+        Ok(Kernel {
+            name: name.to_string(),
+            inner: KernelInner::Cuda(f),
+        })
     }
 
-    pub fn upload_f16(&self, data: &[f16]) -> Result<CudaSlice<f16>> {
-        Ok(self.stream.clone_htod(data)?)
+    /// A launch of `k` on this device's stream; push the arguments in kernel order.
+    pub fn launch_builder<'a>(&'a self, k: &'a Kernel) -> Launch<'a> {
+        match (&self.dev, &k.inner) {
+            (Dev::Gpu(g), KernelInner::Cuda(f)) => Launch::cuda(&g.stream, f, &k.name),
+            (Dev::Emu(e), KernelInner::Emu(ek)) => Launch::emu(e, *ek, &k.name),
+            _ => Launch::failed(&k.name, "the kernel was loaded by another device"),
+        }
     }
-    pub fn upload_f32(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
-        Ok(self.stream.clone_htod(data)?)
+
+    /// `n` zeroed elements on the device.
+    pub fn alloc_zeros<T: DeviceElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
+        let inner = match &self.dev {
+            Dev::Gpu(g) => BufInner::Cuda(g.stream.alloc_zeros::<T>(n)?),
+            Dev::Emu(_) => BufInner::Emu(EmuBuffer::zeroed(n)?),
+        };
+        Ok(DeviceBuffer { inner })
     }
-    pub fn upload_i32(&self, data: &[i32]) -> Result<CudaSlice<i32>> {
-        Ok(self.stream.clone_htod(data)?)
+    /// A device copy of `data`.
+    pub fn upload_slice<T: DeviceElem>(&self, data: &[T]) -> Result<DeviceBuffer<T>> {
+        let inner = match &self.dev {
+            Dev::Gpu(g) => BufInner::Cuda(g.stream.clone_htod(data)?),
+            Dev::Emu(_) => BufInner::Emu(EmuBuffer::from_slice(data)?),
+        };
+        Ok(DeviceBuffer { inner })
     }
-    pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
-        &self,
-        s: &CudaSlice<T>,
-    ) -> Result<Vec<T>> {
-        Ok(self.stream.clone_dtoh(s)?)
+    pub fn upload_f16(&self, data: &[f16]) -> Result<DeviceBuffer<f16>> {
+        self.upload_slice(data)
+    }
+    pub fn upload_f32(&self, data: &[f32]) -> Result<DeviceBuffer<f32>> {
+        self.upload_slice(data)
+    }
+    pub fn upload_i32(&self, data: &[i32]) -> Result<DeviceBuffer<i32>> {
+        self.upload_slice(data)
+    }
+    /// A host copy of a device buffer (synchronises the stream).
+    pub fn download<T: DeviceElem>(&self, b: &DeviceBuffer<T>) -> Result<Vec<T>> {
+        match (&self.dev, &b.inner) {
+            (Dev::Gpu(g), BufInner::Cuda(s)) => Ok(g.stream.clone_dtoh(s)?),
+            (Dev::Emu(_), BufInner::Emu(e)) => Ok(e.as_slice().to_vec()),
+            _ => Err(Error::Cuda(
+                "download: the buffer belongs to another device".into(),
+            )),
+        }
     }
     /// A device buffer of `n` elements filled with `value` (used to poison outputs in tests).
-    pub fn filled_f16(&self, n: usize, value: f16) -> Result<CudaSlice<f16>> {
+    pub fn filled_f16(&self, n: usize, value: f16) -> Result<DeviceBuffer<f16>> {
         self.upload_f16(&vec![value; n])
     }
-    pub fn filled_f32(&self, n: usize, value: f32) -> Result<CudaSlice<f32>> {
+    pub fn filled_f32(&self, n: usize, value: f32) -> Result<DeviceBuffer<f32>> {
         self.upload_f32(&vec![value; n])
     }
 
@@ -178,10 +306,10 @@ impl CudaBackend {
     pub fn upload(&self, t: &Tensor) -> Result<Tensor> {
         use crate::tensor::HostData;
         let data = match t.host()? {
-            HostData::F32(v) => DeviceData::F32(self.stream.clone_htod(v)?),
-            HostData::F16(v) => DeviceData::F16(self.stream.clone_htod(v)?),
-            HostData::I32(v) => DeviceData::I32(self.stream.clone_htod(v)?),
-            HostData::U8(v) => DeviceData::U8(self.stream.clone_htod(v)?),
+            HostData::F32(v) => DeviceData::F32(self.upload_slice(v)?),
+            HostData::F16(v) => DeviceData::F16(self.upload_slice(v)?),
+            HostData::I32(v) => DeviceData::I32(self.upload_slice(v)?),
+            HostData::U8(v) => DeviceData::U8(self.upload_slice(v)?),
         };
         Ok(Tensor::from_device(t.shape(), self.ordinal, data))
     }
@@ -193,10 +321,10 @@ impl CudaBackend {
             Storage::Host(h) => Tensor::from_host(t.shape(), h.clone()),
             Storage::Cuda { data, .. } => {
                 let h = match data {
-                    DeviceData::F32(s) => HostData::F32(self.stream.clone_dtoh(s)?),
-                    DeviceData::F16(s) => HostData::F16(self.stream.clone_dtoh(s)?),
-                    DeviceData::I32(s) => HostData::I32(self.stream.clone_dtoh(s)?),
-                    DeviceData::U8(s) => HostData::U8(self.stream.clone_dtoh(s)?),
+                    DeviceData::F32(s) => HostData::F32(self.download(s)?),
+                    DeviceData::F16(s) => HostData::F16(self.download(s)?),
+                    DeviceData::I32(s) => HostData::I32(self.download(s)?),
+                    DeviceData::U8(s) => HostData::U8(self.download(s)?),
                 };
                 Tensor::from_host(t.shape(), h)
             }
@@ -248,7 +376,7 @@ impl crate::backend::Backend for CudaBackend {
     fn matmul(&self, a: &Tensor, b: &Tensor, b_transposed: bool) -> Result<Tensor> {
         let (m, k, n) = crate::backend::matmul_dims(a, b, b_transposed)?;
         let (da, db) = (self.device_f16(a, "matmul")?, self.device_f16(b, "matmul")?);
-        let mut c = self.stream.alloc_zeros::<f16>(m * n)?;
+        let mut c = self.alloc_zeros::<f16>(m * n)?;
         gemm::gemm_f16(self, m, n, k, da, db, b_transposed, &mut c)?;
         Ok(Tensor::from_device(
             &[m, n],
@@ -267,7 +395,7 @@ impl crate::backend::Backend for CudaBackend {
                 },
                 DType::F16,
             ) => {
-                let mut y = self.stream.alloc_zeros::<f16>(n)?;
+                let mut y = self.alloc_zeros::<f16>(n)?;
                 elementwise::cast_f32_f16(self, x, &mut y, n)?;
                 Ok(Tensor::from_device(
                     t.shape(),
@@ -282,7 +410,7 @@ impl crate::backend::Backend for CudaBackend {
                 },
                 DType::F32,
             ) => {
-                let mut y = self.stream.alloc_zeros::<f32>(n)?;
+                let mut y = self.alloc_zeros::<f32>(n)?;
                 elementwise::cast_f16_f32(self, x, &mut y, n)?;
                 Ok(Tensor::from_device(
                     t.shape(),
@@ -306,7 +434,7 @@ impl crate::backend::Backend for CudaBackend {
         }
         let n = a.numel();
         let (da, db) = (self.device_f16(a, "axpby")?, self.device_f16(b, "axpby")?);
-        let mut y = self.stream.alloc_zeros::<f16>(n)?;
+        let mut y = self.alloc_zeros::<f16>(n)?;
         elementwise::axpby_f16(self, alpha, da, beta, db, &mut y, n)?;
         Ok(Tensor::from_device(
             a.shape(),
@@ -318,7 +446,7 @@ impl crate::backend::Backend for CudaBackend {
 
 impl CudaBackend {
     /// The f16 device slice of a tensor of this backend.
-    pub fn device_f16<'a>(&self, t: &'a Tensor, op: &'static str) -> Result<&'a CudaSlice<f16>> {
+    pub fn device_f16<'a>(&self, t: &'a Tensor, op: &'static str) -> Result<&'a DeviceBuffer<f16>> {
         match t.storage() {
             crate::tensor::Storage::Cuda {
                 data: DeviceData::F16(s),

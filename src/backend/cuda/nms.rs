@@ -9,7 +9,8 @@ use crate::backend::cpu::nms::{
 };
 use crate::error::{Error, Result};
 use crate::kernels::names;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use super::DeviceBuffer;
+use cudarc::driver::LaunchConfig;
 
 const FAMILY: &str = "nms";
 /// Per-image candidate capacity the kernels support (num_levels × pre_nms_top_n).
@@ -93,15 +94,15 @@ pub fn params(
 
 /// Scratch buffers of one batch, allocated by the caller once and reused.
 pub struct NmsWorkspace {
-    cand_boxes: CudaSlice<f32>,
-    cand_scores: CudaSlice<f32>,
-    cand_labels: CudaSlice<i32>,
-    cand_pos: CudaSlice<i32>,
-    level_counts: CudaSlice<i32>,
-    sort_keys: CudaSlice<u64>,
-    sorted_count: CudaSlice<i32>,
-    mask: CudaSlice<u64>,
-    keep_sorted: CudaSlice<u8>,
+    cand_boxes: DeviceBuffer<f32>,
+    cand_scores: DeviceBuffer<f32>,
+    cand_labels: DeviceBuffer<i32>,
+    cand_pos: DeviceBuffer<i32>,
+    level_counts: DeviceBuffer<i32>,
+    sort_keys: DeviceBuffer<u64>,
+    sorted_count: DeviceBuffer<i32>,
+    mask: DeviceBuffer<u64>,
+    keep_sorted: DeviceBuffer<u8>,
 }
 
 fn dims(p: &GlipNmsParams) -> (usize, usize, usize, usize, usize) {
@@ -117,7 +118,7 @@ fn dims(p: &GlipNmsParams) -> (usize, usize, usize, usize, usize) {
 impl NmsWorkspace {
     pub fn new(be: &CudaBackend, p: &GlipNmsParams) -> Result<Self> {
         let (b, mc, ss, cb, nl) = dims(p);
-        let s = be.stream();
+        let s = be;
         Ok(NmsWorkspace {
             cand_boxes: s.alloc_zeros(b * mc * 4)?,
             cand_scores: s.alloc_zeros(b * mc)?,
@@ -148,21 +149,21 @@ impl NmsWorkspace {
 /// only with ties at the last score) and a count.
 pub struct NmsOutputs {
     /// [B, max_candidates, 4] xyxy.
-    pub boxes: CudaSlice<f32>,
+    pub boxes: DeviceBuffer<f32>,
     /// [B, max_candidates].
-    pub scores: CudaSlice<f32>,
+    pub scores: DeviceBuffer<f32>,
     /// [B, max_candidates] 1-based labels.
-    pub labels: CudaSlice<i32>,
+    pub labels: DeviceBuffer<i32>,
     /// [B, max_candidates] packed positions (level offset + anchor index).
-    pub pos: CudaSlice<i32>,
+    pub pos: DeviceBuffer<i32>,
     /// [B] rows per image.
-    pub count: CudaSlice<i32>,
+    pub count: DeviceBuffer<i32>,
 }
 
 impl NmsOutputs {
     pub fn new(be: &CudaBackend, p: &GlipNmsParams) -> Result<Self> {
         let (b, mc, ..) = dims(p);
-        let s = be.stream();
+        let s = be;
         Ok(NmsOutputs {
             boxes: s.alloc_zeros(b * mc * 4)?,
             scores: s.alloc_zeros(b * mc)?,
@@ -265,9 +266,9 @@ fn cfg(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
 pub fn atss_postprocess(
     be: &CudaBackend,
     p: &GlipNmsParams,
-    scores: &CudaSlice<f32>,
-    centerness: &CudaSlice<f32>,
-    bbox_reg: &CudaSlice<f32>,
+    scores: &DeviceBuffer<f32>,
+    centerness: &DeviceBuffer<f32>,
+    bbox_reg: &DeviceBuffer<f32>,
     ws: &mut NmsWorkspace,
     out: &mut NmsOutputs,
 ) -> Result<()> {
@@ -305,7 +306,7 @@ pub fn atss_postprocess(
     if mc > MAX_CANDIDATES || b > MAX_BATCH || nl > MAX_LEVELS {
         return Err(Error::shape("nms", "params beyond the kernels' capacities"));
     }
-    let s = be.stream();
+    let s = be;
 
     let f = be.function(FAMILY, names::GLIP_NMS_SELECT_F32)?;
     let mut l = s.launch_builder(&f);

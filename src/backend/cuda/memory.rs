@@ -1,0 +1,46 @@
+//! Device buffers that live either on a real GPU (cudarc) or on the emulated device; the
+//! launch wrappers and everything above them see one type.
+
+use super::emu::EmuBuffer;
+use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use half::f16;
+
+/// Element types a device buffer can hold.
+pub trait DeviceElem:
+    DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + Unpin + 'static
+{
+}
+impl DeviceElem for f32 {}
+impl DeviceElem for f16 {}
+impl DeviceElem for i32 {}
+impl DeviceElem for u32 {}
+impl DeviceElem for u8 {}
+impl DeviceElem for u64 {}
+
+/// `len` elements of device memory.
+#[derive(Debug)]
+pub struct DeviceBuffer<T> {
+    pub(crate) inner: BufInner<T>,
+}
+
+#[derive(Debug)]
+pub(crate) enum BufInner<T> {
+    Cuda(CudaSlice<T>),
+    Emu(EmuBuffer<T>),
+}
+
+impl<T: DeviceElem> DeviceBuffer<T> {
+    pub fn len(&self) -> usize {
+        match &self.inner {
+            BufInner::Cuda(s) => s.len(),
+            BufInner::Emu(b) => b.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Whether this buffer is emulated device memory.
+    pub fn is_emulated(&self) -> bool {
+        matches!(self.inner, BufInner::Emu(_))
+    }
+}
