@@ -40,7 +40,10 @@ fn gate_skips_or_fails_as_documented() {
     let has_gpu = glip_rt::kernels::COMPILED && glip_rt::backend::cuda::CudaBackend::new(0).is_ok();
     let (ok, text) = run_probe(false);
     if has_gpu {
-        assert!(text.contains("device: GPU"), "the GPU must be named:\n{text}");
+        assert!(
+            text.contains("device: GPU"),
+            "the GPU must be named:\n{text}"
+        );
     }
     assert!(ok, "probe must pass without GLIP_REQUIRE_GPU:\n{text}");
     let (ok_req, text_req) = run_probe(true);

@@ -175,6 +175,9 @@ fn cuda_bi_attn_matches_cpu() {
     let Some(be) = glip_rt::testing::cuda_or_skip("cuda_bi_attn_matches_cpu") else {
         return;
     };
+    if glip_rt::testing::too_large_for_emulator(&be, "cuda_bi_attn_matches_cpu") {
+        return;
+    }
     use glip_rt::backend::cuda::bi_attn::{bi_attn_f16, default_img_splits, BiAttnWorkspace};
     let cases: [(usize, usize, &[usize]); 4] = [
         (1, 256, &[200]),

@@ -70,6 +70,9 @@ fn dot_case(t: usize, layout: VisualLayout, per_level: bool, seed: u64) {
     let Some(be) = cuda_or_skip(&name) else {
         return;
     };
+    if glip_rt::testing::too_large_for_emulator(&be, &name) {
+        return;
+    }
     let mut rng = Rng::new(seed);
     let scale = 0.8f32; // exp(log_scale) != 1 exercises the division
     let proj = rng.normal_vec(t * DIM, 0.06);

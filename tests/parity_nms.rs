@@ -184,6 +184,9 @@ fn compare(what: &str, got: &[Vec<Candidate>], want: &[Vec<Candidate>]) {
 
 fn case(name: &str, batch: usize, cfg: AtssConfig, seed0: u64, how: Draw) {
     let Some(be) = cuda_or_skip(name) else { return };
+    if glip_rt::testing::too_large_for_emulator(&be, name) {
+        return;
+    }
     let levels = levels();
     let n = cpu::level_offsets(&levels)[levels.len()];
     let hw: Vec<(f32, f32)> = (0..batch)
@@ -286,6 +289,9 @@ fn atss_golden_09_on_gpu() {
     let Some(be) = cuda_or_skip("atss_golden_09_on_gpu") else {
         return;
     };
+    if glip_rt::testing::too_large_for_emulator(&be, "atss_golden_09_on_gpu") {
+        return;
+    }
     let g = glip_rt::testing::load_golden("09_atss_postprocess").unwrap();
     let j: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(

@@ -1,11 +1,11 @@
 //! Launch wrapper for kernels/bi_attn.cu (VLFuse's bi-directional cross-attention).
 
 use super::params::GlipBiAttnParams;
+use super::DeviceBuffer;
 use super::{to_i32, CudaBackend};
 use crate::backend::cpu::bi_attn::{BiAttnShape, CLAMP, TEXT_PAD_FILL};
 use crate::error::{Error, Result};
 use crate::kernels::names;
-use super::DeviceBuffer;
 use cudarc::driver::LaunchConfig;
 use half::f16;
 
@@ -123,7 +123,10 @@ pub fn bi_attn_f16(
     }
     let need_ws = workspace_len(s, splits);
     let rows = s.batch * s.heads * splits * s.n_txt;
-    if ws.len() < need_ws || ws.m.len() < rows || ws.l.len() < rows || ws.acc.len() < rows * HEAD_DIM
+    if ws.len() < need_ws
+        || ws.m.len() < rows
+        || ws.l.len() < rows
+        || ws.acc.len() < rows * HEAD_DIM
     {
         return Err(Error::shape(
             "bi_attn_f16",
@@ -164,11 +167,7 @@ pub fn bi_attn_f16(
 
     let f_merge = be.function(FAMILY, names::GLIP_BI_ATTN_TXT_MERGE_F16)?;
     let mut l = be.launch_builder(&f_merge);
-    l.arg(&p)
-        .arg(&*ws_m)
-        .arg(&*ws_l)
-        .arg(&*acc)
-        .arg(o_t);
+    l.arg(&p).arg(&*ws_m).arg(&*ws_l).arg(&*acc).arg(o_t);
     // SAFETY: reads the workspace views written above, writes o_t [B, T, C] (length checked).
     unsafe { l.launch(grid(s.n_txt, s.heads, s.batch)?) }?;
     Ok(())

@@ -8,11 +8,11 @@
 //! y [B, Cout, out_h, out_w] f16.
 
 use super::params::GlipDeformConvParams;
+use super::DeviceBuffer;
 use super::{check_len, to_i32, CudaBackend};
 use crate::backend::cpu::deform_conv::DeformConvShape;
 use crate::error::{Error, Result};
 use crate::kernels::names;
-use super::DeviceBuffer;
 use cudarc::driver::LaunchConfig;
 use half::f16;
 

@@ -1,10 +1,10 @@
 //! Launch wrappers for kernels/elementwise.cu.
 
 use super::params::GlipElementwiseParams;
+use super::DeviceBuffer;
 use super::{check_len, launch_1d, CudaBackend};
 use crate::error::Result;
 use crate::kernels::names;
-use super::DeviceBuffer;
 use half::f16;
 
 const FAMILY: &str = "elementwise";

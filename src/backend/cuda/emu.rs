@@ -145,9 +145,9 @@ unsafe impl<T: Sync> Sync for EmuBuffer<T> {}
 impl<T: Copy> EmuBuffer<T> {
     /// `len` zeroed elements.
     pub fn zeroed(len: usize) -> Result<Self> {
-        let bytes = len
-            .checked_mul(std::mem::size_of::<T>())
-            .ok_or_else(|| Error::Cuda(format!("emulated allocation of {len} elements overflows")))?;
+        let bytes = len.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
+            Error::Cuda(format!("emulated allocation of {len} elements overflows"))
+        })?;
         // SAFETY: plain allocation call; the result is checked for null.
         let p = unsafe { glip_emu_alloc(bytes) } as *mut T;
         let ptr = NonNull::new(p).ok_or_else(|| {
@@ -264,11 +264,21 @@ enum Policy {
 
 /// The reruns of a full check: (name, policy, shared-memory fill, what a difference means).
 const VARIANTS: [(&str, Policy, i32, EmuCheck); 5] = [
-    ("poison (shared memory 0xFF)", Policy::Forward, 0xFF, EmuCheck::Poison),
+    (
+        "poison (shared memory 0xFF)",
+        Policy::Forward,
+        0xFF,
+        EmuCheck::Poison,
+    ),
     ("reverse order", Policy::Reverse, 0, EmuCheck::Race),
     ("random order", Policy::Random, 0, EmuCheck::Race),
     ("warps ahead", Policy::WarpsAhead, 0, EmuCheck::Race),
-    ("warps ahead, last first", Policy::WarpsAheadReverse, 0, EmuCheck::Race),
+    (
+        "warps ahead, last first",
+        Policy::WarpsAheadReverse,
+        0,
+        EmuCheck::Race,
+    ),
 ];
 
 impl EmuDevice {
@@ -305,9 +315,8 @@ impl EmuDevice {
         let want = self.mutant.map(|m| format!("{name}__{m}"));
         let find = |n: &str| EMU_KERNELS.iter().find(|(k, _)| *k == n).copied();
         let hit = want.as_deref().and_then(find).or_else(|| find(name));
-        let (name, tramp) = hit.ok_or_else(|| {
-            Error::Cuda(format!("kernel `{name}` is not in the emulated device"))
-        })?;
+        let (name, tramp) = hit
+            .ok_or_else(|| Error::Cuda(format!("kernel `{name}` is not in the emulated device")))?;
         Ok(EmuKernel { name, tramp })
     }
 
@@ -378,7 +387,12 @@ impl EmuDevice {
     }
 
     /// Launch `k` on `args` with every check of `self.checks`.
-    pub(crate) fn launch(&self, k: &EmuKernel, args: &mut EmuArgs, cfg: &LaunchConfig) -> Result<()> {
+    pub(crate) fn launch(
+        &self,
+        k: &EmuKernel,
+        args: &mut EmuArgs,
+        cfg: &LaunchConfig,
+    ) -> Result<()> {
         // SAFETY: a null argument array asks the trampoline for its arity only.
         let arity = unsafe { (k.tramp)(std::ptr::null_mut(), 0) };
         if arity as usize != args.args.len() {

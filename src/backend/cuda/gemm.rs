@@ -2,11 +2,11 @@
 //! (cublasGemmEx with CUBLAS_COMPUTE_32F). On the emulated device a host GEMM with the same
 //! contract (f16 in, f32 accumulation in ascending k, one rounding to f16) stands in.
 
+use super::memory::BufInner;
 use super::CudaBackend;
+use super::DeviceBuffer;
 use crate::error::{Error, Result};
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
-use super::memory::BufInner;
-use super::DeviceBuffer;
 use half::f16;
 
 /// Row-major c[m, n] = a[m, k] · op(b), op(b) = b[k, n] or, with `b_transposed`, b[n, k]ᵀ
@@ -36,14 +36,18 @@ pub fn gemm_f16(
     let (a, b, c) = match (&a.inner, &b.inner, &mut c.inner) {
         (BufInner::Cuda(a), BufInner::Cuda(b), BufInner::Cuda(c)) => (a, b, c),
         (BufInner::Emu(a), BufInner::Emu(b), BufInner::Emu(c)) => {
-            host_gemm_f16(m, n, k, a.as_slice(), b.as_slice(), b_transposed, c.as_mut_slice());
+            host_gemm_f16(
+                m,
+                n,
+                k,
+                a.as_slice(),
+                b.as_slice(),
+                b_transposed,
+                c.as_mut_slice(),
+            );
             return Ok(());
         }
-        _ => {
-            return Err(Error::Cuda(
-                "gemm_f16: buffers of different devices".into(),
-            ))
-        }
+        _ => return Err(Error::Cuda("gemm_f16: buffers of different devices".into())),
     };
     // cuBLAS is column-major: a row-major C[m,n] is a column-major Cᵀ[n,m] = op(B)ᵀ · Aᵀ,
     // so pass B first.

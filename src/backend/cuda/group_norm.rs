@@ -7,10 +7,10 @@
 
 use super::params::{GlipGroupNormLevel, GlipGroupNormParams};
 use super::CudaBackend;
+use super::DeviceBuffer;
 use crate::backend::cpu::group_norm::{GnLevel, GroupNormShape};
 use crate::error::{Error, Result};
 use crate::kernels::names;
-use super::DeviceBuffer;
 use cudarc::driver::LaunchConfig;
 use half::f16;
 

@@ -5,7 +5,9 @@
 use super::emu::{EmuArgs, EmuDevice, EmuKernel};
 use super::memory::{BufInner, DeviceBuffer, DeviceElem};
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaFunction, CudaStream, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaStream, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg,
+};
 use std::sync::Arc;
 
 /// A kernel of one device.

@@ -2,11 +2,11 @@
 //! epilogue (÷ exp(log_scale), + token bias, ±50000 clamp), phrase MEAN of token sigmoids.
 
 use super::params::GlipLogitsParams;
+use super::DeviceBuffer;
 use super::{check_len, launch_1d, to_i32, CudaBackend};
 use crate::backend::cpu::logits::PositiveMapCsr;
 use crate::error::{Error, Result};
 use crate::kernels::names;
-use super::DeviceBuffer;
 use cudarc::driver::LaunchConfig;
 use half::f16;
 

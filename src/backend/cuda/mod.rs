@@ -28,9 +28,9 @@ use crate::tensor::{DeviceData, Tensor};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig};
 use emu::EmuBuffer;
+use half::f16;
 use launch::KernelInner;
 use memory::BufInner;
-use half::f16;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -3,13 +3,13 @@
 //! image; nothing is read back until [`NmsOutputs::download`].
 
 use super::params::{GlipNmsLevel, GlipNmsParams};
+use super::DeviceBuffer;
 use super::{to_i32, CudaBackend};
 use crate::backend::cpu::nms::{
     bbox_clip, level_offsets, AtssConfig, Candidate, Level, MAX_BATCH, MAX_LEVELS,
 };
 use crate::error::{Error, Result};
 use crate::kernels::names;
-use super::DeviceBuffer;
 use cudarc::driver::LaunchConfig;
 
 const FAMILY: &str = "nms";
