@@ -219,7 +219,9 @@ pub struct EmuKernel {
 pub(crate) struct EmuArgs {
     /// args[i] points at argument i's value (a params struct, a scalar, or a slot below).
     args: Vec<*mut c_void>,
-    /// Device pointers of buffer arguments, boxed so their addresses stay put.
+    /// Device pointers of buffer arguments, boxed so their addresses stay put while the Vec
+    /// grows (args[] points into them).
+    #[allow(clippy::vec_box)]
     slots: Vec<Box<*mut c_void>>,
     /// (argument index, pointer, bytes) of every buffer argument.
     bufs: Vec<(usize, *mut c_void, usize)>,
