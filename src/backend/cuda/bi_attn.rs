@@ -47,9 +47,6 @@ impl BiAttnWorkspace {
             acc: be.alloc_zeros::<f32>(rows * HEAD_DIM)?,
         })
     }
-    fn len(&self) -> usize {
-        self.m.len() + self.l.len() + self.acc.len()
-    }
 }
 
 fn grid(x: usize, y: usize, z: usize) -> Result<LaunchConfig> {
@@ -121,16 +118,15 @@ pub fn bi_attn_f16(
             format!("img_splits {splits} must be in 1..={}", s.n_img),
         ));
     }
-    let need_ws = workspace_len(s, splits);
     let rows = s.batch * s.heads * splits * s.n_txt;
-    if ws.len() < need_ws
-        || ws.m.len() < rows
-        || ws.l.len() < rows
-        || ws.acc.len() < rows * HEAD_DIM
-    {
+    if ws.m.len() < rows || ws.l.len() < rows || ws.acc.len() < rows * HEAD_DIM {
         return Err(Error::shape(
             "bi_attn_f16",
-            format!("workspace has {} f32, {need_ws} needed", ws.len()),
+            format!(
+                "workspace has {} f32, {} needed",
+                ws.m.len() + ws.l.len() + ws.acc.len(),
+                workspace_len(s, splits)
+            ),
         ));
     }
     let p = GlipBiAttnParams {

@@ -168,9 +168,6 @@ impl<T: Copy> EmuBuffer<T> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    fn bytes(&self) -> usize {
-        self.len * std::mem::size_of::<T>()
-    }
     pub fn as_slice(&self) -> &[T] {
         if self.len == 0 {
             return &[];
@@ -190,15 +187,16 @@ impl<T: Copy> EmuBuffer<T> {
     }
 }
 
+impl<T> EmuBuffer<T> {
+    fn bytes(&self) -> usize {
+        self.len * std::mem::size_of::<T>()
+    }
+}
+
 impl<T> Drop for EmuBuffer<T> {
     fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly what glip_emu_alloc returned/was given.
-        unsafe {
-            glip_emu_free(
-                self.ptr.as_ptr() as *mut c_void,
-                self.len * std::mem::size_of::<T>(),
-            )
-        }
+        // SAFETY: ptr/bytes are exactly what glip_emu_alloc returned/was given.
+        unsafe { glip_emu_free(self.ptr.as_ptr() as *mut c_void, self.bytes()) }
     }
 }
 

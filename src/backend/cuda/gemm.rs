@@ -1,6 +1,6 @@
 //! Plain GEMMs through cuBLAS: f16 inputs and output, f32 accumulation
 //! (cublasGemmEx with CUBLAS_COMPUTE_32F). On the emulated device a host GEMM with the same
-//! contract (f16 in, f32 accumulation in ascending k, one rounding to f16) stands in.
+//! contract (f16 in, f32 accumulation, one rounding to f16) stands in.
 
 use super::memory::BufInner;
 use super::CudaBackend;
@@ -72,18 +72,33 @@ pub fn gemm_f16(
     Ok(())
 }
 
-/// The emulated device's cuBLAS: row-major c = a · op(b), f32 accumulation, f16 result.
-fn host_gemm_f16(m: usize, n: usize, k: usize, a: &[f16], b: &[f16], bt: bool, c: &mut [f16]) {
-    let bf: Vec<f32> = b.iter().map(|v| v.to_f32()).collect();
-    for i in 0..m {
-        let ar: Vec<f32> = a[i * k..(i + 1) * k].iter().map(|v| v.to_f32()).collect();
-        for j in 0..n {
-            let mut acc = 0f32;
-            for (kk, av) in ar.iter().enumerate() {
-                let bv = if bt { bf[j * k + kk] } else { bf[kk * n + j] };
-                acc += av * bv;
-            }
-            c[i * n + j] = f16::from_f32(acc);
-        }
+/// The emulated device's cuBLAS: row-major c = a · op(b) from f16 inputs, the CPU backend's
+/// f32 GEMM, one rounding to f16.
+fn host_gemm_f16(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f16],
+    b: &[f16],
+    bt: bool,
+    c: &mut [f16],
+) -> Result<()> {
+    use crate::backend::cpu::gemm::{gemm, Mat};
+    let (af, bf): (Vec<f32>, Vec<f32>) = (
+        a.iter().map(|v| v.to_f32()).collect(),
+        b.iter().map(|v| v.to_f32()).collect(),
+    );
+    let bm = if bt {
+        Mat::transposed(&bf, k)
+    } else {
+        Mat::rows(&bf, n)
+    };
+    let mut cf = vec![0f32; m * n];
+    if !gemm(m, n, k, Mat::rows(&af, k), bm, &mut cf, 1.0, false) {
+        return Err(Error::shape("gemm_f16", format!("m {m} n {n} k {k}")));
     }
+    for (o, v) in c.iter_mut().zip(&cf) {
+        *o = f16::from_f32(*v);
+    }
+    Ok(())
 }
