@@ -36,7 +36,7 @@ pub fn gemm_f16(
     let (a, b, c) = match (&a.inner, &b.inner, &mut c.inner) {
         (BufInner::Cuda(a), BufInner::Cuda(b), BufInner::Cuda(c)) => (a, b, c),
         (BufInner::Emu(a), BufInner::Emu(b), BufInner::Emu(c)) => {
-            host_gemm_f16(
+            return host_gemm_f16(
                 m,
                 n,
                 k,
@@ -45,7 +45,6 @@ pub fn gemm_f16(
                 b_transposed,
                 c.as_mut_slice(),
             );
-            return Ok(());
         }
         _ => return Err(Error::Cuda("gemm_f16: buffers of different devices".into())),
     };
