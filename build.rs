@@ -193,7 +193,21 @@ const MUTANTS: &[(&str, &str, &str, &str)] = &[
         "    if (tid == 0) s_count = 0;\n",
         "",
     ),
-    // (e) an off-by-one index into a shared array.
+    // (e) a missing cp.async wait: the tensor-core GEMM computes on a stage still in flight.
+    (
+        "no_cp_wait",
+        "gemm",
+        "        glip_cp_async_wait<1>();  // stage kt has landed (this thread's copies) ...\n",
+        "",
+    ),
+    // (f) a wrong fragment layout: the A tile's 8x8 matrices 1 and 2 swapped in ldmatrix.
+    (
+        "ldmatrix_layout",
+        "gemm",
+        "As + (wm + mt * 16 + i + (j & 1) * 8) * GM_PITCH_K + ks + (j >> 1) * 8);",
+        "As + (wm + mt * 16 + i + (j >> 1) * 8) * GM_PITCH_K + ks + (j & 1) * 8);",
+    ),
+    // (g) an off-by-one index into a shared array.
     (
         "shared_oob",
         "nms",
@@ -384,6 +398,10 @@ fn kernel_names(text: &str) -> Vec<String> {
     let mut rest = flat.as_str();
     while let Some(i) = rest.find(pat) {
         rest = &rest[i + pat.len()..];
+        // `__launch_bounds__(...)` sits between `void` and the name.
+        if let Some(after) = rest.strip_prefix("__launch_bounds__(") {
+            rest = after.split_once(')').map_or("", |(_, r)| r).trim_start();
+        }
         let name: String = rest
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')

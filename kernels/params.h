@@ -105,3 +105,11 @@ typedef struct GlipNmsParams {
     float img_w[8];
     GlipNmsLevel levels[8];
 } GlipNmsParams;
+
+// gemm.cu: C[m, n] = A[m, k] · op(B) + bias[n] on tensor cores.
+typedef struct GlipGemmParams {
+    int32_t m;
+    int32_t n;
+    int32_t k;
+    int32_t _pad;
+} GlipGemmParams;

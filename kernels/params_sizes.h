@@ -8,3 +8,4 @@ static_assert(sizeof(GlipBiAttnParams) == 32, "GlipBiAttnParams: params.h and sr
 static_assert(sizeof(GlipLogitsParams) == 56, "GlipLogitsParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipNmsLevel) == 16, "GlipNmsLevel: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipNmsParams) == 248, "GlipNmsParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
+static_assert(sizeof(GlipGemmParams) == 16, "GlipGemmParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");

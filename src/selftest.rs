@@ -1,6 +1,7 @@
-//! GPU-vs-CPU self-checks of every compiled kernel family, run by `glip doctor` on a
-//! machine with a GPU. Each check draws random inputs, runs the CUDA kernel and its CPU
-//! twin, and reports the error figure against the family's tolerance.
+//! Device-vs-CPU self-checks of every kernel family, run by `glip doctor` on a GPU (at
+//! GLIP-T's sizes) or on the emulated device (`glip doctor --emulate`, at reduced sizes: it
+//! runs every launch six times on one core). Each check draws random inputs, runs the CUDA
+//! kernel and its CPU twin, and reports the error figure against the family's tolerance.
 
 use crate::backend::cpu;
 use crate::backend::cuda::{self, CudaBackend};
@@ -15,12 +16,13 @@ pub struct Check {
     pub figure: String,
 }
 
-type CheckFn = fn(&CudaBackend) -> Result<Check>;
+pub type CheckFn = fn(&CudaBackend) -> Result<Check>;
 
 /// (family, check) for every family that has a self-check.
 pub fn checks() -> Vec<(&'static str, CheckFn)> {
     vec![
         ("elementwise", elementwise as CheckFn),
+        ("gemm", gemm as CheckFn),
         ("bi_attn", bi_attn as CheckFn),
         ("deform_conv", deform_conv as CheckFn),
         ("group_norm", group_norm as CheckFn),
@@ -32,14 +34,101 @@ pub fn checks() -> Vec<(&'static str, CheckFn)> {
 pub fn run_all(be: &CudaBackend) -> Vec<Check> {
     checks()
         .into_iter()
-        .map(|(family, f)| {
-            f(be).unwrap_or_else(|e| Check {
-                family,
-                passed: false,
-                figure: format!("error: {e}"),
-            })
-        })
+        .map(|(family, f)| run_one(be, family, f))
         .collect()
+}
+
+/// One check; an error (e.g. a kernel check of the emulated device) is a failed check.
+pub fn run_one(be: &CudaBackend, family: &'static str, f: CheckFn) -> Check {
+    f(be).unwrap_or_else(|e| Check {
+        family,
+        passed: false,
+        figure: format!("error: {e}"),
+    })
+}
+
+/// Whether `be` is the emulated device, which runs the reduced shapes.
+fn reduced(be: &CudaBackend) -> bool {
+    be.is_emulated()
+}
+
+/// The five FPN levels (h, w, stride) of GLIP-T at 800×1344, or of a 200×336 image on the
+/// emulated device.
+fn fpn_levels(be: &CudaBackend) -> [(usize, usize, usize); 5] {
+    if reduced(be) {
+        [
+            (25, 42, 8),
+            (13, 21, 16),
+            (7, 11, 32),
+            (4, 6, 64),
+            (2, 3, 128),
+        ]
+    } else {
+        [
+            (100, 168, 8),
+            (50, 84, 16),
+            (25, 42, 32),
+            (13, 21, 64),
+            (7, 11, 128),
+        ]
+    }
+}
+
+/// The tensor-core GEMM with bias (kernels/gemm.cu) against the CPU GEMM, both B layouts:
+/// NSE ≤ 1e-6 (one f16 rounding of an f32 sum).
+fn gemm(be: &CudaBackend) -> Result<Check> {
+    let (m, n, k) = if reduced(be) {
+        (100, 72, 96)
+    } else {
+        (22_400, 256, 256)
+    };
+    let mut rng = Rng::new(5);
+    let (ah, af) = f16_rounded(rng.normal_vec(m * k, 1.0));
+    let (bh, bf) = f16_rounded(rng.normal_vec(n * k, 0.1));
+    let bias = rng.normal_vec(n, 1.0);
+    let (da, db, dbias) = (
+        be.upload_f16(&ah)?,
+        be.upload_f16(&bh)?,
+        be.upload_f32(&bias)?,
+    );
+    let mut worst = 0f64;
+    let mut finite = true;
+    for bt in [true, false] {
+        let bm = if bt {
+            cpu::gemm::Mat::transposed(&bf, k)
+        } else {
+            cpu::gemm::Mat::rows(&bf, n)
+        };
+        let mut want = vec![0f32; m * n];
+        if !cpu::gemm::gemm(
+            m,
+            n,
+            k,
+            cpu::gemm::Mat::rows(&af, k),
+            bm,
+            &mut want,
+            1.0,
+            false,
+        ) {
+            return Err(crate::error::Error::shape(
+                "selftest gemm",
+                "CPU GEMM shape",
+            ));
+        }
+        want.iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v += bias[i % n]);
+        let mut c = be.filled_f16(m * n, f16::NAN)?;
+        cuda::gemm::gemm_bias_f16(be, m, n, k, &da, &db, bt, &dbias, &mut c)?;
+        let got: Vec<f32> = be.download(&c)?.iter().map(|v| v.to_f32()).collect();
+        finite &= got.iter().all(|v| v.is_finite());
+        worst = worst.max(crate::testing::nse(&got, &want));
+    }
+    Ok(Check {
+        family: "gemm",
+        passed: finite && worst <= 1e-6,
+        figure: format!("nse {worst:.1e} over nt and nn (tol 1e-6), {m}x{n}x{k}"),
+    })
 }
 
 fn elementwise(be: &CudaBackend) -> Result<Check> {
@@ -72,15 +161,17 @@ fn elementwise(be: &CudaBackend) -> Result<Check> {
     })
 }
 
-/// bi_attn at GLIP-T's image size (22 400 positions, 8 heads of 256) with 64 tokens, 50 real.
+/// bi_attn at GLIP-T's image size (22 400 positions, 8 heads of 256; emulated: 329
+/// positions, 2 heads) with 64 tokens, 50 real.
 fn bi_attn(be: &CudaBackend) -> Result<Check> {
     use crate::backend::cpu::bi_attn::BiAttnShape;
     use crate::testing::nse;
+    let n_img = fpn_levels(be).iter().map(|&(h, w, _)| h * w).sum();
     let s = BiAttnShape {
         batch: 1,
-        heads: 8,
+        heads: if reduced(be) { 2 } else { 8 },
         head_dim: 256,
-        n_img: 22_400,
+        n_img,
         n_txt: 64,
     };
     let mut rng = Rng::new(11);
@@ -137,15 +228,21 @@ fn f16_verdict(family: &'static str, got: &[f32], want: &[f32]) -> Check {
     }
 }
 
-/// Stride 1, stride 2 and GLIP's coarser-level offset reuse, batch 2, 64 channels.
+/// Stride 1, stride 2 and GLIP's coarser-level offset reuse, batch 2, 64 channels
+/// (emulated: 16 channels at a quarter of the area).
 fn deform_conv(be: &CudaBackend) -> Result<Check> {
     use cpu::deform_conv::{modulated_deform_conv3x3, DeformConvShape};
     let mut rng = Rng::new(11);
     let (mut got_all, mut want_all) = (Vec::new(), Vec::new());
+    let (c, h, w) = if reduced(be) {
+        (16, 20, 28)
+    } else {
+        (64, 40, 56)
+    };
     for s in [
-        DeformConvShape::new(2, 64, 64, 40, 56, 1),
-        DeformConvShape::new(2, 64, 64, 40, 56, 2),
-        DeformConvShape::new(2, 64, 64, 20, 28, 1).with_offset_source(40, 56),
+        DeformConvShape::new(2, c, c, h, w, 1),
+        DeformConvShape::new(2, c, c, h, w, 2),
+        DeformConvShape::new(2, c, c, h / 2, w / 2, 1).with_offset_source(h, w),
     ] {
         let (lx, lo, lm, lw, ly) = s.required_lens();
         let (xh, xf) = f16_rounded(rng.normal_vec(lx, 1.0));
@@ -177,13 +274,13 @@ fn deform_conv(be: &CudaBackend) -> Result<Check> {
     Ok(f16_verdict("deform_conv", &got_all, &want_all))
 }
 
-/// The five GLIP-T level sizes in one call, batch 2, 256 channels, 16 groups.
+/// The five FPN level sizes in one call, batch 2, 256 channels, 16 groups.
 fn group_norm(be: &CudaBackend) -> Result<Check> {
     use cpu::group_norm::{group_norm_levels, GnLevel, GroupNormShape};
     let s = GroupNormShape::glip(2, 256);
     let mut levels = Vec::new();
     let mut n = 0;
-    for (h, w) in [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)] {
+    for (h, w, _) in fpn_levels(be) {
         levels.push(GnLevel {
             offset: n,
             hw: h * w,
@@ -221,7 +318,8 @@ fn group_norm(be: &CudaBackend) -> Result<Check> {
 fn logits(be: &CudaBackend) -> Result<Check> {
     use crate::backend::cpu::logits::{self as cl, PositiveMapCsr, VisualLayout};
     use crate::backend::cuda::logits::{self as gl, DevicePositiveMap, DotShape};
-    let (n, t, dim, labels) = (16_800, 256, 256, 80);
+    let (h, w, _) = fpn_levels(be)[0];
+    let (n, t, dim, labels) = (h * w, 256, 256, 80);
     let mut rng = Rng::new(17);
     let vis: Vec<f16> = rng
         .normal_vec(dim * n, 1.0)
@@ -284,21 +382,15 @@ fn logits(be: &CudaBackend) -> Result<Check> {
     })
 }
 
-/// ATSS post-processing of 2 images at GLIP-T sizes against the CPU twin: kept sets, scores
-/// and boxes equal.
+/// ATSS post-processing of 2 images at GLIP-T sizes (emulated: 200×336) against the CPU
+/// twin: kept sets, scores and boxes equal.
 fn nms(be: &CudaBackend) -> Result<Check> {
     use crate::backend::cpu::nms::{self as cn, AtssConfig, Level, PackedInputs};
     use crate::backend::cuda::nms::{self as gn, NmsOutputs, NmsWorkspace};
-    let levels: Vec<Level> = [
-        (100, 168, 8),
-        (50, 84, 16),
-        (25, 42, 32),
-        (13, 21, 64),
-        (7, 11, 128),
-    ]
-    .iter()
-    .map(|&(h, w, stride)| Level { h, w, stride })
-    .collect();
+    let levels: Vec<Level> = fpn_levels(be)
+        .iter()
+        .map(|&(h, w, stride)| Level { h, w, stride })
+        .collect();
     let (batch, labels) = (2, 80);
     let n = cn::level_offsets(&levels)[levels.len()];
     let mut rng = Rng::new(19);
@@ -311,7 +403,8 @@ fn nms(be: &CudaBackend) -> Result<Check> {
         r[2] = 0.0;
         r[3] = 0.0;
     });
-    let hw = [(800.0, 1333.0), (784.0, 1293.0)];
+    let (h0, w0) = (levels[0].h as f32 * 8.0, levels[0].w as f32 * 8.0);
+    let hw = [(h0, w0 - 3.0), (h0 - 16.0, w0 - 43.0)];
     let cfg = AtssConfig::default();
     let packed = PackedInputs {
         scores: &scores,

@@ -54,19 +54,6 @@ pub fn reduced(be: &CudaBackend) -> bool {
     be.is_emulated()
 }
 
-/// True (after printing why) when a test's GLIP-sized shapes run on the emulated device,
-/// which would take minutes per launch; such tests run on a real GPU only until they have a
-/// reduced-shape variant (docs/kernels.md lists them).
-pub fn too_large_for_emulator(be: &CudaBackend, test: &str) -> bool {
-    if be.is_emulated() {
-        println!(
-            "skipped on the emulated device: {test} uses GLIP-sized shapes (GPU only for now)"
-        );
-        return true;
-    }
-    false
-}
-
 /// The repository's test data directory.
 pub fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata")

@@ -240,3 +240,7 @@ inline void invoke(void (*f)(A...), void** args) {
 template <typename... A>
 constexpr int arity(void (*)(A...)) { return (int)sizeof...(A); }
 }  // namespace glip_emu
+
+// The tensor-core twins too, so they are declared at file scope before any kernel source
+// (build.rs wraps mutant copies of a family in an unnamed namespace).
+#include "ptx_emu.h"

@@ -730,25 +730,41 @@ extern "C" void* glip_emu_alloc(size_t bytes) {
     mprotect(base, g_page, PROT_NONE);
     char* end = base + (pages + 1) * g_page;
     mprotect(end, g_page, PROT_NONE);
-    char* p = end - bytes;
-    memset(base + g_page, 0xA5, (size_t)(p - (base + g_page)));  // canary before the start
+    // The start is 16-byte aligned, as the vector loads, cp.async and ldmatrix of the
+    // kernels need (cudaMalloc gives 256): a buffer whose size is not a multiple of 16 ends
+    // up to 15 bytes before the guard page. Those bytes, and the ones before the start, are
+    // a canary that glip_emu_canary_ok checks after every launch.
+    char* p = reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(end - bytes) & ~(uintptr_t)15);
+    memset(base + g_page, 0xA5, (size_t)(p - (base + g_page)));
+    memset(p + bytes, 0xA5, (size_t)(end - (p + bytes)));
     return p;
 }
+
+namespace {
+// The end of a buffer's last data page (where its guard page starts).
+inline char* glip_emu_data_end(const void* p, size_t bytes) {
+    const uintptr_t e = reinterpret_cast<uintptr_t>(p) + bytes;
+    return reinterpret_cast<char*>((e + 15) & ~(uintptr_t)15);
+}
+}  // namespace
 
 extern "C" void glip_emu_free(void* p, size_t bytes) {
     using namespace glip_emu;
     const size_t pages = bytes == 0 ? 1 : (bytes + g_page - 1) / g_page;
-    char* end = static_cast<char*>(p) + bytes;
+    char* end = glip_emu_data_end(p, bytes);
     munmap(end - (pages + 1) * g_page, (pages + 2) * g_page);
 }
 
-// 1 while the bytes between the buffer's page start and its first element are untouched.
+// 1 while the canary bytes around the buffer (from its first data page to its start, and
+// from its end to the guard page) are untouched.
 extern "C" int glip_emu_canary_ok(const void* p, size_t bytes) {
     using namespace glip_emu;
     const size_t pages = bytes == 0 ? 1 : (bytes + g_page - 1) / g_page;
-    const unsigned char* end = static_cast<const unsigned char*>(p) + bytes;
-    const unsigned char* first = end - pages * g_page;
-    for (const unsigned char* q = first; q < static_cast<const unsigned char*>(p); q++)
+    const unsigned char* start = static_cast<const unsigned char*>(p);
+    const unsigned char* end = reinterpret_cast<const unsigned char*>(glip_emu_data_end(p, bytes));
+    for (const unsigned char* q = end - pages * g_page; q < start; q++)
+        if (*q != 0xA5) return 0;
+    for (const unsigned char* q = start + bytes; q < end; q++)
         if (*q != 0xA5) return 0;
     return 1;
 }

@@ -1,9 +1,10 @@
 //! The emulated CUDA device: the same `kernels/*.cu` compiled as host C++ against
 //! `kernels/emu/` (build.rs, always), launched through the same wrappers as on a GPU.
 //!
-//! Device memory is host memory whose last byte sits just before a guard page, so an access
-//! one element past any argument faults and is reported as an out-of-bounds access naming
-//! the argument. With [`EmuChecks::Full`] every launch runs once more per check below and
+//! Device memory is host memory that starts 16-byte aligned (what vector loads, cp.async and
+//! ldmatrix need) and ends within 15 bytes of a guard page, so an access past the end of any
+//! argument faults (or, within those bytes, overwrites a canary) and is reported naming the
+//! argument. With [`EmuChecks::Full`] every launch runs once more per check below and
 //! all argument buffers must come out bit-identical to the first (forward, zero-filled
 //! shared memory) run:
 //!
@@ -77,7 +78,8 @@ pub enum EmuCheck {
     Warp,
     /// A wmma / ldmatrix / cp.async pointer without the alignment the GPU requires.
     Alignment,
-    /// A write just before the start of a buffer (the bytes there are a canary).
+    /// A write just outside a buffer (the bytes before its start and the up to 15 bytes
+    /// after its end are a canary).
     Canary,
     /// Outputs changed when shared memory started 0xFF instead of 0x00.
     Poison,
@@ -93,7 +95,7 @@ impl fmt::Display for EmuCheck {
             EmuCheck::Barrier => "barrier",
             EmuCheck::Warp => "warp collective",
             EmuCheck::Alignment => "alignment",
-            EmuCheck::Canary => "buffer underrun",
+            EmuCheck::Canary => "write outside a buffer",
             EmuCheck::Poison => "uninitialised shared memory",
             EmuCheck::Race => "race (schedule order)",
         })
@@ -131,7 +133,8 @@ impl EmuChecks {
     }
 }
 
-/// Device memory of the emulated device: host memory ending just before a guard page.
+/// Device memory of the emulated device: host memory, 16-byte aligned, ending within 15 bytes
+/// of a guard page.
 pub struct EmuBuffer<T> {
     ptr: NonNull<T>,
     len: usize,
@@ -379,7 +382,7 @@ impl EmuDevice {
                 return Err(Error::KernelCheck {
                     kernel: k.name.to_string(),
                     check: EmuCheck::Canary,
-                    detail: format!("the kernel wrote before the start of argument {arg}"),
+                    detail: format!("the kernel wrote just outside argument {arg}"),
                 });
             }
         }

@@ -35,6 +35,7 @@ impl KernelParam for super::params::GlipDeformConvParams {}
 impl KernelParam for super::params::GlipBiAttnParams {}
 impl KernelParam for super::params::GlipLogitsParams {}
 impl KernelParam for super::params::GlipNmsParams {}
+impl KernelParam for super::params::GlipGemmParams {}
 
 /// Arguments of one launch, in kernel order.
 pub struct Launch<'a> {

@@ -274,6 +274,24 @@ const _: () = {
     ["Offset of field: GlipNmsParams::levels"]
         [::core::mem::offset_of!(GlipNmsParams, levels) - 120usize];
 };
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct GlipGemmParams {
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub _pad: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GlipGemmParams"][::core::mem::size_of::<GlipGemmParams>() - 16usize];
+    ["Alignment of GlipGemmParams"][::core::mem::align_of::<GlipGemmParams>() - 4usize];
+    ["Offset of field: GlipGemmParams::m"][::core::mem::offset_of!(GlipGemmParams, m) - 0usize];
+    ["Offset of field: GlipGemmParams::n"][::core::mem::offset_of!(GlipGemmParams, n) - 4usize];
+    ["Offset of field: GlipGemmParams::k"][::core::mem::offset_of!(GlipGemmParams, k) - 8usize];
+    ["Offset of field: GlipGemmParams::_pad"]
+        [::core::mem::offset_of!(GlipGemmParams, _pad) - 12usize];
+};
 
 // SAFETY: plain-old-data #[repr(C)] structs of fixed-width fields, passed by value to kernels.
 unsafe impl cudarc::driver::DeviceRepr for GlipElementwiseParams {}
@@ -284,3 +302,4 @@ unsafe impl cudarc::driver::DeviceRepr for GlipBiAttnParams {}
 unsafe impl cudarc::driver::DeviceRepr for GlipLogitsParams {}
 unsafe impl cudarc::driver::DeviceRepr for GlipNmsLevel {}
 unsafe impl cudarc::driver::DeviceRepr for GlipNmsParams {}
+unsafe impl cudarc::driver::DeviceRepr for GlipGemmParams {}
