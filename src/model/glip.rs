@@ -10,8 +10,10 @@ use super::dyconv::DyConv;
 use super::fpn::Fpn;
 use super::head::{Head, HeadOutputs};
 use super::swin::Swin;
+use super::vars::Vars;
 use super::vlfuse::VLFuse;
 use super::{FeatureMap, WeightMap};
+use crate::backend::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -98,13 +100,19 @@ impl Glip {
             config.fpn.in_channels,
             config.fpn.out_channels,
         )?;
-        let language = BertModel::load(w, "language_backbone.body.model.", &bert_config)?;
+        // Moved onto the op interface so far: BERT (its tensors come from the Vars walk).
+        let vars = Vars::from_weights(w, &CpuBackend);
+        let language = BertModel::new(&vars.pp("language_backbone.body.model"), &bert_config)?;
         let mut tower = Vec::with_capacity(config.dyhead.num_convs);
         for i in 0..config.dyhead.num_convs {
             let p = |k: usize| format!("rpn.head.dyhead_tower.{k}.");
             tower.push(TowerLayer {
                 fuse: VLFuse::load(w, &p(3 * i))?,
-                bert: BertLayer::load(w, &p(3 * i + 1), &bert_config, true)?,
+                bert: BertLayer::new(
+                    &vars.pp(format!("rpn.head.dyhead_tower.{}", 3 * i + 1)),
+                    &bert_config,
+                    true,
+                )?,
                 dyconv: DyConv::load(w, &p(3 * i + 2), config.dyhead.channels)?,
             });
         }
@@ -138,7 +146,14 @@ impl Glip {
             )));
         }
         let t = ids.len();
-        let hidden = self.language.forward(ids, mask, 1, t)?;
+        let hidden = self
+            .language
+            .forward(
+                &CpuBackend,
+                &Tensor::from_i32(&[1, t], ids.to_vec())?,
+                &Tensor::from_i32(&[1, t], mask.to_vec())?,
+            )?
+            .to_f32_vec()?;
         Ok(TextFeatures {
             ids: ids.to_vec(),
             mask: mask.to_vec(),
@@ -202,7 +217,14 @@ impl Glip {
                 &l,
             )?;
             let t0 = std::time::Instant::now();
-            lang = layer.bert.forward(&l, &mask, b, t)?;
+            lang = layer
+                .bert
+                .forward(
+                    &CpuBackend,
+                    &Tensor::from_f32(&[b, t, hd], l)?,
+                    &Tensor::from_i32(&[b, t], mask.clone())?,
+                )?
+                .to_f32_vec()?;
             taps.time(format!("tower.{i} BertEncoderLayer"), t0);
             taps.seq(
                 format!("tower.{}.BertEncoderLayer.lang_hidden", 3 * i + 1),

@@ -17,6 +17,7 @@ pub mod head;
 pub mod layers;
 pub mod postprocess;
 pub mod swin;
+pub mod vars;
 pub mod vlfuse;
 
 /// Named host tensors (floats as f32), as read from a safetensors file.

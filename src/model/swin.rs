@@ -94,7 +94,7 @@ impl SwinConfig {
     }
 }
 
-pub use super::layers::{LayerNorm, Linear};
+pub use super::layers::{HostLayerNorm as LayerNorm, HostLinear as Linear};
 
 /// Patch embedding: zero-pad to /patch, conv patch×patch stride patch, LN over channels.
 #[derive(Clone, Debug)]

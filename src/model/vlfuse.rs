@@ -1,7 +1,7 @@
 //! VLFuse (MHA-B): GLIP's BiAttentionBlockForCheckpoint around BiMultiHeadAttention
 //! (`modeling/rpn/vldyhead.py:350-557`, `utils/fuse_helper.py:171-303, 344-426`), CPU f32.
 
-use super::layers::Linear;
+use super::layers::HostLinear as Linear;
 use super::{FeatureMap, WeightMap};
 use crate::backend::cpu::bi_attn::{bi_attn, BiAttnShape};
 use crate::backend::cpu::nn::layer_norm;

@@ -16,6 +16,7 @@ pub mod launch;
 pub mod logits;
 pub mod memory;
 pub mod nms;
+pub mod ops;
 pub mod params;
 
 pub use emu::{EmuCheck, EmuChecks, EmuDevice};
@@ -363,87 +364,6 @@ pub fn launch_1d(n: usize, block: u32) -> LaunchConfig {
     }
 }
 
-impl crate::backend::Backend for CudaBackend {
-    fn device(&self) -> crate::tensor::Device {
-        crate::tensor::Device::Cuda(self.ordinal)
-    }
-    fn upload(&self, t: &Tensor) -> Result<Tensor> {
-        CudaBackend::upload(self, t)
-    }
-    fn to_host(&self, t: &Tensor) -> Result<Tensor> {
-        CudaBackend::to_host(self, t)
-    }
-    fn matmul(&self, a: &Tensor, b: &Tensor, b_transposed: bool) -> Result<Tensor> {
-        let (m, k, n) = crate::backend::matmul_dims(a, b, b_transposed)?;
-        let (da, db) = (self.device_f16(a, "matmul")?, self.device_f16(b, "matmul")?);
-        let mut c = self.alloc_zeros::<f16>(m * n)?;
-        gemm::gemm_f16(self, m, n, k, da, db, b_transposed, &mut c)?;
-        Ok(Tensor::from_device(
-            &[m, n],
-            self.ordinal,
-            DeviceData::F16(c),
-        ))
-    }
-    fn cast(&self, t: &Tensor, to: crate::tensor::DType) -> Result<Tensor> {
-        use crate::tensor::{DType, Storage};
-        let n = t.numel();
-        match (t.storage(), to) {
-            (
-                Storage::Cuda {
-                    data: DeviceData::F32(x),
-                    ..
-                },
-                DType::F16,
-            ) => {
-                let mut y = self.alloc_zeros::<f16>(n)?;
-                elementwise::cast_f32_f16(self, x, &mut y, n)?;
-                Ok(Tensor::from_device(
-                    t.shape(),
-                    self.ordinal,
-                    DeviceData::F16(y),
-                ))
-            }
-            (
-                Storage::Cuda {
-                    data: DeviceData::F16(x),
-                    ..
-                },
-                DType::F32,
-            ) => {
-                let mut y = self.alloc_zeros::<f32>(n)?;
-                elementwise::cast_f16_f32(self, x, &mut y, n)?;
-                Ok(Tensor::from_device(
-                    t.shape(),
-                    self.ordinal,
-                    DeviceData::F32(y),
-                ))
-            }
-            _ => Err(Error::Invalid(format!(
-                "CUDA cast of a {} tensor to {} is not supported",
-                t.dtype().name(),
-                to.name()
-            ))),
-        }
-    }
-    fn axpby(&self, alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor> {
-        if a.shape() != b.shape() {
-            return Err(Error::shape(
-                "axpby",
-                format!("{:?} vs {:?}", a.shape(), b.shape()),
-            ));
-        }
-        let n = a.numel();
-        let (da, db) = (self.device_f16(a, "axpby")?, self.device_f16(b, "axpby")?);
-        let mut y = self.alloc_zeros::<f16>(n)?;
-        elementwise::axpby_f16(self, alpha, da, beta, db, &mut y, n)?;
-        Ok(Tensor::from_device(
-            a.shape(),
-            self.ordinal,
-            DeviceData::F16(y),
-        ))
-    }
-}
-
 impl CudaBackend {
     /// The f16 device slice of a tensor of this backend.
     pub fn device_f16<'a>(&self, t: &'a Tensor, op: &'static str) -> Result<&'a DeviceBuffer<f16>> {
@@ -455,6 +375,20 @@ impl CudaBackend {
             _ => Err(Error::DType {
                 op,
                 expected: "f16 on this CUDA device",
+                got: t.dtype().name(),
+            }),
+        }
+    }
+    /// The f32 device slice of a tensor of this backend.
+    pub fn device_f32<'a>(&self, t: &'a Tensor, op: &'static str) -> Result<&'a DeviceBuffer<f32>> {
+        match t.storage() {
+            crate::tensor::Storage::Cuda {
+                data: DeviceData::F32(s),
+                ordinal,
+            } if *ordinal == self.ordinal => Ok(s),
+            _ => Err(Error::DType {
+                op,
+                expected: "f32 on this CUDA device",
                 got: t.dtype().name(),
             }),
         }

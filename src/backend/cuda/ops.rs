@@ -1,0 +1,141 @@
+//! The op interface (backend/ops.rs) on a CUDA device (or the emulated one): f16
+//! activations and matrices, f32 vectors and accumulation. Ops without a kernel yet return
+//! `Error::NotOnDevice` naming the op.
+
+use super::{elementwise, gemm, CudaBackend};
+use crate::backend::ops::{not_on_device, shape, Backend, SelfAttention};
+use crate::error::{Error, Result};
+use crate::tensor::{DType, DeviceData, Tensor};
+use half::f16;
+
+impl Backend for CudaBackend {
+    fn device(&self) -> crate::tensor::Device {
+        crate::tensor::Device::Cuda(self.ordinal)
+    }
+    fn upload(&self, t: &Tensor) -> Result<Tensor> {
+        CudaBackend::upload(self, t)
+    }
+    fn to_host(&self, t: &Tensor) -> Result<Tensor> {
+        CudaBackend::to_host(self, t)
+    }
+    fn matmul(&self, a: &Tensor, b: &Tensor, b_transposed: bool) -> Result<Tensor> {
+        let (m, k, n) = shape::matmul(a, b, b_transposed)?;
+        let (da, db) = (self.device_f16(a, "matmul")?, self.device_f16(b, "matmul")?);
+        let mut c = self.alloc_zeros::<f16>(m * n)?;
+        gemm::gemm_f16(self, m, n, k, da, db, b_transposed, &mut c)?;
+        Ok(Tensor::from_device(
+            &[m, n],
+            self.ordinal,
+            DeviceData::F16(c),
+        ))
+    }
+    fn cast(&self, t: &Tensor, to: crate::tensor::DType) -> Result<Tensor> {
+        use crate::tensor::{DType, Storage};
+        let n = t.numel();
+        match (t.storage(), to) {
+            (
+                Storage::Cuda {
+                    data: DeviceData::F32(x),
+                    ..
+                },
+                DType::F16,
+            ) => {
+                let mut y = self.alloc_zeros::<f16>(n)?;
+                elementwise::cast_f32_f16(self, x, &mut y, n)?;
+                Ok(Tensor::from_device(
+                    t.shape(),
+                    self.ordinal,
+                    DeviceData::F16(y),
+                ))
+            }
+            (
+                Storage::Cuda {
+                    data: DeviceData::F16(x),
+                    ..
+                },
+                DType::F32,
+            ) => {
+                let mut y = self.alloc_zeros::<f32>(n)?;
+                elementwise::cast_f16_f32(self, x, &mut y, n)?;
+                Ok(Tensor::from_device(
+                    t.shape(),
+                    self.ordinal,
+                    DeviceData::F32(y),
+                ))
+            }
+            _ => Err(Error::Invalid(format!(
+                "CUDA cast of a {} tensor to {} is not supported",
+                t.dtype().name(),
+                to.name()
+            ))),
+        }
+    }
+    fn axpby(&self, alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor> {
+        shape::same("axpby", a, b)?;
+        let n = a.numel();
+        let (da, db) = (self.device_f16(a, "axpby")?, self.device_f16(b, "axpby")?);
+        let mut y = self.alloc_zeros::<f16>(n)?;
+        elementwise::axpby_f16(self, alpha, da, beta, db, &mut y, n)?;
+        Ok(Tensor::from_device(
+            a.shape(),
+            self.ordinal,
+            DeviceData::F16(y),
+        ))
+    }
+    fn weight(&self, t: &Tensor) -> Result<Tensor> {
+        let host = match t.dtype() {
+            DType::F32 | DType::F16 if t.rank() >= 2 => t.to_f16()?,
+            DType::F32 | DType::F16 => t.to_f32()?,
+            _ => t.try_clone()?,
+        };
+        CudaBackend::upload(self, &host)
+    }
+    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        let (rows, inp, out, y_shape) = shape::linear(x, w, b)?;
+        let (dx, dw) = (
+            self.device_f16(x, "linear")?,
+            self.device_f16(w, "linear weight")?,
+        );
+        let mut y = self.alloc_zeros::<f16>(rows * out)?;
+        match b {
+            Some(b) => {
+                let db = self.device_f32(b, "linear bias")?;
+                gemm::gemm_bias_f16(self, rows, out, inp, dx, dw, true, db, &mut y)?;
+            }
+            None => gemm::gemm_f16(self, rows, out, inp, dx, dw, true, &mut y)?,
+        }
+        Ok(Tensor::from_device(
+            &y_shape,
+            self.ordinal,
+            DeviceData::F16(y),
+        ))
+    }
+    fn layer_norm(&self, _x: &Tensor, _w: &Tensor, _b: &Tensor, _eps: f32) -> Result<Tensor> {
+        Err(not_on_device("layer_norm", self.device()))
+    }
+    fn clamp(&self, _x: &Tensor, _bound: f32) -> Result<Tensor> {
+        Err(not_on_device("clamp", self.device()))
+    }
+    fn gelu(&self, _x: &Tensor) -> Result<Tensor> {
+        Err(not_on_device("gelu", self.device()))
+    }
+    fn bert_embeddings(
+        &self,
+        _ids: &Tensor,
+        _word: &Tensor,
+        _position: &Tensor,
+        _token_type0: &Tensor,
+    ) -> Result<Tensor> {
+        Err(not_on_device("bert_embeddings", self.device()))
+    }
+    fn self_attention(
+        &self,
+        _q: &Tensor,
+        _k: &Tensor,
+        _v: &Tensor,
+        _mask: &Tensor,
+        _spec: SelfAttention,
+    ) -> Result<Tensor> {
+        Err(not_on_device("self_attention", self.device()))
+    }
+}

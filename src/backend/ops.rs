@@ -1,0 +1,214 @@
+//! The op interface GLIP-T is written against (design.md §3.4): the model holds backend
+//! tensors (device + dtype) and calls only these ops, so one model definition runs on every
+//! backend. Each op's shape rule lives here, once, and both backends call it before they
+//! compute; GLIP's numeric constants used by more than one op are defined here too.
+//!
+//! Ops a backend cannot run yet fail with [`Error::NotOnDevice`] naming the op, never with a
+//! wrong answer.
+
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Device, Tensor};
+
+/// GLIP's clamp bound: BERT attention scores (CLAMP_BERTATTN_*), the BertEncoderLayer FFN,
+/// VLFuse attention logits (glip-t-inference-spec.md §3.5).
+pub const GLIP_CLAMP: f32 = 50_000.0;
+/// HF `get_extended_attention_mask` fill for a padded key: `torch.finfo(float32).min`
+/// (transformers 4.46.3 produced the goldens; GLIP-era releases used −10000, which gives the
+/// same fp32 probabilities since both underflow exp to 0).
+pub const BERT_MASK_FILL: f32 = f32::MIN;
+
+/// Multi-head self-attention over [B, T, H] sequences, HF BERT style:
+/// `softmax(q·kᵀ / sqrt(H / heads) [clamped to ±clamp] + (1 − mask) · BERT_MASK_FILL) · v`.
+#[derive(Clone, Copy, Debug)]
+pub struct SelfAttention {
+    pub heads: usize,
+    /// GLIP's BertEncoderLayer clamps the scaled scores before the mask (spec §3.5.2).
+    pub clamp: Option<f32>,
+}
+
+/// The operations the model needs from a device. Tensors passed in must live on the
+/// backend's device; outputs are new tensors on it. Floating-point activations are f32 on
+/// the CPU and f16 on CUDA (f32 accumulation).
+pub trait Backend {
+    fn device(&self) -> Device;
+    /// Copy a host tensor onto this backend's device (dtype kept).
+    fn upload(&self, t: &Tensor) -> Result<Tensor>;
+    /// Copy a tensor of this backend back to the host.
+    fn to_host(&self, t: &Tensor) -> Result<Tensor>;
+    /// A model parameter in this backend's storage format (converted once, at load): f32 on
+    /// the CPU; on CUDA f16 for matrices and f32 for vectors (biases, norm affines).
+    fn weight(&self, t: &Tensor) -> Result<Tensor>;
+    /// Row-major `a[m, k] · b[k, n]`, or `a · b[n, k]ᵀ` with `b_transposed`.
+    fn matmul(&self, a: &Tensor, b: &Tensor, b_transposed: bool) -> Result<Tensor>;
+    /// Convert between f32 and f16 (round to nearest even).
+    fn cast(&self, t: &Tensor, to: DType) -> Result<Tensor>;
+    /// `alpha * a + beta * b` elementwise.
+    fn axpby(&self, alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor>;
+    /// PyTorch Linear: x[…, in] · w[out, in]ᵀ + b[out] → […, out].
+    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor>;
+    /// LayerNorm over the last dimension (biased variance), affine w, b.
+    fn layer_norm(&self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor>;
+    /// Every element clamped to [−bound, bound].
+    fn clamp(&self, x: &Tensor, bound: f32) -> Result<Tensor>;
+    /// Exact (erf) GELU.
+    fn gelu(&self, x: &Tensor) -> Result<Tensor>;
+    /// BERT embeddings before their LayerNorm: `(word[id] + token_type0) + position[p]` for
+    /// ids [B, T] (host i32, checked against the vocabulary), positions 0..T → [B, T, H].
+    fn bert_embeddings(
+        &self,
+        ids: &Tensor,
+        word: &Tensor,
+        position: &Tensor,
+        token_type0: &Tensor,
+    ) -> Result<Tensor>;
+    /// [`SelfAttention`] on q, k, v [B, T, H] with the key mask [B, T] (i32, non-zero =
+    /// real token) → the context [B, T, H].
+    fn self_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        spec: SelfAttention,
+    ) -> Result<Tensor>;
+    /// a + b elementwise (residuals).
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.axpby(1.0, a, 1.0, b)
+    }
+}
+
+/// The shape rules, shared by every backend.
+pub mod shape {
+    use super::*;
+
+    /// (m, k, n) of a matmul, checking that the inner dimensions agree.
+    pub fn matmul(a: &Tensor, b: &Tensor, b_transposed: bool) -> Result<(usize, usize, usize)> {
+        let [m, k] = a.dims::<2>("matmul")?;
+        let [b0, b1] = b.dims::<2>("matmul")?;
+        let (kb, n) = if b_transposed { (b1, b0) } else { (b0, b1) };
+        if k != kb {
+            return Err(Error::shape(
+                "matmul",
+                format!(
+                    "a {:?} b {:?} transposed={b_transposed}",
+                    a.shape(),
+                    b.shape()
+                ),
+            ));
+        }
+        Ok((m, k, n))
+    }
+
+    /// (rows, in, out, output shape) of a Linear.
+    pub fn linear(
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> Result<(usize, usize, usize, Vec<usize>)> {
+        let [out, inp] = w.dims::<2>("linear weight")?;
+        let xs = x.shape();
+        if xs.last() != Some(&inp) || inp == 0 {
+            return Err(Error::shape(
+                "linear",
+                format!("input {xs:?} for a weight {:?}", w.shape()),
+            ));
+        }
+        if let Some(b) = b {
+            if b.shape() != [out] {
+                return Err(Error::shape(
+                    "linear",
+                    format!("bias {:?} for {out} outputs", b.shape()),
+                ));
+            }
+        }
+        let mut y = xs.to_vec();
+        if let Some(l) = y.last_mut() {
+            *l = out;
+        }
+        Ok((x.numel() / inp, inp, out, y))
+    }
+
+    /// The normalised width c of a LayerNorm.
+    pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<usize> {
+        let c = x.shape().last().copied().unwrap_or(0);
+        if c == 0 || w.shape() != [c] || b.shape() != [c] {
+            return Err(Error::shape(
+                "layer_norm",
+                format!("x {:?} w {:?} b {:?}", x.shape(), w.shape(), b.shape()),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Two tensors of the same shape.
+    pub fn same(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+        if a.shape() != b.shape() {
+            return Err(Error::shape(
+                op,
+                format!("{:?} vs {:?}", a.shape(), b.shape()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// (batch, t, hidden, vocab, max positions) of the BERT embeddings.
+    pub fn bert_embeddings(
+        ids: &Tensor,
+        word: &Tensor,
+        position: &Tensor,
+        token_type0: &Tensor,
+    ) -> Result<(usize, usize, usize, usize)> {
+        let [batch, t] = ids.dims::<2>("bert_embeddings ids")?;
+        let [vocab, h] = word.dims::<2>("bert_embeddings word")?;
+        let [max_pos, hp] = position.dims::<2>("bert_embeddings position")?;
+        if hp != h || token_type0.shape() != [h] {
+            return Err(Error::shape(
+                "bert_embeddings",
+                format!(
+                    "word {:?} position {:?} token_type {:?}",
+                    word.shape(),
+                    position.shape(),
+                    token_type0.shape()
+                ),
+            ));
+        }
+        if t > max_pos {
+            return Err(Error::shape(
+                "bert_embeddings",
+                format!("{t} tokens exceed max_position_embeddings {max_pos}"),
+            ));
+        }
+        Ok((batch, t, h, vocab))
+    }
+
+    /// (batch, t, hidden, head width) of a self-attention.
+    pub fn self_attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        heads: usize,
+    ) -> Result<(usize, usize, usize, usize)> {
+        let [b, t, h] = q.dims::<3>("self_attention q")?;
+        same("self_attention k", q, k)?;
+        same("self_attention v", q, v)?;
+        if mask.shape() != [b, t] {
+            return Err(Error::shape(
+                "self_attention",
+                format!("mask {:?} for q {:?}", mask.shape(), q.shape()),
+            ));
+        }
+        if heads == 0 || !h.is_multiple_of(heads) {
+            return Err(Error::shape(
+                "self_attention",
+                format!("hidden {h} is not a multiple of {heads} heads"),
+            ));
+        }
+        Ok((b, t, h, h / heads))
+    }
+}
+
+/// The error of an op a backend does not implement yet.
+pub fn not_on_device(op: &'static str, device: Device) -> Error {
+    Error::NotOnDevice { op, device }
+}
