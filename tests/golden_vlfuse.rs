@@ -1,51 +1,56 @@
-//! VLFuse (CPU) against golden 06_vlfuse, and the exact-truncation property (spec §4).
+//! VLFuse (through the op interface on the CPU) against golden 06_vlfuse, and the
+//! exact-truncation property (spec §4). Sizes come from the golden's own tensors.
 
+use glip_rt::backend::cpu::CpuBackend;
+use glip_rt::model::vars::Vars;
 use glip_rt::model::vlfuse::VLFuse;
-use glip_rt::model::{FeatureMap, WeightMap};
+use glip_rt::model::WeightMap;
 use glip_rt::testing::{assert_close, load_golden, max_abs_diff};
+use glip_rt::weights::glip_ignorable;
+use glip_rt::Tensor;
 use std::collections::HashMap;
 
 /// (module, visual levels, lang hidden, mask, golden tensors)
-type Setup = (
-    VLFuse,
-    Vec<FeatureMap>,
-    Vec<f32>,
-    Vec<i32>,
-    HashMap<String, glip_rt::Tensor>,
-);
+type Setup = (VLFuse, Vec<Tensor>, Tensor, Tensor, HashMap<String, Tensor>);
 
 fn setup() -> Setup {
     let g = load_golden("06_vlfuse").unwrap();
+    // The module's parameters are the golden's keys outside input/ and output/.
     let w = WeightMap::new(
         "06_vlfuse",
         g.iter()
+            .filter(|(k, _)| !k.starts_with("input/") && !k.starts_with("output/"))
             .map(|(k, v)| (k.clone(), v.try_clone().unwrap()))
             .collect(),
     );
-    let m = VLFuse::load(&w, "").unwrap();
-    assert_eq!(
-        (m.v_dim, m.l_dim, m.embed_dim, m.heads),
-        (256, 768, 2048, 8)
-    );
-    let visual: Vec<FeatureMap> = (0..5)
-        .map(|l| FeatureMap::from_tensor(&g[&format!("input/visual.{l}")]).unwrap())
+    let v_dim = g["input/visual.0"].shape()[1];
+    let l_dim = g["input/lang_hidden"].shape()[2];
+    let embed = g["b_attn.attn.v_proj.weight"].shape()[0];
+    let vars = Vars::from_weights(&w, &CpuBackend);
+    let m = VLFuse::new(&vars, v_dim, l_dim, embed, 0.0).unwrap();
+    // The walk asked for exactly the golden's parameters.
+    vars.finish(glip_ignorable).unwrap();
+    let levels = (0..)
+        .map(|l| format!("input/visual.{l}"))
+        .take_while(|k| g.contains_key(k))
+        .map(|k| g[&k].to_f32().unwrap())
         .collect();
-    let lang = g["input/lang_hidden"].to_f32_vec().unwrap();
-    let mask = g["input/lang_masks"].i32s().unwrap().to_vec();
-    (m, visual, lang, mask, g)
+    let lang = g["input/lang_hidden"].to_f32().unwrap();
+    let mask = g["input/lang_masks"].try_clone().unwrap();
+    (m, levels, lang, mask, g)
 }
 
 #[test]
 fn vlfuse_matches_golden() {
     let (m, visual, lang, mask, g) = setup();
-    let t = g["input/lang_masks"].shape()[1];
-    let (out_v, out_l) = m.forward(&visual, &lang, &mask, t).unwrap();
+    let (out_v, out_l) = m.forward(&CpuBackend, &visual, &lang, &mask).unwrap();
+    assert_eq!(out_v.len(), visual.len());
     for (l, f) in out_v.iter().enumerate() {
         let want = &g[&format!("output/visual.{l}")];
-        assert_eq!(&[f.n, f.c, f.h, f.w][..], want.shape());
+        assert_eq!(f.shape(), want.shape());
         assert_close(
             &format!("visual.{l}"),
-            &f.data,
+            f.f32s().unwrap(),
             &want.to_f32_vec().unwrap(),
             1e-4,
             1e-4,
@@ -53,7 +58,7 @@ fn vlfuse_matches_golden() {
     }
     assert_close(
         "lang_hidden",
-        &out_l,
+        out_l.f32s().unwrap(),
         &g["output/lang_hidden"].to_f32_vec().unwrap(),
         1e-4,
         1e-4,
@@ -64,10 +69,15 @@ fn vlfuse_matches_golden() {
 /// and real language rows (no op mixes pad tokens into real positions).
 #[test]
 fn vlfuse_exact_truncation() {
-    let (m, visual, lang, mask, g) = setup();
-    let t = g["input/lang_masks"].shape()[1];
-    let b = visual[0].n;
-    let (full_v, full_l) = m.forward(&visual, &lang, &mask, t).unwrap();
+    let (m, visual, lang, mask, _) = setup();
+    let [b, t] = mask.dims::<2>("mask").unwrap();
+    let l_dim = m.l_dim;
+    let (full_v, full_l) = m.forward(&CpuBackend, &visual, &lang, &mask).unwrap();
+    let (lang, mask, full_l) = (
+        lang.f32s().unwrap(),
+        mask.i32s().unwrap(),
+        full_l.f32s().unwrap(),
+    );
     for bi in 0..b {
         let mrow = &mask[bi * t..(bi + 1) * t];
         let real: Vec<usize> = (0..t).filter(|&j| mrow[j] != 0).collect();
@@ -76,18 +86,31 @@ fn vlfuse_exact_truncation() {
             "prompt {bi} has no padding: the test would prove nothing"
         );
         let tr = real.len();
-        let one: Vec<FeatureMap> = visual
+        let image = |f: &Tensor| -> Vec<f32> {
+            let s = f.numel() / b;
+            f.f32s().unwrap()[bi * s..(bi + 1) * s].to_vec()
+        };
+        let one: Vec<Tensor> = visual
             .iter()
-            .map(|f| FeatureMap::new(1, f.c, f.h, f.w, f.image(bi).to_vec()).unwrap())
+            .map(|f| {
+                let [_, c, h, w] = f.dims::<4>("level").unwrap();
+                Tensor::from_f32(&[1, c, h, w], image(f)).unwrap()
+            })
             .collect();
-        let l_dim = m.l_dim;
         let lang_r: Vec<f32> = real
             .iter()
             .flat_map(|&j| lang[(bi * t + j) * l_dim..(bi * t + j + 1) * l_dim].to_vec())
             .collect();
-        let (tv, tl) = m.forward(&one, &lang_r, &vec![1; tr], tr).unwrap();
+        let (tv, tl) = m
+            .forward(
+                &CpuBackend,
+                &one,
+                &Tensor::from_f32(&[1, tr, l_dim], lang_r).unwrap(),
+                &Tensor::from_i32(&[1, tr], vec![1; tr]).unwrap(),
+            )
+            .unwrap();
         for (l, (a, f)) in tv.iter().zip(&full_v).enumerate() {
-            let d = max_abs_diff(&a.data, f.image(bi));
+            let d = max_abs_diff(a.f32s().unwrap(), &image(f));
             println!("prompt {bi} ({tr} real tokens) visual.{l}: max |diff| {d:.2e}");
             assert!(d <= 1e-5, "visual.{l} differs by {d}");
         }
@@ -95,7 +118,7 @@ fn vlfuse_exact_truncation() {
             .iter()
             .flat_map(|&j| full_l[(bi * t + j) * l_dim..(bi * t + j + 1) * l_dim].to_vec())
             .collect();
-        let d = max_abs_diff(&tl, &want_l);
+        let d = max_abs_diff(tl.f32s().unwrap(), &want_l);
         println!("prompt {bi}: lang real rows max |diff| {d:.2e}");
         assert!(d <= 1e-5, "lang rows differ by {d}");
     }

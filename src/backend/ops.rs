@@ -71,6 +71,27 @@ pub trait Backend {
         mask: &Tensor,
         spec: SelfAttention,
     ) -> Result<Tensor>;
+    /// alpha · x + beta elementwise.
+    fn scale(&self, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor>;
+    /// a + g ⊙ b with g [C] broadcast over the last dimension (VLFuse's gamma residuals).
+    fn add_channel_scaled(&self, a: &Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor>;
+    /// NCHW levels [B, C, H_l, W_l] → one token sequence [B, Σ H_l·W_l, C], level-major then
+    /// row-major (how VLFuse sees the pyramid).
+    fn levels_to_tokens(&self, levels: &[&Tensor]) -> Result<Tensor>;
+    /// The inverse of [`Backend::levels_to_tokens`] for levels of `sizes` (H_l, W_l).
+    fn tokens_to_levels(&self, x: &Tensor, sizes: &[(usize, usize)]) -> Result<Vec<Tensor>>;
+    /// VLFuse's bi-directional cross-attention (kernels/bi_attn.cu and its CPU twin): q, v_v
+    /// [B, N_img, C], k, v_l [B, T, C], mask [B, T] i32, C = heads · head_dim; q carries the
+    /// 1/sqrt(head_dim) scale. Returns (o_v [B, N_img, C], o_t [B, T, C]).
+    fn bi_attn(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v_l: &Tensor,
+        v_v: &Tensor,
+        mask: &Tensor,
+        heads: usize,
+    ) -> Result<(Tensor, Tensor)>;
     /// a + b elementwise (residuals).
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         self.axpby(1.0, a, 1.0, b)
@@ -179,6 +200,85 @@ pub mod shape {
             ));
         }
         Ok((batch, t, h, vocab))
+    }
+
+    /// The broadcast of a [C] vector over the last dimension of `a` (and `b`, same shape).
+    pub fn channel_scaled(a: &Tensor, g: &Tensor, b: &Tensor) -> Result<usize> {
+        same("add_channel_scaled", a, b)?;
+        let c = a.shape().last().copied().unwrap_or(0);
+        if c == 0 || g.shape() != [c] {
+            return Err(Error::shape(
+                "add_channel_scaled",
+                format!("gamma {:?} for {:?}", g.shape(), a.shape()),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// (batch, channels, Σ H·W) of levels sharing batch and channels.
+    pub fn levels(levels: &[&Tensor]) -> Result<(usize, usize, usize)> {
+        let first = levels
+            .first()
+            .ok_or_else(|| Error::shape("levels_to_tokens", "no levels"))?;
+        let [b, c, _, _] = first.dims::<4>("levels_to_tokens")?;
+        let mut n = 0;
+        for (l, t) in levels.iter().enumerate() {
+            let [tb, tc, h, w] = t.dims::<4>("levels_to_tokens")?;
+            if tb != b || tc != c {
+                return Err(Error::shape(
+                    "levels_to_tokens",
+                    format!("level {l} is {:?}, level 0 {:?}", t.shape(), first.shape()),
+                ));
+            }
+            n += h * w;
+        }
+        Ok((b, c, n))
+    }
+
+    /// (batch, channels) of a [B, Σ H·W, C] sequence split into levels of `sizes`.
+    pub fn tokens(x: &Tensor, sizes: &[(usize, usize)]) -> Result<(usize, usize)> {
+        let [b, n, c] = x.dims::<3>("tokens_to_levels")?;
+        let want: usize = sizes.iter().map(|(h, w)| h * w).sum();
+        if n != want || sizes.is_empty() {
+            return Err(Error::shape(
+                "tokens_to_levels",
+                format!("{n} tokens for levels {sizes:?} ({want} positions)"),
+            ));
+        }
+        Ok((b, c))
+    }
+
+    /// The [`BiAttnShape`](crate::backend::cpu::bi_attn::BiAttnShape) of a bi_attn call.
+    pub fn bi_attn(
+        q: &Tensor,
+        k: &Tensor,
+        v_l: &Tensor,
+        v_v: &Tensor,
+        mask: &Tensor,
+        heads: usize,
+    ) -> Result<crate::backend::cpu::bi_attn::BiAttnShape> {
+        let [b, n_img, c] = q.dims::<3>("bi_attn q")?;
+        let [bk, t, ck] = k.dims::<3>("bi_attn k")?;
+        same("bi_attn v_v", q, v_v)?;
+        same("bi_attn v_l", k, v_l)?;
+        if bk != b || ck != c || mask.shape() != [b, t] || heads == 0 || !c.is_multiple_of(heads) {
+            return Err(Error::shape(
+                "bi_attn",
+                format!(
+                    "q {:?} k {:?} mask {:?} heads {heads}",
+                    q.shape(),
+                    k.shape(),
+                    mask.shape()
+                ),
+            ));
+        }
+        Ok(crate::backend::cpu::bi_attn::BiAttnShape {
+            batch: b,
+            heads,
+            head_dim: c / heads,
+            n_img,
+            n_txt: t,
+        })
     }
 
     /// (batch, t, hidden, head width) of a self-attention.

@@ -107,7 +107,13 @@ impl Glip {
         for i in 0..config.dyhead.num_convs {
             let p = |k: usize| format!("rpn.head.dyhead_tower.{k}.");
             tower.push(TowerLayer {
-                fuse: VLFuse::load(w, &p(3 * i))?,
+                fuse: VLFuse::new(
+                    &vars.pp(format!("rpn.head.dyhead_tower.{}", 3 * i)),
+                    config.dyhead.channels,
+                    config.language.lang_dim,
+                    config.dyhead.fuse.embed_dim,
+                    1.0 / config.dyhead.num_convs.max(1) as f32,
+                )?,
                 bert: BertLayer::new(
                     &vars.pp(format!("rpn.head.dyhead_tower.{}", 3 * i + 1)),
                     &bert_config,
@@ -206,7 +212,23 @@ impl Glip {
         let mut visual: Vec<FeatureMap> = pyramid.to_vec();
         for (i, layer) in self.tower.iter().enumerate() {
             let t0 = std::time::Instant::now();
-            let (v, l) = layer.fuse.forward(&visual, &lang, &mask, t)?;
+            let (v, l) = {
+                let levels = visual
+                    .iter()
+                    .map(FeatureMap::to_tensor)
+                    .collect::<Result<Vec<_>>>()?;
+                let (v, l) = layer.fuse.forward(
+                    &CpuBackend,
+                    &levels,
+                    &Tensor::from_f32(&[b, t, hd], lang.clone())?,
+                    &Tensor::from_i32(&[b, t], mask.clone())?,
+                )?;
+                let v = v
+                    .iter()
+                    .map(FeatureMap::from_tensor)
+                    .collect::<Result<Vec<_>>>()?;
+                (v, l.to_f32_vec()?)
+            };
             taps.time(format!("tower.{i} VLFuse"), t0);
             for (k, m) in v.iter().enumerate() {
                 taps.map(format!("tower.{}.VLFuse.visual.{k}", 3 * i), m)?;

@@ -225,4 +225,92 @@ impl Backend for CpuBackend {
         }
         Tensor::from_f32(&[batch, t, h], ctx)
     }
+    fn scale(&self, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+        let y = values(x, "scale")?
+            .iter()
+            .map(|&v| alpha * v + beta)
+            .collect();
+        Tensor::from_f32(x.shape(), y)
+    }
+    fn add_channel_scaled(&self, a: &Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let c = shape::channel_scaled(a, g, b)?;
+        let mut y = values(a, "add_channel_scaled")?.into_owned();
+        let (g, b) = (
+            values(g, "add_channel_scaled")?,
+            values(b, "add_channel_scaled")?,
+        );
+        for (row, drow) in y.chunks_mut(c).zip(b.chunks(c)) {
+            for ((x, &d), &gv) in row.iter_mut().zip(drow).zip(g.iter()) {
+                *x += gv * d;
+            }
+        }
+        Tensor::from_f32(a.shape(), y)
+    }
+    fn levels_to_tokens(&self, levels: &[&Tensor]) -> Result<Tensor> {
+        let (b, c, n) = shape::levels(levels)?;
+        let maps = levels
+            .iter()
+            .map(|t| values(t, "levels_to_tokens"))
+            .collect::<Result<Vec<_>>>()?;
+        let mut v = vec![0.0f32; b * n * c];
+        for bi in 0..b {
+            let mut pos = 0;
+            for (t, data) in levels.iter().zip(&maps) {
+                let hw = t.shape()[2] * t.shape()[3];
+                let img = &data[bi * c * hw..(bi + 1) * c * hw];
+                for ch in 0..c {
+                    for (p, &x) in img[ch * hw..(ch + 1) * hw].iter().enumerate() {
+                        v[(bi * n + pos + p) * c + ch] = x;
+                    }
+                }
+                pos += hw;
+            }
+        }
+        Tensor::from_f32(&[b, n, c], v)
+    }
+    fn tokens_to_levels(&self, x: &Tensor, sizes: &[(usize, usize)]) -> Result<Vec<Tensor>> {
+        let (b, c) = shape::tokens(x, sizes)?;
+        let n = x.shape()[1];
+        let v = values(x, "tokens_to_levels")?;
+        let mut out = Vec::with_capacity(sizes.len());
+        let mut pos = 0;
+        for &(h, w) in sizes {
+            let hw = h * w;
+            let mut m = vec![0.0f32; b * c * hw];
+            for bi in 0..b {
+                for p in 0..hw {
+                    let src = &v[(bi * n + pos + p) * c..(bi * n + pos + p + 1) * c];
+                    for (ch, &x) in src.iter().enumerate() {
+                        m[(bi * c + ch) * hw + p] = x;
+                    }
+                }
+            }
+            pos += hw;
+            out.push(Tensor::from_f32(&[b, c, h, w], m)?);
+        }
+        Ok(out)
+    }
+    fn bi_attn(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v_l: &Tensor,
+        v_v: &Tensor,
+        mask: &Tensor,
+        heads: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let s = shape::bi_attn(q, k, v_l, v_v, mask, heads)?;
+        let (o_v, o_t) = super::bi_attn::bi_attn(
+            &s,
+            &values(q, "bi_attn")?,
+            &values(k, "bi_attn")?,
+            &values(v_l, "bi_attn")?,
+            &values(v_v, "bi_attn")?,
+            mask.i32s()?,
+        )?;
+        Ok((
+            Tensor::from_f32(q.shape(), o_v)?,
+            Tensor::from_f32(k.shape(), o_t)?,
+        ))
+    }
 }

@@ -138,4 +138,68 @@ impl Backend for CudaBackend {
     ) -> Result<Tensor> {
         Err(not_on_device("self_attention", self.device()))
     }
+    fn scale(&self, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+        let n = x.numel();
+        let dx = self.device_f16(x, "scale")?;
+        let mut y = self.alloc_zeros::<f16>(n)?;
+        elementwise::scale_f16(self, alpha, dx, beta, &mut y, n)?;
+        Ok(Tensor::from_device(
+            x.shape(),
+            self.ordinal,
+            DeviceData::F16(y),
+        ))
+    }
+    fn add_channel_scaled(&self, _a: &Tensor, _g: &Tensor, _b: &Tensor) -> Result<Tensor> {
+        Err(not_on_device("add_channel_scaled", self.device()))
+    }
+    fn levels_to_tokens(&self, _levels: &[&Tensor]) -> Result<Tensor> {
+        Err(not_on_device("levels_to_tokens", self.device()))
+    }
+    fn tokens_to_levels(&self, _x: &Tensor, _sizes: &[(usize, usize)]) -> Result<Vec<Tensor>> {
+        Err(not_on_device("tokens_to_levels", self.device()))
+    }
+    fn bi_attn(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v_l: &Tensor,
+        v_v: &Tensor,
+        mask: &Tensor,
+        heads: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        use super::bi_attn::{bi_attn_f16, default_img_splits, BiAttnWorkspace};
+        let s = shape::bi_attn(q, k, v_l, v_v, mask, heads)?;
+        let dm = match mask.storage() {
+            crate::tensor::Storage::Cuda {
+                data: DeviceData::I32(m),
+                ..
+            } => m,
+            _ => {
+                return Err(Error::DType {
+                    op: "bi_attn mask",
+                    expected: "i32 on this CUDA device",
+                    got: mask.dtype().name(),
+                })
+            }
+        };
+        let mut ws = BiAttnWorkspace::new(self, &s, default_img_splits(s.n_img))?;
+        let mut ov = self.alloc_zeros::<f16>(s.img_len())?;
+        let mut ot = self.alloc_zeros::<f16>(s.txt_len())?;
+        bi_attn_f16(
+            self,
+            &s,
+            self.device_f16(q, "bi_attn q")?,
+            self.device_f16(k, "bi_attn k")?,
+            self.device_f16(v_l, "bi_attn v_l")?,
+            self.device_f16(v_v, "bi_attn v_v")?,
+            dm,
+            &mut ws,
+            &mut ov,
+            &mut ot,
+        )?;
+        Ok((
+            Tensor::from_device(q.shape(), self.ordinal, DeviceData::F16(ov)),
+            Tensor::from_device(k.shape(), self.ordinal, DeviceData::F16(ot)),
+        ))
+    }
 }
