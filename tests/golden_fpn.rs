@@ -1,9 +1,32 @@
-//! FPN (P3..P7) vs golden 11 and the tiny end-to-end model's FPN taps.
+//! FPN (P3..P7, through the op interface on the CPU) vs golden 11 and the tiny end-to-end
+//! model's FPN taps; channel counts come from the goldens' tensors.
 
-use glip_rt::model::fpn::{upsample_nearest, Fpn};
-use glip_rt::model::{FeatureMap, WeightMap};
+use glip_rt::backend::cpu::CpuBackend;
+use glip_rt::backend::Backend;
+use glip_rt::model::fpn::Fpn;
+use glip_rt::model::vars::Vars;
+use glip_rt::model::WeightMap;
 use glip_rt::testing::{assert_close, load_golden};
+use glip_rt::Tensor;
 use std::collections::HashMap;
+
+fn channels(t: &Tensor) -> usize {
+    t.shape()[1]
+}
+
+fn check(what: &str, outs: &[Tensor; 5], want: impl Fn(usize) -> Tensor) {
+    for (i, o) in outs.iter().enumerate() {
+        let w = want(i);
+        assert_eq!(o.shape(), w.shape(), "{what} p{}", i + 3);
+        assert_close(
+            &format!("{what} p{}", i + 3),
+            o.f32s().unwrap(),
+            &w.to_f32_vec().unwrap(),
+            1e-4,
+            1e-4,
+        );
+    }
+}
 
 #[test]
 fn fpn_matches_golden() {
@@ -16,21 +39,18 @@ fn fpn_matches_golden() {
         }
     }
     let w = WeightMap::new("11_fpn", w);
-    let fpn = Fpn::load(&w, "backbone.fpn.", [192, 384, 768], 128).unwrap();
-    let c = |k: &str| FeatureMap::from_tensor(&g[k]).unwrap();
-    let outs = fpn
-        .forward(&c("input/c3"), &c("input/c4"), &c("input/c5"))
-        .unwrap();
-    for (i, o) in outs.iter().enumerate() {
-        let want = c(&format!("output/p{}", i + 3));
-        assert_eq!(
-            (o.n, o.c, o.h, o.w),
-            (want.n, want.c, want.h, want.w),
-            "p{}",
-            i + 3
-        );
-        assert_close(&format!("p{}", i + 3), &o.data, &want.data, 1e-4, 1e-4);
-    }
+    let c = |k: &str| g[k].to_f32().unwrap();
+    let (c3, c4, c5) = (c("input/c3"), c("input/c4"), c("input/c5"));
+    let vars = Vars::from_weights(&w, &CpuBackend);
+    let fpn = Fpn::new(
+        &vars.pp("backbone.fpn"),
+        [channels(&c3), channels(&c4), channels(&c5)],
+        channels(&g["output/p3"]),
+    )
+    .unwrap();
+    vars.finish(glip_rt::weights::glip_ignorable).unwrap();
+    let outs = fpn.forward(&CpuBackend, &c3, &c4, &c5).unwrap();
+    check("golden 11", &outs, |i| c(&format!("output/p{}", i + 3)));
 }
 
 #[test]
@@ -40,31 +60,33 @@ fn tiny_fpn_matches_e2e_taps() {
         load_golden("12_e2e_tiny_weights").unwrap(),
     );
     let g = load_golden("12_e2e_tiny").unwrap();
-    let c = |k: &str| FeatureMap::from_tensor(&g[k]).unwrap();
-    let fpn = Fpn::load(&w, "backbone.fpn.", [32, 64, 128], 32).unwrap();
-    let outs = fpn
-        .forward(
-            &c("inter/backbone.stage3"),
-            &c("inter/backbone.stage4"),
-            &c("inter/backbone.stage5"),
-        )
-        .unwrap();
-    for (i, o) in outs.iter().enumerate() {
-        let want = c(&format!("inter/fpn.p{}", i + 3));
-        assert_close(&format!("tiny p{}", i + 3), &o.data, &want.data, 1e-4, 1e-4);
-    }
+    let c = |k: &str| g[k].to_f32().unwrap();
+    let (c3, c4, c5) = (
+        c("inter/backbone.stage3"),
+        c("inter/backbone.stage4"),
+        c("inter/backbone.stage5"),
+    );
+    let fpn = Fpn::new(
+        &Vars::from_weights(&w, &CpuBackend).pp("backbone.fpn"),
+        [channels(&c3), channels(&c4), channels(&c5)],
+        channels(&g["inter/fpn.p3"]),
+    )
+    .unwrap();
+    let outs = fpn.forward(&CpuBackend, &c3, &c4, &c5).unwrap();
+    check("tiny", &outs, |i| c(&format!("inter/fpn.p{}", i + 3)));
 }
 
 #[test]
 fn nearest_general_sizes() {
     // 3 -> 7 along H, 2 -> 5 along W: src = floor(dst * in / out).
-    let x = FeatureMap::new(1, 1, 3, 2, vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0]).unwrap();
-    let y = upsample_nearest(&x, 7, 5);
+    let x = Tensor::from_f32(&[1, 1, 3, 2], vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0]).unwrap();
+    let y = CpuBackend.upsample_nearest(&x, 7, 5).unwrap();
+    let (x, y) = (x.f32s().unwrap(), y.f32s().unwrap());
     let rows = [0, 0, 0, 1, 1, 2, 2];
     let cols = [0, 0, 0, 1, 1];
     for (oy, &iy) in rows.iter().enumerate() {
         for (ox, &ix) in cols.iter().enumerate() {
-            assert_eq!(y.data[oy * 5 + ox], x.data[iy * 2 + ix]);
+            assert_eq!(y[oy * 5 + ox], x[iy * 2 + ix]);
         }
     }
 }

@@ -92,6 +92,77 @@ pub trait Backend {
         mask: &Tensor,
         heads: usize,
     ) -> Result<(Tensor, Tensor)>;
+    /// 2-D convolution, groups 1, NCHW, square kernel from w [cout, cin, k, k], optional
+    /// bias [cout].
+    fn conv2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Tensor>;
+    /// `F.interpolate(x, size=(oh, ow), mode="nearest")` on NCHW.
+    fn upsample_nearest(&self, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor>;
+    /// `F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=True)` on NCHW.
+    fn upsample_bilinear_ac(&self, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor>;
+    /// max(x, 0).
+    fn relu(&self, x: &Tensor) -> Result<Tensor>;
+    /// ReLU6(x + 3) / 6.
+    fn h_sigmoid(&self, x: &Tensor) -> Result<Tensor>;
+    /// Global average pool NCHW → [N, C] (sums in f64 on the CPU).
+    fn avg_pool(&self, x: &Tensor) -> Result<Tensor>;
+    /// x[n, …] · a[n] per image: x [N, …], a [N] or [N, 1].
+    fn scale_images(&self, x: &Tensor, a: &Tensor) -> Result<Tensor>;
+    /// DyConv's offset conv output [B, 27, H, W] → (offsets [B, 18, H, W],
+    /// sigmoid(mask) [B, 9, H, W]).
+    fn split_offset_mask(&self, om: &Tensor) -> Result<(Tensor, Tensor)>;
+    /// Modulated deformable 3×3 conv (DCNv2, pad 1) on x [B, C, H, W] with offsets/mask of a
+    /// level of size `offset_src` (GLIP's coarser-level quirk, spec §8.1), bias [cout].
+    #[allow(clippy::too_many_arguments)]
+    fn deform_conv3x3(
+        &self,
+        x: &Tensor,
+        offset: &Tensor,
+        mask: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        stride: usize,
+        offset_src: (usize, usize),
+    ) -> Result<Tensor>;
+    /// GroupNorm on NCHW x with `groups`, affine w, b [C].
+    fn group_norm(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        groups: usize,
+        eps: f32,
+    ) -> Result<Tensor>;
+    /// DYReLU's application (dyrelu.py:88-95): z [N, 4C] = (a1, b1, a2, b2) after
+    /// h_sigmoid; y = max(x·a1' + b1', x·a2' + b2') with a1' = (a1 − 0.5)·2 + 1,
+    /// b' = b − 0.5, a2' = (a2 − 0.5)·2.
+    fn dyrelu_apply(&self, x: &Tensor, z: &Tensor) -> Result<Tensor>;
+    /// The head's text side (spec §3.6): proj [B, T, dim] = Linear(E / 2), token bias
+    /// [B, T] = E · bias_lang + bias0.
+    fn text_projection(
+        &self,
+        lang: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        bias_lang: &Tensor,
+        bias0: f32,
+    ) -> Result<(Tensor, Tensor)>;
+    /// Dot-product region-word logits of one NCHW level [B, C, H, W] against proj [B, T, C]
+    /// and token bias [B, T]: [B, H·W, T] = clamp(v·proj / scale + bias, ±clamp).
+    fn dot_logits(
+        &self,
+        v: &Tensor,
+        proj: &Tensor,
+        tok_bias: &Tensor,
+        scale: f32,
+        clamp: f32,
+    ) -> Result<Tensor>;
     /// a + b elementwise (residuals).
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         self.axpby(1.0, a, 1.0, b)
@@ -279,6 +350,64 @@ pub mod shape {
             n_img,
             n_txt: t,
         })
+    }
+
+    /// (n, c, h, w) of an NCHW tensor.
+    pub fn nchw(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+        let [n, c, h, w] = x.dims::<4>(op)?;
+        Ok((n, c, h, w))
+    }
+
+    /// (cout, k) of a conv weight [cout, cin, k, k] for input channels `cin`.
+    pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<(usize, usize)> {
+        let (_, c, _, _) = nchw("conv2d", x)?;
+        let [cout, cin, k, k2] = w.dims::<4>("conv2d weight")?;
+        if cin != c || k != k2 || k == 0 || b.is_some_and(|b| b.shape() != [cout]) {
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "input {:?} weight {:?} bias {:?}",
+                    x.shape(),
+                    w.shape(),
+                    b.map(|b| b.shape().to_vec())
+                ),
+            ));
+        }
+        Ok((cout, k))
+    }
+
+    /// (batch, t, dim) of the head's dot-product logits.
+    pub fn dot_logits(
+        v: &Tensor,
+        proj: &Tensor,
+        tok_bias: &Tensor,
+    ) -> Result<(usize, usize, usize)> {
+        let (b, c, _, _) = nchw("dot_logits", v)?;
+        let [pb, t, dim] = proj.dims::<3>("dot_logits proj")?;
+        if pb != b || dim != c || tok_bias.shape() != [b, t] {
+            return Err(Error::shape(
+                "dot_logits",
+                format!(
+                    "visual {:?} proj {:?} token bias {:?}",
+                    v.shape(),
+                    proj.shape(),
+                    tok_bias.shape()
+                ),
+            ));
+        }
+        Ok((b, t, dim))
+    }
+
+    /// The image count N of x [N, …] with one factor per image.
+    pub fn per_image(op: &'static str, x: &Tensor, a: &Tensor) -> Result<usize> {
+        let n = x.shape().first().copied().unwrap_or(0);
+        if n == 0 || a.numel() != n {
+            return Err(Error::shape(
+                op,
+                format!("x {:?} with per-image factors {:?}", x.shape(), a.shape()),
+            ));
+        }
+        Ok(n)
     }
 
     /// (batch, t, hidden, head width) of a self-attention.

@@ -94,14 +94,14 @@ impl Glip {
         let expected = expected_keys(&config, &bert_config);
         crate::weights::validate_keys(w, &expected, crate::weights::glip_ignorable)?;
         let swin = Swin::load(w, "backbone.body.", &config.swin)?;
-        let fpn = Fpn::load(
-            w,
-            "backbone.fpn.",
+        // Moved onto the op interface so far: FPN, BERT, VLFuse (their tensors come from
+        // the Vars walk).
+        let vars = Vars::from_weights(w, &CpuBackend);
+        let fpn = Fpn::new(
+            &vars.pp("backbone.fpn"),
             config.fpn.in_channels,
             config.fpn.out_channels,
         )?;
-        // Moved onto the op interface so far: BERT (its tensors come from the Vars walk).
-        let vars = Vars::from_weights(w, &CpuBackend);
         let language = BertModel::new(&vars.pp("language_backbone.body.model"), &bert_config)?;
         let mut tower = Vec::with_capacity(config.dyhead.num_convs);
         for i in 0..config.dyhead.num_convs {
@@ -193,9 +193,15 @@ impl Glip {
             ));
         }
         let t0 = std::time::Instant::now();
-        let pyramid = self
-            .fpn
-            .forward(&stages[n - 3], &stages[n - 2], &stages[n - 1])?;
+        let pyramid = {
+            let c = |i: usize| stages[i].to_tensor();
+            let p = self
+                .fpn
+                .forward(&CpuBackend, &c(n - 3)?, &c(n - 2)?, &c(n - 1)?)?;
+            p.iter()
+                .map(FeatureMap::from_tensor)
+                .collect::<Result<Vec<_>>>()?
+        };
         taps.time("fpn", t0);
         for (i, p) in pyramid.iter().enumerate() {
             taps.map(format!("fpn.p{}", i + 3), p)?;

@@ -37,6 +37,36 @@ impl Linear {
     }
 }
 
+/// A 2-D convolution with bias, square kernel, NCHW, on the backend.
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2d {
+    /// `{vars}weight` [cout, cin, k, k] and `{vars}bias` [cout].
+    pub fn new(
+        vars: &Vars,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
+        Ok(Conv2d {
+            weight: vars.get("weight", &[cout, cin, k, k], Init::FanIn)?,
+            bias: vars.get("bias", &[cout], Init::Small)?,
+            stride,
+            pad,
+        })
+    }
+    pub fn forward(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
+        be.conv2d(x, &self.weight, Some(&self.bias), self.stride, self.pad)
+    }
+}
+
 /// LayerNorm over the last dimension (biased variance, affine), on the backend.
 pub struct LayerNorm {
     pub weight: Tensor,

@@ -313,4 +313,254 @@ impl Backend for CpuBackend {
             Tensor::from_f32(k.shape(), o_t)?,
         ))
     }
+    fn conv2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Tensor> {
+        let (cout, k) = shape::conv2d(x, w, b)?;
+        let (n, c, h, wd) = shape::nchw("conv2d", x)?;
+        let bias = b.map(|b| values(b, "conv2d bias")).transpose()?;
+        let (y, oh, ow) = nn::conv2d(
+            &values(x, "conv2d")?,
+            n,
+            c,
+            h,
+            wd,
+            &values(w, "conv2d weight")?,
+            cout,
+            k,
+            bias.as_deref(),
+            stride,
+            pad,
+        )?;
+        Tensor::from_f32(&[n, cout, oh, ow], y)
+    }
+    fn upsample_nearest(&self, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+        let (n, c, h, w) = shape::nchw("upsample_nearest", x)?;
+        if h == 0 || w == 0 {
+            return Err(Error::shape("upsample_nearest", "empty input"));
+        }
+        // src = min(floor(dst · in/out), in − 1) with the scale in f32, as PyTorch does for
+        // an explicit output size.
+        let (sy, sx) = (h as f32 / oh as f32, w as f32 / ow as f32);
+        let src_y: Vec<usize> = (0..oh)
+            .map(|o| ((o as f32 * sy).floor() as usize).min(h - 1))
+            .collect();
+        let src_x: Vec<usize> = (0..ow)
+            .map(|o| ((o as f32 * sx).floor() as usize).min(w - 1))
+            .collect();
+        let v = values(x, "upsample_nearest")?;
+        let mut data = vec![0.0f32; n * c * oh * ow];
+        for (plane, dst) in data.chunks_mut((oh * ow).max(1)).enumerate() {
+            let src = &v[plane * h * w..(plane + 1) * h * w];
+            for (oy, &iy) in src_y.iter().enumerate() {
+                for (ox, &ix) in src_x.iter().enumerate() {
+                    dst[oy * ow + ox] = src[iy * w + ix];
+                }
+            }
+        }
+        Tensor::from_f32(&[n, c, oh, ow], data)
+    }
+    fn upsample_bilinear_ac(&self, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+        let (n, c, h, w) = shape::nchw("upsample_bilinear_ac", x)?;
+        let v = values(x, "upsample_bilinear_ac")?;
+        let mut data = Vec::with_capacity(n * c * oh * ow);
+        for plane in v.chunks((h * w).max(1)) {
+            data.extend(nn::upsample_bilinear_align_corners(plane, h, w, oh, ow));
+        }
+        Tensor::from_f32(&[n, c, oh, ow], data)
+    }
+    fn relu(&self, x: &Tensor) -> Result<Tensor> {
+        let y = values(x, "relu")?.iter().map(|v| v.max(0.0)).collect();
+        Tensor::from_f32(x.shape(), y)
+    }
+    fn h_sigmoid(&self, x: &Tensor) -> Result<Tensor> {
+        let y = values(x, "h_sigmoid")?
+            .iter()
+            .map(|&v| nn::h_sigmoid(v))
+            .collect();
+        Tensor::from_f32(x.shape(), y)
+    }
+    fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = shape::nchw("avg_pool", x)?;
+        let hw = h * w;
+        if hw == 0 {
+            return Err(Error::shape("avg_pool", "empty map"));
+        }
+        let y = values(x, "avg_pool")?
+            .chunks(hw)
+            .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32)
+            .collect();
+        Tensor::from_f32(&[n, c], y)
+    }
+    fn scale_images(&self, x: &Tensor, a: &Tensor) -> Result<Tensor> {
+        let n = shape::per_image("scale_images", x, a)?;
+        let per = x.numel() / n;
+        let a = values(a, "scale_images")?;
+        let mut y = values(x, "scale_images")?.into_owned();
+        for (img, &f) in y.chunks_mut(per.max(1)).zip(a.iter()) {
+            img.iter_mut().for_each(|v| *v *= f);
+        }
+        Tensor::from_f32(x.shape(), y)
+    }
+    fn split_offset_mask(&self, om: &Tensor) -> Result<(Tensor, Tensor)> {
+        use super::deform_conv::TAPS;
+        let (n, c, h, w) = shape::nchw("split_offset_mask", om)?;
+        if c != 3 * TAPS {
+            return Err(Error::shape(
+                "split_offset_mask",
+                format!("{c} channels, expected {}", 3 * TAPS),
+            ));
+        }
+        let hw = h * w;
+        let v = values(om, "split_offset_mask")?;
+        let mut off = Vec::with_capacity(n * 2 * TAPS * hw);
+        let mut mask = Vec::with_capacity(n * TAPS * hw);
+        for img in v.chunks((3 * TAPS * hw).max(1)) {
+            off.extend_from_slice(&img[..2 * TAPS * hw]);
+            mask.extend(img[2 * TAPS * hw..].iter().map(|&v| nn::sigmoid(v)));
+        }
+        Ok((
+            Tensor::from_f32(&[n, 2 * TAPS, h, w], off)?,
+            Tensor::from_f32(&[n, TAPS, h, w], mask)?,
+        ))
+    }
+    fn deform_conv3x3(
+        &self,
+        x: &Tensor,
+        offset: &Tensor,
+        mask: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        stride: usize,
+        offset_src: (usize, usize),
+    ) -> Result<Tensor> {
+        use super::deform_conv::{modulated_deform_conv3x3, DeformConvShape};
+        let (n, c, h, wd) = shape::nchw("deform_conv3x3", x)?;
+        let [cout, ..] = w.dims::<4>("deform_conv3x3 weight")?;
+        let s = DeformConvShape::new(n, c, cout, h, wd, stride)
+            .with_offset_source(offset_src.0, offset_src.1);
+        let y = modulated_deform_conv3x3(
+            &s,
+            &values(x, "deform_conv3x3")?,
+            &values(offset, "deform_conv3x3 offset")?,
+            &values(mask, "deform_conv3x3 mask")?,
+            &values(w, "deform_conv3x3 weight")?,
+            Some(&values(b, "deform_conv3x3 bias")?),
+        )?;
+        Tensor::from_f32(&[n, cout, s.out_h(), s.out_w()], y)
+    }
+    fn group_norm(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        groups: usize,
+        eps: f32,
+    ) -> Result<Tensor> {
+        use super::group_norm::{group_norm, GroupNormShape};
+        let (n, c, h, wd) = shape::nchw("group_norm", x)?;
+        let mut y = vec![0.0f32; x.numel()];
+        group_norm(
+            &GroupNormShape {
+                groups,
+                eps,
+                ..GroupNormShape::glip(n, c)
+            },
+            h * wd,
+            &values(x, "group_norm")?,
+            &values(w, "group_norm")?,
+            &values(b, "group_norm")?,
+            &mut y,
+        )?;
+        Tensor::from_f32(x.shape(), y)
+    }
+    fn dyrelu_apply(&self, x: &Tensor, z: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = shape::nchw("dyrelu_apply", x)?;
+        if z.shape() != [n, 4 * c] {
+            return Err(Error::shape(
+                "dyrelu_apply",
+                format!("coefficients {:?} for {:?}", z.shape(), x.shape()),
+            ));
+        }
+        let hw = (h * w).max(1);
+        let z = values(z, "dyrelu_apply")?;
+        let mut out = values(x, "dyrelu_apply")?.into_owned();
+        out.par_chunks_mut(hw).enumerate().for_each(|(i, plane)| {
+            let (b, ch) = (i / c, i % c);
+            let zb = &z[b * 4 * c..(b + 1) * 4 * c];
+            // Split order a1, b1, a2, b2 (dyrelu.py:88-95).
+            let a1 = (zb[ch] - 0.5) * 2.0 + 1.0;
+            let b1 = zb[c + ch] - 0.5;
+            let a2 = (zb[2 * c + ch] - 0.5) * 2.0;
+            let b2 = zb[3 * c + ch] - 0.5;
+            for v in plane.iter_mut() {
+                *v = (*v * a1 + b1).max(*v * a2 + b2);
+            }
+        });
+        Tensor::from_f32(x.shape(), out)
+    }
+    fn text_projection(
+        &self,
+        lang: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        bias_lang: &Tensor,
+        bias0: f32,
+    ) -> Result<(Tensor, Tensor)> {
+        let [bt, t, ld] = lang.dims::<3>("text_projection")?;
+        let [dim, wl] = w.dims::<2>("text_projection weight")?;
+        if wl != ld || b.shape() != [dim] || bias_lang.shape() != [ld] {
+            return Err(Error::shape(
+                "text_projection",
+                format!(
+                    "lang {:?} weight {:?} bias {:?} bias_lang {:?}",
+                    lang.shape(),
+                    w.shape(),
+                    b.shape(),
+                    bias_lang.shape()
+                ),
+            ));
+        }
+        let (proj, tb) = super::logits::text_projection(
+            &values(lang, "text_projection")?,
+            bt * t,
+            &values(w, "text_projection")?,
+            &values(b, "text_projection")?,
+            &values(bias_lang, "text_projection")?,
+            bias0,
+        )?;
+        Ok((
+            Tensor::from_f32(&[bt, t, dim], proj)?,
+            Tensor::from_f32(&[bt, t], tb)?,
+        ))
+    }
+    fn dot_logits(
+        &self,
+        v: &Tensor,
+        proj: &Tensor,
+        tok_bias: &Tensor,
+        scale: f32,
+        clamp: f32,
+    ) -> Result<Tensor> {
+        let (b, t, dim) = shape::dot_logits(v, proj, tok_bias)?;
+        let hw = v.numel() / (b * dim).max(1);
+        let y = super::logits::dot_logits(
+            &values(v, "dot_logits")?,
+            super::logits::VisualLayout::ChannelMajor,
+            &values(proj, "dot_logits")?,
+            &values(tok_bias, "dot_logits")?,
+            b,
+            hw,
+            t,
+            dim,
+            scale,
+            clamp,
+        )?;
+        Tensor::from_f32(&[b, hw, t], y)
+    }
 }

@@ -202,4 +202,80 @@ impl Backend for CudaBackend {
             Tensor::from_device(k.shape(), self.ordinal, DeviceData::F16(ot)),
         ))
     }
+    fn conv2d(
+        &self,
+        _x: &Tensor,
+        _w: &Tensor,
+        _b: Option<&Tensor>,
+        _stride: usize,
+        _pad: usize,
+    ) -> Result<Tensor> {
+        Err(not_on_device("conv2d", self.device()))
+    }
+    fn upsample_nearest(&self, _x: &Tensor, _oh: usize, _ow: usize) -> Result<Tensor> {
+        Err(not_on_device("upsample_nearest", self.device()))
+    }
+    fn upsample_bilinear_ac(&self, _x: &Tensor, _oh: usize, _ow: usize) -> Result<Tensor> {
+        Err(not_on_device("upsample_bilinear_ac", self.device()))
+    }
+    fn relu(&self, _x: &Tensor) -> Result<Tensor> {
+        Err(not_on_device("relu", self.device()))
+    }
+    fn h_sigmoid(&self, _x: &Tensor) -> Result<Tensor> {
+        Err(not_on_device("h_sigmoid", self.device()))
+    }
+    fn avg_pool(&self, _x: &Tensor) -> Result<Tensor> {
+        Err(not_on_device("avg_pool", self.device()))
+    }
+    fn scale_images(&self, _x: &Tensor, _a: &Tensor) -> Result<Tensor> {
+        Err(not_on_device("scale_images", self.device()))
+    }
+    fn split_offset_mask(&self, _om: &Tensor) -> Result<(Tensor, Tensor)> {
+        Err(not_on_device("split_offset_mask", self.device()))
+    }
+    fn deform_conv3x3(
+        &self,
+        _x: &Tensor,
+        _offset: &Tensor,
+        _mask: &Tensor,
+        _w: &Tensor,
+        _b: &Tensor,
+        _stride: usize,
+        _offset_src: (usize, usize),
+    ) -> Result<Tensor> {
+        Err(not_on_device("deform_conv3x3", self.device()))
+    }
+    fn group_norm(
+        &self,
+        _x: &Tensor,
+        _w: &Tensor,
+        _b: &Tensor,
+        _groups: usize,
+        _eps: f32,
+    ) -> Result<Tensor> {
+        Err(not_on_device("group_norm", self.device()))
+    }
+    fn dyrelu_apply(&self, _x: &Tensor, _z: &Tensor) -> Result<Tensor> {
+        Err(not_on_device("dyrelu_apply", self.device()))
+    }
+    fn text_projection(
+        &self,
+        _lang: &Tensor,
+        _w: &Tensor,
+        _b: &Tensor,
+        _bias_lang: &Tensor,
+        _bias0: f32,
+    ) -> Result<(Tensor, Tensor)> {
+        Err(not_on_device("text_projection", self.device()))
+    }
+    fn dot_logits(
+        &self,
+        _v: &Tensor,
+        _proj: &Tensor,
+        _tok_bias: &Tensor,
+        _scale: f32,
+        _clamp: f32,
+    ) -> Result<Tensor> {
+        Err(not_on_device("dot_logits", self.device()))
+    }
 }
