@@ -1,8 +1,11 @@
 //! The head's prediction layers against golden 07_head (GLIP's VLDyHead with an empty tower).
 
+use glip_rt::backend::cpu::CpuBackend;
 use glip_rt::model::head::Head;
-use glip_rt::model::{FeatureMap, WeightMap};
+use glip_rt::model::vars::Vars;
+use glip_rt::model::WeightMap;
 use glip_rt::testing::{assert_close, load_golden};
+use glip_rt::Tensor;
 
 #[test]
 fn head_matches_golden_07() {
@@ -13,24 +16,25 @@ fn head_matches_golden_07() {
         .map(|(k, v)| (format!("rpn.head.{k}"), v.try_clone().unwrap()))
         .collect();
     let w = WeightMap::new("07_head", weights);
-    let head = Head::load(&w, "rpn.head.").unwrap();
-    assert_eq!(head.num_labels, 80);
-    assert_eq!(
-        (head.channels, head.lang_dim, head.embed_dim),
-        (256, 768, 256)
-    );
-    let visual: Vec<FeatureMap> = (0..5)
-        .map(|l| FeatureMap::from_tensor(&g[&format!("input/visual.{l}")]).unwrap())
+    // Sizes from the golden's own tensors.
+    let levels = (0..)
+        .take_while(|l| g.contains_key(&format!("input/visual.{l}")))
+        .count();
+    let hidden = g["input/lang_hidden"].to_f32().unwrap();
+    let channels = g["input/visual.0"].shape()[1];
+    let lang_dim = hidden.shape()[2];
+    let num_labels = g["cls_logits.weight"].shape()[0];
+    let vars = Vars::from_weights(&w, &CpuBackend);
+    let head = Head::new(&vars.pp("rpn.head"), channels, lang_dim, num_labels, levels).unwrap();
+    vars.finish(glip_rt::weights::glip_ignorable).unwrap();
+    let visual: Vec<Tensor> = (0..levels)
+        .map(|l| g[&format!("input/visual.{l}")].to_f32().unwrap())
         .collect();
-    let hidden = &g["input/lang_hidden"];
-    assert_eq!(hidden.shape(), &[1, 256, 768]);
-    let out = head
-        .forward(&visual, &hidden.to_f32_vec().unwrap(), 1, 256)
-        .unwrap();
+    let out = head.forward(&CpuBackend, &visual, &hidden).unwrap();
     let want = g["inter/dot_product_proj_tokens"].to_f32_vec().unwrap();
     assert_close("proj_tokens", &out.proj_tokens, &want, 1e-4, 1e-4);
     let mut clamped = 0;
-    for l in 0..5 {
+    for l in 0..levels {
         let want = g[&format!("output/bbox_reg.{l}")].to_f32_vec().unwrap();
         assert_close(
             &format!("bbox_reg.{l}"),

@@ -94,7 +94,7 @@ impl Glip {
         let expected = expected_keys(&config, &bert_config);
         crate::weights::validate_keys(w, &expected, crate::weights::glip_ignorable)?;
         let swin = Swin::load(w, "backbone.body.", &config.swin)?;
-        // Moved onto the op interface so far: FPN, BERT, VLFuse (their tensors come from
+        // Moved onto the op interface so far: FPN, BERT, VLFuse, head (their tensors come from
         // the Vars walk).
         let vars = Vars::from_weights(w, &CpuBackend);
         let fpn = Fpn::new(
@@ -122,7 +122,13 @@ impl Glip {
                 dyconv: DyConv::load(w, &p(3 * i + 2), config.dyhead.channels)?,
             });
         }
-        let head = Head::load(w, "rpn.head.")?;
+        let head = Head::new(
+            &vars.pp("rpn.head"),
+            config.dyhead.channels,
+            config.language.lang_dim,
+            config.dyhead.num_score_classes(),
+            super::dyconv::LEVELS,
+        )?;
         Ok(Glip {
             config,
             bert_config,
@@ -267,7 +273,14 @@ impl Glip {
             }
         }
         let t0 = std::time::Instant::now();
-        let out = self.head.forward(&visual, &lang, b, t)?;
+        let out = self.head.forward(
+            &CpuBackend,
+            &visual
+                .iter()
+                .map(FeatureMap::to_tensor)
+                .collect::<Result<Vec<_>>>()?,
+            &Tensor::from_f32(&[b, t, hd], lang.clone())?,
+        )?;
         taps.time("head", t0);
         for (l, (reg, ctr)) in out.bbox_reg.iter().zip(&out.centerness).enumerate() {
             taps.map(format!("bbox_reg.{l}"), reg)?;

@@ -3,11 +3,13 @@
 //! cls_logits convolution is not run: GLIP only uses its output channel count (spec §8 item 8),
 //! kept here as `num_labels`.
 
-use super::{FeatureMap, WeightMap};
-use crate::backend::cpu::gemm::{gemm, Mat};
-use crate::backend::cpu::logits::{self, VisualLayout};
+use super::vars::{Init, Vars};
+use super::FeatureMap;
 use crate::backend::cpu::nms::Level;
+use crate::backend::ops::GLIP_CLAMP;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::tensor::Tensor;
 
 /// The prediction layers of `rpn.head.`.
 pub struct Head {
@@ -19,15 +21,15 @@ pub struct Head {
     pub embed_dim: usize,
     /// Label columns of the score tensor (cls_logits' output channels, 80).
     pub num_labels: usize,
-    bbox_w: Vec<f32>,
-    bbox_b: Vec<f32>,
-    ctr_w: Vec<f32>,
-    ctr_b: f32,
+    bbox_w: Tensor,
+    bbox_b: Tensor,
+    ctr_w: Tensor,
+    ctr_b: Tensor,
     /// Scale_l of every level (P3 first).
     pub scales: Vec<f32>,
-    proj_w: Vec<f32>,
-    proj_b: Vec<f32>,
-    bias_lang: Vec<f32>,
+    proj_w: Tensor,
+    proj_b: Tensor,
+    bias_lang: Tensor,
     bias0: f32,
     log_scale: f32,
 }
@@ -102,135 +104,58 @@ impl HeadOutputs {
     }
 }
 
-fn shape_of(w: &WeightMap, key: &str) -> Result<Vec<usize>> {
-    w.tensors
-        .get(key)
-        .map(|t| t.shape().to_vec())
-        .ok_or_else(|| Error::Weights {
-            path: w.source.clone(),
-            msg: format!("missing tensor `{key}`"),
-        })
-}
-
-/// y[b, o, p] = Σ_c w[o, c] · x[b, c, p] + bias[o], then × scale (a 1×1 convolution).
-fn conv1x1(x: &FeatureMap, w: &[f32], bias: &[f32], scale: f32) -> Result<FeatureMap> {
-    let out = bias.len();
-    let hw = x.hw();
-    let mut y = FeatureMap::zeros(x.n, out, x.h, x.w);
-    for b in 0..x.n {
-        let dst = &mut y.data[b * out * hw..(b + 1) * out * hw];
-        for (o, row) in dst.chunks_mut(hw.max(1)).enumerate() {
-            row.fill(bias[o]);
-        }
-        if !gemm(
-            out,
-            hw,
-            x.c,
-            Mat::rows(w, x.c),
-            Mat::rows(x.image(b), hw),
-            dst,
-            1.0,
-            true,
-        ) {
-            return Err(Error::shape(
-                "head conv1x1",
-                format!("weight {} for {out}x{}", w.len(), x.c),
-            ));
-        }
-        // Scale multiplies the convolution's output, bias included (layers/misc.py Scale).
-        if scale != 1.0 {
-            dst.iter_mut().for_each(|v| *v *= scale);
-        }
-    }
-    Ok(y)
-}
-
 impl Head {
-    /// The head under `prefix` ("rpn.head."), taking channel, language and label sizes from
-    /// the tensors' shapes and one Scale per `scales.{l}.scale` present.
-    pub fn load(w: &WeightMap, prefix: &str) -> Result<Head> {
-        let k = |s: &str| format!("{prefix}{s}");
-        let bshape = shape_of(w, &k("bbox_pred.weight"))?;
-        if bshape.len() != 4 || bshape[0] != 4 || bshape[2] != 1 || bshape[3] != 1 {
-            return Err(Error::Weights {
-                path: w.source.clone(),
-                msg: format!(
-                    "`{}` has shape {bshape:?}, expected [4, C, 1, 1]",
-                    k("bbox_pred.weight")
-                ),
-            });
+    /// The head under `vars` ("rpn.head"): visual `channels` (MODEL.DYHEAD.CHANNELS, also the
+    /// joint embedding size), `lang_dim`, `num_labels` (cls_logits' output channels) and one
+    /// Scale per pyramid level.
+    pub fn new(
+        vars: &Vars,
+        channels: usize,
+        lang_dim: usize,
+        num_labels: usize,
+        levels: usize,
+    ) -> Result<Head> {
+        if num_labels == 0 || levels == 0 {
+            return Err(Error::Config(format!(
+                "head with {num_labels} labels and {levels} levels"
+            )));
         }
-        let channels = bshape[1];
-        let pshape = shape_of(w, &k("dot_product_projection_text.weight"))?;
-        let [embed_dim, lang_dim] = match pshape[..] {
-            [e, l] => [e, l],
-            _ => {
-                return Err(Error::Weights {
-                    path: w.source.clone(),
-                    msg: format!(
-                        "`{}` has shape {pshape:?}, expected [embed, lang]",
-                        k("dot_product_projection_text.weight")
-                    ),
-                })
-            }
-        };
-        if embed_dim != channels {
-            return Err(Error::Weights {
-                path: w.source.clone(),
-                msg: format!("text projection to {embed_dim} but visual channels {channels}"),
-            });
-        }
-        let cshape = shape_of(w, &k("cls_logits.weight"))?;
-        let num_labels = *cshape.first().unwrap_or(&0);
-        if cshape.len() != 4 || cshape[1] != channels || num_labels == 0 {
-            return Err(Error::Weights {
-                path: w.source.clone(),
-                msg: format!(
-                    "`{}` has shape {cshape:?}, expected [labels, {channels}, 1, 1]",
-                    k("cls_logits.weight")
-                ),
-            });
-        }
-        let mut scales = Vec::new();
-        while w.contains(&k(&format!("scales.{}.scale", scales.len()))) {
-            scales.push(w.scalar(&k(&format!("scales.{}.scale", scales.len())))?);
-        }
-        if scales.is_empty() {
-            return Err(Error::Weights {
-                path: w.source.clone(),
-                msg: format!("no `{}` found", k("scales.0.scale")),
-            });
-        }
+        let c = channels;
+        // cls_logits is in every GLIP checkpoint but never run (spec §8 item 8): only its
+        // channel count matters, so its tensors are checked and dropped.
+        vars.host("cls_logits.weight", &[num_labels, c, 1, 1], Init::FanIn)?;
+        vars.host("cls_logits.bias", &[num_labels], Init::Small)?;
+        let scales = (0..levels)
+            .map(|l| vars.scalar(&format!("scales.{l}.scale"), Init::Const(1.0)))
+            .collect::<Result<Vec<_>>>()?;
+        let proj = vars.pp("dot_product_projection_text");
         Ok(Head {
-            channels,
+            channels: c,
             lang_dim,
-            embed_dim,
+            embed_dim: c,
             num_labels,
-            bbox_w: w.f32(&k("bbox_pred.weight"), &[4, channels, 1, 1])?,
-            bbox_b: w.f32(&k("bbox_pred.bias"), &[4])?,
-            ctr_w: w.f32(&k("centerness.weight"), &[1, channels, 1, 1])?,
-            ctr_b: w.f32(&k("centerness.bias"), &[1])?[0],
+            bbox_w: vars.get("bbox_pred.weight", &[4, c, 1, 1], Init::FanIn)?,
+            bbox_b: vars.get("bbox_pred.bias", &[4], Init::Small)?,
+            ctr_w: vars.get("centerness.weight", &[1, c, 1, 1], Init::FanIn)?,
+            ctr_b: vars.get("centerness.bias", &[1], Init::Small)?,
             scales,
-            proj_w: w.f32(
-                &k("dot_product_projection_text.weight"),
-                &[embed_dim, lang_dim],
-            )?,
-            proj_b: w.f32(&k("dot_product_projection_text.bias"), &[embed_dim])?,
-            bias_lang: w.f32(&k("bias_lang"), &[lang_dim])?,
-            bias0: w.scalar(&k("bias0"))?,
-            log_scale: w.scalar(&k("log_scale"))?,
+            proj_w: proj.get("weight", &[c, lang_dim], Init::FanIn)?,
+            proj_b: proj.get("bias", &[c], Init::Small)?,
+            bias_lang: vars.get("bias_lang", &[lang_dim], Init::Small)?,
+            // GLIP's prior: bias0 = −log((1 − 0.01) / 0.01) (vldyhead.py).
+            bias0: vars.scalar("bias0", Init::Const(-(0.99f32 / 0.01).ln()))?,
+            log_scale: vars.scalar("log_scale", Init::Const(0.0))?,
         })
     }
 
     /// The head on the tower's final visual maps (P3 first, [B, C, h, w] each) and final
-    /// language hidden `lang_hidden` [batch, t, lang_dim]. The language mask is not used
-    /// (GLIP's head ignores it).
+    /// language hidden [B, t, lang_dim], on the backend; the outputs are copied to the host
+    /// for the post-processing. The language mask is not used (GLIP's head ignores it).
     pub fn forward(
         &self,
-        visual: &[FeatureMap],
-        lang_hidden: &[f32],
-        batch: usize,
-        t: usize,
+        be: &dyn Backend,
+        visual: &[Tensor],
+        lang_hidden: &Tensor,
     ) -> Result<HeadOutputs> {
         if visual.len() != self.scales.len() {
             return Err(Error::shape(
@@ -242,34 +167,16 @@ impl Head {
                 ),
             ));
         }
-        if let Some(m) = visual.iter().find(|m| m.n != batch || m.c != self.channels) {
-            return Err(Error::shape(
-                "head",
-                format!(
-                    "level [{}, {}, {}, {}] for batch {batch}, {} channels",
-                    m.n, m.c, m.h, m.w, self.channels
-                ),
-            ));
-        }
-        if lang_hidden.len() != batch * t * self.lang_dim {
-            return Err(Error::shape(
-                "head",
-                format!(
-                    "lang_hidden {} for [{batch}, {t}, {}]",
-                    lang_hidden.len(),
-                    self.lang_dim
-                ),
-            ));
-        }
-        let (proj, tok_bias) = logits::text_projection(
+        let [batch, t, _] = lang_hidden.dims::<3>("head lang_hidden")?;
+        let (proj, tok_bias) = be.text_projection(
             lang_hidden,
-            batch * t,
             &self.proj_w,
             &self.proj_b,
             &self.bias_lang,
             self.bias0,
         )?;
         let scale = self.log_scale.exp();
+        let host_map = |x: &Tensor| FeatureMap::from_tensor(&be.to_host(x)?);
         let mut out = HeadOutputs {
             batch,
             num_tokens: t,
@@ -281,25 +188,21 @@ impl Head {
             token_bias: Vec::new(),
         };
         for (v, &s) in visual.iter().zip(&self.scales) {
-            out.bbox_reg
-                .push(conv1x1(v, &self.bbox_w, &self.bbox_b, s)?);
-            out.centerness
-                .push(conv1x1(v, &self.ctr_w, &[self.ctr_b], 1.0)?);
-            out.dot_product_logits.push(logits::dot_logits(
-                &v.data,
-                VisualLayout::ChannelMajor,
-                &proj,
-                &tok_bias,
-                batch,
-                v.hw(),
-                t,
-                self.channels,
-                scale,
-                logits::LOGIT_CLAMP,
-            )?);
+            // Scale multiplies the convolution's output, bias included (layers/misc.py Scale).
+            let reg = be.conv2d(v, &self.bbox_w, Some(&self.bbox_b), 1, 0)?;
+            let reg = if s != 1.0 {
+                be.scale(&reg, s, 0.0)?
+            } else {
+                reg
+            };
+            out.bbox_reg.push(host_map(&reg)?);
+            let ctr = be.conv2d(v, &self.ctr_w, Some(&self.ctr_b), 1, 0)?;
+            out.centerness.push(host_map(&ctr)?);
+            let lg = be.dot_logits(v, &proj, &tok_bias, scale, GLIP_CLAMP)?;
+            out.dot_product_logits.push(be.to_host(&lg)?.to_f32_vec()?);
         }
-        out.proj_tokens = proj;
-        out.token_bias = tok_bias;
+        out.proj_tokens = be.to_host(&proj)?.to_f32_vec()?;
+        out.token_bias = be.to_host(&tok_bias)?.to_f32_vec()?;
         Ok(out)
     }
 }
