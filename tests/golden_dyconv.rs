@@ -1,37 +1,57 @@
-//! Golden 04_dyconv: one DyConv layer of the VL-DyHead tower (5 levels, B = 2) on the CPU.
+//! Golden 04_dyconv: one DyConv layer of the VL-DyHead tower (5 levels, B = 2) through the
+//! op interface on the CPU; the channel count comes from the golden's tensors.
 
-use glip_rt::model::dyconv::DyConv;
-use glip_rt::model::{FeatureMap, WeightMap};
+use glip_rt::backend::cpu::CpuBackend;
+use glip_rt::model::dyconv::{DyConv, LEVELS};
+use glip_rt::model::vars::Vars;
+use glip_rt::model::WeightMap;
 use glip_rt::testing::{assert_close, load_golden};
+use glip_rt::weights::glip_ignorable;
+use glip_rt::Tensor;
+use std::collections::HashMap;
+
+/// The golden's parameters (keys outside input/, inter/, output/).
+fn params(g: &HashMap<String, Tensor>) -> WeightMap {
+    WeightMap::new(
+        "04_dyconv",
+        g.iter()
+            .filter(|(k, _)| !k.contains('/'))
+            .map(|(k, v)| (k.clone(), v.try_clone().unwrap()))
+            .collect(),
+    )
+}
 
 #[test]
 fn golden_04_dyconv() {
     let g = load_golden("04_dyconv").unwrap();
-    let inputs: Vec<FeatureMap> = (0..5)
-        .map(|l| FeatureMap::from_tensor(&g[&format!("input/visual.{l}")]).unwrap())
+    let inputs: Vec<Tensor> = (0..LEVELS)
+        .map(|l| g[&format!("input/visual.{l}")].to_f32().unwrap())
         .collect();
-    let wm = WeightMap::new("04_dyconv", g);
-    let m = DyConv::load(&wm, "", 256).unwrap();
-    let tr = m.forward_traced(&inputs).unwrap();
-    for l in 0..5 {
-        let want = |k: &str| wm.tensors[&format!("{k}.{l}")].to_f32_vec().unwrap();
+    let c = inputs[0].shape()[1];
+    let wm = params(&g);
+    let vars = Vars::from_weights(&wm, &CpuBackend);
+    let m = DyConv::new(&vars, c).unwrap();
+    vars.finish(glip_ignorable).unwrap();
+    let tr = m.forward_traced(&CpuBackend, &inputs).unwrap();
+    for l in 0..LEVELS {
+        let want = |k: &str| g[&format!("{k}.{l}")].to_f32_vec().unwrap();
         assert_close(
             &format!("inter/offset_mask.{l}"),
-            &tr.offset_mask[l].data,
+            tr.offset_mask[l].f32s().unwrap(),
             &want("inter/offset_mask"),
             1e-4,
             1e-4,
         );
         assert_close(
             &format!("inter/mean_fea_before_dyrelu.{l}"),
-            &tr.pre_dyrelu[l].data,
+            tr.pre_dyrelu[l].f32s().unwrap(),
             &want("inter/mean_fea_before_dyrelu"),
             1e-4,
             1e-4,
         );
         assert_close(
             &format!("output/visual.{l}"),
-            &tr.output[l].data,
+            tr.output[l].f32s().unwrap(),
             &want("output/visual"),
             1e-4,
             1e-4,
@@ -42,21 +62,20 @@ fn golden_04_dyconv() {
 #[test]
 fn dyconv_rejects_wrong_level_count() {
     let g = load_golden("04_dyconv").unwrap();
-    let x = FeatureMap::from_tensor(&g["input/visual.0"]).unwrap();
-    let m = DyConv::load(&WeightMap::new("04_dyconv", g), "", 256).unwrap();
-    assert!(m.forward(&[x]).is_err());
+    let x = g["input/visual.0"].to_f32().unwrap();
+    let wm = params(&g);
+    let m = DyConv::new(&Vars::from_weights(&wm, &CpuBackend), x.shape()[1]).unwrap();
+    assert!(m.forward(&CpuBackend, &[x]).is_err());
 }
 
 #[test]
 fn dyconv_load_names_missing_key() {
     let g = load_golden("04_dyconv").unwrap();
-    let e = DyConv::load(
-        &WeightMap::new("04_dyconv", g),
-        "rpn.head.dyhead_tower.2.",
-        256,
-    )
-    .err()
-    .unwrap();
+    let c = g["input/visual.0"].shape()[1];
+    let wm = params(&g);
+    let vars = Vars::from_weights(&wm, &CpuBackend);
+    DyConv::new(&vars.pp("rpn.head.dyhead_tower.2"), c).unwrap();
+    let e = vars.finish(glip_ignorable).err().unwrap();
     assert!(
         e.to_string()
             .contains("rpn.head.dyhead_tower.2.DyConv.0.conv.weight"),
@@ -65,24 +84,25 @@ fn dyconv_load_names_missing_key() {
 }
 
 #[test]
-fn dyconv_tiny_model_32_channels() {
-    // The tiny e2e model's tower layer (32 channels, GN 16 groups, DyReLU squeeze 8).
+fn dyconv_tiny_model() {
+    // The tiny e2e model's tower layer (its channel count from its offset conv).
     let g = load_golden("12_e2e_tiny_weights").unwrap();
-    let m = DyConv::load(
-        &WeightMap::new("12_e2e_tiny_weights", g),
-        "rpn.head.dyhead_tower.2.",
-        32,
+    let c = g["rpn.head.dyhead_tower.2.offset.weight"].shape()[1];
+    let wm = WeightMap::new("12_e2e_tiny_weights", g);
+    let m = DyConv::new(
+        &Vars::from_weights(&wm, &CpuBackend).pp("rpn.head.dyhead_tower.2"),
+        c,
     )
     .unwrap();
     let mut rng = glip_rt::testing::Rng::new(5);
     let sizes = [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)];
-    let x: Vec<FeatureMap> = sizes
+    let x: Vec<Tensor> = sizes
         .iter()
-        .map(|&(h, w)| FeatureMap::new(2, 32, h, w, rng.normal_vec(2 * 32 * h * w, 1.0)).unwrap())
+        .map(|&(h, w)| Tensor::from_f32(&[2, c, h, w], rng.normal_vec(2 * c * h * w, 1.0)).unwrap())
         .collect();
-    let y = m.forward(&x).unwrap();
+    let y = m.forward(&CpuBackend, &x).unwrap();
     for (l, (a, b)) in x.iter().zip(&y).enumerate() {
-        assert_eq!((a.n, a.c, a.h, a.w), (b.n, b.c, b.h, b.w), "level {l}");
-        assert!(b.data.iter().all(|v| v.is_finite()), "level {l}");
+        assert_eq!(a.shape(), b.shape(), "level {l}");
+        assert!(b.f32s().unwrap().iter().all(|v| v.is_finite()), "level {l}");
     }
 }

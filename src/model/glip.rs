@@ -94,7 +94,7 @@ impl Glip {
         let expected = expected_keys(&config, &bert_config);
         crate::weights::validate_keys(w, &expected, crate::weights::glip_ignorable)?;
         let swin = Swin::load(w, "backbone.body.", &config.swin)?;
-        // Moved onto the op interface so far: FPN, BERT, VLFuse, head (their tensors come from
+        // Moved onto the op interface so far: FPN, BERT, VLFuse, DyConv, head (their tensors come from
         // the Vars walk).
         let vars = Vars::from_weights(w, &CpuBackend);
         let fpn = Fpn::new(
@@ -105,7 +105,6 @@ impl Glip {
         let language = BertModel::new(&vars.pp("language_backbone.body.model"), &bert_config)?;
         let mut tower = Vec::with_capacity(config.dyhead.num_convs);
         for i in 0..config.dyhead.num_convs {
-            let p = |k: usize| format!("rpn.head.dyhead_tower.{k}.");
             tower.push(TowerLayer {
                 fuse: VLFuse::new(
                     &vars.pp(format!("rpn.head.dyhead_tower.{}", 3 * i)),
@@ -119,7 +118,10 @@ impl Glip {
                     &bert_config,
                     true,
                 )?,
-                dyconv: DyConv::load(w, &p(3 * i + 2), config.dyhead.channels)?,
+                dyconv: DyConv::new(
+                    &vars.pp(format!("rpn.head.dyhead_tower.{}", 3 * i + 2)),
+                    config.dyhead.channels,
+                )?,
             });
         }
         let head = Head::new(
@@ -266,7 +268,17 @@ impl Glip {
                 &lang,
             )?;
             let t0 = std::time::Instant::now();
-            visual = layer.dyconv.forward(&v)?;
+            visual = layer
+                .dyconv
+                .forward(
+                    &CpuBackend,
+                    &v.iter()
+                        .map(FeatureMap::to_tensor)
+                        .collect::<Result<Vec<_>>>()?,
+                )?
+                .iter()
+                .map(FeatureMap::from_tensor)
+                .collect::<Result<Vec<_>>>()?;
             taps.time(format!("tower.{i} DyConv"), t0);
             for (k, m) in visual.iter().enumerate() {
                 taps.map(format!("tower.{}.DyConv.visual.{k}", 3 * i + 2), m)?;
