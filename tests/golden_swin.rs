@@ -1,9 +1,14 @@
-//! Swin-T pieces vs golden 10 (patch embed, W-MSA block, SW-MSA block, patch merging, shift
-//! mask) and the whole tiny Swin vs golden 12's backbone taps.
+//! Swin pieces (through the op interface on the CPU) vs golden 10 (patch embed, W-MSA block,
+//! SW-MSA block, patch merging, shift mask) and the whole tiny Swin vs golden 12's backbone
+//! taps. Every size is read from the goldens' tensors or config.
 
-use glip_rt::model::swin::{shift_attn_mask, PatchEmbed, Swin, SwinConfig, SwinStage};
-use glip_rt::model::{FeatureMap, WeightMap};
-use glip_rt::testing::{assert_close, load_golden};
+use glip_rt::backend::cpu::CpuBackend;
+use glip_rt::model::config::GlipConfig;
+use glip_rt::model::swin::{shift_attn_mask, PatchEmbed, Swin, SwinStage, WindowGrid};
+use glip_rt::model::vars::Vars;
+use glip_rt::model::WeightMap;
+use glip_rt::testing::{assert_close, load_golden, testdata};
+use glip_rt::Tensor;
 use std::collections::HashMap;
 
 const ATOL: f32 = 1e-4;
@@ -12,7 +17,7 @@ const RTOL: f32 = 1e-4;
 /// Golden 10 stores the modules' own state_dict keys; its glip_t_prefix maps them into a
 /// full GLIP-T state_dict: 'patch_embed.*' -> backbone.body.patch_embed.*,
 /// 'layers_0.*' -> backbone.body.layers.0.*.
-fn golden10_weights() -> (WeightMap, HashMap<String, glip_rt::Tensor>) {
+fn golden10_weights() -> (WeightMap, HashMap<String, Tensor>) {
     let g = load_golden("10_swin_t_pieces").unwrap();
     let mut w = HashMap::new();
     for (k, t) in &g {
@@ -28,89 +33,90 @@ fn golden10_weights() -> (WeightMap, HashMap<String, glip_rt::Tensor>) {
     (WeightMap::new("10_swin_t_pieces", w), g)
 }
 
-fn f32s(g: &HashMap<String, glip_rt::Tensor>, k: &str) -> Vec<f32> {
+fn f32s(g: &HashMap<String, Tensor>, k: &str) -> Vec<f32> {
     g[k].to_f32_vec().unwrap()
+}
+
+/// The stage-0 hyper-parameters golden 10's tensors imply.
+struct Stage0 {
+    patch: usize,
+    dim: usize,
+    heads: usize,
+    window: usize,
+    depth: usize,
+    mlp_hidden: usize,
+}
+
+fn stage0(g: &HashMap<String, Tensor>) -> Stage0 {
+    let pw = g["patch_embed.proj.weight"].shape();
+    let table = g["layers_0.blocks.0.attn.relative_position_bias_table"].shape();
+    let side = (table[0] as f64).sqrt() as usize; // (2M − 1)²
+    Stage0 {
+        patch: pw[2],
+        dim: pw[0],
+        heads: table[1],
+        window: side.div_ceil(2),
+        depth: (0..)
+            .take_while(|b| g.contains_key(&format!("layers_0.blocks.{b}.norm1.weight")))
+            .count(),
+        mlp_hidden: g["layers_0.blocks.0.mlp.fc1.weight"].shape()[0],
+    }
 }
 
 #[test]
 fn swin_t_pieces_match_golden() {
     let (w, g) = golden10_weights();
-    let cfg = SwinConfig::swin_t();
-    let image = FeatureMap::from_tensor(&g["input/image"]).unwrap();
-    assert_eq!((image.n, image.c, image.h, image.w), (2, 3, 58, 86));
+    let s = stage0(&g);
+    let be = &CpuBackend;
+    let image = g["input/image"].to_f32().unwrap();
+    let vars = Vars::from_weights(&w, be);
+    let pe = PatchEmbed::new(&vars.pp("backbone.body.patch_embed"), s.patch, s.dim).unwrap();
+    let stage = SwinStage::new(
+        &vars.pp("backbone.body.layers.0"),
+        s.dim,
+        s.depth,
+        s.heads,
+        s.window,
+        s.mlp_hidden,
+        true,
+    )
+    .unwrap();
+    vars.finish(glip_rt::weights::glip_ignorable).unwrap();
+    assert_eq!(stage.blocks[0].shift, 0);
+    assert_eq!(stage.blocks[1].shift, s.window / 2);
 
-    let pe = PatchEmbed::load(&w, "backbone.body.patch_embed.", 4, 96).unwrap();
-    let emb = pe.forward(&image).unwrap();
-    assert_eq!((emb.c, emb.h, emb.w), (96, 15, 22));
+    let emb = pe.forward(be, &image).unwrap();
+    assert_eq!(emb.shape(), g["output/patch_embed"].shape());
     assert_close(
         "patch_embed",
-        &emb.data,
+        emb.f32s().unwrap(),
         &f32s(&g, "output/patch_embed"),
         ATOL,
         RTOL,
     );
 
-    let stage = SwinStage::load(
-        &w,
-        "backbone.body.layers.0.",
-        96,
-        2,
-        3,
-        7,
-        cfg.mlp_hidden(96),
-        true,
-    )
-    .unwrap();
-    assert_eq!(stage.blocks[0].shift, 0);
-    assert_eq!(stage.blocks[1].shift, 3);
-    let (h, wd) = (15, 22);
-    let ids = glip_rt::model::swin::WindowGrid::new(h, wd, 7).region_ids(3);
-    let (mut b0, mut b1, mut pm) = (Vec::new(), Vec::new(), Vec::new());
-    for b in 0..2 {
-        let (mut x, th, tw) = pe.forward_tokens(image.image(b), image.h, image.w).unwrap();
-        assert_eq!((th, tw), (h, wd));
-        stage.blocks[0].forward(&mut x, h, wd, Some(&ids)).unwrap();
-        b0.extend_from_slice(&x);
-        stage.blocks[1].forward(&mut x, h, wd, Some(&ids)).unwrap();
-        b1.extend_from_slice(&x);
-        let (m, mh, mw) = stage
-            .downsample
-            .as_ref()
-            .unwrap()
-            .forward(&x, h, wd)
-            .unwrap();
-        assert_eq!((mh, mw), (8, 11));
-        pm.extend(m);
+    let x = pe.forward_tokens(be, &image).unwrap();
+    let [_, h, wd, _] = x.dims::<4>("tokens").unwrap();
+    let ids = stage.region_ids(be, h, wd).unwrap();
+    let b0 = stage.blocks[0].forward(be, &x, Some(&ids)).unwrap();
+    let b1 = stage.blocks[1].forward(be, &b0, Some(&ids)).unwrap();
+    let pm = stage.downsample.as_ref().unwrap().forward(be, &b1).unwrap();
+    assert_eq!(pm.shape()[1..3], [h.div_ceil(2), wd.div_ceil(2)]);
+    for (what, got, key) in [
+        ("block0 (W-MSA, padded)", &b0, "output/block0"),
+        ("block1 (SW-MSA, shifted)", &b1, "output/block1"),
+        ("patch_merging", &pm, "output/patch_merging"),
+    ] {
+        assert_eq!(got.numel(), g[key].numel(), "{what}");
+        assert_close(what, got.f32s().unwrap(), &f32s(&g, key), ATOL, RTOL);
     }
-    assert_close(
-        "block0 (W-MSA, padded)",
-        &b0,
-        &f32s(&g, "output/block0"),
-        ATOL,
-        RTOL,
-    );
-    assert_close(
-        "block1 (SW-MSA, shifted)",
-        &b1,
-        &f32s(&g, "output/block1"),
-        ATOL,
-        RTOL,
-    );
-    assert_close(
-        "patch_merging",
-        &pm,
-        &f32s(&g, "output/patch_merging"),
-        ATOL,
-        RTOL,
-    );
 
     // Also through SwinStage::forward_blocks (the path Swin::forward takes).
-    let (mut x, _, _) = pe.forward_tokens(image.image(1), image.h, image.w).unwrap();
-    stage.forward_blocks(&mut x, h, wd).unwrap();
+    let y = stage.forward_blocks(be, &x).unwrap();
     assert_close(
-        "stage blocks, image 1",
-        &x,
-        &f32s(&g, "output/block1")[330 * 96..],
+        "stage blocks",
+        y.f32s().unwrap(),
+        &f32s(&g, "output/block1"),
         ATOL,
         RTOL,
     );
@@ -119,9 +125,14 @@ fn swin_t_pieces_match_golden() {
 #[test]
 fn shift_mask_matches_golden() {
     let g = load_golden("10_swin_t_pieces").unwrap();
+    let s = stage0(&g);
     let want = &g["inter/shift_attn_mask"];
-    assert_eq!(want.shape(), &[12, 49, 49]);
-    let got = shift_attn_mask(15, 22, 7);
+    let [_, _, ih, iw] = g["input/image"].dims::<4>("image").unwrap();
+    let (h, w) = (ih.div_ceil(s.patch), iw.div_ceil(s.patch));
+    let grid = WindowGrid::new(h, w, s.window);
+    let mm = s.window * s.window;
+    assert_eq!(want.shape(), &[grid.num_windows(), mm, mm]);
+    let got = shift_attn_mask(h, w, s.window);
     assert_eq!(
         got,
         want.to_f32_vec().unwrap(),
@@ -133,33 +144,37 @@ fn shift_mask_matches_golden() {
 fn relative_position_index_matches_buffer() {
     // The loader recomputes the index (spec §3.2); check it against GLIP's stored buffer.
     let (w, g) = golden10_weights();
-    let idx = g["layers_0.blocks.0.attn.relative_position_index"]
-        .to_f32_vec()
-        .unwrap();
-    let table = g["layers_0.blocks.0.attn.relative_position_bias_table"]
-        .to_f32_vec()
-        .unwrap();
-    let blk = SwinStage::load(&w, "backbone.body.layers.0.", 96, 2, 3, 7, 384, true)
-        .unwrap()
-        .blocks
-        .remove(0);
-    for h in 0..3 {
-        for i in 0..49 {
-            for j in 0..49 {
-                let want = table[idx[i * 49 + j] as usize * 3 + h];
-                assert_eq!(blk.rel_bias[(h * 49 + i) * 49 + j], want);
+    let s = stage0(&g);
+    let idx = f32s(&g, "layers_0.blocks.0.attn.relative_position_index");
+    let table = f32s(&g, "layers_0.blocks.0.attn.relative_position_bias_table");
+    let blk = SwinStage::new(
+        &Vars::from_weights(&w, &CpuBackend).pp("backbone.body.layers.0"),
+        s.dim,
+        s.depth,
+        s.heads,
+        s.window,
+        s.mlp_hidden,
+        true,
+    )
+    .unwrap()
+    .blocks
+    .remove(0);
+    let bias = blk.rel_bias.f32s().unwrap();
+    let mm = s.window * s.window;
+    for h in 0..s.heads {
+        for i in 0..mm {
+            for j in 0..mm {
+                let want = table[idx[i * mm + j] as usize * s.heads + h];
+                assert_eq!(bias[(h * mm + i) * mm + j], want);
             }
         }
     }
 }
 
-fn tiny_cfg() -> SwinConfig {
-    SwinConfig {
-        embed_dim: 16,
-        depths: vec![2, 2, 2, 2],
-        num_heads: vec![2, 4, 8, 16],
-        ..SwinConfig::swin_t()
-    }
+fn tiny_cfg() -> glip_rt::model::swin::SwinConfig {
+    GlipConfig::from_yaml_file(&testdata().join("golden/12_e2e_tiny_config.yaml"))
+        .unwrap()
+        .swin
 }
 
 #[test]
@@ -169,29 +184,45 @@ fn tiny_swin_matches_e2e_backbone_taps() {
         load_golden("12_e2e_tiny_weights").unwrap(),
     );
     let g = load_golden("12_e2e_tiny").unwrap();
-    let swin = Swin::load(&w, "backbone.body.", &tiny_cfg()).unwrap();
+    let cfg = tiny_cfg();
+    let swin = Swin::new(
+        &Vars::from_weights(&w, &CpuBackend).pp("backbone.body"),
+        &cfg,
+    )
+    .unwrap();
     assert!(swin.out_norms[0].is_none());
-    let image = FeatureMap::from_tensor(&g["input/image"]).unwrap();
-    let outs = swin.forward(&image).unwrap();
-    assert_eq!(outs.len(), 4);
+    let outs = swin
+        .forward(&CpuBackend, &g["input/image"].to_f32().unwrap())
+        .unwrap();
+    assert_eq!(outs.len(), cfg.depths.len());
     for (i, o) in outs.iter().enumerate() {
-        let want = FeatureMap::from_tensor(&g[&format!("inter/backbone.stage{}", i + 2)]).unwrap();
-        assert_eq!(
-            (o.n, o.c, o.h, o.w),
-            (want.n, want.c, want.h, want.w),
-            "stage{}",
-            i + 2
+        let want = &g[&format!("inter/backbone.stage{}", i + 2)];
+        assert_eq!(o.shape(), want.shape(), "stage{}", i + 2);
+        assert_close(
+            &format!("stage{}", i + 2),
+            o.f32s().unwrap(),
+            &want.to_f32_vec().unwrap(),
+            ATOL,
+            RTOL,
         );
-        assert_close(&format!("stage{}", i + 2), &o.data, &want.data, ATOL, RTOL);
     }
 }
 
 #[test]
 fn missing_weight_is_named() {
     let w = WeightMap::new("empty", HashMap::new());
-    let e = Swin::load(&w, "backbone.body.", &tiny_cfg())
+    let vars = Vars::from_weights(&w, &CpuBackend);
+    Swin::new(&vars.pp("backbone.body"), &tiny_cfg()).unwrap();
+    let e = vars
+        .finish(glip_rt::weights::glip_ignorable)
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("backbone.body.patch_embed.proj.weight"), "{e}");
+    // Every requested key is reported missing, the first ones by name.
+    let n = vars.requested().len();
+    assert!(e.contains(&format!("{n} missing")), "{e}");
+    assert!(
+        e.contains("backbone.body.layers.0.blocks.0.attn.proj.bias"),
+        "{e}"
+    );
 }

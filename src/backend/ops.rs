@@ -163,9 +163,104 @@ pub trait Backend {
         scale: f32,
         clamp: f32,
     ) -> Result<Tensor>;
+    /// NCHW x zero-padded at the bottom and right to multiples of `m` (Swin's PatchEmbed).
+    fn pad_to_multiple(&self, x: &Tensor, m: usize) -> Result<Tensor>;
+    /// [B, C, H, W] → [B, H, W, C].
+    fn nchw_to_nhwc(&self, x: &Tensor) -> Result<Tensor>;
+    /// [B, H, W, C] → [B, C, H, W].
+    fn nhwc_to_nchw(&self, x: &Tensor) -> Result<Tensor>;
+    /// Swin's window gather: tokens [B, H, W, C] zero-padded to the [`WindowGrid`], rolled by
+    /// −shift on both axes and cut into M×M windows → [B·nW, M², C].
+    fn window_partition(&self, x: &Tensor, window: usize, shift: usize) -> Result<Tensor>;
+    /// The inverse gather, added onto x: x [B, H, W, C] + the windows [B·nW, M², C] rolled
+    /// back and cropped (the attention residual).
+    fn window_merge_add(
+        &self,
+        x: &Tensor,
+        windows: &Tensor,
+        window: usize,
+        shift: usize,
+    ) -> Result<Tensor>;
+    /// Swin window attention: qkv [B·nW, M², 3C] (q, k, v, then heads) → [B·nW, M², C] with
+    /// q scaled by head_dim^−½ before the product, the relative position bias [heads, M², M²]
+    /// added, and for shifted blocks −100 between tokens of different regions (`region_ids`
+    /// [nW, M²] i32 from [`WindowGrid::region_ids`]).
+    fn window_attention(
+        &self,
+        qkv: &Tensor,
+        rel_bias: &Tensor,
+        region_ids: Option<&Tensor>,
+        heads: usize,
+    ) -> Result<Tensor>;
+    /// Swin's PatchMerging gather: [B, H, W, C] → [B, ⌈H/2⌉, ⌈W/2⌉, 4C] as (x0 (even, even),
+    /// x1 (odd row, even col), x2 (even row, odd col), x3 (odd, odd)), odd sizes zero-padded
+    /// (spec §8.16).
+    fn patch_merge_gather(&self, x: &Tensor) -> Result<Tensor>;
     /// a + b elementwise (residuals).
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         self.axpby(1.0, a, 1.0, b)
+    }
+}
+
+/// The additive mask between different shift regions of a Swin window (`swint.py:373`):
+/// −100, not −inf.
+pub const SWIN_SHIFT_MASK: f32 = -100.0;
+
+/// The window grid of one Swin stage: the token map H×W zero-padded to Hp×Wp, multiples of M.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowGrid {
+    pub h: usize,
+    pub w: usize,
+    pub hp: usize,
+    pub wp: usize,
+    pub m: usize,
+}
+
+impl WindowGrid {
+    pub fn new(h: usize, w: usize, m: usize) -> Self {
+        WindowGrid {
+            h,
+            w,
+            hp: h.div_ceil(m) * m,
+            wp: w.div_ceil(m) * m,
+            m,
+        }
+    }
+    pub fn num_windows(&self) -> usize {
+        (self.hp / self.m) * (self.wp / self.m)
+    }
+    /// Token `t` of window `win` (in the shifted frame) → its (row, col) on the unshifted,
+    /// padded grid: roll(−s) means shifted[r] = x[(r + s) mod Hp].
+    pub fn source(&self, win: usize, t: usize, shift: usize) -> (usize, usize) {
+        let nww = self.wp / self.m;
+        let r = (win / nww) * self.m + t / self.m;
+        let c = (win % nww) * self.m + t % self.m;
+        ((r + shift) % self.hp, (c + shift) % self.wp)
+    }
+    /// Region id (0..9) of every token of every window in the shifted frame, [nW, M²]:
+    /// row slices [0, Hp−M), [Hp−M, Hp−s), [Hp−s, Hp) and the same for columns
+    /// (`swint.py:355-366`).
+    pub fn region_ids(&self, shift: usize) -> Vec<i32> {
+        let region = |v: usize, n: usize| -> i32 {
+            if v < n - self.m {
+                0
+            } else if v < n - shift {
+                1
+            } else {
+                2
+            }
+        };
+        let nww = self.wp / self.m;
+        let mm = self.m * self.m;
+        let mut ids = vec![0i32; self.num_windows() * mm];
+        for (win, row) in ids.chunks_mut(mm).enumerate() {
+            for (t, id) in row.iter_mut().enumerate() {
+                let r = (win / nww) * self.m + t / self.m;
+                let c = (win % nww) * self.m + t % self.m;
+                *id = region(r, self.hp) * 3 + region(c, self.wp);
+            }
+        }
+        ids
     }
 }
 
@@ -408,6 +503,54 @@ pub mod shape {
             ));
         }
         Ok(n)
+    }
+
+    /// (b, h, w, c) of a [B, H, W, C] token map.
+    pub fn nhwc(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+        let [b, h, w, c] = x.dims::<4>(op)?;
+        if h == 0 || w == 0 || c == 0 {
+            return Err(Error::shape(op, format!("empty token map {:?}", x.shape())));
+        }
+        Ok((b, h, w, c))
+    }
+
+    /// (windows per image, M², C) of window attention, checking the bias and region ids.
+    pub fn window_attention(
+        qkv: &Tensor,
+        rel_bias: &Tensor,
+        region_ids: Option<&Tensor>,
+        heads: usize,
+    ) -> Result<(usize, usize, usize)> {
+        let [nw_all, mm, c3] = qkv.dims::<3>("window_attention qkv")?;
+        let c = c3 / 3;
+        if c3 % 3 != 0
+            || heads == 0
+            || !c.is_multiple_of(heads)
+            || rel_bias.shape() != [heads, mm, mm]
+        {
+            return Err(Error::shape(
+                "window_attention",
+                format!(
+                    "qkv {:?} bias {:?} heads {heads}",
+                    qkv.shape(),
+                    rel_bias.shape()
+                ),
+            ));
+        }
+        let nw = match region_ids {
+            Some(r) => {
+                let [nw, rmm] = r.dims::<2>("window_attention region ids")?;
+                if rmm != mm || nw == 0 || !nw_all.is_multiple_of(nw) {
+                    return Err(Error::shape(
+                        "window_attention",
+                        format!("region ids {:?} for qkv {:?}", r.shape(), qkv.shape()),
+                    ));
+                }
+                nw
+            }
+            None => nw_all,
+        };
+        Ok((nw, mm, c))
     }
 
     /// (batch, t, hidden, head width) of a self-attention.

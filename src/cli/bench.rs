@@ -2,7 +2,7 @@
 
 use super::crate_result::Result;
 use glip_rt::model::config::{BertConfig, GlipConfig};
-use glip_rt::model::glip::{random_weights, Glip, Taps};
+use glip_rt::model::glip::{Glip, Taps};
 use glip_rt::model::postprocess::{self, PostprocessConfig};
 use glip_rt::preprocess::{preprocess_image, PreprocessConfig, RgbImage8};
 use glip_rt::testing::Rng;
@@ -169,9 +169,7 @@ pub fn run(a: Args) -> Result {
     };
     let strides = cfg.anchors.strides.clone();
     let t0 = Instant::now();
-    let weights = random_weights(&cfg, &bert, 1)?;
-    let model = Glip::load(cfg, bert, &weights)?;
-    drop(weights);
+    let model = Glip::random(cfg, bert, 1)?;
     println!(
         "model: {} with random weights, built in {:.1} s; {} rayon threads",
         a.model,

@@ -1,13 +1,10 @@
-//! The two parameterised layers every transformer part of GLIP uses (Swin, BERT, VLFuse):
-//! Linear in PyTorch layout and LayerNorm. [`Linear`] and [`LayerNorm`] hold backend tensors
-//! from a [`Vars`] walk and run through the op interface; `HostLinear`/`HostLayerNorm` are the
-//! f32 host versions the modules not yet moved onto the interface still use.
+//! The parameterised layers GLIP's modules share: Linear in PyTorch layout, Conv2d and
+//! LayerNorm, holding backend tensors from a [`Vars`] walk and running through the op
+//! interface.
 
 use super::vars::{Init, Vars};
-use super::WeightMap;
-use crate::backend::cpu::nn;
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// y = x·Wᵀ + b with W [out, in] (PyTorch layout), on the backend.
@@ -85,72 +82,5 @@ impl LayerNorm {
     }
     pub fn forward(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
         be.layer_norm(x, &self.weight, &self.bias, self.eps)
-    }
-}
-
-/// y = x·Wᵀ + b with W [out, in] (PyTorch layout), f32 on the host.
-#[derive(Clone, Debug)]
-pub struct HostLinear {
-    pub weight: Vec<f32>,
-    pub bias: Option<Vec<f32>>,
-    pub out: usize,
-    pub inp: usize,
-}
-
-impl HostLinear {
-    /// `{key}.weight` [out, inp] and `{key}.bias` [out].
-    pub fn load(w: &WeightMap, key: &str, out: usize, inp: usize) -> Result<Self> {
-        let bias = Some(w.f32(&format!("{key}.bias"), &[out])?);
-        Ok(HostLinear {
-            weight: w.f32(&format!("{key}.weight"), &[out, inp])?,
-            bias,
-            out,
-            inp,
-        })
-    }
-    /// `{key}.weight` only (e.g. Swin's PatchMerging reduction).
-    pub fn load_no_bias(w: &WeightMap, key: &str, out: usize, inp: usize) -> Result<Self> {
-        Ok(HostLinear {
-            weight: w.f32(&format!("{key}.weight"), &[out, inp])?,
-            bias: None,
-            out,
-            inp,
-        })
-    }
-    /// `rows` rows of `inp` values → `rows` rows of `out`.
-    pub fn apply(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        nn::linear(x, rows, &self.weight, self.out, self.bias.as_deref())
-    }
-    /// As [`HostLinear::apply`], with the row count taken from the input length.
-    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
-        if self.inp == 0 || !x.len().is_multiple_of(self.inp) {
-            return Err(Error::shape(
-                "Linear",
-                format!("input length {} is not a multiple of {}", x.len(), self.inp),
-            ));
-        }
-        self.apply(x, x.len() / self.inp)
-    }
-}
-
-/// LayerNorm over the last dimension (biased variance, affine), f32 on the host.
-#[derive(Clone, Debug)]
-pub struct HostLayerNorm {
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
-    pub eps: f32,
-}
-
-impl HostLayerNorm {
-    /// `{key}.weight` and `{key}.bias`, both [c].
-    pub fn load(w: &WeightMap, key: &str, c: usize, eps: f32) -> Result<Self> {
-        Ok(HostLayerNorm {
-            weight: w.f32(&format!("{key}.weight"), &[c])?,
-            bias: w.f32(&format!("{key}.bias"), &[c])?,
-            eps,
-        })
-    }
-    pub fn apply(&self, x: &mut [f32]) -> Result<()> {
-        nn::layer_norm(x, self.weight.len(), &self.weight, &self.bias, self.eps)
     }
 }

@@ -42,6 +42,8 @@ struct State<'a> {
     source: Source<'a>,
     backend: &'a dyn Backend,
     requested: Vec<(String, Vec<usize>)>,
+    /// Random draws, kept (host f32) to be written out as a checkpoint.
+    drawn: Vec<(String, Tensor)>,
 }
 
 /// A handle on the walk at a key prefix. Cloning is cheap; all clones share one record.
@@ -60,6 +62,7 @@ impl<'a> Vars<'a> {
                 source,
                 backend,
                 requested: Vec::new(),
+                drawn: Vec::new(),
             })),
             prefix: String::new(),
         }
@@ -124,7 +127,11 @@ impl<'a> Vars<'a> {
                 Err(_) => return zeros(),
             },
             Source::KeysOnly => return zeros(),
-            Source::Random(seed) => Tensor::from_f32(shape, draw(seed, &key, shape, init))?,
+            Source::Random(seed) => {
+                let t = Tensor::from_f32(shape, draw(seed, &key, shape, init))?;
+                st.drawn.push((key, t.try_clone()?));
+                t
+            }
         };
         if device {
             st.backend.weight(&t)
@@ -152,6 +159,11 @@ impl<'a> Vars<'a> {
     /// Every (key, shape) the walk asked for, in order.
     pub fn requested(&self) -> Vec<(String, Vec<usize>)> {
         self.state.borrow().requested.clone()
+    }
+
+    /// The tensors a random walk drew, under their keys (a checkpoint of random weights).
+    pub fn take_drawn(&self) -> Vec<(String, Tensor)> {
+        std::mem::take(&mut self.state.borrow_mut().drawn)
     }
 
     /// Ends the walk: for a checkpoint, one error listing every missing, mis-shaped and

@@ -4,7 +4,9 @@
 use super::gemm::{gemm, Mat};
 use super::nn::{gelu, softmax_rows};
 use super::{elementwise, nn, CpuBackend};
-use crate::backend::ops::{shape, Backend, SelfAttention, BERT_MASK_FILL};
+use crate::backend::ops::{
+    shape, Backend, SelfAttention, WindowGrid, BERT_MASK_FILL, SWIN_SHIFT_MASK,
+};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Device, HostData, Tensor};
 use rayon::prelude::*;
@@ -562,5 +564,208 @@ impl Backend for CpuBackend {
             clamp,
         )?;
         Tensor::from_f32(&[b, hw, t], y)
+    }
+    fn pad_to_multiple(&self, x: &Tensor, m: usize) -> Result<Tensor> {
+        let (n, c, h, w) = shape::nchw("pad_to_multiple", x)?;
+        if m == 0 {
+            return Err(Error::shape("pad_to_multiple", "multiple 0"));
+        }
+        let (hp, wp) = (h.div_ceil(m) * m, w.div_ceil(m) * m);
+        if (hp, wp) == (h, w) {
+            return Tensor::from_f32(x.shape(), values(x, "pad_to_multiple")?.into_owned());
+        }
+        let v = values(x, "pad_to_multiple")?;
+        let mut y = vec![0.0f32; n * c * hp * wp];
+        for plane in 0..n * c {
+            for r in 0..h {
+                y[(plane * hp + r) * wp..(plane * hp + r) * wp + w]
+                    .copy_from_slice(&v[(plane * h + r) * w..(plane * h + r + 1) * w]);
+            }
+        }
+        Tensor::from_f32(&[n, c, hp, wp], y)
+    }
+    fn nchw_to_nhwc(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = shape::nchw("nchw_to_nhwc", x)?;
+        let v = values(x, "nchw_to_nhwc")?;
+        let hw = h * w;
+        let mut t = vec![0.0f32; n * hw * c];
+        t.par_chunks_mut(c.max(1)).enumerate().for_each(|(i, row)| {
+            let (b, p) = (i / hw.max(1), i % hw.max(1));
+            for (ch, o) in row.iter_mut().enumerate() {
+                *o = v[(b * c + ch) * hw + p];
+            }
+        });
+        Tensor::from_f32(&[n, h, w, c], t)
+    }
+    fn nhwc_to_nchw(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, h, w, c) = shape::nhwc("nhwc_to_nchw", x)?;
+        let v = values(x, "nhwc_to_nchw")?;
+        let hw = h * w;
+        let mut y = vec![0.0f32; n * c * hw];
+        y.par_chunks_mut(hw).enumerate().for_each(|(i, plane)| {
+            let (b, ch) = (i / c, i % c);
+            for (p, o) in plane.iter_mut().enumerate() {
+                *o = v[(b * hw + p) * c + ch];
+            }
+        });
+        Tensor::from_f32(&[n, c, h, w], y)
+    }
+    fn window_partition(&self, x: &Tensor, window: usize, shift: usize) -> Result<Tensor> {
+        let (b, h, w, c) = shape::nhwc("window_partition", x)?;
+        let g = WindowGrid::new(h, w, window);
+        let (nw, mm) = (g.num_windows(), window * window);
+        let v = values(x, "window_partition")?;
+        // Padding is zeros after the LN (spec §8.14): unwritten slots stay 0.
+        let mut win = vec![0.0f32; b * nw * mm * c];
+        win.par_chunks_mut(mm * c)
+            .enumerate()
+            .for_each(|(wi, wbuf)| {
+                let (img, wl) = (wi / nw, wi % nw);
+                let base = img * h * w;
+                for (t, dst) in wbuf.chunks_mut(c).enumerate() {
+                    let (r, col) = g.source(wl, t, shift);
+                    if r < h && col < w {
+                        let s = (base + r * w + col) * c;
+                        dst.copy_from_slice(&v[s..s + c]);
+                    }
+                }
+            });
+        Tensor::from_f32(&[b * nw, mm, c], win)
+    }
+    fn window_merge_add(
+        &self,
+        x: &Tensor,
+        windows: &Tensor,
+        window: usize,
+        shift: usize,
+    ) -> Result<Tensor> {
+        let (b, h, w, c) = shape::nhwc("window_merge_add", x)?;
+        let g = WindowGrid::new(h, w, window);
+        let (nw, mm) = (g.num_windows(), window * window);
+        if windows.shape() != [b * nw, mm, c] {
+            return Err(Error::shape(
+                "window_merge_add",
+                format!("windows {:?} for tokens {:?}", windows.shape(), x.shape()),
+            ));
+        }
+        let win = values(windows, "window_merge_add")?;
+        let mut y = values(x, "window_merge_add")?.into_owned();
+        // Each valid token is the image of exactly one window slot (the roll is a
+        // permutation of the padded grid): gather per token row, in parallel.
+        y.par_chunks_mut(c).enumerate().for_each(|(i, row)| {
+            let (img, p) = (i / (h * w), i % (h * w));
+            let (r, col) = (p / w, p % w);
+            // Inverse of WindowGrid::source: shifted position of (r, col).
+            let rs = (r + g.hp - shift % g.hp) % g.hp;
+            let cs = (col + g.wp - shift % g.wp) % g.wp;
+            let nww = g.wp / window;
+            let wl = (rs / window) * nww + cs / window;
+            let t = (rs % window) * window + cs % window;
+            let src = &win[((img * nw + wl) * mm + t) * c..((img * nw + wl) * mm + t + 1) * c];
+            for (d, s) in row.iter_mut().zip(src) {
+                *d += *s;
+            }
+        });
+        Tensor::from_f32(x.shape(), y)
+    }
+    fn window_attention(
+        &self,
+        qkv: &Tensor,
+        rel_bias: &Tensor,
+        region_ids: Option<&Tensor>,
+        heads: usize,
+    ) -> Result<Tensor> {
+        let (nw, mm, c) = shape::window_attention(qkv, rel_bias, region_ids, heads)?;
+        let nw_all = qkv.shape()[0];
+        let qkv = values(qkv, "window_attention")?;
+        let rel = values(rel_bias, "window_attention")?;
+        let ids = region_ids.map(|r| r.i32s()).transpose()?;
+        let hd = c / heads;
+        let scale = (hd as f32).powf(-0.5);
+        let mut out = vec![0.0f32; nw_all * mm * c];
+        out.par_chunks_mut(mm * c)
+            .enumerate()
+            .for_each(|(wi, obuf)| {
+                let wq = &qkv[wi * mm * 3 * c..(wi + 1) * mm * 3 * c];
+                let ids = ids.map(|r| &r[(wi % nw) * mm..(wi % nw + 1) * mm]);
+                let mut q = vec![0.0f32; mm * hd];
+                // K transposed to [hd, M²] so a score row is hd axpys over contiguous keys
+                // (vectorises, and sums over d in order like a plain dot product).
+                let mut kt = vec![0.0f32; hd * mm];
+                let mut v = vec![0.0f32; mm * hd];
+                let mut s = vec![0.0f32; mm];
+                for head in 0..heads {
+                    let off = head * hd;
+                    for t in 0..mm {
+                        let row = &wq[t * 3 * c..(t + 1) * 3 * c];
+                        // q is scaled before the product, as swint.py:122.
+                        for (dst, &src) in
+                            q[t * hd..(t + 1) * hd].iter_mut().zip(&row[off..off + hd])
+                        {
+                            *dst = src * scale;
+                        }
+                        for (d, &kv) in row[c + off..c + off + hd].iter().enumerate() {
+                            kt[d * mm + t] = kv;
+                        }
+                        v[t * hd..(t + 1) * hd]
+                            .copy_from_slice(&row[2 * c + off..2 * c + off + hd]);
+                    }
+                    let bias = &rel[head * mm * mm..(head + 1) * mm * mm];
+                    for i in 0..mm {
+                        s.fill(0.0);
+                        for (&qd, krow) in q[i * hd..(i + 1) * hd].iter().zip(kt.chunks_exact(mm)) {
+                            for (e, &k) in s.iter_mut().zip(krow) {
+                                *e += qd * k;
+                            }
+                        }
+                        for (e, &b) in s.iter_mut().zip(&bias[i * mm..(i + 1) * mm]) {
+                            *e += b;
+                        }
+                        if let Some(ids) = ids {
+                            let idi = ids[i];
+                            for (e, &idj) in s.iter_mut().zip(ids) {
+                                if idj != idi {
+                                    *e += SWIN_SHIFT_MASK;
+                                }
+                            }
+                        }
+                        let mx = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                        let mut sum = 0.0f32;
+                        for e in s.iter_mut() {
+                            *e = (*e - mx).exp();
+                            sum += *e;
+                        }
+                        let inv = 1.0 / sum;
+                        let acc = &mut obuf[i * c + off..i * c + off + hd];
+                        acc.fill(0.0);
+                        for (&p, vj) in s.iter().zip(v.chunks_exact(hd)) {
+                            let p = p * inv;
+                            for (a, &x) in acc.iter_mut().zip(vj) {
+                                *a += p * x;
+                            }
+                        }
+                    }
+                }
+            });
+        Tensor::from_f32(&[nw_all, mm, c], out)
+    }
+    fn patch_merge_gather(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = shape::nhwc("patch_merge_gather", x)?;
+        let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+        let v = values(x, "patch_merge_gather")?;
+        let mut cat = vec![0.0f32; b * oh * ow * 4 * c];
+        cat.par_chunks_mut(4 * c).enumerate().for_each(|(i, dst)| {
+            let (img, p) = (i / (oh * ow), i % (oh * ow));
+            let (oy, ox) = (p / ow, p % ow);
+            for (q, (dy, dx)) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
+                let (y, xx) = (2 * oy + dy, 2 * ox + dx);
+                // Odd sizes are zero-padded at the bottom/right.
+                if y < h && xx < w {
+                    let s = ((img * h + y) * w + xx) * c;
+                    dst[q * c..(q + 1) * c].copy_from_slice(&v[s..s + c]);
+                }
+            }
+        });
+        Tensor::from_f32(&[b, oh, ow, 4 * c], cat)
     }
 }

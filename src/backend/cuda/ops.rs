@@ -278,4 +278,37 @@ impl Backend for CudaBackend {
     ) -> Result<Tensor> {
         Err(not_on_device("dot_logits", self.device()))
     }
+    fn pad_to_multiple(&self, _x: &Tensor, _m: usize) -> Result<Tensor> {
+        Err(not_on_device("pad_to_multiple", self.device()))
+    }
+    fn nchw_to_nhwc(&self, _x: &Tensor) -> Result<Tensor> {
+        Err(not_on_device("nchw_to_nhwc", self.device()))
+    }
+    fn nhwc_to_nchw(&self, _x: &Tensor) -> Result<Tensor> {
+        Err(not_on_device("nhwc_to_nchw", self.device()))
+    }
+    fn window_partition(&self, _x: &Tensor, _window: usize, _shift: usize) -> Result<Tensor> {
+        Err(not_on_device("window_partition", self.device()))
+    }
+    fn window_merge_add(
+        &self,
+        _x: &Tensor,
+        _windows: &Tensor,
+        _window: usize,
+        _shift: usize,
+    ) -> Result<Tensor> {
+        Err(not_on_device("window_merge_add", self.device()))
+    }
+    fn window_attention(
+        &self,
+        _qkv: &Tensor,
+        _rel_bias: &Tensor,
+        _region_ids: Option<&Tensor>,
+        _heads: usize,
+    ) -> Result<Tensor> {
+        Err(not_on_device("window_attention", self.device()))
+    }
+    fn patch_merge_gather(&self, _x: &Tensor) -> Result<Tensor> {
+        Err(not_on_device("patch_merge_gather", self.device()))
+    }
 }
