@@ -98,8 +98,12 @@ fn swin_t_pieces_match_golden() {
     let x = pe.forward_tokens(be, &image).unwrap();
     let [_, h, wd, _] = x.dims::<4>("tokens").unwrap();
     let ids = stage.region_ids(be, h, wd).unwrap();
-    let b0 = stage.blocks[0].forward(be, &x, Some(&ids)).unwrap();
-    let b1 = stage.blocks[1].forward(be, &b0, Some(&ids)).unwrap();
+    let b0 = stage.blocks[0]
+        .forward(be, x.try_clone().unwrap(), Some(&ids))
+        .unwrap();
+    let b1 = stage.blocks[1]
+        .forward(be, b0.try_clone().unwrap(), Some(&ids))
+        .unwrap();
     let pm = stage.downsample.as_ref().unwrap().forward(be, &b1).unwrap();
     assert_eq!(pm.shape()[1..3], [h.div_ceil(2), wd.div_ceil(2)]);
     for (what, got, key) in [
@@ -112,7 +116,7 @@ fn swin_t_pieces_match_golden() {
     }
 
     // Also through SwinStage::forward_blocks (the path Swin::forward takes).
-    let y = stage.forward_blocks(be, &x).unwrap();
+    let y = stage.forward_blocks(be, x).unwrap();
     assert_close(
         "stage blocks",
         y.f32s().unwrap(),

@@ -49,9 +49,13 @@ pub trait Backend {
     /// LayerNorm over the last dimension (biased variance), affine w, b.
     fn layer_norm(&self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor>;
     /// Every element clamped to [−bound, bound].
-    fn clamp(&self, x: &Tensor, bound: f32) -> Result<Tensor>;
+    ///
+    /// Elementwise ops take their input by value: a backend may compute in place.
+    fn clamp(&self, x: Tensor, bound: f32) -> Result<Tensor>;
     /// Exact (erf) GELU.
-    fn gelu(&self, x: &Tensor) -> Result<Tensor>;
+    fn gelu(&self, x: Tensor) -> Result<Tensor>;
+    /// A copy of x (for the few places that keep an input an in-place op would consume).
+    fn duplicate(&self, x: &Tensor) -> Result<Tensor>;
     /// BERT embeddings before their LayerNorm: `(word[id] + token_type0) + position[p]` for
     /// ids [B, T] (host i32, checked against the vocabulary), positions 0..T → [B, T, H].
     fn bert_embeddings(
@@ -72,9 +76,9 @@ pub trait Backend {
         spec: SelfAttention,
     ) -> Result<Tensor>;
     /// alpha · x + beta elementwise.
-    fn scale(&self, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor>;
+    fn scale(&self, x: Tensor, alpha: f32, beta: f32) -> Result<Tensor>;
     /// a + g ⊙ b with g [C] broadcast over the last dimension (VLFuse's gamma residuals).
-    fn add_channel_scaled(&self, a: &Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor>;
+    fn add_channel_scaled(&self, a: Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor>;
     /// NCHW levels [B, C, H_l, W_l] → one token sequence [B, Σ H_l·W_l, C], level-major then
     /// row-major (how VLFuse sees the pyramid).
     fn levels_to_tokens(&self, levels: &[&Tensor]) -> Result<Tensor>;
@@ -107,13 +111,13 @@ pub trait Backend {
     /// `F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=True)` on NCHW.
     fn upsample_bilinear_ac(&self, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor>;
     /// max(x, 0).
-    fn relu(&self, x: &Tensor) -> Result<Tensor>;
+    fn relu(&self, x: Tensor) -> Result<Tensor>;
     /// ReLU6(x + 3) / 6.
-    fn h_sigmoid(&self, x: &Tensor) -> Result<Tensor>;
+    fn h_sigmoid(&self, x: Tensor) -> Result<Tensor>;
     /// Global average pool NCHW → [N, C] (sums in f64 on the CPU).
     fn avg_pool(&self, x: &Tensor) -> Result<Tensor>;
     /// x[n, …] · a[n] per image: x [N, …], a [N] or [N, 1].
-    fn scale_images(&self, x: &Tensor, a: &Tensor) -> Result<Tensor>;
+    fn scale_images(&self, x: Tensor, a: &Tensor) -> Result<Tensor>;
     /// DyConv's offset conv output [B, 27, H, W] → (offsets [B, 18, H, W],
     /// sigmoid(mask) [B, 9, H, W]).
     fn split_offset_mask(&self, om: &Tensor) -> Result<(Tensor, Tensor)>;
@@ -142,7 +146,7 @@ pub trait Backend {
     /// DYReLU's application (dyrelu.py:88-95): z [N, 4C] = (a1, b1, a2, b2) after
     /// h_sigmoid; y = max(x·a1' + b1', x·a2' + b2') with a1' = (a1 − 0.5)·2 + 1,
     /// b' = b − 0.5, a2' = (a2 − 0.5)·2.
-    fn dyrelu_apply(&self, x: &Tensor, z: &Tensor) -> Result<Tensor>;
+    fn dyrelu_apply(&self, x: Tensor, z: &Tensor) -> Result<Tensor>;
     /// The head's text side (spec §3.6): proj [B, T, dim] = Linear(E / 2), token bias
     /// [B, T] = E · bias_lang + bias0.
     fn text_projection(
@@ -176,7 +180,7 @@ pub trait Backend {
     /// back and cropped (the attention residual).
     fn window_merge_add(
         &self,
-        x: &Tensor,
+        x: Tensor,
         windows: &Tensor,
         window: usize,
         shift: usize,
@@ -197,8 +201,8 @@ pub trait Backend {
     /// (spec §8.16).
     fn patch_merge_gather(&self, x: &Tensor) -> Result<Tensor>;
     /// a + b elementwise (residuals).
-    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        self.axpby(1.0, a, 1.0, b)
+    fn add(&self, a: Tensor, b: &Tensor) -> Result<Tensor> {
+        self.axpby(1.0, &a, 1.0, b)
     }
 }
 

@@ -62,7 +62,7 @@ impl BertLayer {
     pub fn forward(&self, be: &dyn Backend, hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let clamp = |x: Tensor| -> Result<Tensor> {
             if self.clamp {
-                be.clamp(&x, CLAMP)
+                be.clamp(x, CLAMP)
             } else {
                 Ok(x)
             }
@@ -75,12 +75,12 @@ impl BertLayer {
             clamp: self.clamp.then_some(CLAMP),
         };
         let ctx = be.self_attention(&q, &k, &v, mask, spec)?;
-        let a = be.add(&self.attn_out.forward(be, &ctx)?, hidden)?;
+        let a = be.add(self.attn_out.forward(be, &ctx)?, hidden)?;
         let a = self.attn_ln.forward(be, &a)?;
         let i = clamp(self.inter.forward(be, &a)?)?;
-        let i = clamp(be.gelu(&i)?)?;
+        let i = clamp(be.gelu(i)?)?;
         let o = clamp(self.out.forward(be, &i)?)?;
-        let o = self.out_ln.forward(be, &be.add(&o, &a)?)?;
+        let o = self.out_ln.forward(be, &be.add(o, &a)?)?;
         clamp(o)
     }
 }

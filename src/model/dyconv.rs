@@ -72,9 +72,9 @@ impl DyRelu {
         })
     }
 
-    fn forward(&self, be: &dyn Backend, y: &Tensor) -> Result<Tensor> {
-        let z = be.relu(&self.fc1.forward(be, &be.avg_pool(y)?)?)?;
-        let z = be.h_sigmoid(&self.fc2.forward(be, &z)?)?;
+    fn forward(&self, be: &dyn Backend, y: Tensor) -> Result<Tensor> {
+        let z = be.relu(self.fc1.forward(be, &be.avg_pool(&y)?)?)?;
+        let z = be.h_sigmoid(self.fc2.forward(be, &z)?)?;
         be.dyrelu_apply(y, &z)
     }
 }
@@ -130,11 +130,16 @@ impl DyConv {
 
     /// The five output levels for five input levels (P3..P7, same batch and channels).
     pub fn forward(&self, be: &dyn Backend, x: &[Tensor]) -> Result<Vec<Tensor>> {
-        Ok(self.forward_traced(be, x)?.output)
+        Ok(self.run(be, x, false)?.output)
     }
 
     /// [`forward`](Self::forward) keeping the intermediates.
     pub fn forward_traced(&self, be: &dyn Backend, x: &[Tensor]) -> Result<DyConvTrace> {
+        self.run(be, x, true)
+    }
+
+    /// The forward; with `trace` the offset/mask and pre-DYReLU maps are kept too.
+    fn run(&self, be: &dyn Backend, x: &[Tensor], trace: bool) -> Result<DyConvTrace> {
         const OP: &str = "DyConv";
         if x.len() != LEVELS {
             return Err(Error::shape(
@@ -157,7 +162,7 @@ impl DyConv {
                 ));
             }
         }
-        let mut trace = DyConvTrace {
+        let mut out = DyConvTrace {
             offset_mask: Vec::new(),
             pre_dyrelu: Vec::new(),
             output: Vec::new(),
@@ -198,21 +203,23 @@ impl DyConv {
             // DyFuse: a_k = h_sigmoid(ReLU(AttnConv(avgpool(term_k)))) per image.
             let inv = 1.0 / terms.len() as f32;
             let mut y: Option<Tensor> = None;
-            for t in &terms {
-                let a = self.attn.forward(be, &be.avg_pool(t)?)?;
-                let a = be.h_sigmoid(&be.relu(&a)?)?;
+            for t in terms {
+                let a = self.attn.forward(be, &be.avg_pool(&t)?)?;
+                let a = be.h_sigmoid(be.relu(a)?)?;
                 let term = be.scale_images(t, &a)?;
                 y = Some(match y {
                     None => term,
-                    Some(acc) => be.add(&acc, &term)?,
+                    Some(acc) => be.add(acc, &term)?,
                 });
             }
             let y = y.ok_or_else(|| Error::Invalid("DyConv: no terms".into()))?;
-            let y = be.scale(&y, inv, 0.0)?;
-            trace.output.push(self.relu.forward(be, &y)?);
-            trace.pre_dyrelu.push(y);
-            trace.offset_mask.push(om);
+            let y = be.scale(y, inv, 0.0)?;
+            if trace {
+                out.pre_dyrelu.push(be.duplicate(&y)?);
+                out.offset_mask.push(om);
+            }
+            out.output.push(self.relu.forward(be, y)?);
         }
-        Ok(trace)
+        Ok(out)
     }
 }

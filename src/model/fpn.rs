@@ -57,12 +57,13 @@ impl Fpn {
         for (i, c) in [(1usize, c4), (0, c3)] {
             let lat = self.inner[i].forward(be, c)?;
             let [_, _, h, w] = lat.dims::<4>("Fpn lateral")?;
-            let lat = be.add(&lat, &be.upsample_nearest(&last, h, w)?)?;
+            let up = be.upsample_nearest(&last, h, w)?;
+            let lat = be.add(lat, &up)?;
             outs.push(self.layer[i].forward(be, &lat)?);
             last = lat;
         }
         let p6 = self.p6.forward(be, &p5)?;
-        let p7 = self.p7.forward(be, &be.relu(&p6)?)?;
+        let p7 = self.p7.forward(be, &be.relu(be.duplicate(&p6)?)?)?;
         let p3 = outs
             .pop()
             .ok_or_else(|| Error::Invalid("Fpn: missing P3".into()))?;

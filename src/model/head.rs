@@ -191,7 +191,7 @@ impl Head {
             // Scale multiplies the convolution's output, bias included (layers/misc.py Scale).
             let reg = be.conv2d(v, &self.bbox_w, Some(&self.bbox_b), 1, 0)?;
             let reg = if s != 1.0 {
-                be.scale(&reg, s, 0.0)?
+                be.scale(reg, s, 0.0)?
             } else {
                 reg
             };

@@ -218,12 +218,13 @@ impl SwinBlock {
         })
     }
 
-    /// x: tokens [B, H, W, C] → the block's output. `region_ids` is the stage's
-    /// [`WindowGrid::region_ids`] on the backend (used only when this block is shifted).
+    /// x: tokens [B, H, W, C] → the block's output (x is updated in place where the backend
+    /// can). `region_ids` is the stage's [`WindowGrid::region_ids`] on the backend (used only
+    /// when this block is shifted).
     pub fn forward(
         &self,
         be: &dyn Backend,
-        x: &Tensor,
+        x: Tensor,
         region_ids: Option<&Tensor>,
     ) -> Result<Tensor> {
         let mask = if self.shift > 0 {
@@ -234,7 +235,7 @@ impl SwinBlock {
             None
         };
         // LN1, then pad (zeros after the LN, spec §8.14), shift and partition in one gather.
-        let win = be.window_partition(&self.norm1.forward(be, x)?, self.window, self.shift)?;
+        let win = be.window_partition(&self.norm1.forward(be, &x)?, self.window, self.shift)?;
         let qkv = self.qkv.forward(be, &win)?;
         drop(win);
         let attn = be.window_attention(&qkv, &self.rel_bias, mask, self.heads)?;
@@ -242,8 +243,10 @@ impl SwinBlock {
         // Reverse windows, roll back, crop, residual.
         let x = be.window_merge_add(x, &out, self.window, self.shift)?;
         // MLP with exact GELU.
-        let h = be.gelu(&self.fc1.forward(be, &self.norm2.forward(be, &x)?)?)?;
-        be.add(&x, &self.fc2.forward(be, &h)?)
+        let h = be.gelu(self.fc1.forward(be, &self.norm2.forward(be, &x)?)?)?;
+        let o = self.fc2.forward(be, &h)?;
+        drop(h);
+        be.add(x, &o)
     }
 }
 
@@ -326,14 +329,14 @@ impl SwinStage {
     }
 
     /// Runs the blocks on tokens [B, H, W, C].
-    pub fn forward_blocks(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
+    pub fn forward_blocks(&self, be: &dyn Backend, x: Tensor) -> Result<Tensor> {
         let [_, h, w, _] = x.dims::<4>("SwinStage")?;
         let ids = self.region_ids(be, h, w)?;
-        let mut cur: Option<Tensor> = None;
+        let mut x = x;
         for b in &self.blocks {
-            cur = Some(b.forward(be, cur.as_ref().unwrap_or(x), Some(&ids))?);
+            x = b.forward(be, x, Some(&ids))?;
         }
-        cur.ok_or_else(|| Error::Config("a Swin stage has no blocks (DEPTHS 0)".into()))
+        Ok(x)
     }
 }
 
@@ -384,7 +387,7 @@ impl Swin {
         let mut x = self.patch_embed.forward_tokens(be, image)?;
         let mut outs = Vec::with_capacity(self.stages.len());
         for (stage, norm) in self.stages.iter().zip(&self.out_norms) {
-            x = stage.forward_blocks(be, &x)?;
+            x = stage.forward_blocks(be, x)?;
             outs.push(match norm {
                 Some(n) => be.nhwc_to_nchw(&n.forward(be, &x)?)?,
                 None => be.nhwc_to_nchw(&x)?,

@@ -91,7 +91,7 @@ impl VLFuse {
         let v = self.ln_v.forward(be, &be.levels_to_tokens(&levels)?)?;
         let l = self.ln_l.forward(be, lang)?;
         let scale = 1.0 / (self.head_dim() as f32).sqrt();
-        let q = be.scale(&self.v_proj.forward(be, &v)?, scale, 0.0)?;
+        let q = be.scale(self.v_proj.forward(be, &v)?, scale, 0.0)?;
         let k = self.l_proj.forward(be, &l)?;
         let vv = self.values_v_proj.forward(be, &v)?;
         let vl = self.values_l_proj.forward(be, &l)?;
@@ -100,8 +100,8 @@ impl VLFuse {
         let dv = self.out_v_proj.forward(be, &o_v)?;
         let dl = self.out_l_proj.forward(be, &o_t)?;
         // Residual on the normalised inputs (fuse_helper.py:419-426).
-        let v = be.add_channel_scaled(&v, &self.gamma_v, &dv)?;
-        let l = be.add_channel_scaled(&l, &self.gamma_l, &dl)?;
+        let v = be.add_channel_scaled(v, &self.gamma_v, &dv)?;
+        let l = be.add_channel_scaled(l, &self.gamma_l, &dl)?;
         Ok((be.tokens_to_levels(&v, &sizes)?, l))
     }
 }

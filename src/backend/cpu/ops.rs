@@ -25,6 +25,21 @@ fn values<'a>(t: &'a Tensor, op: &'static str) -> Result<Cow<'a, [f32]>> {
     }
 }
 
+/// x as an owned f32 host tensor (f16 converted), to be updated in place.
+fn owned_f32(x: Tensor) -> Result<Tensor> {
+    match x.dtype() {
+        DType::F32 => Ok(x),
+        _ => x.to_f32(),
+    }
+}
+
+/// f(v) for every element, in place, in parallel.
+fn map_in_place(x: Tensor, f: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
+    let mut x = owned_f32(x)?;
+    x.f32s_mut()?.par_iter_mut().for_each(|v| *v = f(*v));
+    Ok(x)
+}
+
 impl Backend for CpuBackend {
     fn device(&self) -> Device {
         Device::Cpu
@@ -114,16 +129,24 @@ impl Backend for CpuBackend {
         )?;
         Tensor::from_f32(x.shape(), y)
     }
-    fn clamp(&self, x: &Tensor, bound: f32) -> Result<Tensor> {
-        let y = values(x, "clamp")?
-            .iter()
-            .map(|v| v.clamp(-bound, bound))
-            .collect();
-        Tensor::from_f32(x.shape(), y)
+    fn clamp(&self, x: Tensor, bound: f32) -> Result<Tensor> {
+        map_in_place(x, |v| v.clamp(-bound, bound))
     }
-    fn gelu(&self, x: &Tensor) -> Result<Tensor> {
-        let y = values(x, "gelu")?.par_iter().map(|&v| gelu(v)).collect();
-        Tensor::from_f32(x.shape(), y)
+    fn gelu(&self, x: Tensor) -> Result<Tensor> {
+        map_in_place(x, gelu)
+    }
+    fn duplicate(&self, x: &Tensor) -> Result<Tensor> {
+        x.try_clone()
+    }
+    fn add(&self, a: Tensor, b: &Tensor) -> Result<Tensor> {
+        shape::same("add", &a, b)?;
+        let mut a = owned_f32(a)?;
+        let b = values(b, "add")?;
+        a.f32s_mut()?
+            .par_iter_mut()
+            .zip(b.par_iter())
+            .for_each(|(x, y)| *x += *y);
+        Ok(a)
     }
     fn bert_embeddings(
         &self,
@@ -227,26 +250,25 @@ impl Backend for CpuBackend {
         }
         Tensor::from_f32(&[batch, t, h], ctx)
     }
-    fn scale(&self, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
-        let y = values(x, "scale")?
-            .iter()
-            .map(|&v| alpha * v + beta)
-            .collect();
-        Tensor::from_f32(x.shape(), y)
+    fn scale(&self, x: Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+        map_in_place(x, |v| alpha * v + beta)
     }
-    fn add_channel_scaled(&self, a: &Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let c = shape::channel_scaled(a, g, b)?;
-        let mut y = values(a, "add_channel_scaled")?.into_owned();
+    fn add_channel_scaled(&self, a: Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let c = shape::channel_scaled(&a, g, b)?;
+        let mut a = owned_f32(a)?;
         let (g, b) = (
             values(g, "add_channel_scaled")?,
             values(b, "add_channel_scaled")?,
         );
-        for (row, drow) in y.chunks_mut(c).zip(b.chunks(c)) {
-            for ((x, &d), &gv) in row.iter_mut().zip(drow).zip(g.iter()) {
-                *x += gv * d;
-            }
-        }
-        Tensor::from_f32(a.shape(), y)
+        a.f32s_mut()?
+            .par_chunks_mut(c)
+            .zip(b.par_chunks(c))
+            .for_each(|(row, drow)| {
+                for ((x, &d), &gv) in row.iter_mut().zip(drow).zip(g.iter()) {
+                    *x += gv * d;
+                }
+            });
+        Ok(a)
     }
     fn levels_to_tokens(&self, levels: &[&Tensor]) -> Result<Tensor> {
         let (b, c, n) = shape::levels(levels)?;
@@ -376,16 +398,11 @@ impl Backend for CpuBackend {
         }
         Tensor::from_f32(&[n, c, oh, ow], data)
     }
-    fn relu(&self, x: &Tensor) -> Result<Tensor> {
-        let y = values(x, "relu")?.iter().map(|v| v.max(0.0)).collect();
-        Tensor::from_f32(x.shape(), y)
+    fn relu(&self, x: Tensor) -> Result<Tensor> {
+        map_in_place(x, |v| v.max(0.0))
     }
-    fn h_sigmoid(&self, x: &Tensor) -> Result<Tensor> {
-        let y = values(x, "h_sigmoid")?
-            .iter()
-            .map(|&v| nn::h_sigmoid(v))
-            .collect();
-        Tensor::from_f32(x.shape(), y)
+    fn h_sigmoid(&self, x: Tensor) -> Result<Tensor> {
+        map_in_place(x, nn::h_sigmoid)
     }
     fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = shape::nchw("avg_pool", x)?;
@@ -399,15 +416,15 @@ impl Backend for CpuBackend {
             .collect();
         Tensor::from_f32(&[n, c], y)
     }
-    fn scale_images(&self, x: &Tensor, a: &Tensor) -> Result<Tensor> {
-        let n = shape::per_image("scale_images", x, a)?;
+    fn scale_images(&self, x: Tensor, a: &Tensor) -> Result<Tensor> {
+        let n = shape::per_image("scale_images", &x, a)?;
         let per = x.numel() / n;
         let a = values(a, "scale_images")?;
-        let mut y = values(x, "scale_images")?.into_owned();
-        for (img, &f) in y.chunks_mut(per.max(1)).zip(a.iter()) {
-            img.iter_mut().for_each(|v| *v *= f);
+        let mut x = owned_f32(x)?;
+        for (img, &f) in x.f32s_mut()?.chunks_mut(per.max(1)).zip(a.iter()) {
+            img.par_iter_mut().for_each(|v| *v *= f);
         }
-        Tensor::from_f32(x.shape(), y)
+        Ok(x)
     }
     fn split_offset_mask(&self, om: &Tensor) -> Result<(Tensor, Tensor)> {
         use super::deform_conv::TAPS;
@@ -481,8 +498,8 @@ impl Backend for CpuBackend {
         )?;
         Tensor::from_f32(x.shape(), y)
     }
-    fn dyrelu_apply(&self, x: &Tensor, z: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = shape::nchw("dyrelu_apply", x)?;
+    fn dyrelu_apply(&self, x: Tensor, z: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = shape::nchw("dyrelu_apply", &x)?;
         if z.shape() != [n, 4 * c] {
             return Err(Error::shape(
                 "dyrelu_apply",
@@ -491,20 +508,23 @@ impl Backend for CpuBackend {
         }
         let hw = (h * w).max(1);
         let z = values(z, "dyrelu_apply")?;
-        let mut out = values(x, "dyrelu_apply")?.into_owned();
-        out.par_chunks_mut(hw).enumerate().for_each(|(i, plane)| {
-            let (b, ch) = (i / c, i % c);
-            let zb = &z[b * 4 * c..(b + 1) * 4 * c];
-            // Split order a1, b1, a2, b2 (dyrelu.py:88-95).
-            let a1 = (zb[ch] - 0.5) * 2.0 + 1.0;
-            let b1 = zb[c + ch] - 0.5;
-            let a2 = (zb[2 * c + ch] - 0.5) * 2.0;
-            let b2 = zb[3 * c + ch] - 0.5;
-            for v in plane.iter_mut() {
-                *v = (*v * a1 + b1).max(*v * a2 + b2);
-            }
-        });
-        Tensor::from_f32(x.shape(), out)
+        let mut x = owned_f32(x)?;
+        x.f32s_mut()?
+            .par_chunks_mut(hw)
+            .enumerate()
+            .for_each(|(i, plane)| {
+                let (b, ch) = (i / c, i % c);
+                let zb = &z[b * 4 * c..(b + 1) * 4 * c];
+                // Split order a1, b1, a2, b2 (dyrelu.py:88-95).
+                let a1 = (zb[ch] - 0.5) * 2.0 + 1.0;
+                let b1 = zb[c + ch] - 0.5;
+                let a2 = (zb[2 * c + ch] - 0.5) * 2.0;
+                let b2 = zb[3 * c + ch] - 0.5;
+                for v in plane.iter_mut() {
+                    *v = (*v * a1 + b1).max(*v * a2 + b2);
+                }
+            });
+        Ok(x)
     }
     fn text_projection(
         &self,
@@ -634,12 +654,12 @@ impl Backend for CpuBackend {
     }
     fn window_merge_add(
         &self,
-        x: &Tensor,
+        x: Tensor,
         windows: &Tensor,
         window: usize,
         shift: usize,
     ) -> Result<Tensor> {
-        let (b, h, w, c) = shape::nhwc("window_merge_add", x)?;
+        let (b, h, w, c) = shape::nhwc("window_merge_add", &x)?;
         let g = WindowGrid::new(h, w, window);
         let (nw, mm) = (g.num_windows(), window * window);
         if windows.shape() != [b * nw, mm, c] {
@@ -649,7 +669,8 @@ impl Backend for CpuBackend {
             ));
         }
         let win = values(windows, "window_merge_add")?;
-        let mut y = values(x, "window_merge_add")?.into_owned();
+        let mut x = owned_f32(x)?;
+        let y = x.f32s_mut()?;
         // Each valid token is the image of exactly one window slot (the roll is a
         // permutation of the padded grid): gather per token row, in parallel.
         y.par_chunks_mut(c).enumerate().for_each(|(i, row)| {
@@ -666,7 +687,7 @@ impl Backend for CpuBackend {
                 *d += *s;
             }
         });
-        Tensor::from_f32(x.shape(), y)
+        Ok(x)
     }
     fn window_attention(
         &self,

@@ -113,11 +113,15 @@ impl Backend for CudaBackend {
     fn layer_norm(&self, _x: &Tensor, _w: &Tensor, _b: &Tensor, _eps: f32) -> Result<Tensor> {
         Err(not_on_device("layer_norm", self.device()))
     }
-    fn clamp(&self, _x: &Tensor, _bound: f32) -> Result<Tensor> {
+    fn clamp(&self, _x: Tensor, _bound: f32) -> Result<Tensor> {
         Err(not_on_device("clamp", self.device()))
     }
-    fn gelu(&self, _x: &Tensor) -> Result<Tensor> {
+    fn gelu(&self, _x: Tensor) -> Result<Tensor> {
         Err(not_on_device("gelu", self.device()))
+    }
+    fn duplicate(&self, x: &Tensor) -> Result<Tensor> {
+        // Through the host for now (a device-to-device copy belongs to the executor work).
+        CudaBackend::upload(self, &CudaBackend::to_host(self, x)?)
     }
     fn bert_embeddings(
         &self,
@@ -138,9 +142,9 @@ impl Backend for CudaBackend {
     ) -> Result<Tensor> {
         Err(not_on_device("self_attention", self.device()))
     }
-    fn scale(&self, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+    fn scale(&self, x: Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
         let n = x.numel();
-        let dx = self.device_f16(x, "scale")?;
+        let dx = self.device_f16(&x, "scale")?;
         let mut y = self.alloc_zeros::<f16>(n)?;
         elementwise::scale_f16(self, alpha, dx, beta, &mut y, n)?;
         Ok(Tensor::from_device(
@@ -149,7 +153,7 @@ impl Backend for CudaBackend {
             DeviceData::F16(y),
         ))
     }
-    fn add_channel_scaled(&self, _a: &Tensor, _g: &Tensor, _b: &Tensor) -> Result<Tensor> {
+    fn add_channel_scaled(&self, _a: Tensor, _g: &Tensor, _b: &Tensor) -> Result<Tensor> {
         Err(not_on_device("add_channel_scaled", self.device()))
     }
     fn levels_to_tokens(&self, _levels: &[&Tensor]) -> Result<Tensor> {
@@ -218,16 +222,16 @@ impl Backend for CudaBackend {
     fn upsample_bilinear_ac(&self, _x: &Tensor, _oh: usize, _ow: usize) -> Result<Tensor> {
         Err(not_on_device("upsample_bilinear_ac", self.device()))
     }
-    fn relu(&self, _x: &Tensor) -> Result<Tensor> {
+    fn relu(&self, _x: Tensor) -> Result<Tensor> {
         Err(not_on_device("relu", self.device()))
     }
-    fn h_sigmoid(&self, _x: &Tensor) -> Result<Tensor> {
+    fn h_sigmoid(&self, _x: Tensor) -> Result<Tensor> {
         Err(not_on_device("h_sigmoid", self.device()))
     }
     fn avg_pool(&self, _x: &Tensor) -> Result<Tensor> {
         Err(not_on_device("avg_pool", self.device()))
     }
-    fn scale_images(&self, _x: &Tensor, _a: &Tensor) -> Result<Tensor> {
+    fn scale_images(&self, _x: Tensor, _a: &Tensor) -> Result<Tensor> {
         Err(not_on_device("scale_images", self.device()))
     }
     fn split_offset_mask(&self, _om: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -255,7 +259,7 @@ impl Backend for CudaBackend {
     ) -> Result<Tensor> {
         Err(not_on_device("group_norm", self.device()))
     }
-    fn dyrelu_apply(&self, _x: &Tensor, _z: &Tensor) -> Result<Tensor> {
+    fn dyrelu_apply(&self, _x: Tensor, _z: &Tensor) -> Result<Tensor> {
         Err(not_on_device("dyrelu_apply", self.device()))
     }
     fn text_projection(
@@ -292,7 +296,7 @@ impl Backend for CudaBackend {
     }
     fn window_merge_add(
         &self,
-        _x: &Tensor,
+        _x: Tensor,
         _windows: &Tensor,
         _window: usize,
         _shift: usize,
