@@ -1,5 +1,6 @@
 //! The `glip` binary.
 
+#[macro_use]
 mod cli;
 
 use clap::Parser;
@@ -13,8 +14,11 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,
+        // The reader of our results left: nothing more can be delivered, and that is theirs
+        // to decide, not a failure (`glip … | head`).
+        Err(glip_rt::Error::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -81,7 +81,8 @@ pub fn view_to_tensor(
 
 /// Every tensor of a safetensors file, floats as f32.
 pub fn read_safetensors_all(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes =
+        crate::limits::read_file(path, crate::limits::MAX_WEIGHTS_FILE_BYTES, "weights file")?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| werr(path, format!("not a valid safetensors file: {e}")))?;
     let mut out = HashMap::new();
@@ -97,7 +98,8 @@ pub fn read_safetensors_all(path: &Path) -> Result<HashMap<String, Tensor>> {
 /// files are refused with a pointer to `glip convert` (or load them with
 /// [`crate::pth::load_pth_weights`]).
 pub fn load_weights(path: &Path) -> Result<WeightMap> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes =
+        crate::limits::read_file(path, crate::limits::MAX_WEIGHTS_FILE_BYTES, "weights file")?;
     if !crate::pth::looks_like_safetensors(&bytes)
         && (bytes.starts_with(b"PK") || bytes.first() == Some(&0x80))
     {
