@@ -116,6 +116,9 @@ impl DetectorBuilder {
             .weights
             .ok_or_else(|| Error::Config("no weights file given".into()))?;
         let weights = crate::weights::load_weights(&wpath)?;
+        let warnings: Vec<String> = crate::weights::nonfinite_summary(&weights)
+            .into_iter()
+            .collect();
         let model = Glip::load(config, bert, &weights)?;
         drop(weights);
         let tokenizer = GlipTokenizer::load(self.tokenizer.as_deref())?;
@@ -147,6 +150,7 @@ impl DetectorBuilder {
             threshold: self.threshold,
             pad_prompt: self.pad_prompt,
             prompt: None,
+            warnings,
         })
     }
 }
@@ -172,9 +176,16 @@ pub struct Detector {
     threshold: f32,
     pad_prompt: bool,
     prompt: Option<ActivePrompt>,
+    warnings: Vec<String>,
 }
 
 impl Detector {
+    /// What was suspicious but not fatal while building (e.g. NaN or infinite weights, which
+    /// silently give no detections); each is said once, here, for the caller to show.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     pub fn builder() -> DetectorBuilder {
         DetectorBuilder::default()
     }

@@ -149,6 +149,40 @@ pub fn load_weights(path: &Path) -> Result<WeightMap> {
     ))
 }
 
+/// One line on the non-finite (NaN or infinite) values among the float weights, if any:
+/// such weights load and run, but give NaN scores and so no detections, without a word.
+pub fn nonfinite_summary(w: &WeightMap) -> Option<String> {
+    let mut bad: Vec<(&String, usize)> = w
+        .tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            let n = match t.host().ok()? {
+                crate::tensor::HostData::F32(v) => v.iter().filter(|x| !x.is_finite()).count(),
+                crate::tensor::HostData::F16(v) => v.iter().filter(|x| !x.is_finite()).count(),
+                _ => 0,
+            };
+            (n > 0).then_some((k, n))
+        })
+        .collect();
+    if bad.is_empty() {
+        return None;
+    }
+    bad.sort();
+    let total: usize = bad.iter().map(|(_, n)| n).sum();
+    let names: Vec<String> = bad
+        .iter()
+        .take(5)
+        .map(|(k, n)| format!("{k} ({n})"))
+        .collect();
+    Some(format!(
+        "{}: {total} non-finite (NaN/inf) weight values in {} tensors: {}{}; detections will be wrong or missing",
+        w.source,
+        bad.len(),
+        names.join(", "),
+        if bad.len() > 5 { ", …" } else { "" }
+    ))
+}
+
 /// Keys a GLIP checkpoint may carry that the runtime never reads: recomputable buffers
 /// (`*.relative_position_index`, `rpn.anchor_generator.cell_anchors.*`,
 /// `*embeddings.position_ids`) and BERT pooler weights (GLIP has no pooler;

@@ -49,6 +49,9 @@ struct ImageResult<'a> {
 
 pub fn run(a: Args) -> Result {
     let mut det = a.model.builder()?.pad_prompt(a.pad_prompt).build()?;
+    for w in det.warnings() {
+        say!("warning: {w}");
+    }
     if a.phrases.is_empty() {
         det.set_prompt(&a.prompt)?;
     } else {

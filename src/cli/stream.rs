@@ -102,6 +102,9 @@ pub fn run(a: Args) -> Result {
         Input::Encoded => None,
     };
     let mut det = a.model.builder()?.build()?;
+    for w in det.warnings() {
+        say!("warning: {w}");
+    }
     det.set_prompt(&a.prompt)?;
     let exif = det.preprocess_config().exif_orientation;
 
