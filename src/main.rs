@@ -4,6 +4,7 @@
 mod cli;
 
 use clap::Parser;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -11,7 +12,12 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("GLIP_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let args = cli::Cli::parse();
+    // clap's own exit path drops a failed write of --help to stdout; route it through the
+    // stdout policy instead.
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => return cli::out::clap_exit(e),
+    };
     match cli::run(args) {
         Ok(code) => code,
         // The reader of our results left: nothing more can be delivered, and that is theirs

@@ -53,6 +53,30 @@ macro_rules! outln {
     };
 }
 
+/// Ends the process for a command line clap did not run: `--help` / `--version` text goes to
+/// stdout under the policy above (exit 0, or 1 if it cannot be written), usage errors to
+/// stderr with clap's exit code (2).
+pub fn clap_exit(e: clap::Error) -> std::process::ExitCode {
+    if !e.use_stderr() {
+        let text = e.render().to_string();
+        let mut out = Out::new();
+        let r = out
+            .inner
+            .write_all(text.as_bytes())
+            .and_then(|_| out.inner.flush())
+            .map_err(stdout_error);
+        return match r {
+            Ok(()) | Err(Error::StdoutClosed) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                warn(format_args!("error: {err}"));
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let _ = e.print();
+    std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+}
+
 /// A line on stderr; a failing stderr is ignored (there is nowhere left to report it).
 pub fn warn(text: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
