@@ -79,6 +79,14 @@ impl Case {
     }
 }
 
+/// The binary under test: this build's, or `GLIP_BIN` (to run the corpus against another
+/// build, e.g. the one before a fix, and see it fail).
+fn glip_bin() -> PathBuf {
+    std::env::var_os("GLIP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_glip")))
+}
+
 struct Outcome {
     code: Option<i32>,
     stdout: String,
@@ -89,7 +97,7 @@ struct Outcome {
 
 fn run_case(c: &Case, cabi: &(PathBuf, PathBuf)) -> Outcome {
     let prog = match c.prog {
-        Prog::Glip => PathBuf::from(env!("CARGO_BIN_EXE_glip")),
+        Prog::Glip => glip_bin(),
         Prog::CAbi => cabi.0.clone(),
     };
     let mut cmd = Command::new("prlimit");
@@ -364,8 +372,11 @@ fn build_c_driver(dir: &Path) -> (PathBuf, PathBuf) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap().to_path_buf();
-    let lib = [deps.clone(), deps.parent().unwrap().to_path_buf()]
+    // GLIP_CDYLIB_DIR: run the C cases against another build's cdylib.
+    let lib = std::env::var_os("GLIP_CDYLIB_DIR")
+        .map(PathBuf::from)
         .into_iter()
+        .chain([deps.clone(), deps.parent().unwrap().to_path_buf()])
         .find(|d| d.join("libglip_rt.so").exists())
         .expect("libglip_rt.so (the cdylib) not built");
     let out = dir.join("bad_inputs_c");

@@ -15,6 +15,13 @@ enum Sink {
     Closed,
 }
 
+/// This build's binary, or `GLIP_BIN` (to see the tests fail on a build before the fix).
+fn glip_bin() -> PathBuf {
+    std::env::var_os("GLIP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_glip")))
+}
+
 fn golden(name: &str) -> PathBuf {
     testdata().join("golden").join(name)
 }
@@ -54,7 +61,7 @@ fn run(args: &[String], sink: Sink, stdin: Vec<u8>) -> Output {
             writer.into()
         }
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_glip"))
+    let mut child = Command::new(glip_bin())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(stdout)
@@ -167,7 +174,7 @@ fn a_closed_stdout_ends_quietly_with_exit_0_and_stops_the_work() {
 #[test]
 fn a_pipe_closed_after_some_output_ends_with_exit_0() {
     // `glip tokenize … | head -c 10`: the reader takes a few bytes and leaves.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_glip"))
+    let mut child = Command::new(glip_bin())
         .args(["tokenize", "--prompt", &"person. cup. ".repeat(40)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
