@@ -172,10 +172,17 @@ fn a_closed_stdout_ends_quietly_with_exit_0_and_stops_the_work() {
 }
 
 #[test]
-fn a_pipe_closed_after_some_output_ends_with_exit_0() {
-    // `glip tokenize … | head -c 10`: the reader takes a few bytes and leaves.
+fn a_pipe_closed_after_some_output_stops_detect_with_exit_0() {
+    // `glip detect … | head -c 10`: the reader takes a few bytes of the first image's
+    // result and leaves while the second image is computed; the third image (missing, an
+    // error if reached) must never be processed, and the exit is 0.
+    let photo = golden("12_e2e_tiny_photo.png").display().to_string();
+    let mut args = vec!["detect".to_string()];
+    args.extend(model_args());
+    args.extend(["--prompt".into(), "person. cup.".into(), "--image".into()]);
+    args.extend([photo.clone(), photo, "/nonexistent/last.png".into()]);
     let mut child = Command::new(glip_bin())
-        .args(["tokenize", "--prompt", &"person. cup. ".repeat(40)])
+        .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -187,5 +194,9 @@ fn a_pipe_closed_after_some_output_ends_with_exit_0() {
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !err.contains("last.png"),
+        "kept computing after the reader left:\n{err}"
+    );
     assert_eq!(o.status.code(), Some(0), "{err}");
 }
