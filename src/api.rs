@@ -132,6 +132,14 @@ impl DetectorBuilder {
             ..PreprocessConfig::default()
         };
         if let Some(m) = self.min_size {
+            // The resize target sizes every feature map: bounded as the config's own.
+            let lim = crate::limits::MAX_TEST_SIZE as u32;
+            if m == 0 || m > lim || self.max_size.is_some_and(|x| x == 0 || x > lim) {
+                return Err(Error::Config(format!(
+                    "input_size({m}, {:?}): sizes must be in 1..={lim}",
+                    self.max_size
+                )));
+            }
             pre.min_size = m;
             pre.max_size = self.max_size;
         }

@@ -391,3 +391,14 @@ fn c_abi_names_the_empty_argument() {
         assert!(msg.starts_with(want) && msg.contains("empty"), "{msg}");
     }
 }
+
+#[test]
+fn api_input_size_override_is_bounded() {
+    let r = glip_rt::Detector::builder()
+        .config(golden("12_e2e_tiny_config.yaml"))
+        .weights(golden("12_e2e_tiny_weights.safetensors"))
+        .bert_config(testdata().join("tiny_bert_config.json"))
+        .input_size(100_000, Some(100_000))
+        .build();
+    assert!(err_text(r).contains("input_size"));
+}
