@@ -116,6 +116,9 @@ impl DetectorBuilder {
             .weights
             .ok_or_else(|| Error::Config("no weights file given".into()))?;
         let weights = crate::weights::load_weights(&wpath)?;
+        let warnings: Vec<String> = crate::weights::nonfinite_summary(&weights)
+            .into_iter()
+            .collect();
         let model = Glip::load(config, bert, &weights)?;
         drop(weights);
         let tokenizer = GlipTokenizer::load(self.tokenizer.as_deref())?;
@@ -129,6 +132,14 @@ impl DetectorBuilder {
             ..PreprocessConfig::default()
         };
         if let Some(m) = self.min_size {
+            // The resize target sizes every feature map: bounded as the config's own.
+            let lim = crate::limits::MAX_TEST_SIZE as u32;
+            if m == 0 || m > lim || self.max_size.is_some_and(|x| x == 0 || x > lim) {
+                return Err(Error::Config(format!(
+                    "input_size({m}, {:?}): sizes must be in 1..={lim}",
+                    self.max_size
+                )));
+            }
             pre.min_size = m;
             pre.max_size = self.max_size;
         }
@@ -147,6 +158,7 @@ impl DetectorBuilder {
             threshold: self.threshold,
             pad_prompt: self.pad_prompt,
             prompt: None,
+            warnings,
         })
     }
 }
@@ -172,9 +184,16 @@ pub struct Detector {
     threshold: f32,
     pad_prompt: bool,
     prompt: Option<ActivePrompt>,
+    warnings: Vec<String>,
 }
 
 impl Detector {
+    /// What was suspicious but not fatal while building (e.g. NaN or infinite weights, which
+    /// silently give no detections); each is said once, here, for the caller to show.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     pub fn builder() -> DetectorBuilder {
         DetectorBuilder::default()
     }

@@ -62,6 +62,12 @@ unsafe fn opt_path(p: *const c_char, what: &str) -> crate::Result<Option<PathBuf
     let s = s
         .to_str()
         .map_err(|_| crate::Error::Invalid(format!("{what}: path is not UTF-8")))?;
+    // An empty path would only give the OS's bare ": No such file or directory".
+    if s.is_empty() {
+        return Err(crate::Error::Invalid(format!(
+            "{what}: the path is empty (give a file, or NULL for the default where allowed)"
+        )));
+    }
     Ok(Some(PathBuf::from(s)))
 }
 
@@ -162,10 +168,14 @@ pub unsafe extern "C" fn glip_detector_detect_rgb(
         if rgb.is_null() || count.is_null() || (out.is_null() && capacity > 0) {
             return Err(crate::Error::Invalid("rgb, count or out is NULL".into()));
         }
-        let n = (width as usize)
-            .checked_mul(height as usize)
-            .and_then(|p| p.checked_mul(3))
-            .ok_or_else(|| crate::Error::Invalid("frame size overflows".into()))?;
+        // Bounded before the frame is copied: a wrong size must not copy gigabytes.
+        crate::limits::checked_size(
+            "width x height",
+            &[width as usize, height as usize],
+            crate::limits::MAX_IMAGE_PIXELS,
+            "pixels",
+        )?;
+        let n = (width as usize) * (height as usize) * 3;
         // SAFETY: caller contract: `rgb` holds width*height*3 readable bytes.
         let data = unsafe { std::slice::from_raw_parts(rgb, n) }.to_vec();
         let img = crate::preprocess::RgbImage8::new(width as usize, height as usize, data)?;

@@ -51,6 +51,14 @@ pub enum Error {
     NoDevice(String),
     #[error("{0}")]
     Invalid(String),
+    /// An input asks for more than a limit of [`crate::limits`] allows (or is not a regular
+    /// file); `what` names the input.
+    #[error("{what}: {msg}")]
+    Limit { what: String, msg: String },
+    /// The reader of stdout went away (EPIPE): nothing more can be delivered, so the command
+    /// stops; not a failure of the command (exit 0, no message).
+    #[error("stdout was closed by its reader")]
+    StdoutClosed,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -9,12 +9,14 @@ pub mod backend;
 pub mod capi;
 pub mod error;
 pub mod kernels;
+pub mod limits;
 pub mod model;
 pub mod pth;
 pub mod selftest;
 pub mod tensor;
 pub mod testing;
 pub mod weights;
+pub mod yaml_guard;
 
 pub mod preprocess;
 pub mod tokenizer;

@@ -1,8 +1,10 @@
 //! The `glip` binary.
 
+#[macro_use]
 mod cli;
 
 use clap::Parser;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -10,11 +12,19 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("GLIP_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let args = cli::Cli::parse();
+    // clap's own exit path drops a failed write of --help to stdout; route it through the
+    // stdout policy instead.
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => return cli::out::clap_exit(e),
+    };
     match cli::run(args) {
         Ok(code) => code,
+        // The reader of our results left: nothing more can be delivered, and that is theirs
+        // to decide, not a failure (`glip … | head`).
+        Err(glip_rt::Error::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             ExitCode::FAILURE
         }
     }

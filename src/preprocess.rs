@@ -87,11 +87,10 @@ impl RgbImage8 {
         if need != Some(data.len()) {
             return Err(img_err(
                 "raw frame",
-                format!(
-                    "{width}x{height} RGB needs {} bytes, got {}",
-                    width * height * 3,
-                    data.len()
-                ),
+                match need {
+                    Some(n) => format!("{width}x{height} RGB needs {n} bytes, got {}", data.len()),
+                    None => format!("{width}x{height} RGB overflows the address space"),
+                },
             ));
         }
         Ok(RgbImage8 {
@@ -420,8 +419,13 @@ pub fn preprocess_path(path: &Path, cfg: &PreprocessConfig) -> Result<Preprocess
 /// Read and decode an image file to 8-bit RGB (see [`decode_image`]).
 pub fn load_image(path: &Path, exif_orientation: bool) -> Result<RgbImage8> {
     let what = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| img_err(&what, format!("cannot read the file: {e}")))?;
+    // Bounded: a FIFO or a device (`/dev/zero`) is refused instead of blocking or filling
+    // memory.
+    let bytes = crate::limits::read_file(path, crate::limits::MAX_IMAGE_FILE_BYTES, "image")
+        .map_err(|e| match e {
+            Error::Io { source, .. } => img_err(&what, format!("cannot read the file: {source}")),
+            other => other,
+        })?;
     decode_image(&bytes, &what, exif_orientation)
 }
 

@@ -12,6 +12,7 @@
 pub mod pickle;
 
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::model::WeightMap;
 use crate::tensor::Tensor;
 use half::{bf16, f16};
@@ -200,6 +201,12 @@ pub struct StateDict {
     pub tensors: Vec<(String, RawTensor)>,
     /// Keys whose values are not tensors (e.g. `_extra_state`), left out.
     pub skipped: Vec<String>,
+    /// Every callable or class the whole pickle named outside the allowlist
+    /// ([`pickle::allowed_callable`]); none was ever run.
+    pub unknown: Vec<String>,
+    /// Those of them that sit inside the state_dict itself (`key: module.name`); reading
+    /// refuses them unless allowed ([`read_model_state_dict_with`]).
+    pub unknown_in_model: Vec<String>,
 }
 
 /// One top-level entry of a checkpoint, summarised for people.
@@ -223,6 +230,7 @@ pub struct Checkpoint {
     /// `<archive>/`, the folder every entry lives in.
     prefix: String,
     root: Obj,
+    unknown: Vec<String>,
 }
 
 /// The first bytes of a legacy (pre-1.6, non-zip) `torch.save` file: pickle PROTO 2 followed by
@@ -232,6 +240,8 @@ const LEGACY_MAGIC: [u8; 4] = [0x80, 0x02, 0x8a, 0x0a];
 impl Checkpoint {
     /// Open `path` and unpickle its `data.pkl`.
     pub fn open(path: &Path) -> Result<Checkpoint> {
+        // Not opened unless a regular file: a FIFO would block, a device never end.
+        crate::limits::check_regular_file(path, limits::MAX_WEIGHTS_FILE_BYTES, "checkpoint")?;
         let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
         let mut head = [0u8; 16];
         let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, e))?;
@@ -246,6 +256,7 @@ impl Checkpoint {
             zip,
             prefix: String::new(),
             root: Rc::new(Value::None),
+            unknown: Vec::new(),
         };
         let pkl_name = ck
             .zip
@@ -260,13 +271,26 @@ impl Checkpoint {
                 )
             })?;
         ck.prefix = pkl_name.trim_end_matches("data.pkl").to_string();
-        if let Ok(order) = ck.read_entry(&format!("{}byteorder", ck.prefix)) {
+        if let Ok(order) = ck.read_entry(&format!("{}byteorder", ck.prefix), 64) {
             if order.trim_ascii() != b"little" {
                 return Err(perr(path, format!("checkpoint was written with byte order {:?}; only little-endian is supported", String::from_utf8_lossy(&order))));
             }
         }
-        let pkl = ck.read_entry(&pkl_name)?;
-        ck.root = pickle::unpickle(&pkl).map_err(|e| perr(path, format!("{pkl_name}: {e}")))?;
+        let pkl_size = ck.zip.by_name(&pkl_name).map(|e| e.size()).unwrap_or(0);
+        if pkl_size > limits::MAX_PICKLE_BYTES {
+            return Err(perr(
+                path,
+                format!(
+                    "{pkl_name} is {pkl_size} bytes, over the limit of {} bytes for a checkpoint's pickle",
+                    limits::MAX_PICKLE_BYTES
+                ),
+            ));
+        }
+        let pkl = ck.read_entry(&pkl_name, limits::MAX_PICKLE_BYTES)?;
+        let u =
+            pickle::unpickle_report(&pkl).map_err(|e| perr(path, format!("{pkl_name}: {e}")))?;
+        ck.root = u.root;
+        ck.unknown = u.unknown;
         Ok(ck)
     }
 
@@ -308,6 +332,7 @@ impl Checkpoint {
         };
         let mut tensors: Vec<(String, TensorRef)> = Vec::new();
         let mut skipped = Vec::new();
+        let mut unknown_in_model = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (k, v) in items {
             let Value::Str(key) = &*k else {
@@ -332,7 +357,12 @@ impl Checkpoint {
                     seen.insert(key.clone(), tensors.len());
                     tensors.push((key.clone(), t));
                 }
-                (None, _) => skipped.push(key.clone()),
+                (None, _) => {
+                    for c in unknown_callables(&v) {
+                        unknown_in_model.push(format!("{key}: {c}"));
+                    }
+                    skipped.push(key.clone())
+                }
             }
         }
         if tensors.is_empty() {
@@ -352,7 +382,20 @@ impl Checkpoint {
         keys.sort();
         for skey in keys {
             let idx = &by_storage[skey];
-            let bytes = self.read_entry(&format!("{}data/{skey}", self.prefix))?;
+            // A storage needs numel x element size bytes; more is never read (the pickle's
+            // claim itself is bounded by the zip entry limit).
+            let need = idx
+                .iter()
+                .map(|&i| {
+                    let st = &tensors[i].1.storage;
+                    (st.numel as u64).saturating_mul(st.dtype.size() as u64)
+                })
+                .max()
+                .unwrap_or(0);
+            let bytes = self.read_entry(
+                &format!("{}data/{skey}", self.prefix),
+                need.min(limits::MAX_ZIP_ENTRY_BYTES),
+            )?;
             for &i in idx {
                 let (name, t) = &tensors[i];
                 raws[i] = Some(gather(&bytes, t).map_err(|m| {
@@ -375,6 +418,8 @@ impl Checkpoint {
             entry,
             tensors,
             skipped,
+            unknown: self.unknown.clone(),
+            unknown_in_model,
         })
     }
 
@@ -415,15 +460,42 @@ impl Checkpoint {
         ))
     }
 
-    fn read_entry(&mut self, name: &str) -> Result<Vec<u8>> {
+    /// The bytes of zip entry `name`, at most `limit` of them (`limit` bytes are read and the
+    /// rest ignored), refusing a compressed entry that expands more than
+    /// [`limits::MAX_COMPRESSION_RATIO`] times (a zip bomb).
+    fn read_entry(&mut self, name: &str, limit: u64) -> Result<Vec<u8>> {
         let path = self.path.clone();
-        let mut e = self
+        let e = self
             .zip
             .by_name(name)
             .map_err(|e| perr(&path, format!("zip entry `{name}`: {e}")))?;
+        let mut limit = limit;
+        if e.compression() != zip::CompressionMethod::Stored {
+            let cap = e
+                .compressed_size()
+                .saturating_mul(limits::MAX_COMPRESSION_RATIO)
+                .max(1 << 16);
+            if e.size() > cap {
+                return Err(perr(
+                    &path,
+                    format!(
+                        "zip entry `{name}` claims {} bytes from {} compressed: more than {}x expansion (a zip bomb?); refused",
+                        e.size(),
+                        e.compressed_size(),
+                        limits::MAX_COMPRESSION_RATIO
+                    ),
+                ));
+            }
+            // The header's size may lie: the decompressor is stopped at the cap too.
+            limit = limit.min(cap);
+        }
         // The size is only a hint (a corrupt header may claim anything).
-        let mut out = Vec::with_capacity(usize::try_from(e.size()).unwrap_or(0).min(1 << 26));
-        e.read_to_end(&mut out).map_err(|e| {
+        let mut out = Vec::with_capacity(
+            usize::try_from(e.size().min(limit))
+                .unwrap_or(0)
+                .min(1 << 26),
+        );
+        e.take(limit).read_to_end(&mut out).map_err(|e| {
             perr(
                 &path,
                 format!("zip entry `{name}` cannot be read (truncated or corrupt file?): {e}"),
@@ -512,8 +584,23 @@ fn gather(bytes: &[u8], t: &TensorRef) -> std::result::Result<RawTensor, String>
                 t.offset, t.size, t.stride, storage.numel
             ));
         }
-        // In bounds, so numel ≤ storage.numel and the allocation is no larger than the storage.
-        out.reserve_exact(numel * es);
+        // In bounds does not bound the size: a stride-0 view of one element may claim
+        // billions. A state_dict never repeats elements, so a view larger than its storage is
+        // refused, and so is anything over the tensor limit.
+        if numel > storage.numel {
+            return Err(format!(
+                "view of size {:?} (stride {:?}) has {numel} elements, more than its storage's {}; overlapping (stride-0) views are not supported",
+                t.size, t.stride, storage.numel
+            ));
+        }
+        let bytes_out = numel.checked_mul(es).ok_or("size overflows")?;
+        if bytes_out as u64 > limits::MAX_TENSOR_BYTES {
+            return Err(format!(
+                "{bytes_out} bytes exceed the limit of {} bytes per tensor",
+                limits::MAX_TENSOR_BYTES
+            ));
+        }
+        out.reserve_exact(bytes_out);
         // Contiguous row-major view: one copy.
         let mut expect = 1usize;
         let mut contiguous = true;
@@ -549,6 +636,50 @@ fn gather(bytes: &[u8], t: &TensorRef) -> std::result::Result<RawTensor, String>
         shape: t.size.clone(),
         data: out,
     })
+}
+
+/// The callables outside the allowlist that `v` holds anywhere (calls of them, or the
+/// callables themselves), each once. Iterative, and each shared value visited once, so cycles
+/// and deep values are safe.
+fn unknown_callables(v: &Obj) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    let mut todo: Vec<Obj> = vec![v.clone()];
+    let mut note = |name: String| {
+        if !found.contains(&name) {
+            found.push(name);
+        }
+    };
+    while let Some(o) = todo.pop() {
+        if !seen.insert(Rc::as_ptr(&o) as usize) {
+            continue;
+        }
+        match &*o {
+            Value::Global { module, name } if !pickle::allowed_callable(module, name) => {
+                note(format!("{module}.{name}"))
+            }
+            Value::Object { class, args, state } => {
+                let allowed = class
+                    .rsplit_once('.')
+                    .is_some_and(|(m, n)| pickle::allowed_callable(m, n));
+                if !allowed {
+                    note(class.clone());
+                }
+                todo.extend(args.iter().cloned());
+                todo.extend(state.borrow().iter().cloned());
+            }
+            Value::Tuple(t) => todo.extend(t.iter().cloned()),
+            Value::List(l) | Value::Set(l) => todo.extend(l.borrow().iter().cloned()),
+            Value::Dict(d) => {
+                for (k, x) in d.borrow().iter() {
+                    todo.push(k.clone());
+                    todo.push(x.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    found
 }
 
 fn key_string(k: &Obj) -> String {
@@ -594,9 +725,29 @@ pub fn strip_module_prefix<T>(entries: &mut [(String, T)]) -> bool {
 /// The `model` state_dict of a checkpoint, `module.` stripped (GLIP's rule), with a summary of
 /// the top-level entries.
 pub fn read_model_state_dict(path: &Path) -> Result<(StateDict, Vec<EntrySummary>)> {
+    read_model_state_dict_with(path, false)
+}
+
+/// [`read_model_state_dict`]; a state_dict holding callables outside the allowlist (a call of
+/// `os.system` under some key) is refused unless `allow_unknown`, in which case those keys
+/// are left out like any other non-tensor value.
+pub fn read_model_state_dict_with(
+    path: &Path,
+    allow_unknown: bool,
+) -> Result<(StateDict, Vec<EntrySummary>)> {
     let mut ck = Checkpoint::open(path)?;
     let entries = ck.entries();
     let mut sd = ck.model_state_dict()?;
+    if !allow_unknown && !sd.unknown_in_model.is_empty() {
+        return Err(perr(
+            path,
+            format!(
+                "entry `{}` holds callables outside the allowlist of torch.save checkpoints (never run): {}; refused (`glip convert --allow-unknown` leaves them out)",
+                sd.entry,
+                sd.unknown_in_model.join(", ")
+            ),
+        ));
+    }
     strip_module_prefix(&mut sd.tensors);
     Ok((sd, entries))
 }

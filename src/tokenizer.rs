@@ -416,7 +416,8 @@ impl GlipTokenizer {
 
     /// A HuggingFace tokenizer.json file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes =
+            crate::limits::read_file(path, crate::limits::MAX_TEXT_FILE_BYTES, "tokenizer")?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 

@@ -81,7 +81,8 @@ pub fn view_to_tensor(
 
 /// Every tensor of a safetensors file, floats as f32.
 pub fn read_safetensors_all(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes =
+        crate::limits::read_file(path, crate::limits::MAX_WEIGHTS_FILE_BYTES, "weights file")?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| werr(path, format!("not a valid safetensors file: {e}")))?;
     let mut out = HashMap::new();
@@ -97,7 +98,8 @@ pub fn read_safetensors_all(path: &Path) -> Result<HashMap<String, Tensor>> {
 /// files are refused with a pointer to `glip convert` (or load them with
 /// [`crate::pth::load_pth_weights`]).
 pub fn load_weights(path: &Path) -> Result<WeightMap> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes =
+        crate::limits::read_file(path, crate::limits::MAX_WEIGHTS_FILE_BYTES, "weights file")?;
     if !crate::pth::looks_like_safetensors(&bytes)
         && (bytes.starts_with(b"PK") || bytes.first() == Some(&0x80))
     {
@@ -144,6 +146,40 @@ pub fn load_weights(path: &Path) -> Result<WeightMap> {
     Ok(WeightMap::new(
         path.display().to_string(),
         entries.into_iter().collect(),
+    ))
+}
+
+/// One line on the non-finite (NaN or infinite) values among the float weights, if any:
+/// such weights load and run, but give NaN scores and so no detections, without a word.
+pub fn nonfinite_summary(w: &WeightMap) -> Option<String> {
+    let mut bad: Vec<(&String, usize)> = w
+        .tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            let n = match t.host().ok()? {
+                crate::tensor::HostData::F32(v) => v.iter().filter(|x| !x.is_finite()).count(),
+                crate::tensor::HostData::F16(v) => v.iter().filter(|x| !x.is_finite()).count(),
+                _ => 0,
+            };
+            (n > 0).then_some((k, n))
+        })
+        .collect();
+    if bad.is_empty() {
+        return None;
+    }
+    bad.sort();
+    let total: usize = bad.iter().map(|(_, n)| n).sum();
+    let names: Vec<String> = bad
+        .iter()
+        .take(5)
+        .map(|(k, n)| format!("{k} ({n})"))
+        .collect();
+    Some(format!(
+        "{}: {total} non-finite (NaN/inf) weight values in {} tensors: {}{}; detections will be wrong or missing",
+        w.source,
+        bad.len(),
+        names.join(", "),
+        if bad.len() > 5 { ", …" } else { "" }
     ))
 }
 

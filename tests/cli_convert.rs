@@ -282,3 +282,26 @@ fn bad_inputs_fail_cleanly() {
     ]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn output_directory_is_refused_without_stray_files() {
+    // `-o dir`, `-o dir/` (once left `dir.tmpPID` next to dir, or a temp file in `/`).
+    let base = tmp("stray");
+    let dir = base.join("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = fixture("tiny_glip_model.pth");
+    for o in [s(&dir).to_string(), format!("{}/", s(&dir))] {
+        let out = glip(&["convert", s(&input), "-o", &o]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("is a directory"), "{err}");
+    }
+    let names = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(names(&base), ["out"]);
+    assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+}

@@ -7,7 +7,7 @@ use glip_rt::model::postprocess::{self, PostprocessConfig};
 use glip_rt::preprocess::{preprocess_image, PreprocessConfig, RgbImage8};
 use glip_rt::testing::Rng;
 use glip_rt::tokenizer::{GlipTokenizer, Prompt};
-use glip_rt::Error;
+use glip_rt::{limits, Error};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -133,6 +133,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result {
+    let mut stdout = super::out::Out::new();
     if a.device == DeviceArg::Cuda {
         return Err(Error::Invalid(
             "the end-to-end CUDA path is not implemented yet; per-kernel CUDA benches: cargo bench -- cuda_".into(),
@@ -155,6 +156,19 @@ pub fn run(a: Args) -> Result {
         .split_once('x')
         .and_then(|(h, w)| Some((h.parse::<usize>().ok()?, w.parse::<usize>().ok()?)))
         .ok_or_else(|| Error::Invalid(format!("--size {}: expected HxW, e.g. 800x1333", a.size)))?;
+    // The random image is allocated from these: check them first.
+    if h == 0 || w == 0 || h > limits::MAX_IMAGE_SIDE || w > limits::MAX_IMAGE_SIDE {
+        return Err(Error::Limit {
+            what: format!("--size {}", a.size),
+            msg: format!("each side must be in 1..={} pixels", limits::MAX_IMAGE_SIDE),
+        });
+    }
+    limits::checked_size(
+        &format!("--size {}", a.size),
+        &[h, w],
+        limits::MAX_IMAGE_PIXELS,
+        "pixels",
+    )?;
     let bert = match &a.bert_config {
         Some(p) => BertConfig::from_file(p)?,
         None => BertConfig::default(),
@@ -170,7 +184,8 @@ pub fn run(a: Args) -> Result {
     let strides = cfg.anchors.strides.clone();
     let t0 = Instant::now();
     let model = Glip::random(cfg, bert, 1)?;
-    println!(
+    outln!(
+        stdout,
         "model: {} with random weights, built in {:.1} s; {} rayon threads",
         a.model,
         t0.elapsed().as_secs_f64(),
@@ -184,7 +199,8 @@ pub fn run(a: Args) -> Result {
     let t0 = Instant::now();
     let pre = preprocess_image(&img, &pre_cfg)?;
     let t_pre = t0.elapsed();
-    println!(
+    outln!(
+        stdout,
         "input {h}x{w} -> network input {}x{} (preprocess {:.3} s)",
         pre.image.h,
         pre.image.w,
@@ -265,13 +281,20 @@ pub fn run(a: Args) -> Result {
             if run == 0 {
                 continue; // warm-up
             }
-            println!(
+            outln!(
+                stdout,
                 "\n{name}, run {run}: {} detections",
                 dets[0].detections.len()
             );
-            println!("  {:<28} {:>9}", "stage", "seconds");
-            println!("  {:<28} {:>9.3}", "preprocess", t_pre.as_secs_f64());
-            println!(
+            outln!(stdout, "  {:<28} {:>9}", "stage", "seconds");
+            outln!(
+                stdout,
+                "  {:<28} {:>9.3}",
+                "preprocess",
+                t_pre.as_secs_f64()
+            );
+            outln!(
+                stdout,
                 "  {:<28} {:>9.3}",
                 "language backbone (cached)",
                 t_lang.as_secs_f64()
@@ -289,7 +312,8 @@ pub fn run(a: Args) -> Result {
                 }
             }
             for (k, s) in &groups {
-                println!(
+                outln!(
+                    stdout,
                     "  {:<28} {:>9.3}",
                     if taps
                         .timings
@@ -303,8 +327,14 @@ pub fn run(a: Args) -> Result {
                     s
                 );
             }
-            println!("  {:<28} {:>9.3}", "post-processing", t_post.as_secs_f64());
-            println!(
+            outln!(
+                stdout,
+                "  {:<28} {:>9.3}",
+                "post-processing",
+                t_post.as_secs_f64()
+            );
+            outln!(
+                stdout,
                 "  {:<28} {:>9.3}",
                 "total per frame (no lang)",
                 (t_pre + t_fwd + t_post).as_secs_f64()

@@ -33,6 +33,10 @@ pub struct Args {
     /// Floating-point dtype of the output (integer buffers keep their type).
     #[arg(long, value_enum, default_value_t = OutDType::F16)]
     pub dtype: OutDType,
+    /// Convert even if the state_dict holds callables outside the allowlist (they are left
+    /// out; nothing in a checkpoint is ever run).
+    #[arg(long)]
+    pub allow_unknown: bool,
 }
 
 fn werr(path: &Path, msg: impl Into<String>) -> Error {
@@ -70,7 +74,23 @@ pub fn cast(t: &RawTensor, dtype: OutDType) -> RawTensor {
 }
 
 pub fn run(args: Args) -> Result {
-    let (sd, entries) = pth::read_model_state_dict(&args.input)?;
+    // Checked first, so that a bad output path costs no reading and leaves nothing behind.
+    check_output(&args.output)?;
+    let (sd, entries) = pth::read_model_state_dict_with(&args.input, args.allow_unknown)?;
+    if !sd.unknown.is_empty() {
+        say!(
+            "warning: {} references callables outside the allowlist (never run): {}",
+            args.input.display(),
+            sd.unknown.join(", ")
+        );
+    }
+    if !sd.unknown_in_model.is_empty() {
+        say!(
+            "warning: left out of `{}` (--allow-unknown): {}",
+            sd.entry,
+            sd.unknown_in_model.join(", ")
+        );
+    }
     let tensors: Vec<(String, RawTensor)> = sd
         .tensors
         .iter()
@@ -85,7 +105,7 @@ pub fn run(args: Args) -> Result {
                 .filter(|c| f16::from_le_bytes([c[0], c[1]]).is_infinite())
                 .count();
             if bad > 0 {
-                eprintln!("warning: {k}: {bad} values overflow f16 (now ±inf); use --dtype f32");
+                say!("warning: {k}: {bad} values overflow f16 (now ±inf); use --dtype f32");
                 overflow += bad;
             }
         }
@@ -118,11 +138,16 @@ pub fn run(args: Args) -> Result {
         let _ = std::fs::remove_file(&tmp);
         return Err(werr(&args.output, format!("cannot write safetensors: {e}")));
     }
-    std::fs::rename(&tmp, &args.output).map_err(|e| Error::io(&args.output, e))?;
+    if let Err(e) = std::fs::rename(&tmp, &args.output) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&args.output, e));
+    }
 
+    let mut out = super::out::Out::new();
     let floats = tensors.iter().filter(|(_, t)| t.dtype.is_float()).count();
     let bytes: usize = tensors.iter().map(|(_, t)| t.data.len()).sum();
-    println!(
+    outln!(
+        out,
         "wrote {}: {} tensors from `{}` ({} floats as {}, {} other), {:.1} MB",
         args.output.display(),
         tensors.len(),
@@ -136,7 +161,7 @@ pub fn run(args: Args) -> Result {
         bytes as f64 / 1e6
     );
     if !sd.skipped.is_empty() {
-        println!("left out (not tensors): {}", sd.skipped.join(", "));
+        outln!(out, "left out (not tensors): {}", sd.skipped.join(", "));
     }
     let others: Vec<String> = entries
         .iter()
@@ -150,12 +175,35 @@ pub fn run(args: Args) -> Result {
         })
         .collect();
     if !others.is_empty() {
-        println!("also in file: {}", others.join(", "));
+        outln!(out, "also in file: {}", others.join(", "));
     }
     if overflow > 0 {
-        println!("warning: {overflow} values overflowed f16");
+        outln!(out, "warning: {overflow} values overflowed f16");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The output must name a file (not a directory, nor a path ending in `/`) in an existing
+/// directory: the temporary file is made next to it.
+fn check_output(out: &Path) -> std::result::Result<(), Error> {
+    let bad = |m: &str| Err(werr(out, format!("-o {}: {m}", out.display())));
+    let text = out.as_os_str().to_string_lossy();
+    if text.ends_with('/') || out.is_dir() {
+        return bad(
+            "is a directory; give the safetensors file to write, e.g. -o dir/model.safetensors",
+        );
+    }
+    if out.file_name().is_none() {
+        return bad("names no file");
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return bad("its directory does not exist");
+    }
+    Ok(())
 }
 
 fn tmp_path(out: &Path) -> PathBuf {

@@ -5,7 +5,6 @@ use glip_rt::api::Detection;
 use glip_rt::model::glip::Taps;
 use glip_rt::preprocess;
 use glip_rt::Error;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -50,17 +49,19 @@ struct ImageResult<'a> {
 
 pub fn run(a: Args) -> Result {
     let mut det = a.model.builder()?.pad_prompt(a.pad_prompt).build()?;
+    for w in det.warnings() {
+        say!("warning: {w}");
+    }
     if a.phrases.is_empty() {
         det.set_prompt(&a.prompt)?;
     } else {
         det.set_prompt_with_phrases(&a.prompt, &a.phrases)?;
     }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = super::out::Out::new();
     let mut failed = 0usize;
     for (i, path) in a.image.iter().enumerate() {
         // A bad image is reported and skipped; the others are still processed.
-        let result = (|| -> glip_rt::Result<(Vec<Detection>, (usize, usize))> {
+        let result = (|| -> glip_rt::Result<(Vec<Detection>, (usize, usize), Taps)> {
             let img = preprocess::load_image(path, det.preprocess_config().exif_orientation)?;
             let pre = preprocess::preprocess_image(&img, det.preprocess_config())?;
             let mut taps = if i == 0 && a.dump.is_some() {
@@ -69,14 +70,23 @@ pub fn run(a: Args) -> Result {
                 Taps::disabled()
             };
             let (mut dets, _) = det.run(std::slice::from_ref(&pre), &mut taps)?;
-            if let (Some(dump), true) = (&a.dump, i == 0) {
-                glip_rt::model::glip::write_taps(dump, &taps)?;
-                eprintln!("wrote {} tensors to {}", taps.tensors.len(), dump.display());
-            }
-            Ok((dets.pop().unwrap_or_default(), pre.original_hw))
+            Ok((dets.pop().unwrap_or_default(), pre.original_hw, taps))
         })();
         match result {
-            Ok((dets, (h, w))) => {
+            Ok((dets, (h, w), taps)) => {
+                // The detections are printed even when the dump fails: they were computed
+                // and are what the user asked for first.
+                if let (Some(dump), true) = (&a.dump, i == 0) {
+                    match glip_rt::model::glip::write_taps(dump, &taps) {
+                        Ok(()) => {
+                            say!("wrote {} tensors to {}", taps.tensors.len(), dump.display())
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            say!("error: --dump {}: {e}", dump.display());
+                        }
+                    }
+                }
                 let res = ImageResult {
                     image: path.display().to_string(),
                     width: w,
@@ -87,15 +97,15 @@ pub fn run(a: Args) -> Result {
                     Format::Json => {
                         let line = serde_json::to_string(&res)
                             .map_err(|e| Error::Invalid(format!("json: {e}")))?;
-                        let _ = writeln!(out, "{line}");
+                        outln!(out, "{line}");
                     }
                     Format::Text => {
-                        let _ = writeln!(out, "{} ({w}x{h}): {} detections", res.image, dets.len());
+                        outln!(out, "{} ({w}x{h}): {} detections", res.image, dets.len());
                         // Highest score first for reading; JSON keeps GLIP's order.
                         let mut shown: Vec<&Detection> = dets.iter().collect();
                         shown.sort_by(|x, y| y.score.total_cmp(&x.score));
                         for d in shown {
-                            let _ = writeln!(
+                            outln!(
                                 out,
                                 "  {:>6.4}  {:<24} [{:.1}, {:.1}, {:.1}, {:.1}]",
                                 d.score,
@@ -111,11 +121,10 @@ pub fn run(a: Args) -> Result {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {}: {e}", path.display());
+                say!("error: {}: {e}", path.display());
             }
         }
     }
-    let _ = out.flush();
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

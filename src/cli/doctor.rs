@@ -20,58 +20,75 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result {
+    let mut out = super::out::Out::new();
+    outln!(out, "glip-rt {}", env!("CARGO_PKG_VERSION"));
     if args.emulate {
         let be = CudaBackend::emulated();
-        println!("glip-rt {}", env!("CARGO_PKG_VERSION"));
-        println!(
+        outln!(
+            out,
             "kernel checks on the emulated CUDA device ({} kernels compiled as host C++; every launch \
              also rerun with poisoned shared memory and four other schedules, compared bit for bit; \
              reduced sizes):",
             kernels::KERNELS.len()
         );
-        return Ok(report(&be));
+        return report(&mut out, &be);
     }
-    println!("glip-rt {}", env!("CARGO_PKG_VERSION"));
-    println!("build:");
+    outln!(out, "build:");
     if kernels::COMPILED {
-        println!(
+        outln!(
+            out,
             "  CUDA kernels: compiled ({} families: {})",
             kernels::FATBINS.len(),
             kernels::families().join(", ")
         );
-        println!(
+        outln!(
+            out,
             "  archs: SASS sm_{} + PTX compute_{}",
             kernels::ARCHS.replace(',', ", sm_"),
             newest_arch()
         );
-        println!(
+        outln!(
+            out,
             "  nvcc: {} ({})",
             kernels::NVCC_VERSION.trim(),
             kernels::NVCC_PATH
         );
         for (fam, bytes) in kernels::FATBINS {
-            println!("    {fam}: {} bytes", bytes.len());
+            outln!(out, "    {fam}: {} bytes", bytes.len());
         }
     } else {
-        println!("  CUDA kernels: NOT compiled (no nvcc at build time): CPU-only build");
-        println!("  fix: scripts/install-cuda-toolchain.sh && cargo build --release");
+        outln!(
+            out,
+            "  CUDA kernels: NOT compiled (no nvcc at build time): CPU-only build"
+        );
+        outln!(
+            out,
+            "  fix: scripts/install-cuda-toolchain.sh && cargo build --release"
+        );
     }
-    println!("  kernel symbols in sources: {}", kernels::KERNELS.len());
-    println!("machine:");
+    outln!(
+        out,
+        "  kernel symbols in sources: {}",
+        kernels::KERNELS.len()
+    );
+    outln!(out, "machine:");
     if !cuda::driver_present() {
-        println!("  CUDA driver: not found (libcuda.so not loadable); no GPU checks run");
-        println!("result: CPU backend only");
+        outln!(
+            out,
+            "  CUDA driver: not found (libcuda.so not loadable); no GPU checks run"
+        );
+        outln!(out, "result: CPU backend only");
         return Ok(ExitCode::SUCCESS);
     }
     match cuda::driver_version() {
-        Ok((a, b)) => println!("  CUDA driver: {a}.{b}"),
-        Err(e) => println!("  CUDA driver: version unknown ({e})"),
+        Ok((a, b)) => outln!(out, "  CUDA driver: {a}.{b}"),
+        Err(e) => outln!(out, "  CUDA driver: version unknown ({e})"),
     }
     let n = match cuda::device_count() {
         Ok(n) => n,
         Err(e) => {
-            println!("  devices: none ({e}); no GPU checks run");
-            println!("result: CPU backend only");
+            outln!(out, "  devices: none ({e}); no GPU checks run");
+            outln!(out, "result: CPU backend only");
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -87,30 +104,35 @@ pub fn run(args: Args) -> Result {
                     .total_mem()
                     .map(|m| format!("{:.1} GiB", m as f64 / (1u64 << 30) as f64))
                     .unwrap_or_default();
-                println!("  device {i}: {name}, compute capability {cc}, {mem}");
+                outln!(out, "  device {i}: {name}, compute capability {cc}, {mem}");
             }
-            Err(e) => println!("  device {i}: cannot open ({e})"),
+            Err(e) => outln!(out, "  device {i}: cannot open ({e})"),
         }
     }
     if !kernels::COMPILED {
-        println!("result: a GPU is present but this binary has no kernels; rebuild with nvcc");
+        outln!(
+            out,
+            "result: a GPU is present but this binary has no kernels; rebuild with nvcc"
+        );
         return Ok(ExitCode::FAILURE);
     }
     let be = CudaBackend::new(args.device)?;
-    println!(
+    outln!(
+        out,
         "kernel checks on device {} (GPU vs CPU twin, random inputs):",
         args.device
     );
-    Ok(report(&be))
+    report(&mut out, &be)
 }
 
 /// Runs every self-check on `be`, prints one line per family and the verdict.
-fn report(be: &CudaBackend) -> ExitCode {
+fn report(out: &mut super::out::Out, be: &CudaBackend) -> Result {
     let mut ok = true;
     for (family, check) in glip_rt::selftest::checks() {
         let t0 = std::time::Instant::now();
         let c = glip_rt::selftest::run_one(be, family, check);
-        println!(
+        outln!(
+            out,
             "  {:<14} {}  {}  ({:.2} s)",
             c.family,
             if c.passed { "PASS" } else { "FAIL" },
@@ -119,7 +141,8 @@ fn report(be: &CudaBackend) -> ExitCode {
         );
         ok &= c.passed;
     }
-    println!(
+    outln!(
+        out,
         "result: {}",
         if ok {
             "all checks passed"
@@ -127,11 +150,11 @@ fn report(be: &CudaBackend) -> ExitCode {
             "SOME CHECKS FAILED"
         }
     );
-    if ok {
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
+    })
 }
 
 fn newest_arch() -> String {

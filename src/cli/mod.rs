@@ -1,5 +1,8 @@
 //! The `glip` command line: one module per subcommand.
 
+// First, so that its macros (`outln!`, `say!`) are in scope in every command.
+#[macro_use]
+pub mod out;
 pub mod bench;
 pub mod convert;
 pub mod detect;

@@ -7,8 +7,8 @@
 use super::crate_result::Result;
 use glip_rt::api::Detection;
 use glip_rt::preprocess::{decode_image, RgbImage8};
-use glip_rt::Error;
-use std::io::{BufWriter, Read, Write};
+use glip_rt::{limits, Error};
+use std::io::Read;
 use std::process::ExitCode;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -46,7 +46,7 @@ struct FrameLine<'a> {
 }
 
 /// Largest encoded frame accepted (a corrupt length prefix must not allocate gigabytes).
-const MAX_ENCODED: usize = 256 << 20;
+const MAX_ENCODED: usize = limits::MAX_IMAGE_FILE_BYTES as usize;
 
 /// Reads exactly `buf.len()` bytes; Ok(false) at a clean end of stream before the first byte.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
@@ -71,7 +71,28 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
 pub fn run(a: Args) -> Result {
     let raw_size = match a.input {
         Input::Raw => match (a.width, a.height) {
-            (Some(w), Some(h)) if w > 0 && h > 0 => Some((w, h)),
+            (Some(w), Some(h)) if w > 0 && h > 0 => {
+                // Checked before anything is allocated: an overflowing product once made a
+                // zero-byte frame and an endless stream of error lines.
+                for (flag, v) in [("--width", w), ("--height", h)] {
+                    if v > limits::MAX_IMAGE_SIDE {
+                        return Err(Error::Limit {
+                            what: format!("{flag} {v}"),
+                            msg: format!(
+                                "exceeds the limit of {} pixels per side",
+                                limits::MAX_IMAGE_SIDE
+                            ),
+                        });
+                    }
+                }
+                limits::checked_size(
+                    "--width x --height",
+                    &[w, h],
+                    limits::MAX_IMAGE_PIXELS,
+                    "pixels",
+                )?;
+                Some((w, h))
+            }
             _ => {
                 return Err(Error::Invalid(
                     "--input raw needs --width and --height (> 0)".into(),
@@ -81,12 +102,15 @@ pub fn run(a: Args) -> Result {
         Input::Encoded => None,
     };
     let mut det = a.model.builder()?.build()?;
+    for w in det.warnings() {
+        say!("warning: {w}");
+    }
     det.set_prompt(&a.prompt)?;
     let exif = det.preprocess_config().exif_orientation;
 
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
-    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut out = super::out::Out::new();
     let mut errors = 0u64;
     for frame in 0u64.. {
         // Read one frame; an error that leaves the stream position unknown ends the stream.
@@ -170,9 +194,7 @@ pub fn run(a: Args) -> Result {
         };
         let text =
             serde_json::to_string(&line).map_err(|e| Error::Invalid(format!("json: {e}")))?;
-        writeln!(out, "{text}")
-            .and_then(|_| out.flush())
-            .map_err(|e| Error::io("stdout", e))?;
+        outln!(out, "{text}");
         if fatal {
             break;
         }

@@ -21,6 +21,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result {
+    let mut stdout = super::out::Out::new();
     let tok = GlipTokenizer::load(args.tokenizer.as_deref())?;
     let prompt = if args.phrases.is_empty() {
         Prompt::parse(&args.prompt)?
@@ -58,9 +59,9 @@ pub fn run(args: Args) -> Result {
     });
     let text = serde_json::to_string_pretty(&out)
         .map_err(|err| Error::Invalid(format!("JSON output: {err}")))?;
-    println!("{text}");
+    outln!(stdout, "{text}");
     if e.truncated() {
-        eprintln!(
+        say!(
             "warning: the prompt has {} tokens; the model sees the first 256{}",
             e.untruncated_ids.len(),
             match e.labels_without_tokens() {

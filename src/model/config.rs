@@ -81,7 +81,7 @@ impl BertConfig {
         Ok(c)
     }
     pub fn from_file(path: &Path) -> Result<Self> {
-        let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let s = crate::limits::read_text_file(path, "BERT config")?;
         Self::from_json_str(&s, &path.display().to_string())
     }
     pub fn head_dim(&self) -> usize {
@@ -94,6 +94,32 @@ impl BertConfig {
             return Err(Error::Config(format!(
                 "{what}: hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
+            )));
+        }
+        // These size the language weights: bounded before anything is allocated from them.
+        for (key, v, lo, hi) in [
+            ("vocab_size", self.vocab_size, 1, 1 << 21),
+            ("hidden_size", self.hidden_size, 1, 1 << 14),
+            ("num_hidden_layers", self.num_hidden_layers, 1, 64),
+            ("intermediate_size", self.intermediate_size, 1, 1 << 16),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1,
+                1 << 14,
+            ),
+            ("type_vocab_size", self.type_vocab_size, 1, 1024),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(Error::Config(format!(
+                    "{what}: {key} = {v} is out of range [{lo}, {hi}]"
+                )));
+            }
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(Error::Config(format!(
+                "{what}: layer_norm_eps = {} must be a positive number",
+                self.layer_norm_eps
             )));
         }
         if self.hidden_act != "gelu" {
@@ -318,7 +344,8 @@ impl GlipConfig {
 
     /// Reads a GLIP yaml file (see [`GlipConfig::from_yaml_str`]).
     pub fn from_yaml_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes =
+            crate::limits::read_file(path, crate::limits::MAX_TEXT_FILE_BYTES, "yaml config")?;
         let what = path.display().to_string();
         let s = String::from_utf8(bytes).map_err(|_| {
             Error::Config(format!(
@@ -333,6 +360,8 @@ impl GlipConfig {
     /// runtime does not implement with an error naming the key and its value. Training-only
     /// keys are ignored. `what` names the source in messages.
     pub fn from_yaml_str(s: &str, what: &str) -> Result<Self> {
+        // Before the parser, which is quadratic in deep flow nesting.
+        crate::yaml_guard::check_nesting(s, what)?;
         let root: serde_yaml::Value = serde_yaml::from_str(s)
             .map_err(|e| Error::Config(format!("{what}: not a GLIP yaml config: {e}")))?;
         if !root.is_mapping() {
@@ -354,6 +383,8 @@ impl GlipConfig {
     /// Cross-field checks that hold for every model the runtime can run.
     pub fn validate(&self, what: &str) -> Result<()> {
         let err = |m: String| Err(Error::Config(format!("{what}: {m}")));
+        self.check_ranges()
+            .map_err(|m| Error::Config(format!("{what}: {m}")))?;
         self.swin
             .validate()
             .map_err(|e| Error::Config(format!("{what}: {e}")))?;
@@ -423,6 +454,139 @@ impl GlipConfig {
                 "INPUT.PIXEL_STD {:?}: must be non-zero",
                 self.input.pixel_std
             ));
+        }
+        Ok(())
+    }
+}
+
+impl GlipConfig {
+    /// Every number in its range: finite where a float, and bounded where it sizes an
+    /// allocation (weights, images), so a typo or a hostile file is an error naming the key
+    /// instead of NaN boxes, zero boxes, or gigabytes allocated.
+    fn check_ranges(&self) -> std::result::Result<(), String> {
+        use crate::limits::MAX_TEST_SIZE;
+        const DIM: usize = 1 << 14;
+        let s = &self.swin;
+        let dims = [
+            ("MODEL.SWINT.EMBED_DIM", s.embed_dim, 1, DIM),
+            ("MODEL.SWINT.WINDOW_SIZE", s.window_size, 1, 256),
+            ("MODEL.BACKBONE.OUT_CHANNELS", self.fpn.out_channels, 1, DIM),
+            (
+                "MODEL.LANGUAGE_BACKBONE.LANG_DIM",
+                self.language.lang_dim,
+                1,
+                DIM,
+            ),
+            (
+                "MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN",
+                self.language.max_query_len,
+                1,
+                4096,
+            ),
+            ("MODEL.DYHEAD.CHANNELS", self.dyhead.channels, 1, DIM),
+            ("MODEL.DYHEAD.NUM_CONVS", self.dyhead.num_convs, 1, 64),
+            (
+                "MODEL.DYHEAD.NUM_CLASSES",
+                self.dyhead.num_classes,
+                2,
+                100_000,
+            ),
+            (
+                "MODEL.DYHEAD.FUSE_CONFIG.JOINT_EMB_SIZE",
+                self.dyhead.fuse.joint_emb_size,
+                1,
+                DIM,
+            ),
+            (
+                "INPUT.MIN_SIZE_TEST",
+                self.input.min_size_test,
+                1,
+                MAX_TEST_SIZE,
+            ),
+            (
+                "INPUT.MAX_SIZE_TEST",
+                self.input.max_size_test,
+                1,
+                MAX_TEST_SIZE,
+            ),
+            (
+                "DATALOADER.SIZE_DIVISIBILITY",
+                self.input.size_divisibility,
+                0,
+                1024,
+            ),
+            (
+                "MODEL.ATSS.PRE_NMS_TOP_N",
+                self.postprocess.pre_nms_top_n,
+                1,
+                1 << 20,
+            ),
+            (
+                "MODEL.ATSS.DETECTIONS_PER_IMG",
+                self.postprocess.detections_per_img,
+                1,
+                1 << 16,
+            ),
+        ];
+        for (key, v, lo, hi) in dims {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!("{key} = {v} is out of range [{lo}, {hi}]"));
+            }
+        }
+        for (key, list, hi) in [
+            ("MODEL.SWINT.DEPTHS", &s.depths, 64),
+            ("MODEL.SWINT.NUM_HEADS", &s.num_heads, 1024),
+            ("MODEL.RPN.ANCHOR_STRIDE", &self.anchors.strides, 4096),
+        ] {
+            if let Some(v) = list.iter().find(|&&v| v == 0 || v > hi) {
+                return Err(format!("{key} {list:?}: {v} is out of range [1, {hi}]"));
+            }
+        }
+        let finite = |key: &str, v: f64, lo: f64, hi: f64| {
+            if v.is_finite() && (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{key} = {v} is not a number in [{lo}, {hi}]"))
+            }
+        };
+        finite(
+            "MODEL.ATSS.INFERENCE_TH",
+            self.postprocess.inference_th,
+            0.0,
+            1.0,
+        )?;
+        finite("MODEL.ATSS.NMS_TH", self.postprocess.nms_th, 0.0, 1.0)?;
+        finite(
+            "MODEL.DYHEAD.PRIOR_PROB",
+            self.dyhead.prior_prob,
+            f64::MIN_POSITIVE,
+            1.0,
+        )?;
+        finite("MODEL.DYHEAD.LOG_SCALE", self.dyhead.log_scale, -1e6, 1e6)?;
+        finite("MODEL.GROUP_NORM.EPSILON", self.dyhead.gn_eps, 0.0, 1.0)?;
+        finite("MODEL.SWINT.MLP_RATIO", s.mlp_ratio, 1e-3, 64.0)?;
+        finite("MODEL.RPN.OCTAVE", self.anchors.octave, 1e-3, 1e3)?;
+        finite(
+            "MODEL.RPN.STRADDLE_THRESH",
+            self.anchors.straddle_thresh,
+            -1e9,
+            1e9,
+        )?;
+        for (key, list) in [
+            ("MODEL.RPN.ANCHOR_SIZES", &self.anchors.sizes),
+            ("MODEL.RPN.ASPECT_RATIOS", &self.anchors.aspect_ratios),
+        ] {
+            for &v in list.iter() {
+                finite(key, v, 1e-6, 1e6)?;
+            }
+        }
+        for (key, list) in [
+            ("INPUT.PIXEL_MEAN", &self.input.pixel_mean),
+            ("INPUT.PIXEL_STD", &self.input.pixel_std),
+        ] {
+            for &v in list.iter() {
+                finite(key, v as f64, -1e6, 1e6)?;
+            }
         }
         Ok(())
     }

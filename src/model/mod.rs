@@ -61,9 +61,23 @@ impl WeightMap {
         Ok(t)
     }
 
-    /// The tensor `key` as an owned f32 vector, checking its shape.
+    /// The tensor `key` as an owned f32 vector, checking its shape and that it holds floats
+    /// (integers of the same byte size would otherwise be converted, silently wrong).
     pub fn f32(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        self.get(key, shape)?.to_f32_vec()
+        let t = self.get(key, shape)?;
+        self.check_float(key, t)?;
+        t.to_f32_vec()
+    }
+
+    /// An error unless `t` (the tensor `key`) holds floats.
+    pub(crate) fn check_float(&self, key: &str, t: &Tensor) -> Result<()> {
+        match t.dtype() {
+            crate::tensor::DType::F32 | crate::tensor::DType::F16 => Ok(()),
+            other => Err(self.err(format!(
+                "tensor `{key}` is stored as {}, expected floating-point weights",
+                other.name()
+            ))),
+        }
     }
 
     /// A scalar parameter stored as a 1-element tensor (shape [1] or []).
@@ -78,7 +92,11 @@ impl WeightMap {
                 t.shape()
             )));
         }
-        Ok(t.to_f32_vec()?[0])
+        self.check_float(key, t)?;
+        t.to_f32_vec()?
+            .first()
+            .copied()
+            .ok_or_else(|| self.err(format!("tensor `{key}` is empty")))
     }
 }
 

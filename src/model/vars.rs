@@ -122,8 +122,15 @@ impl<'a> Vars<'a> {
         let zeros = || Tensor::from_f32(shape, vec![0.0; shape.iter().product()]);
         let t = match st.source {
             Source::Checkpoint(w) => match w.get(&key, shape) {
-                Ok(t) if device => return st.backend.weight(t),
-                Ok(t) => return t.to_f32(),
+                // Integers of the same byte size would convert, silently wrong.
+                Ok(t) => {
+                    w.check_float(&key, t)?;
+                    return if device {
+                        st.backend.weight(t)
+                    } else {
+                        t.to_f32()
+                    };
+                }
                 Err(_) => return zeros(),
             },
             Source::KeysOnly => return zeros(),

@@ -65,6 +65,124 @@ pub enum Value {
     Unsupported(String),
 }
 
+/// Dropping is iterative: the default recursive drop of a value nested a million deep (a few
+/// KB of pickle, more once compressed) overflows the stack, whatever the nesting limit of
+/// the VM (containers can be nested by mutation after they were built).
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut pending: Vec<Obj> = Vec::new();
+        take_children(self, &mut pending);
+        while let Some(o) = pending.pop() {
+            // Only the last owner takes the children; shared values are dropped by theirs.
+            if let Ok(mut v) = Rc::try_unwrap(o) {
+                take_children(&mut v, &mut pending);
+            }
+        }
+    }
+}
+
+/// Moves the direct children of `v` into `out`, leaving `v` childless.
+fn take_children(v: &mut Value, out: &mut Vec<Obj>) {
+    match v {
+        Value::Tuple(t) => out.append(t),
+        Value::List(l) | Value::Set(l) => out.append(l.get_mut()),
+        Value::Dict(d) => {
+            for (k, x) in d.get_mut().drain(..) {
+                out.push(k);
+                out.push(x);
+            }
+        }
+        Value::Object { args, state, .. } => {
+            out.append(args);
+            if let Some(s) = state.get_mut().take() {
+                out.push(s);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether `v` holds other values (and so has a nesting depth of its own).
+fn is_container(v: &Value) -> bool {
+    matches!(
+        v,
+        Value::Tuple(_) | Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::Object { .. }
+    )
+}
+
+/// Callables (and classes) that torch.save checkpoints use and this VM interprets or that are
+/// plain data; everything else the pickle names is reported ([`Unpickled::unknown`]).
+pub fn allowed_callable(module: &str, name: &str) -> bool {
+    match module {
+        "torch._utils" => name.starts_with("_rebuild_"),
+        "torch._tensor" => name == "_rebuild_from_type_v2",
+        "torch" => {
+            name.ends_with("Storage")
+                || StorageDType::from_storage_class(name).is_some()
+                || ["float8_", "complex", "uint", "qint", "quint"]
+                    .iter()
+                    .any(|p| name.starts_with(p))
+                || matches!(
+                    name,
+                    "Size"
+                        | "device"
+                        | "dtype"
+                        | "float64"
+                        | "double"
+                        | "float32"
+                        | "float"
+                        | "float16"
+                        | "half"
+                        | "bfloat16"
+                        | "int64"
+                        | "long"
+                        | "int32"
+                        | "int"
+                        | "int16"
+                        | "short"
+                        | "int8"
+                        | "uint8"
+                        | "bool"
+                )
+        }
+        "torch.storage" => name.ends_with("Storage"),
+        "torch.nn.parameter" => name == "Parameter",
+        // numpy scalars and arrays in a checkpoint's meta data, and protocol 2's bytes.
+        "numpy" => matches!(name, "dtype" | "ndarray"),
+        "numpy.core.multiarray" | "numpy._core.multiarray" => {
+            matches!(name, "scalar" | "_reconstruct")
+        }
+        "_codecs" => name == "encode",
+        "collections" => matches!(name, "OrderedDict" | "defaultdict"),
+        "builtins" | "__builtin__" => matches!(
+            name,
+            "dict"
+                | "set"
+                | "frozenset"
+                | "list"
+                | "tuple"
+                | "int"
+                | "float"
+                | "str"
+                | "bool"
+                | "complex"
+                | "slice"
+                | "range"
+                | "bytearray"
+        ),
+        "argparse" => name == "Namespace",
+        _ => false,
+    }
+}
+
+/// What [`unpickle_report`] returns: the object and the callables outside the allowlist.
+pub struct Unpickled {
+    pub root: Obj,
+    /// `module.name` of every global the pickle referenced outside [`allowed_callable`], in
+    /// first-seen order, each once.
+    pub unknown: Vec<String>,
+}
+
 /// An error while unpickling, with the byte position of the opcode.
 #[derive(Debug)]
 pub struct PickleError {
@@ -114,12 +232,23 @@ struct Vm<'a> {
     /// Stacks saved by MARK.
     marks: Vec<Vec<Obj>>,
     memo: HashMap<u64, Obj>,
+    /// Nesting depth of every container built, by address (a container's depth is one more
+    /// than its deepest child's; scalars are 0). Addresses of freed containers may be reused,
+    /// but only by a container, whose entry is then overwritten when it is built.
+    depths: HashMap<usize, usize>,
+    unknown: Vec<String>,
 }
 
 type R<T> = std::result::Result<T, PickleError>;
 
 /// Run a pickle and return the object it STOPs with.
 pub fn unpickle(data: &[u8]) -> R<Obj> {
+    unpickle_report(data).map(|u| u.root)
+}
+
+/// Run a pickle: the object it STOPs with and the callables it named outside the allowlist.
+/// Containers nested deeper than [`crate::limits::MAX_NESTING`] are refused.
+pub fn unpickle_report(data: &[u8]) -> R<Unpickled> {
     let mut vm = Vm {
         data,
         pos: 0,
@@ -127,8 +256,14 @@ pub fn unpickle(data: &[u8]) -> R<Obj> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        depths: HashMap::new(),
+        unknown: Vec::new(),
     };
-    vm.run()
+    let root = vm.run()?;
+    Ok(Unpickled {
+        root,
+        unknown: vm.unknown,
+    })
 }
 
 fn obj(v: Value) -> Obj {
@@ -228,7 +363,73 @@ impl<'a> Vm<'a> {
         Ok(())
     }
 
-    fn set_items(&self, target: &Obj, items: Vec<Obj>) -> R<()> {
+    fn depth(&self, o: &Obj) -> usize {
+        if is_container(o) {
+            self.depths
+                .get(&(Rc::as_ptr(o) as usize))
+                .copied()
+                .unwrap_or(1)
+        } else {
+            0
+        }
+    }
+
+    /// One more than the deepest of `items`, refused past the limit.
+    fn depth_over(&self, items: &[&Obj]) -> R<usize> {
+        let d = 1 + items.iter().map(|o| self.depth(o)).max().unwrap_or(0);
+        if d > crate::limits::MAX_NESTING {
+            return self.err(format!(
+                "containers nested deeper than {} levels (the limit)",
+                crate::limits::MAX_NESTING
+            ));
+        }
+        Ok(d)
+    }
+
+    /// Builds a container, recording its depth.
+    fn container(&mut self, v: Value) -> R<Obj> {
+        let d = {
+            let kids: Vec<Obj> = match &v {
+                Value::Tuple(t) => t.clone(),
+                Value::List(l) | Value::Set(l) => l.borrow().clone(),
+                Value::Dict(d) => d
+                    .borrow()
+                    .iter()
+                    .flat_map(|(k, x)| [k.clone(), x.clone()])
+                    .collect(),
+                Value::Object { args, state, .. } => {
+                    let mut a = args.clone();
+                    a.extend(state.borrow().iter().cloned());
+                    a
+                }
+                _ => Vec::new(),
+            };
+            self.depth_over(&kids.iter().collect::<Vec<_>>())?
+        };
+        let o = obj(v);
+        self.depths.insert(Rc::as_ptr(&o) as usize, d);
+        Ok(o)
+    }
+
+    /// Records that `target` now also holds `items` (APPEND, SETITEMS, BUILD).
+    fn grew(&mut self, target: &Obj, items: &[Obj]) -> R<()> {
+        let all: Vec<&Obj> = items.iter().collect();
+        let d = self.depth_over(&all)?.max(self.depth(target));
+        self.depths.insert(Rc::as_ptr(target) as usize, d);
+        Ok(())
+    }
+
+    fn note_global(&mut self, module: &str, name: &str) {
+        if !allowed_callable(module, name) {
+            let full = format!("{module}.{name}");
+            if !self.unknown.contains(&full) {
+                self.unknown.push(full);
+            }
+        }
+    }
+
+    fn set_items(&mut self, target: &Obj, items: Vec<Obj>) -> R<()> {
+        self.grew(target, &items)?;
         if !items.len().is_multiple_of(2) {
             return self.err("SETITEMS with an odd number of items");
         }
@@ -246,7 +447,8 @@ impl<'a> Vm<'a> {
             other => self.err(format!("SETITEM(S) on {}", short_repr(other))),
         }
     }
-    fn append_items(&self, target: &Obj, items: Vec<Obj>) -> R<()> {
+    fn append_items(&mut self, target: &Obj, items: Vec<Obj>) -> R<()> {
+        self.grew(target, &items)?;
         match &**target {
             Value::List(l) => {
                 l.borrow_mut().extend(items);
@@ -373,10 +575,22 @@ impl<'a> Vm<'a> {
                     self.stack.push(obj(Value::Str(s)))
                 }
                 // Containers.
-                b'}' => self.stack.push(obj(Value::Dict(RefCell::new(Vec::new())))),
-                b']' => self.stack.push(obj(Value::List(RefCell::new(Vec::new())))),
-                b')' => self.stack.push(obj(Value::Tuple(Vec::new()))),
-                0x8f => self.stack.push(obj(Value::Set(RefCell::new(Vec::new())))),
+                b'}' => {
+                    let o = self.container(Value::Dict(RefCell::new(Vec::new())))?;
+                    self.stack.push(o)
+                }
+                b']' => {
+                    let o = self.container(Value::List(RefCell::new(Vec::new())))?;
+                    self.stack.push(o)
+                }
+                b')' => {
+                    let o = self.container(Value::Tuple(Vec::new()))?;
+                    self.stack.push(o)
+                }
+                0x8f => {
+                    let o = self.container(Value::Set(RefCell::new(Vec::new())))?;
+                    self.stack.push(o)
+                }
                 b'(' => {
                     let cur = std::mem::take(&mut self.stack);
                     self.marks.push(cur);
@@ -397,25 +611,29 @@ impl<'a> Vm<'a> {
                         return self.err("stack underflow");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(obj(Value::Tuple(items)))
+                    let o = self.container(Value::Tuple(items))?;
+                    self.stack.push(o)
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(obj(Value::Tuple(items)))
+                    let o = self.container(Value::Tuple(items))?;
+                    self.stack.push(o)
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(obj(Value::List(RefCell::new(items))))
+                    let o = self.container(Value::List(RefCell::new(items)))?;
+                    self.stack.push(o)
                 }
                 b'd' => {
                     let items = self.pop_mark()?;
-                    let d = obj(Value::Dict(RefCell::new(Vec::new())));
+                    let d = self.container(Value::Dict(RefCell::new(Vec::new())))?;
                     self.set_items(&d, items)?;
                     self.stack.push(d)
                 }
                 0x91 => {
                     let items = self.pop_mark()?;
-                    self.stack.push(obj(Value::Set(RefCell::new(items))))
+                    let o = self.container(Value::Set(RefCell::new(items)))?;
+                    self.stack.push(o)
                 }
                 b's' => {
                     let v = self.pop()?;
@@ -480,16 +698,20 @@ impl<'a> Vm<'a> {
                 b'c' => {
                     let module = self.line()?.to_string();
                     let name = self.line()?.to_string();
+                    self.note_global(&module, &name);
                     self.stack.push(obj(Value::Global { module, name }))
                 }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (&*module, &*name) {
-                        (Value::Str(m), Value::Str(n)) => self.stack.push(obj(Value::Global {
-                            module: m.clone(),
-                            name: n.clone(),
-                        })),
+                        (Value::Str(m), Value::Str(n)) => {
+                            self.note_global(m, n);
+                            self.stack.push(obj(Value::Global {
+                                module: m.clone(),
+                                name: n.clone(),
+                            }))
+                        }
                         _ => return self.err("STACK_GLOBAL needs two strings"),
                     }
                 }
@@ -536,6 +758,7 @@ impl<'a> Vm<'a> {
                     // `_metadata` of an OrderedDict state_dict, a tensor's extra state) is not
                     // needed and is dropped.
                     if let Value::Object { state: s, .. } = &*target {
+                        self.grew(&target, std::slice::from_ref(&state))?;
                         *s.borrow_mut() = Some(state);
                     }
                 }
@@ -604,15 +827,15 @@ impl<'a> Vm<'a> {
 
     /// A REDUCE / NEWOBJ: the few torch and builtin callables a state_dict needs are
     /// interpreted, everything else is kept opaque.
-    fn call(&self, func: &Obj, args: Vec<Obj>) -> R<Obj> {
+    fn call(&mut self, func: &Obj, args: Vec<Obj>) -> R<Obj> {
         let (module, name) = match &**func {
             Value::Global { module, name } => (module.as_str(), name.as_str()),
             _ => {
-                return Ok(obj(Value::Object {
+                return self.container(Value::Object {
                     class: format!("<call of {}>", short_repr(func)),
                     args,
                     state: RefCell::new(None),
-                }))
+                })
             }
         };
         match (module, name) {
@@ -645,7 +868,7 @@ impl<'a> Vm<'a> {
                 format!("torch._utils.{name} (quantized, sparse or meta tensor)"),
             ))),
             ("collections", "OrderedDict") | ("builtins", "dict") | ("__builtin__", "dict") => {
-                let d = obj(Value::Dict(RefCell::new(Vec::new())));
+                let d = self.container(Value::Dict(RefCell::new(Vec::new())))?;
                 // OrderedDict([(k, v), …]) form; torch.save uses the empty form + SETITEMS.
                 if let Some(items) = args.first() {
                     if let Value::List(l) = &**items {
@@ -669,13 +892,13 @@ impl<'a> Vm<'a> {
                     Some(Value::Tuple(t)) => t.clone(),
                     _ => Vec::new(),
                 };
-                Ok(obj(Value::Set(RefCell::new(items))))
+                self.container(Value::Set(RefCell::new(items)))
             }
-            _ => Ok(obj(Value::Object {
+            _ => self.container(Value::Object {
                 class: format!("{module}.{name}"),
                 args,
                 state: RefCell::new(None),
-            })),
+            }),
         }
     }
 
@@ -742,7 +965,10 @@ fn tensor_ref_v3(args: &[Obj]) -> std::result::Result<TensorRef, String> {
         }
     };
     let s = &t.storage;
-    let bytes = s.numel * s.dtype.size();
+    let bytes = s
+        .numel
+        .checked_mul(s.dtype.size())
+        .ok_or("storage size overflows")?;
     t.storage = Rc::new(StorageRef {
         dtype,
         key: s.key.clone(),
