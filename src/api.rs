@@ -129,6 +129,8 @@ impl DetectorBuilder {
             size_divisibility: input.size_divisibility,
             pixel_mean: input.pixel_mean,
             pixel_std: input.pixel_std,
+            bgr: input.bgr(),
+            times_255: input.times_255(),
             ..PreprocessConfig::default()
         };
         if let Some(m) = self.min_size {

@@ -48,8 +48,13 @@ pub struct PreprocessConfig {
     pub exif_orientation: bool,
     /// Which Pillow's resampling pass order to reproduce (default: Pillow <= 12).
     pub pass_order: PassOrder,
+    /// In the network's channel order.
     pub pixel_mean: [f32; 3],
     pub pixel_std: [f32; 3],
+    /// INPUT.FORMAT / TO_BGR255: channels reordered to B, G, R ("bgr") ...
+    pub bgr: bool,
+    /// ... and pixel values in 0..255 rather than 0..1 ("255").
+    pub times_255: bool,
 }
 
 impl Default for PreprocessConfig {
@@ -62,6 +67,8 @@ impl Default for PreprocessConfig {
             pass_order: PassOrder::HorizontalFirst,
             pixel_mean: PIXEL_MEAN_BGR,
             pixel_std: PIXEL_STD_BGR,
+            bgr: true,
+            times_255: true,
         }
     }
 }
@@ -340,8 +347,9 @@ fn vertical_pass(
 }
 
 /// Normalise an 8-bit RGB image into GLIP's network input: `ToTensor` (x/255 in f32),
-/// channels reordered to B, G, R, ×255, (x − mean)/std, then zero padding at the bottom and
-/// right to a multiple of `size_divisibility`. Returns [1, 3, Hp, Wp].
+/// channels reordered to B, G, R and ×255 (GLIP-T's "bgr255"; each as `cfg` says), (x −
+/// mean)/std, then zero padding at the bottom and right to a multiple of
+/// `size_divisibility`. Returns [1, 3, Hp, Wp].
 pub fn normalize_pad(img: &RgbImage8, cfg: &PreprocessConfig) -> Result<FeatureMap> {
     let (h, w) = (img.height, img.width);
     let d = cfg.size_divisibility.max(1);
@@ -350,14 +358,15 @@ pub fn normalize_pad(img: &RgbImage8, cfg: &PreprocessConfig) -> Result<FeatureM
     let mut fm = FeatureMap::zeros(1, 3, hp, wp);
     for c in 0..3 {
         // BGR channel c reads RGB channel 2 - c.
-        let src_c = 2 - c;
+        let src_c = if cfg.bgr { 2 - c } else { c };
+        let range = if cfg.times_255 { 255.0f32 } else { 1.0 };
         let (mean, std) = (cfg.pixel_mean[c], cfg.pixel_std[c]);
         let plane = &mut fm.data[c * hp * wp..(c + 1) * hp * wp];
         for y in 0..h {
             let row = &img.data[y * w * 3..(y + 1) * w * 3];
             let out = &mut plane[y * wp..y * wp + w];
             for (o, px) in out.iter_mut().zip(row.chunks_exact(3)) {
-                let x = px[src_c] as f32 / 255.0f32 * 255.0f32;
+                let x = px[src_c] as f32 / 255.0f32 * range;
                 *o = (x - mean) / std;
             }
         }

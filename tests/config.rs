@@ -315,3 +315,67 @@ fn non_yaml_inputs_give_clear_errors() {
         .to_string();
     assert!(e.contains("/nonexistent/glip.yaml"), "{e}");
 }
+
+/// Keys that are read are used: INPUT.FORMAT changes the pre-processing, GROUP_NORM's
+/// groups and eps reach DyConv's GroupNorm (a different group count changes the output),
+/// and DYHEAD.USE_GN False is refused by name rather than ignored.
+#[test]
+fn input_format_and_group_norm_keys_are_used() {
+    use glip_rt::model::glip::{Glip, Taps};
+    use glip_rt::preprocess::{normalize_pad, PreprocessConfig, RgbImage8};
+    let yaml = std::fs::read_to_string(testdata().join("golden/12_e2e_tiny_config.yaml")).unwrap();
+    // INPUT.FORMAT "rgb": no channel swap, no ×255.
+    let rgb =
+        GlipConfig::from_yaml_str(&yaml.replacen("FORMAT: ''", "FORMAT: rgb", 1), "t").unwrap();
+    assert!(!rgb.input.bgr() && !rgb.input.times_255());
+    let img = RgbImage8::new(2, 1, vec![10, 20, 30, 40, 50, 60]).unwrap();
+    let pre = |bgr: bool, times_255: bool| {
+        let cfg = PreprocessConfig {
+            bgr,
+            times_255,
+            pixel_mean: [0.0; 3],
+            pixel_std: [1.0; 3],
+            size_divisibility: 1,
+            ..PreprocessConfig::default()
+        };
+        normalize_pad(&img, &cfg).unwrap().data
+    };
+    assert_eq!(pre(true, true), vec![30.0, 60.0, 20.0, 50.0, 10.0, 40.0]);
+    let (r, g) = (10.0f32 / 255.0, 40.0f32 / 255.0);
+    assert_eq!(pre(false, false)[..2], [r, g]);
+
+    // GROUP_NORM.NUM_GROUPS reaches the model.
+    let bert =
+        glip_rt::model::config::BertConfig::from_file(&testdata().join("tiny_bert_config.json"))
+            .unwrap();
+    let w =
+        glip_rt::weights::load_weights(&testdata().join("golden/12_e2e_tiny_weights.safetensors"))
+            .unwrap();
+    let run = |cfg: GlipConfig| {
+        let m = Glip::load(cfg, bert.clone(), &w).unwrap();
+        let text = m.encode_text(&[101, 2000, 102], &[1, 1, 1]).unwrap();
+        let mut rng = glip_rt::testing::Rng::new(1);
+        let img = glip_rt::model::FeatureMap::new(1, 3, 64, 64, rng.normal_vec(3 * 64 * 64, 1.0))
+            .unwrap();
+        m.forward(&img, &text, &mut Taps::disabled())
+            .unwrap()
+            .bbox_reg[0]
+            .data
+            .clone()
+    };
+    let base = tiny();
+    let groups = base.dyhead.gn_groups;
+    let mut other = tiny();
+    other.dyhead.gn_groups = groups / 2;
+    assert_ne!(
+        run(base),
+        run(other),
+        "NUM_GROUPS {groups} vs {} gave the same output",
+        groups / 2
+    );
+
+    let mut no_gn = tiny();
+    no_gn.dyhead.use_gn = false;
+    let e = no_gn.validate("test.yaml").unwrap_err().to_string();
+    assert!(e.contains("USE_GN"), "{e}");
+}

@@ -10,6 +10,24 @@ use glip_rt::weights::glip_ignorable;
 use glip_rt::Tensor;
 use std::collections::HashMap;
 
+/// The GroupNorm (groups, eps) golden 04 was made with: its `produced_by` names
+/// `bn_type=['gn', G]`; nn.GroupNorm's default eps.
+fn golden_gn() -> (usize, f32) {
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(glip_rt::testing::testdata().join("golden/04_dyconv.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let by = meta["produced_by"].as_str().unwrap();
+    let g = by
+        .split("'gn', ")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no GroupNorm groups in produced_by: {by}"));
+    (g, 1e-5)
+}
+
 /// The golden's parameters (keys outside input/, inter/, output/).
 fn params(g: &HashMap<String, Tensor>) -> WeightMap {
     WeightMap::new(
@@ -30,7 +48,7 @@ fn golden_04_dyconv() {
     let c = inputs[0].shape()[1];
     let wm = params(&g);
     let vars = Vars::from_weights(&wm, &CpuBackend);
-    let m = DyConv::new(&vars, c).unwrap();
+    let m = DyConv::new(&vars, c, golden_gn()).unwrap();
     vars.finish(glip_ignorable).unwrap();
     let tr = m.forward_traced(&CpuBackend, &inputs).unwrap();
     for l in 0..LEVELS {
@@ -64,7 +82,12 @@ fn dyconv_rejects_wrong_level_count() {
     let g = load_golden("04_dyconv").unwrap();
     let x = g["input/visual.0"].to_f32().unwrap();
     let wm = params(&g);
-    let m = DyConv::new(&Vars::from_weights(&wm, &CpuBackend), x.shape()[1]).unwrap();
+    let m = DyConv::new(
+        &Vars::from_weights(&wm, &CpuBackend),
+        x.shape()[1],
+        golden_gn(),
+    )
+    .unwrap();
     assert!(m.forward(&CpuBackend, &[x]).is_err());
 }
 
@@ -74,7 +97,7 @@ fn dyconv_load_names_missing_key() {
     let c = g["input/visual.0"].shape()[1];
     let wm = params(&g);
     let vars = Vars::from_weights(&wm, &CpuBackend);
-    DyConv::new(&vars.pp("rpn.head.dyhead_tower.2"), c).unwrap();
+    DyConv::new(&vars.pp("rpn.head.dyhead_tower.2"), c, golden_gn()).unwrap();
     let e = vars.finish(glip_ignorable).err().unwrap();
     assert!(
         e.to_string()
@@ -89,9 +112,14 @@ fn dyconv_tiny_model() {
     let g = load_golden("12_e2e_tiny_weights").unwrap();
     let c = g["rpn.head.dyhead_tower.2.offset.weight"].shape()[1];
     let wm = WeightMap::new("12_e2e_tiny_weights", g);
+    let cfg = glip_rt::model::config::GlipConfig::from_yaml_file(
+        &glip_rt::testing::testdata().join("golden/12_e2e_tiny_config.yaml"),
+    )
+    .unwrap();
     let m = DyConv::new(
         &Vars::from_weights(&wm, &CpuBackend).pp("rpn.head.dyhead_tower.2"),
         c,
+        (cfg.dyhead.gn_groups, cfg.dyhead.gn_eps as f32),
     )
     .unwrap();
     let mut rng = glip_rt::testing::Rng::new(5);

@@ -179,6 +179,8 @@ pub fn run(a: Args) -> Result {
         size_divisibility: cfg.input.size_divisibility,
         pixel_mean: cfg.input.pixel_mean,
         pixel_std: cfg.input.pixel_std,
+        bgr: cfg.input.bgr(),
+        times_255: cfg.input.times_255(),
         ..PreprocessConfig::default()
     };
     let strides = cfg.anchors.strides.clone();

@@ -414,9 +414,12 @@ impl GlipConfig {
         if self.dyhead.num_convs == 0 {
             return err("MODEL.DYHEAD.NUM_CONVS 0: the tower needs at least one layer".into());
         }
-        if self.dyhead.use_gn
-            && (self.dyhead.gn_groups == 0 || !d.is_multiple_of(self.dyhead.gn_groups))
-        {
+        if !self.dyhead.use_gn {
+            return err(
+                "MODEL.DYHEAD.USE_GN false: only GLIP's GroupNorm DyHead is supported".into(),
+            );
+        }
+        if self.dyhead.gn_groups == 0 || !d.is_multiple_of(self.dyhead.gn_groups) {
             return err(format!(
                 "MODEL.GROUP_NORM.NUM_GROUPS {}: does not divide {d} channels",
                 self.dyhead.gn_groups

@@ -15,15 +15,15 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// GroupNorm groups of every DyHead conv (Conv3x3Norm bn_type ['gn', 16]).
-pub const GN_GROUPS: usize = 16;
-const GN_EPS: f32 = 1e-5;
 /// Pyramid levels DyConv mixes (P3..P7).
 pub const LEVELS: usize = 5;
 
 /// ModulatedDeformConv(C→C, 3x3, pad 1, bias) followed by GroupNorm(16, C).
 pub struct DeformConvNorm {
     pub stride: usize,
+    /// MODEL.GROUP_NORM.NUM_GROUPS / EPSILON (GLIP-T: 16, 1e-5).
+    pub groups: usize,
+    pub eps: f32,
     /// [C, C, 3, 3], [C]
     pub weight: Tensor,
     pub bias: Tensor,
@@ -32,9 +32,11 @@ pub struct DeformConvNorm {
 }
 
 impl DeformConvNorm {
-    fn new(vars: &Vars, c: usize, stride: usize) -> Result<Self> {
+    fn new(vars: &Vars, c: usize, stride: usize, gn: (usize, f32)) -> Result<Self> {
         Ok(DeformConvNorm {
             stride,
+            groups: gn.0,
+            eps: gn.1,
             weight: vars.get("conv.weight", &[c, c, 3, 3], Init::FanIn)?,
             bias: vars.get("conv.bias", &[c], Init::Small)?,
             gn_weight: vars.get("bn.weight", &[c], Init::Ones)?,
@@ -52,7 +54,7 @@ impl DeformConvNorm {
         src: (usize, usize),
     ) -> Result<Tensor> {
         let y = be.deform_conv3x3(x, off, mask, &self.weight, &self.bias, self.stride, src)?;
-        be.group_norm(&y, &self.gn_weight, &self.gn_bias, GN_GROUPS, GN_EPS)
+        be.group_norm(&y, &self.gn_weight, &self.gn_bias, self.groups, self.eps)
     }
 }
 
@@ -102,12 +104,14 @@ pub struct DyConv {
 
 impl DyConv {
     /// `DyConv.{0,1,2}.{conv,bn}.*`, `offset.*`, `AttnConv.1.*`, `relu.fc.{0,2}.*` under
-    /// `vars` (e.g. `rpn.head.dyhead_tower.2`).
-    pub fn new(vars: &Vars, channels: usize) -> Result<DyConv> {
+    /// `vars` (e.g. `rpn.head.dyhead_tower.2`); `gn` is the GroupNorm's (groups, eps)
+    /// (MODEL.GROUP_NORM.NUM_GROUPS / EPSILON).
+    pub fn new(vars: &Vars, channels: usize, gn: (usize, f32)) -> Result<DyConv> {
         let c = channels;
-        if c == 0 || !c.is_multiple_of(GN_GROUPS) {
+        if c == 0 || gn.0 == 0 || !c.is_multiple_of(gn.0) {
             return Err(Error::Config(format!(
-                "DyConv channels {c} must be a positive multiple of {GN_GROUPS}"
+                "DyConv channels {c} must be a positive multiple of {} GroupNorm groups",
+                gn.0
             )));
         }
         let a = vars.pp("AttnConv.1");
@@ -115,9 +119,9 @@ impl DyConv {
         Ok(DyConv {
             channels: c,
             convs: [
-                DeformConvNorm::new(&vars.pp("DyConv.0"), c, 1)?,
-                DeformConvNorm::new(&vars.pp("DyConv.1"), c, 1)?,
-                DeformConvNorm::new(&vars.pp("DyConv.2"), c, 2)?,
+                DeformConvNorm::new(&vars.pp("DyConv.0"), c, 1, gn)?,
+                DeformConvNorm::new(&vars.pp("DyConv.1"), c, 1, gn)?,
+                DeformConvNorm::new(&vars.pp("DyConv.2"), c, 2, gn)?,
             ],
             offset: Conv2d::new(&vars.pp("offset"), c, 3 * TAPS, 3, 1, 1)?,
             attn: Linear {

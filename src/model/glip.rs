@@ -138,6 +138,7 @@ impl Glip {
                 dyconv: DyConv::new(
                     &vars.pp(format!("rpn.head.dyhead_tower.{}", 3 * i + 2)),
                     config.dyhead.channels,
+                    (config.dyhead.gn_groups, config.dyhead.gn_eps as f32),
                 )?,
             });
         }
