@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::tensor::{DType, Device, Tensor};
 
 /// GLIP's clamp bound: BERT attention scores (CLAMP_BERTATTN_*), the BertEncoderLayer FFN,
-/// VLFuse attention logits (glip-t-inference-spec.md §3.5).
+/// VLFuse attention logits, the dot-product logits (glip-t-inference-spec.md §3.5, §3.6).
 pub const GLIP_CLAMP: f32 = 50_000.0;
 /// HF `get_extended_attention_mask` fill for a padded key: `torch.finfo(float32).min`
 /// (transformers 4.46.3 produced the goldens; GLIP-era releases used −10000, which gives the

@@ -9,8 +9,9 @@ use super::gemm::{gemm, Mat};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
-/// GLIP's clamp on the attention logits (CLAMP_MIN_FOR_UNDERFLOW / CLAMP_MAX_FOR_OVERFLOW).
-pub const CLAMP: f32 = 50_000.0;
+/// GLIP's clamp on the attention logits (CLAMP_MIN_FOR_UNDERFLOW / CLAMP_MAX_FOR_OVERFLOW):
+/// the one ±50000 of backend/ops.rs.
+pub const CLAMP: f32 = crate::backend::ops::GLIP_CLAMP;
 /// `masked_fill(mask == 0, -9e15)` on the 0/1 text mask; real tokens keep the value 1.
 pub const TEXT_PAD_FILL: f32 = -9e15;
 /// What GLIP adds to the logits of a real token (the unfilled 0/1 mask value).

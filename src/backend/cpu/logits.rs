@@ -8,8 +8,9 @@ use rayon::prelude::*;
 
 /// F.normalize's eps.
 pub const NORMALIZE_EPS: f32 = 1e-12;
-/// GLIP's clamp of the dot-product logits (CLAMP_DOT_PRODUCT).
-pub const LOGIT_CLAMP: f32 = 50_000.0;
+/// GLIP's clamp of the dot-product logits (CLAMP_DOT_PRODUCT): the one ±50000 of
+/// backend/ops.rs.
+pub const LOGIT_CLAMP: f32 = crate::backend::ops::GLIP_CLAMP;
 
 /// The text side of the dot-product head for `rows` token rows of `hidden` [rows, lang_dim]:
 /// E = h / max(‖h‖, 1e-12), proj = Linear(E / 2) with `w` [dim, lang_dim], `b` [dim], and

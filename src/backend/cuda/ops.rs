@@ -239,48 +239,153 @@ impl Backend for CudaBackend {
     }
     fn deform_conv3x3(
         &self,
-        _x: &Tensor,
-        _offset: &Tensor,
-        _mask: &Tensor,
-        _w: &Tensor,
-        _b: &Tensor,
-        _stride: usize,
-        _offset_src: (usize, usize),
+        x: &Tensor,
+        offset: &Tensor,
+        mask: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        stride: usize,
+        offset_src: (usize, usize),
     ) -> Result<Tensor> {
-        Err(not_on_device("deform_conv3x3", self.device()))
+        use crate::backend::cpu::deform_conv::DeformConvShape;
+        let (n, c, h, wd) = shape::nchw("deform_conv3x3", x)?;
+        let [cout, ..] = w.dims::<4>("deform_conv3x3 weight")?;
+        let s = DeformConvShape::new(n, c, cout, h, wd, stride)
+            .with_offset_source(offset_src.0, offset_src.1);
+        let mut y = self.alloc_zeros::<f16>(n * cout * s.out_h() * s.out_w())?;
+        super::deform_conv::deform_conv_fwd_f16(
+            self,
+            &s,
+            self.device_f16(x, "deform_conv3x3")?,
+            self.device_f16(offset, "deform_conv3x3 offset")?,
+            self.device_f16(mask, "deform_conv3x3 mask")?,
+            self.device_f16(w, "deform_conv3x3 weight")?,
+            self.device_f32(b, "deform_conv3x3 bias")?,
+            &mut y,
+        )?;
+        Ok(Tensor::from_device(
+            &[n, cout, s.out_h(), s.out_w()],
+            self.ordinal,
+            DeviceData::F16(y),
+        ))
     }
     fn group_norm(
         &self,
-        _x: &Tensor,
-        _w: &Tensor,
-        _b: &Tensor,
-        _groups: usize,
-        _eps: f32,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        groups: usize,
+        eps: f32,
     ) -> Result<Tensor> {
-        Err(not_on_device("group_norm", self.device()))
+        use crate::backend::cpu::group_norm::{GnLevel, GroupNormShape};
+        let (n, c, h, wd) = shape::nchw("group_norm", x)?;
+        let s = GroupNormShape {
+            groups,
+            eps,
+            ..GroupNormShape::glip(n, c)
+        };
+        let levels = [GnLevel {
+            offset: 0,
+            hw: h * wd,
+        }];
+        let mut ws = self.alloc_zeros::<f32>(super::group_norm::workspace_len(&s, &levels))?;
+        let mut y = self.alloc_zeros::<f16>(x.numel())?;
+        super::group_norm::group_norm_levels_f16(
+            self,
+            &s,
+            &levels,
+            self.device_f16(x, "group_norm")?,
+            self.device_f32(w, "group_norm weight")?,
+            self.device_f32(b, "group_norm bias")?,
+            &mut ws,
+            &mut y,
+        )?;
+        Ok(Tensor::from_device(
+            x.shape(),
+            self.ordinal,
+            DeviceData::F16(y),
+        ))
     }
     fn dyrelu_apply(&self, _x: Tensor, _z: &Tensor) -> Result<Tensor> {
         Err(not_on_device("dyrelu_apply", self.device()))
     }
     fn text_projection(
         &self,
-        _lang: &Tensor,
-        _w: &Tensor,
-        _b: &Tensor,
-        _bias_lang: &Tensor,
-        _bias0: f32,
+        lang: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        bias_lang: &Tensor,
+        bias0: f32,
     ) -> Result<(Tensor, Tensor)> {
-        Err(not_on_device("text_projection", self.device()))
+        let [bt, t, ld] = lang.dims::<3>("text_projection")?;
+        let [dim, wl] = w.dims::<2>("text_projection weight")?;
+        if wl != ld || b.shape() != [dim] || bias_lang.shape() != [ld] {
+            return Err(Error::shape(
+                "text_projection",
+                format!(
+                    "lang {:?} weight {:?} bias {:?} bias_lang {:?}",
+                    lang.shape(),
+                    w.shape(),
+                    b.shape(),
+                    bias_lang.shape()
+                ),
+            ));
+        }
+        let mut proj = self.alloc_zeros::<f32>(bt * t * dim)?;
+        let mut tb = self.alloc_zeros::<f32>(bt * t)?;
+        super::logits::text_proj_f16(
+            self,
+            bt * t,
+            ld,
+            dim,
+            self.device_f16(lang, "text_projection")?,
+            self.device_f16(w, "text_projection weight")?,
+            self.device_f32(b, "text_projection bias")?,
+            self.device_f32(bias_lang, "text_projection bias_lang")?,
+            bias0,
+            &mut proj,
+            &mut tb,
+        )?;
+        Ok((
+            Tensor::from_device(&[bt, t, dim], self.ordinal, DeviceData::F32(proj)),
+            Tensor::from_device(&[bt, t], self.ordinal, DeviceData::F32(tb)),
+        ))
     }
     fn dot_logits(
         &self,
-        _v: &Tensor,
-        _proj: &Tensor,
-        _tok_bias: &Tensor,
-        _scale: f32,
-        _clamp: f32,
+        v: &Tensor,
+        proj: &Tensor,
+        tok_bias: &Tensor,
+        scale: f32,
+        clamp: f32,
     ) -> Result<Tensor> {
-        Err(not_on_device("dot_logits", self.device()))
+        let (b, t, dim) = shape::dot_logits(v, proj, tok_bias)?;
+        let hw = v.numel() / (b * dim).max(1);
+        let s = super::logits::DotShape {
+            batch: b,
+            n_pos: hw,
+            n_txt: t,
+            dim,
+            channel_major: true,
+            out_rows: hw,
+            out_row0: 0,
+        };
+        let mut out = self.alloc_zeros::<f32>(b * hw * t)?;
+        super::logits::dot_f16(
+            self,
+            &s,
+            self.device_f16(v, "dot_logits")?,
+            self.device_f32(proj, "dot_logits proj")?,
+            self.device_f32(tok_bias, "dot_logits token bias")?,
+            scale,
+            clamp,
+            &mut out,
+        )?;
+        Ok(Tensor::from_device(
+            &[b, hw, t],
+            self.ordinal,
+            DeviceData::F32(out),
+        ))
     }
     fn pad_to_multiple(&self, _x: &Tensor, _m: usize) -> Result<Tensor> {
         Err(not_on_device("pad_to_multiple", self.device()))
