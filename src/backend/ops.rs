@@ -475,6 +475,30 @@ pub mod shape {
         Ok((cout, k))
     }
 
+    /// (batch, t, lang width, dim) of the head's text projection.
+    pub fn text_projection(
+        lang: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        bias_lang: &Tensor,
+    ) -> Result<(usize, usize, usize, usize)> {
+        let [bt, t, ld] = lang.dims::<3>("text_projection")?;
+        let [dim, wl] = w.dims::<2>("text_projection weight")?;
+        if wl != ld || b.shape() != [dim] || bias_lang.shape() != [ld] {
+            return Err(Error::shape(
+                "text_projection",
+                format!(
+                    "lang {:?} weight {:?} bias {:?} bias_lang {:?}",
+                    lang.shape(),
+                    w.shape(),
+                    b.shape(),
+                    bias_lang.shape()
+                ),
+            ));
+        }
+        Ok((bt, t, ld, dim))
+    }
+
     /// (batch, t, dim) of the head's dot-product logits.
     pub fn dot_logits(
         v: &Tensor,

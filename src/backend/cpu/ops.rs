@@ -534,20 +534,7 @@ impl Backend for CpuBackend {
         bias_lang: &Tensor,
         bias0: f32,
     ) -> Result<(Tensor, Tensor)> {
-        let [bt, t, ld] = lang.dims::<3>("text_projection")?;
-        let [dim, wl] = w.dims::<2>("text_projection weight")?;
-        if wl != ld || b.shape() != [dim] || bias_lang.shape() != [ld] {
-            return Err(Error::shape(
-                "text_projection",
-                format!(
-                    "lang {:?} weight {:?} bias {:?} bias_lang {:?}",
-                    lang.shape(),
-                    w.shape(),
-                    b.shape(),
-                    bias_lang.shape()
-                ),
-            ));
-        }
+        let (bt, t, _, dim) = shape::text_projection(lang, w, b, bias_lang)?;
         let (proj, tb) = super::logits::text_projection(
             &values(lang, "text_projection")?,
             bt * t,
