@@ -102,6 +102,21 @@ fn cuda_benches(c: &mut Criterion) {
             })
         },
     );
+    // The tensor-core GEMM of kernels/gemm.cu on the same shapes, with its fused bias: the
+    // ratio to cuBLAS above is what decides where it is used.
+    let bias = be
+        .upload(&Tensor::from_f32(&[n], rng.normal_vec(n, 0.1)).unwrap())
+        .unwrap();
+    g.bench_function(
+        BenchmarkId::new("gemm_bias_tc_f16", format!("{m}x{k}x{n}")),
+        |bch| {
+            bch.iter(|| {
+                let c = be.linear(&ta, &tb, Some(&bias)).unwrap();
+                be.synchronize().unwrap();
+                c
+            })
+        },
+    );
     g.finish();
 }
 
