@@ -1,5 +1,5 @@
 //! GLIP's DyConv (one VL-DyHead tower layer: `modeling/rpn/vldyhead.py` DyConv with
-//! deformable Conv3x3Norm, DyFuse attention and DYReLU), on the CPU backend. Spec §3.5.3.
+//! deformable Conv3x3Norm, DyFuse attention and DYReLU), over the op interface. Spec §3.5.3.
 //!
 //! Per level l (P3..P7), with om = offset(x_l), off = om[:, :18], mask = sigmoid(om[:, 18:]):
 //! terms = [GN1(DCN1(x_l)), GN2(DCN2_stride2(x_{l-1})) if l > 0,

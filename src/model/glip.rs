@@ -1,4 +1,5 @@
-//! GLIP-T end to end on the CPU: Swin → FPN, BERT, the VL-DyHead tower, heads.
+//! GLIP-T end to end over the op interface: Swin → FPN, BERT, the VL-DyHead tower, heads.
+//! The forward runs on the CPU backend until the CUDA backend has every op (issue 9).
 //!
 //! The forward is a fixed sequence of stages (spec §2); each stage's output can be
 //! recorded under the golden's tensor names ([`Taps`]) so `glip detect --dump` and the
@@ -84,7 +85,7 @@ struct TowerLayer {
     dyconv: DyConv,
 }
 
-/// The whole GLIP model (GeneralizedVLRCNN with a VLDYHEAD RPN), CPU backend.
+/// The whole GLIP model (GeneralizedVLRCNN with a VLDYHEAD RPN).
 pub struct Glip {
     pub config: GlipConfig,
     pub bert_config: BertConfig,

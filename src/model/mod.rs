@@ -1,8 +1,8 @@
-//! GLIP-T, module by module, on the CPU backend (f32 arithmetic).
+//! GLIP-T, module by module, written once over the op interface (`crate::backend::ops`).
 //!
-//! Every module is built from a [`WeightMap`] (GLIP's state_dict key names) and a key
-//! prefix, checking each tensor's shape when it is built, so a wrong checkpoint fails
-//! early with the key's name.
+//! Every module is built from a [`vars::Vars`] walk (GLIP's state_dict key names under a
+//! prefix, each tensor's shape checked), so a wrong checkpoint fails with the keys' names;
+//! [`WeightMap`] holds a checkpoint's host tensors.
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
