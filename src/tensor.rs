@@ -193,6 +193,22 @@ impl Tensor {
         }
     }
 
+    /// The address of a host tensor's storage (None on a device): an identity for the
+    /// memory planner, which sees an op that returns its input's storage as in place.
+    pub fn host_addr(&self) -> Option<usize> {
+        match &self.storage {
+            Storage::Host(HostData::F32(v)) => Some(v.as_ptr() as usize),
+            Storage::Host(HostData::F16(v)) => Some(v.as_ptr() as usize),
+            Storage::Host(HostData::I32(v)) => Some(v.as_ptr() as usize),
+            Storage::Host(HostData::U8(v)) => Some(v.as_ptr() as usize),
+            Storage::Cuda { .. } => None,
+        }
+    }
+    /// Bytes of the tensor's elements.
+    pub fn bytes(&self) -> usize {
+        self.numel() * self.dtype().size()
+    }
+
     /// Borrow f32 host data (no conversion).
     pub fn f32s(&self) -> Result<&[f32]> {
         match self.host()? {

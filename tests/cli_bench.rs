@@ -24,8 +24,11 @@ fn tiny_bench_reports_every_stage() {
         "{out}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    // COCO real, COCO padded, synthetic 8: one timed run each.
+    // COCO real, COCO padded, synthetic 8: one timed run each, and the memory plan of each
+    // shape from its recorded warm-up run.
     assert_eq!(out.matches("total per frame").count(), 3, "{out}");
+    assert_eq!(out.matches("memory plan of").count(), 3, "{out}");
+    assert!(out.contains("arena peak"), "{out}");
     for stage in [
         "backbone (Swin)",
         "fpn",

@@ -7,5 +7,6 @@
 pub mod cpu;
 pub mod cuda;
 pub mod ops;
+pub mod plan;
 
 pub use ops::{Backend, SelfAttention};

@@ -267,7 +267,13 @@ pub fn run(a: Args) -> Result {
             let text = model.encode_text(ids, mask)?;
             let t_lang = s.elapsed();
             let f = Instant::now();
-            let out = model.forward(&pre.image, &text, &mut taps)?;
+            // The warm-up run is the recorded one: it gives the memory plan of this shape.
+            let (out, plan) = if run == 0 {
+                let (o, p) = model.forward_planned(&pre.image, &text)?;
+                (o, Some(p))
+            } else {
+                (model.forward(&pre.image, &text, &mut taps)?, None)
+            };
             let t_fwd = f.elapsed();
             let p = Instant::now();
             let dets = postprocess::postprocess(
@@ -280,7 +286,17 @@ pub fn run(a: Args) -> Result {
                 },
             )?;
             let t_post = p.elapsed();
-            if run == 0 {
+            if let Some(p) = plan {
+                let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
+                outln!(
+                    stdout,
+                    "\n{name}: memory plan of {} ops, {} activation buffers: arena peak {:.1} MiB (lower bound {:.1} MiB, {:.1} MiB unplanned)",
+                    p.ops,
+                    p.buffers.len(),
+                    mib(p.peak_bytes),
+                    mib(p.live_bytes_bound),
+                    mib(p.buffers.iter().map(|b| b.bytes).sum())
+                );
                 continue; // warm-up
             }
             outln!(

@@ -203,10 +203,33 @@ impl Glip {
         text: &TextFeatures,
         taps: &mut Taps,
     ) -> Result<HeadOutputs> {
+        self.forward_on(&CpuBackend, images, text, taps)
+    }
+
+    /// [`Glip::forward`] recorded op by op, with the memory plan of its activations for this
+    /// (image size, batch, prompt length); the outputs are those of a plain forward.
+    pub fn forward_planned(
+        &self,
+        images: &FeatureMap,
+        text: &TextFeatures,
+    ) -> Result<(HeadOutputs, crate::backend::plan::MemoryPlan)> {
+        use crate::backend::plan::{MemoryPlan, Recorder};
+        let rec = Recorder::new(&CpuBackend);
+        let out = self.forward_on(&rec, images, text, &mut Taps::disabled())?;
+        Ok((out, MemoryPlan::from_trace(&rec.into_trace()?)))
+    }
+
+    /// The forward on `be` (which must hold this model's tensors).
+    fn forward_on(
+        &self,
+        be: &dyn Backend,
+        images: &FeatureMap,
+        text: &TextFeatures,
+        taps: &mut Taps,
+    ) -> Result<HeadOutputs> {
         let b = images.n;
         let t = text.t;
         let hd = self.bert_config.hidden_size;
-        let be: &dyn Backend = &CpuBackend;
         let t0 = std::time::Instant::now();
         let stages = self.swin.forward(be, &be.upload(&images.to_tensor()?)?)?;
         taps.time("backbone (Swin)", t0);

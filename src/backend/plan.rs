@@ -1,0 +1,469 @@
+//! A recorded forward and its memory plan (design.md §3.8): [`Recorder`] wraps a backend and
+//! logs every op of one forward (name, the storage it read, the storage it wrote, bytes);
+//! [`MemoryPlan::from_trace`] turns that into liveness intervals and gives every intermediate
+//! an offset in one arena (greedy best fit, largest first), with the peak arena size and the
+//! lower bound no plan can beat (the most bytes live at once).
+//!
+//! Identity is the host storage address, so an op that returns its input's storage (the CPU
+//! backend's in-place elementwise ops) extends that buffer's interval instead of starting a
+//! new one. Tensors the trace reads but never wrote (weights, the image, the text features)
+//! are inputs, not activations, and are not planned. The executor that replays the plan (and
+//! captures it as a CUDA graph) is the next step (issue 9).
+
+use super::ops::{Backend, SelfAttention};
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Device, Tensor};
+use std::cell::RefCell;
+
+/// One recorded op: what it read and what it wrote (host addresses and bytes).
+#[derive(Clone, Debug)]
+pub struct OpRecord {
+    pub op: &'static str,
+    pub reads: Vec<usize>,
+    pub writes: Vec<(usize, usize)>,
+}
+
+/// A backend that records every op it runs on `inner`.
+pub struct Recorder<'a> {
+    inner: &'a dyn Backend,
+    trace: RefCell<Vec<OpRecord>>,
+    /// Set when a tensor had no host address (a device backend): no plan can be made.
+    opaque: RefCell<bool>,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(inner: &'a dyn Backend) -> Self {
+        Recorder {
+            inner,
+            trace: RefCell::new(Vec::new()),
+            opaque: RefCell::new(false),
+        }
+    }
+
+    /// The recorded ops, in order (an error when the backend's tensors have no host
+    /// identity: device recording comes with the CUDA executor).
+    pub fn into_trace(self) -> Result<Vec<OpRecord>> {
+        if self.opaque.into_inner() {
+            return Err(Error::Invalid(
+                "memory plan: only host-backed forwards can be recorded for now".into(),
+            ));
+        }
+        Ok(self.trace.into_inner())
+    }
+
+    fn id(&self, t: &Tensor) -> usize {
+        t.host_addr().unwrap_or_else(|| {
+            *self.opaque.borrow_mut() = true;
+            0
+        })
+    }
+
+    fn log(&self, op: &'static str, reads: Vec<usize>, outs: &[&Tensor]) {
+        let writes = outs.iter().map(|t| (self.id(t), t.bytes())).collect();
+        self.trace.borrow_mut().push(OpRecord { op, reads, writes });
+    }
+
+    fn one(&self, op: &'static str, reads: Vec<usize>, y: Result<Tensor>) -> Result<Tensor> {
+        let y = y?;
+        self.log(op, reads, &[&y]);
+        Ok(y)
+    }
+
+    fn ids(&self, ts: &[&Tensor]) -> Vec<usize> {
+        ts.iter().map(|t| self.id(t)).collect()
+    }
+}
+
+impl Backend for Recorder<'_> {
+    fn device(&self) -> Device {
+        self.inner.device()
+    }
+    fn upload(&self, t: &Tensor) -> Result<Tensor> {
+        self.one("upload", self.ids(&[t]), self.inner.upload(t))
+    }
+    fn to_host(&self, t: &Tensor) -> Result<Tensor> {
+        self.inner.to_host(t)
+    }
+    fn weight(&self, t: &Tensor) -> Result<Tensor> {
+        self.inner.weight(t)
+    }
+    fn matmul(&self, a: &Tensor, b: &Tensor, bt: bool) -> Result<Tensor> {
+        self.one("matmul", self.ids(&[a, b]), self.inner.matmul(a, b, bt))
+    }
+    fn cast(&self, t: &Tensor, to: DType) -> Result<Tensor> {
+        self.one("cast", self.ids(&[t]), self.inner.cast(t, to))
+    }
+    fn axpby(&self, alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor> {
+        self.one(
+            "axpby",
+            self.ids(&[a, b]),
+            self.inner.axpby(alpha, a, beta, b),
+        )
+    }
+    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        self.one("linear", self.ids(&[x]), self.inner.linear(x, w, b))
+    }
+    fn layer_norm(&self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
+        self.one(
+            "layer_norm",
+            self.ids(&[x]),
+            self.inner.layer_norm(x, w, b, eps),
+        )
+    }
+    fn clamp(&self, x: Tensor, bound: f32) -> Result<Tensor> {
+        let r = self.ids(&[&x]);
+        self.one("clamp", r, self.inner.clamp(x, bound))
+    }
+    fn gelu(&self, x: Tensor) -> Result<Tensor> {
+        let r = self.ids(&[&x]);
+        self.one("gelu", r, self.inner.gelu(x))
+    }
+    fn duplicate(&self, x: &Tensor) -> Result<Tensor> {
+        self.one("duplicate", self.ids(&[x]), self.inner.duplicate(x))
+    }
+    fn bert_embeddings(
+        &self,
+        ids: &Tensor,
+        word: &Tensor,
+        position: &Tensor,
+        token_type0: &Tensor,
+    ) -> Result<Tensor> {
+        self.one(
+            "bert_embeddings",
+            Vec::new(),
+            self.inner.bert_embeddings(ids, word, position, token_type0),
+        )
+    }
+    fn self_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        spec: SelfAttention,
+    ) -> Result<Tensor> {
+        self.one(
+            "self_attention",
+            self.ids(&[q, k, v]),
+            self.inner.self_attention(q, k, v, mask, spec),
+        )
+    }
+    fn scale(&self, x: Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+        let r = self.ids(&[&x]);
+        self.one("scale", r, self.inner.scale(x, alpha, beta))
+    }
+    fn add_channel_scaled(&self, a: Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let r = self.ids(&[&a, b]);
+        self.one(
+            "add_channel_scaled",
+            r,
+            self.inner.add_channel_scaled(a, g, b),
+        )
+    }
+    fn levels_to_tokens(&self, levels: &[&Tensor]) -> Result<Tensor> {
+        self.one(
+            "levels_to_tokens",
+            self.ids(levels),
+            self.inner.levels_to_tokens(levels),
+        )
+    }
+    fn tokens_to_levels(&self, x: &Tensor, sizes: &[(usize, usize)]) -> Result<Vec<Tensor>> {
+        let ys = self.inner.tokens_to_levels(x, sizes)?;
+        self.log(
+            "tokens_to_levels",
+            self.ids(&[x]),
+            &ys.iter().collect::<Vec<_>>(),
+        );
+        Ok(ys)
+    }
+    fn bi_attn(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v_l: &Tensor,
+        v_v: &Tensor,
+        mask: &Tensor,
+        heads: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let (a, b) = self.inner.bi_attn(q, k, v_l, v_v, mask, heads)?;
+        self.log("bi_attn", self.ids(&[q, k, v_l, v_v]), &[&a, &b]);
+        Ok((a, b))
+    }
+    fn conv2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Tensor> {
+        self.one(
+            "conv2d",
+            self.ids(&[x]),
+            self.inner.conv2d(x, w, b, stride, pad),
+        )
+    }
+    fn upsample_nearest(&self, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+        self.one(
+            "upsample_nearest",
+            self.ids(&[x]),
+            self.inner.upsample_nearest(x, oh, ow),
+        )
+    }
+    fn upsample_bilinear_ac(&self, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+        self.one(
+            "upsample_bilinear_ac",
+            self.ids(&[x]),
+            self.inner.upsample_bilinear_ac(x, oh, ow),
+        )
+    }
+    fn relu(&self, x: Tensor) -> Result<Tensor> {
+        let r = self.ids(&[&x]);
+        self.one("relu", r, self.inner.relu(x))
+    }
+    fn h_sigmoid(&self, x: Tensor) -> Result<Tensor> {
+        let r = self.ids(&[&x]);
+        self.one("h_sigmoid", r, self.inner.h_sigmoid(x))
+    }
+    fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {
+        self.one("avg_pool", self.ids(&[x]), self.inner.avg_pool(x))
+    }
+    fn scale_images(&self, x: Tensor, a: &Tensor) -> Result<Tensor> {
+        let r = self.ids(&[&x, a]);
+        self.one("scale_images", r, self.inner.scale_images(x, a))
+    }
+    fn split_offset_mask(&self, om: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (a, b) = self.inner.split_offset_mask(om)?;
+        self.log("split_offset_mask", self.ids(&[om]), &[&a, &b]);
+        Ok((a, b))
+    }
+    fn deform_conv3x3(
+        &self,
+        x: &Tensor,
+        offset: &Tensor,
+        mask: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        stride: usize,
+        offset_src: (usize, usize),
+    ) -> Result<Tensor> {
+        self.one(
+            "deform_conv3x3",
+            self.ids(&[x, offset, mask]),
+            self.inner
+                .deform_conv3x3(x, offset, mask, w, b, stride, offset_src),
+        )
+    }
+    fn group_norm(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        groups: usize,
+        eps: f32,
+    ) -> Result<Tensor> {
+        self.one(
+            "group_norm",
+            self.ids(&[x]),
+            self.inner.group_norm(x, w, b, groups, eps),
+        )
+    }
+    fn dyrelu_apply(&self, x: Tensor, z: &Tensor) -> Result<Tensor> {
+        let r = self.ids(&[&x, z]);
+        self.one("dyrelu_apply", r, self.inner.dyrelu_apply(x, z))
+    }
+    fn text_projection(
+        &self,
+        lang: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        bias_lang: &Tensor,
+        bias0: f32,
+    ) -> Result<(Tensor, Tensor)> {
+        let (p, t) = self.inner.text_projection(lang, w, b, bias_lang, bias0)?;
+        self.log("text_projection", self.ids(&[lang]), &[&p, &t]);
+        Ok((p, t))
+    }
+    fn dot_logits(
+        &self,
+        v: &Tensor,
+        proj: &Tensor,
+        tok_bias: &Tensor,
+        scale: f32,
+        clamp: f32,
+    ) -> Result<Tensor> {
+        self.one(
+            "dot_logits",
+            self.ids(&[v, proj, tok_bias]),
+            self.inner.dot_logits(v, proj, tok_bias, scale, clamp),
+        )
+    }
+    fn pad_to_multiple(&self, x: &Tensor, m: usize) -> Result<Tensor> {
+        self.one(
+            "pad_to_multiple",
+            self.ids(&[x]),
+            self.inner.pad_to_multiple(x, m),
+        )
+    }
+    fn nchw_to_nhwc(&self, x: &Tensor) -> Result<Tensor> {
+        self.one("nchw_to_nhwc", self.ids(&[x]), self.inner.nchw_to_nhwc(x))
+    }
+    fn nhwc_to_nchw(&self, x: &Tensor) -> Result<Tensor> {
+        self.one("nhwc_to_nchw", self.ids(&[x]), self.inner.nhwc_to_nchw(x))
+    }
+    fn window_partition(&self, x: &Tensor, window: usize, shift: usize) -> Result<Tensor> {
+        self.one(
+            "window_partition",
+            self.ids(&[x]),
+            self.inner.window_partition(x, window, shift),
+        )
+    }
+    fn window_merge_add(
+        &self,
+        x: Tensor,
+        windows: &Tensor,
+        window: usize,
+        shift: usize,
+    ) -> Result<Tensor> {
+        let r = self.ids(&[&x, windows]);
+        self.one(
+            "window_merge_add",
+            r,
+            self.inner.window_merge_add(x, windows, window, shift),
+        )
+    }
+    fn window_attention(
+        &self,
+        qkv: &Tensor,
+        rel_bias: &Tensor,
+        region_ids: Option<&Tensor>,
+        heads: usize,
+    ) -> Result<Tensor> {
+        self.one(
+            "window_attention",
+            self.ids(&[qkv]),
+            self.inner
+                .window_attention(qkv, rel_bias, region_ids, heads),
+        )
+    }
+    fn patch_merge_gather(&self, x: &Tensor) -> Result<Tensor> {
+        self.one(
+            "patch_merge_gather",
+            self.ids(&[x]),
+            self.inner.patch_merge_gather(x),
+        )
+    }
+    fn add(&self, a: Tensor, b: &Tensor) -> Result<Tensor> {
+        let r = self.ids(&[&a, b]);
+        self.one("add", r, self.inner.add(a, b))
+    }
+}
+
+/// One activation buffer: written by op `start`, last read by op `end`, `bytes` long, at
+/// `offset` in the arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interval {
+    pub start: usize,
+    pub end: usize,
+    pub bytes: usize,
+    pub offset: usize,
+}
+
+/// Every activation of one recorded forward placed in one arena.
+#[derive(Clone, Debug)]
+pub struct MemoryPlan {
+    pub ops: usize,
+    pub buffers: Vec<Interval>,
+    /// The arena size the placement needs.
+    pub peak_bytes: usize,
+    /// The most bytes live at any op: no placement can need less.
+    pub live_bytes_bound: usize,
+}
+
+/// Offsets are multiples of this (what vector loads, cp.async and cudaMalloc give).
+const ALIGN: usize = 256;
+
+impl MemoryPlan {
+    /// Liveness and placement of a trace. An op that writes the storage it read continues
+    /// that buffer (in place); any other write starts a new buffer, even at a recycled address.
+    pub fn from_trace(trace: &[OpRecord]) -> MemoryPlan {
+        use std::collections::HashMap;
+        let mut live: HashMap<usize, usize> = HashMap::new(); // address -> buffer index
+        let mut bufs: Vec<Interval> = Vec::new();
+        for (i, r) in trace.iter().enumerate() {
+            for a in &r.reads {
+                if let Some(&b) = live.get(a) {
+                    bufs[b].end = i;
+                }
+            }
+            for &(a, bytes) in &r.writes {
+                let in_place = r.reads.contains(&a) && live.contains_key(&a);
+                if !in_place {
+                    live.insert(a, bufs.len());
+                    bufs.push(Interval {
+                        start: i,
+                        end: i,
+                        bytes: bytes.div_ceil(ALIGN) * ALIGN,
+                        offset: 0,
+                    });
+                }
+            }
+        }
+        // Largest first, each at the lowest offset that fits beside the already placed
+        // buffers whose lifetimes overlap.
+        let mut order: Vec<usize> = (0..bufs.len()).collect();
+        order.sort_by(|&a, &b| bufs[b].bytes.cmp(&bufs[a].bytes).then(a.cmp(&b)));
+        let mut placed: Vec<usize> = Vec::new();
+        let mut peak = 0;
+        for &b in &order {
+            let me = bufs[b];
+            let mut clash: Vec<(usize, usize)> = placed
+                .iter()
+                .map(|&p| bufs[p])
+                .filter(|o| o.start <= me.end && me.start <= o.end)
+                .map(|o| (o.offset, o.offset + o.bytes))
+                .collect();
+            clash.sort_unstable();
+            let mut off = 0;
+            for (lo, hi) in clash {
+                if off + me.bytes <= lo {
+                    break;
+                }
+                off = off.max(hi);
+            }
+            bufs[b].offset = off;
+            peak = peak.max(off + me.bytes);
+            placed.push(b);
+        }
+        let live_bytes_bound = (0..trace.len())
+            .map(|i| {
+                bufs.iter()
+                    .filter(|b| b.start <= i && i <= b.end)
+                    .map(|b| b.bytes)
+                    .sum::<usize>()
+            })
+            .max()
+            .unwrap_or(0);
+        MemoryPlan {
+            ops: trace.len(),
+            buffers: bufs,
+            peak_bytes: peak,
+            live_bytes_bound,
+        }
+    }
+
+    /// Whether two buffers that are live at the same op overlap in the arena (never, for a
+    /// valid plan).
+    pub fn conflicts(&self) -> Option<(usize, usize)> {
+        for (i, a) in self.buffers.iter().enumerate() {
+            for (j, b) in self.buffers.iter().enumerate().skip(i + 1) {
+                let time = a.start <= b.end && b.start <= a.end;
+                let space = a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
+                if time && space {
+                    return Some((i, j));
+                }
+            }
+        }
+        None
+    }
+}
