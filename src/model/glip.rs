@@ -338,7 +338,7 @@ pub fn write_taps(path: &std::path::Path, taps: &Taps) -> Result<()> {
 /// declares: Linear/conv weights uniform with variance 1/fan_in, norms at 1, biases small,
 /// GLIP's initial values for the head scalars), e.g. for `glip convert` tests.
 pub fn random_weights(cfg: &GlipConfig, bert: &BertConfig, seed: u64) -> Result<WeightMap> {
-    let vars = Vars::random(seed, &CpuBackend);
+    let vars = Vars::random_checkpoint(seed, &CpuBackend);
     Glip::new(&vars, cfg.clone(), bert.clone())?;
     Ok(WeightMap::new(
         format!("random weights (seed {seed})"),

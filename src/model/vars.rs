@@ -42,8 +42,9 @@ struct State<'a> {
     source: Source<'a>,
     backend: &'a dyn Backend,
     requested: Vec<(String, Vec<usize>)>,
-    /// Random draws, kept (host f32) to be written out as a checkpoint.
-    drawn: Vec<(String, Tensor)>,
+    /// Random draws, kept (host f32) to be written out as a checkpoint: Some only for
+    /// [`Vars::random_checkpoint`] (a model alone need not hold a second copy).
+    drawn: Option<Vec<(String, Tensor)>>,
 }
 
 /// A handle on the walk at a key prefix. Cloning is cheap; all clones share one record.
@@ -62,7 +63,7 @@ impl<'a> Vars<'a> {
                 source,
                 backend,
                 requested: Vec::new(),
-                drawn: Vec::new(),
+                drawn: None,
             })),
             prefix: String::new(),
         }
@@ -74,6 +75,12 @@ impl<'a> Vars<'a> {
     /// Random tensors (deterministic per key and seed).
     pub fn random(seed: u64, backend: &'a dyn Backend) -> Self {
         Self::with(Source::Random(seed), backend)
+    }
+    /// As [`Vars::random`], also keeping every draw for [`Vars::take_drawn`].
+    pub fn random_checkpoint(seed: u64, backend: &'a dyn Backend) -> Self {
+        let v = Self::random(seed, backend);
+        v.state.borrow_mut().drawn = Some(Vec::new());
+        v
     }
     /// Only the key list: tensors are lazily-zeroed host placeholders.
     pub fn keys_only() -> Vars<'static> {
@@ -136,7 +143,10 @@ impl<'a> Vars<'a> {
             Source::KeysOnly => return zeros(),
             Source::Random(seed) => {
                 let t = Tensor::from_f32(shape, draw(seed, &key, shape, init))?;
-                st.drawn.push((key, t.try_clone()?));
+                if st.drawn.is_some() {
+                    let copy = t.try_clone()?;
+                    st.drawn.get_or_insert_with(Vec::new).push((key, copy));
+                }
                 t
             }
         };
@@ -168,9 +178,10 @@ impl<'a> Vars<'a> {
         self.state.borrow().requested.clone()
     }
 
-    /// The tensors a random walk drew, under their keys (a checkpoint of random weights).
+    /// The tensors a [`Vars::random_checkpoint`] walk drew, under their keys (a checkpoint of
+    /// random weights); empty for any other walk.
     pub fn take_drawn(&self) -> Vec<(String, Tensor)> {
-        std::mem::take(&mut self.state.borrow_mut().drawn)
+        self.state.borrow_mut().drawn.take().unwrap_or_default()
     }
 
     /// Ends the walk: for a checkpoint, one error listing every missing, mis-shaped and
