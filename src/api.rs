@@ -14,6 +14,8 @@
 //! # Ok(()) }
 //! ```
 
+use crate::backend::plan::MemoryPlan;
+pub use crate::backend::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::model::config::{BertConfig, GlipConfig};
 use crate::model::glip::{Glip, Taps, TextFeatures};
@@ -22,7 +24,9 @@ use crate::model::postprocess::{self, PostprocessConfig};
 use crate::model::FeatureMap;
 use crate::preprocess::{self, PreprocessConfig, Preprocessed, RgbImage8};
 use crate::tokenizer::{EncodedPrompt, GlipTokenizer, Prompt};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// One detection: a box in the original image's pixels, its score, the 1-based label of the
 /// phrase it grounds and that phrase's text.
@@ -47,6 +51,10 @@ pub struct DetectorBuilder {
     pad_prompt: bool,
     min_size: Option<u32>,
     max_size: Option<u32>,
+    device: DeviceChoice,
+    /// Refuse per-op CPU fallback (default: allowed).
+    no_fallback: bool,
+    random_seed: Option<u64>,
 }
 
 impl DetectorBuilder {
@@ -86,6 +94,24 @@ impl DetectorBuilder {
         self.pad_prompt = pad;
         self
     }
+    /// Where to run (default [`DeviceChoice::Auto`]: a GPU when present and complete, else
+    /// the CPU, saying which and why in [`Detector::device_notice`]).
+    pub fn device(mut self, d: DeviceChoice) -> Self {
+        self.device = d;
+        self
+    }
+    /// Whether ops the device has no kernel for may run on the CPU (default true, unless
+    /// `GLIP_NO_FALLBACK=1`); when false such an op is an error naming it.
+    pub fn allow_fallback(mut self, allow: bool) -> Self {
+        self.no_fallback = !allow;
+        self
+    }
+    /// GLIP-shaped random weights (seeded) instead of a weights file: benchmarks and smoke
+    /// tests of a configuration without its checkpoint.
+    pub fn random_weights(mut self, seed: u64) -> Self {
+        self.random_seed = Some(seed);
+        self
+    }
     /// Override the resize rule (short side, long-side cap) of the config.
     pub fn input_size(mut self, min_size: u32, max_size: Option<u32>) -> Self {
         self.min_size = Some(min_size);
@@ -112,15 +138,23 @@ impl DetectorBuilder {
             Some(p) => BertConfig::from_file(p)?,
             None => BertConfig::default(),
         };
-        let wpath = self
-            .weights
-            .ok_or_else(|| Error::Config("no weights file given".into()))?;
-        let weights = crate::weights::load_weights(&wpath)?;
-        let warnings: Vec<String> = crate::weights::nonfinite_summary(&weights)
-            .into_iter()
-            .collect();
-        let model = Glip::load(config, bert, &weights)?;
-        drop(weights);
+        let selected = crate::backend::select(self.device, !self.no_fallback)?;
+        let device_notice = selected.notice;
+        let mut warnings: Vec<String> = Vec::new();
+        let model = match (self.random_seed, &self.weights) {
+            (Some(seed), None) => Glip::random_on(selected.backend, config, bert, seed)?,
+            (None, Some(wpath)) => {
+                let weights = crate::weights::load_weights(wpath)?;
+                warnings.extend(crate::weights::nonfinite_summary(&weights));
+                Glip::load_on(selected.backend, config, bert, &weights)?
+            }
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give either a weights file or random weights, not both".into(),
+                ))
+            }
+            (None, None) => return Err(Error::Config("no weights file given".into())),
+        };
         let tokenizer = GlipTokenizer::load(self.tokenizer.as_deref())?;
         let input = &model.config.input;
         let mut pre = PreprocessConfig {
@@ -161,12 +195,15 @@ impl DetectorBuilder {
             pad_prompt: self.pad_prompt,
             prompt: None,
             warnings,
+            device_notice,
+            plans: Mutex::new(HashMap::new()),
         })
     }
 }
 
 struct PromptChunk {
-    encoded: EncodedPrompt,
+    /// None for a prompt given as token ids ([`Detector::set_prompt_ids`]).
+    encoded: Option<EncodedPrompt>,
     text: TextFeatures,
     /// (label, token indices) for post-processing, tokens < t.
     positive_map: Vec<(u32, Vec<usize>)>,
@@ -178,6 +215,19 @@ struct ActivePrompt {
     names: Vec<(u32, String)>,
 }
 
+/// The shape a memory plan is recorded for: the network input, the batch and the prompt's
+/// tokens (one chunk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PlanKey {
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+    pub tokens: usize,
+}
+
+/// The one pipeline every front end uses (`glip detect`, `stream`, `bench`, the C ABI, the
+/// tests): preprocess → cached text features → forward on the chosen backend →
+/// post-processing → detections in original-image pixels.
 pub struct Detector {
     model: Glip,
     tokenizer: GlipTokenizer,
@@ -187,11 +237,25 @@ pub struct Detector {
     pad_prompt: bool,
     prompt: Option<ActivePrompt>,
     warnings: Vec<String>,
+    /// Which device `Auto` chose and why (None for an explicit choice).
+    device_notice: Option<String>,
+    /// The recorded forward's memory plan per shape (CPU backend): the first frame of a
+    /// shape runs recorded (same outputs), later frames of that shape reuse the plan.
+    plans: Mutex<HashMap<PlanKey, Arc<MemoryPlan>>>,
 }
 
 impl Detector {
     /// What was suspicious but not fatal while building (e.g. NaN or infinite weights, which
     /// silently give no detections); each is said once, here, for the caller to show.
+    /// Which device [`DeviceChoice::Auto`] chose and why, to be said once (None when the
+    /// device was named).
+    pub fn device_notice(&self) -> Option<&str> {
+        self.device_notice.as_deref()
+    }
+    /// The ops that ran on the CPU in place of the device so far (per-op fallback).
+    pub fn fallbacks(&self) -> Vec<crate::backend::ops::FallbackCount> {
+        self.model.backend().fallbacks()
+    }
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
@@ -202,6 +266,19 @@ impl Detector {
 
     pub fn model(&self) -> &Glip {
         &self.model
+    }
+    /// The device the model runs on.
+    pub fn device(&self) -> crate::tensor::Device {
+        self.model.backend().device()
+    }
+    /// The memory plans recorded so far, one per input shape seen.
+    pub fn memory_plans(&self) -> Vec<(PlanKey, Arc<MemoryPlan>)> {
+        let mut v: Vec<_> = match self.plans.lock() {
+            Ok(m) => m.iter().map(|(k, p)| (*k, Arc::clone(p))).collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort_by_key(|(k, _)| *k);
+        v
     }
     pub fn tokenizer(&self) -> &GlipTokenizer {
         &self.tokenizer
@@ -262,20 +339,14 @@ impl Detector {
                 .iter()
                 .map(|&v| v as i32)
                 .collect();
-            let mut positive_map = Vec::new();
-            for (label, toks) in encoded
+            let positive_map = encoded
                 .labels()
                 .into_iter()
                 .zip(encoded.model_label_to_tokens())
-            {
-                positive_map.push((label, toks.into_iter().filter(|&k| k < t).collect()));
-            }
-            let text = self.model.encode_text(&ids, &mask)?;
-            states.push(PromptChunk {
-                encoded,
-                text,
-                positive_map,
-            });
+                .collect();
+            let mut chunk = self.encode_chunk(&ids, &mask, positive_map)?;
+            chunk.encoded = Some(encoded);
+            states.push(chunk);
         }
         let names = prompt
             .phrases
@@ -289,11 +360,49 @@ impl Detector {
         Ok(())
     }
 
-    /// The prompt's chunks as encoded (one unless the prompt exceeds 256 tokens).
+    /// A prompt given as BERT token ids and attention mask (benchmarks, tests), with its
+    /// positive map (label → token indices) and the labels' names.
+    pub fn set_prompt_ids(
+        &mut self,
+        ids: &[i32],
+        mask: &[i32],
+        positive_map: Vec<(u32, Vec<usize>)>,
+        names: Vec<(u32, String)>,
+    ) -> Result<()> {
+        let chunk = self.encode_chunk(ids, mask, positive_map)?;
+        self.prompt = Some(ActivePrompt {
+            chunks: vec![chunk],
+            names,
+        });
+        Ok(())
+    }
+
+    /// One chunk's text features on the model's backend (the prompt cache), with its
+    /// positive map cut to the tokens the model sees.
+    fn encode_chunk(
+        &self,
+        ids: &[i32],
+        mask: &[i32],
+        positive_map: Vec<(u32, Vec<usize>)>,
+    ) -> Result<PromptChunk> {
+        let t = ids.len();
+        let positive_map = positive_map
+            .into_iter()
+            .map(|(label, toks)| (label, toks.into_iter().filter(|&k| k < t).collect()))
+            .collect();
+        Ok(PromptChunk {
+            encoded: None,
+            text: self.model.encode_text(ids, mask)?,
+            positive_map,
+        })
+    }
+
+    /// The prompt's chunks as encoded (one unless the prompt exceeds 256 tokens; none for a
+    /// prompt given as token ids).
     pub fn prompt_chunks(&self) -> Vec<&EncodedPrompt> {
         self.prompt
             .iter()
-            .flat_map(|p| p.chunks.iter().map(|c| &c.encoded))
+            .flat_map(|p| p.chunks.iter().filter_map(|c| c.encoded.as_ref()))
             .collect()
     }
 
@@ -302,7 +411,7 @@ impl Detector {
         self.prompt
             .as_ref()
             .and_then(|p| p.chunks.first())
-            .map(|c| &c.encoded)
+            .and_then(|c| c.encoded.as_ref())
     }
 
     fn active(&self) -> Result<&ActivePrompt> {
@@ -355,7 +464,7 @@ impl Detector {
             } else {
                 &mut none
             };
-            let mut out = self.model.forward(&batch, &chunk.text, t)?;
+            let mut out = self.forward(&batch, &chunk.text, t)?;
             // GLIP sizes the score tensor by cls_logits (80 columns) and fails beyond; the
             // scores do not depend on it, so widen it to fit the prompt's labels.
             let max_label = chunk
@@ -365,7 +474,9 @@ impl Detector {
                 .max()
                 .unwrap_or(0);
             out.num_labels = out.num_labels.max(max_label);
+            let t_post = std::time::Instant::now();
             let per = postprocess::postprocess(&out, &chunk.positive_map, &sizes, &self.post)?;
+            t.timings.push(("post-processing".into(), t_post.elapsed()));
             for ((dets, x), acc) in per.iter().zip(pre).zip(all.iter_mut()) {
                 let orig = postprocess::to_original_image(dets, x.original_hw);
                 acc.extend(
@@ -391,6 +502,40 @@ impl Detector {
         }
         let out = first.ok_or_else(|| Error::Prompt("the prompt has no chunk".into()))?;
         Ok((all, out))
+    }
+}
+
+impl Detector {
+    /// The forward of one chunk: recorded (with its memory plan kept) the first time a shape
+    /// is seen, plain afterwards; recording changes no output.
+    fn forward(
+        &self,
+        batch: &FeatureMap,
+        text: &TextFeatures,
+        taps: &mut Taps,
+    ) -> Result<HeadOutputs> {
+        let key = PlanKey {
+            batch: batch.n,
+            height: batch.h,
+            width: batch.w,
+            tokens: text.t,
+        };
+        let known = self
+            .plans
+            .lock()
+            .map(|m| m.contains_key(&key))
+            .unwrap_or(true);
+        // The recorder identifies buffers by host address; recording a device forward comes
+        // with the CUDA executor's arena.
+        let host = self.device() == crate::tensor::Device::Cpu;
+        if known || taps.is_enabled() || !host {
+            return self.model.forward(batch, text, taps);
+        }
+        let (out, plan) = self.model.forward_planned(batch, text)?;
+        if let Ok(mut m) = self.plans.lock() {
+            m.insert(key, Arc::new(plan));
+        }
+        Ok(out)
     }
 }
 

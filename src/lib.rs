@@ -22,5 +22,6 @@ pub mod preprocess;
 pub mod tokenizer;
 
 pub use api::{Detection, Detector};
+pub use backend::DeviceChoice;
 pub use error::{Error, Result};
 pub use tensor::{DType, Device, Tensor};

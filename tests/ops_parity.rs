@@ -1,7 +1,8 @@
 //! One table-driven test of the op interface (backend/ops.rs) on every backend: each op the
 //! CUDA backend implements runs on the CUDA device (a GPU, or the emulated device in CI) and
 //! on the CPU backend from the same f16-rounded random inputs, and must agree within f16
-//! tolerance; each op it does not implement yet must fail with `not on CUDA yet: <op>`.
+//! tolerance; each op it does not implement yet runs on the CPU (counted, same answer), or
+//! fails with `not on CUDA yet: <op>` when fallbacks are refused.
 
 use glip_rt::backend::cpu::CpuBackend;
 use glip_rt::backend::cuda::CudaBackend;
@@ -208,34 +209,53 @@ fn every_cuda_op_matches_the_cpu_op() {
     compare("dot_logits", &be, &got, &want, 1e-5);
 }
 
+/// An op with no CUDA kernel yet, on either backend: x [1, 2, 3, 4] activations, v [4].
+type FallbackCase = (
+    &'static str,
+    fn(&dyn Backend, &Tensor, &Tensor) -> glip_rt::Result<Tensor>,
+);
+
 #[test]
-fn ops_without_a_cuda_kernel_name_themselves() {
-    let be = cuda_or_skip("ops_without_a_cuda_kernel_name_themselves").expect("a device");
-    let x = be
-        .upload(
-            &Tensor::from_f32(&[1, 2, 3, 4], vec![0.5; 24])
-                .unwrap()
-                .to_f16()
-                .unwrap(),
-        )
-        .unwrap();
-    let v = be
-        .upload(&Tensor::from_f32(&[4], vec![1.0; 4]).unwrap())
-        .unwrap();
-    let cases: Vec<(&str, glip_rt::Result<Tensor>)> = vec![
-        ("layer_norm", be.layer_norm(&x, &v, &v, 1e-5)),
-        ("gelu", be.gelu(be.duplicate(&x).unwrap())),
-        ("clamp", be.clamp(be.duplicate(&x).unwrap(), 1.0)),
-        ("relu", be.relu(be.duplicate(&x).unwrap())),
-        ("upsample_nearest", be.upsample_nearest(&x, 6, 8)),
-        ("nchw_to_nhwc", be.nchw_to_nhwc(&x)),
-        ("window_partition", be.window_partition(&x, 7, 0)),
-        ("avg_pool", be.avg_pool(&x)),
+fn ops_without_a_cuda_kernel_fall_back_to_the_cpu_or_name_themselves() {
+    let mut be = cuda_or_skip("ops_without_a_cuda_kernel_fall_back").expect("a device");
+    let mut rng = Rng::new(9);
+    let x = rnd(&mut rng, &[1, 2, 3, 4], 1.0);
+    let v = rnd(&mut rng, &[4], 0.5);
+    let cases: Vec<FallbackCase> = vec![
+        ("layer_norm", |b, x, v| b.layer_norm(x, v, v, 1e-5)),
+        ("gelu", |b, x, _| b.gelu(b.upload(&b.to_host(x)?)?)),
+        ("clamp", |b, x, _| b.clamp(b.upload(&b.to_host(x)?)?, 0.7)),
+        ("relu", |b, x, _| b.relu(b.upload(&b.to_host(x)?)?)),
+        ("upsample_nearest", |b, x, _| b.upsample_nearest(x, 6, 8)),
+        ("nchw_to_nhwc", |b, x, _| b.nchw_to_nhwc(x)),
+        ("window_partition", |b, x, _| b.window_partition(x, 7, 0)),
+        ("avg_pool", |b, x, _| b.avg_pool(x)),
+        ("duplicate", |b, x, _| b.duplicate(x)),
     ];
-    for (op, r) in cases {
-        let e = r
-            .err()
-            .unwrap_or_else(|| panic!("{op} ran on CUDA: add it to the parity table"));
+    let (dx, dv) = (dev(&be, &x, DType::F16), dev(&be, &v, DType::F32));
+    for (op, f) in &cases {
+        let got = f(&be, &dx, &dv).unwrap_or_else(|e| panic!("{op} on CUDA with fallback: {e}"));
+        assert_eq!(
+            got.dtype(),
+            DType::F16,
+            "{op}: the fallback keeps f16 activations"
+        );
+        let want = f(&CpuBackend, &x, &v).unwrap();
+        compare(&format!("{op} (CPU fallback)"), &be, &got, &want, 1e-6);
+        let counts = be.fallback_counts();
+        let c = counts
+            .iter()
+            .find(|c| c.op == *op)
+            .unwrap_or_else(|| panic!("{op}: fallback not counted: {counts:?}"));
+        assert!(c.calls >= 1 && c.bytes_down > 0 && c.bytes_up > 0, "{c:?}");
+    }
+    be.reset_fallback_counts();
+    be.set_fallback(false);
+    for (op, f) in &cases {
+        let e = f(&be, &dx, &dv).err().unwrap_or_else(|| {
+            panic!("{op} ran on CUDA with fallbacks refused: add it to the parity table")
+        });
         assert_eq!(e.to_string(), format!("not on CUDA yet: {op}"), "{op}");
     }
+    assert!(be.fallback_counts().is_empty(), "a refused op was counted");
 }

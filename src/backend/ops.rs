@@ -26,11 +26,24 @@ pub struct SelfAttention {
     pub clamp: Option<f32>,
 }
 
+/// One op's runs on the CPU in place of the device so far (per-op fallback,
+/// backend/cuda/fallback.rs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FallbackCount {
+    pub op: &'static str,
+    pub calls: u64,
+    /// Bytes copied device → host (the inputs) and host → device (the outputs).
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+}
+
 /// The operations the model needs from a device. Tensors passed in must live on the
 /// backend's device; outputs are new tensors on it. Floating-point activations are f32 on
 /// the CPU and f16 on CUDA (f32 accumulation).
 pub trait Backend {
     fn device(&self) -> Device;
+    /// The dtype of activations on this backend: f32 on the CPU, f16 on CUDA.
+    fn activation_dtype(&self) -> DType;
     /// Copy a host tensor onto this backend's device (dtype kept).
     fn upload(&self, t: &Tensor) -> Result<Tensor>;
     /// Copy a tensor of this backend back to the host.
@@ -56,6 +69,9 @@ pub trait Backend {
     fn gelu(&self, x: Tensor) -> Result<Tensor>;
     /// A copy of x (for the few places that keep an input an in-place op would consume).
     fn duplicate(&self, x: &Tensor) -> Result<Tensor>;
+    /// x [1, …] repeated `times` times along the first axis → [times, …] (one prompt's text
+    /// features for every image of a batch).
+    fn repeat_batch(&self, x: &Tensor, times: usize) -> Result<Tensor>;
     /// BERT embeddings before their LayerNorm: `(word[id] + token_type0) + position[p]` for
     /// ids [B, T] (host i32, checked against the vocabulary), positions 0..T → [B, T, H].
     fn bert_embeddings(
@@ -200,6 +216,15 @@ pub trait Backend {
     /// x1 (odd row, even col), x2 (even row, odd col), x3 (odd, odd)), odd sizes zero-padded
     /// (spec §8.16).
     fn patch_merge_gather(&self, x: &Tensor) -> Result<Tensor>;
+    /// What runs the ops, for people (e.g. "NVIDIA H100 80GB HBM3 (cuda:0)").
+    fn describe(&self) -> String {
+        self.device().name().to_string()
+    }
+    /// The ops this backend ran on the CPU in place of its device so far (none for the CPU
+    /// backend itself).
+    fn fallbacks(&self) -> Vec<FallbackCount> {
+        Vec::new()
+    }
     /// a + b elementwise (residuals).
     fn add(&self, a: Tensor, b: &Tensor) -> Result<Tensor> {
         self.axpby(1.0, &a, 1.0, b)
@@ -332,6 +357,17 @@ pub mod shape {
     }
 
     /// Two tensors of the same shape.
+    /// The shape of [`Backend::repeat_batch`]: x [1, …] → [times, …].
+    pub fn repeat_batch(x: &Tensor, times: usize) -> Result<Vec<usize>> {
+        match x.shape().split_first() {
+            Some((1, rest)) if times > 0 => Ok([&[times][..], rest].concat()),
+            _ => Err(Error::shape(
+                "repeat_batch",
+                format!("x {:?} × {times}: expected [1, …] and times ≥ 1", x.shape()),
+            )),
+        }
+    }
+
     pub fn same(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
         if a.shape() != b.shape() {
             return Err(Error::shape(

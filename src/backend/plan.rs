@@ -75,6 +75,9 @@ impl<'a> Recorder<'a> {
 }
 
 impl Backend for Recorder<'_> {
+    fn activation_dtype(&self) -> crate::tensor::DType {
+        self.inner.activation_dtype()
+    }
     fn device(&self) -> Device {
         self.inner.device()
     }
@@ -120,6 +123,19 @@ impl Backend for Recorder<'_> {
     }
     fn duplicate(&self, x: &Tensor) -> Result<Tensor> {
         self.one("duplicate", self.ids(&[x]), self.inner.duplicate(x))
+    }
+    fn fallbacks(&self) -> Vec<crate::backend::ops::FallbackCount> {
+        self.inner.fallbacks()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn repeat_batch(&self, x: &Tensor, times: usize) -> Result<Tensor> {
+        self.one(
+            "repeat_batch",
+            self.ids(&[x]),
+            self.inner.repeat_batch(x, times),
+        )
     }
     fn bert_embeddings(
         &self,

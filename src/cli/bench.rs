@@ -1,13 +1,13 @@
 //! `glip bench`: end-to-end speed of GLIP-T-shaped random weights, per stage.
 
 use super::crate_result::Result;
-use glip_rt::model::config::{BertConfig, GlipConfig};
-use glip_rt::model::glip::{Glip, Taps};
-use glip_rt::model::postprocess::{self, PostprocessConfig};
-use glip_rt::preprocess::{preprocess_image, PreprocessConfig, RgbImage8};
+use glip_rt::api::PlanKey;
+use glip_rt::model::config::GlipConfig;
+use glip_rt::model::glip::Taps;
+use glip_rt::preprocess::{preprocess_image, RgbImage8};
 use glip_rt::testing::Rng;
 use glip_rt::tokenizer::{GlipTokenizer, Prompt};
-use glip_rt::{limits, Error};
+use glip_rt::{limits, Detector, Error};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -98,17 +98,15 @@ const COCO80: [&str; 80] = [
 /// (description, token ids, attention mask, positive map) of one benchmarked prompt.
 type Case = (String, Vec<i32>, Vec<i32>, Vec<(u32, Vec<usize>)>);
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
-pub enum DeviceArg {
-    Cpu,
-    Cuda,
+/// A stage's line: name and seconds.
+fn stage(out: &mut super::out::Out, name: &str, secs: f64) -> std::result::Result<(), Error> {
+    out.line(format_args!("  {name:<28} {secs:>9.3}"))
 }
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Where to run (the CUDA end-to-end path is not built yet; its kernels have benches).
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
     /// Model: GLIP-T or GLIP-L shapes.
     #[arg(long, default_value = "glip-t")]
     pub model: String,
@@ -134,23 +132,6 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result {
     let mut stdout = super::out::Out::new();
-    if a.device == DeviceArg::Cuda {
-        return Err(Error::Invalid(
-            "the end-to-end CUDA path is not implemented yet; per-kernel CUDA benches: cargo bench -- cuda_".into(),
-        ));
-    }
-    let cfg = match (&a.config, a.model.as_str()) {
-        (Some(path), _) => GlipConfig::from_yaml_file(path)?,
-        (None, m) => match m {
-            "glip-t" => GlipConfig::glip_t(),
-            "glip-l" => GlipConfig::glip_l(),
-            m => {
-                return Err(Error::Invalid(format!(
-                    "--model {m}: expected glip-t or glip-l"
-                )))
-            }
-        },
-    };
     let (h, w) = a
         .size
         .split_once('x')
@@ -169,27 +150,40 @@ pub fn run(a: Args) -> Result {
         limits::MAX_IMAGE_PIXELS,
         "pixels",
     )?;
-    let bert = match &a.bert_config {
-        Some(p) => BertConfig::from_file(p)?,
-        None => BertConfig::default(),
+    if let Some(&t) = a.tokens.iter().find(|&&t| !(3..=512).contains(&t)) {
+        return Err(Error::Invalid(format!("--tokens {t}: must be in 3..=512")));
+    }
+    // The one pipeline (the Detector) with random weights of the chosen shapes.
+    let mut builder = Detector::builder()
+        .random_weights(1)
+        .device(a.device.device)
+        .allow_fallback(!a.device.no_fallback);
+    builder = match (&a.config, a.model.as_str()) {
+        (Some(path), _) => builder.config(path),
+        (None, "glip-t") => builder.preset(GlipConfig::glip_t()),
+        (None, "glip-l") => builder.preset(GlipConfig::glip_l()),
+        (None, m) => {
+            return Err(Error::Invalid(format!(
+                "--model {m}: expected glip-t or glip-l"
+            )))
+        }
     };
-    let pre_cfg = PreprocessConfig {
-        min_size: cfg.input.min_size_test as u32,
-        max_size: Some(cfg.input.max_size_test as u32),
-        size_divisibility: cfg.input.size_divisibility,
-        pixel_mean: cfg.input.pixel_mean,
-        pixel_std: cfg.input.pixel_std,
-        bgr: cfg.input.bgr(),
-        times_255: cfg.input.times_255(),
-        ..PreprocessConfig::default()
-    };
-    let strides = cfg.anchors.strides.clone();
+    if let Some(p) = &a.bert_config {
+        builder = builder.bert_config(p);
+    }
     let t0 = Instant::now();
-    let model = Glip::random(cfg, bert, 1)?;
+    let mut det = builder.build()?;
+    if let Some(n) = det.device_notice() {
+        say!("{n}");
+    }
     outln!(
         stdout,
-        "model: {} with random weights, built in {:.1} s; {} rayon threads",
-        a.model,
+        "model: {} with random weights on {}, built in {:.1} s; {} rayon threads",
+        a.config
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or(a.model.clone()),
+        det.model().backend().describe(),
         t0.elapsed().as_secs_f64(),
         rayon::current_num_threads()
     );
@@ -199,7 +193,7 @@ pub fn run(a: Args) -> Result {
         .collect();
     let img = RgbImage8::new(w, h, pixels)?;
     let t0 = Instant::now();
-    let pre = preprocess_image(&img, &pre_cfg)?;
+    let pre = preprocess_image(&img, det.preprocess_config())?;
     let t_pre = t0.elapsed();
     outln!(
         stdout,
@@ -236,9 +230,6 @@ pub fn run(a: Args) -> Result {
         ));
     }
     for &t in &a.tokens {
-        if !(3..=512).contains(&t) {
-            return Err(Error::Invalid(format!("--tokens {t}: must be in 3..=512")));
-        }
         // [CLS] random word ids [SEP], all real.
         let ids: Vec<i32> = (0..t)
             .map(|i| {
@@ -260,104 +251,80 @@ pub fn run(a: Args) -> Result {
             .collect();
         cases.push((format!("synthetic prompt, {t} tokens"), ids, mask, pm));
     }
-    for (name, ids, mask, positive_map) in &cases {
+    let num_convs = det.model().config.dyhead.num_convs;
+    let batch = std::slice::from_ref(&pre);
+    for (name, ids, mask, positive_map) in cases {
+        let s = Instant::now();
+        let names = positive_map
+            .iter()
+            .map(|(l, _)| (*l, format!("label {l}")))
+            .collect();
+        let t = ids.len();
+        det.set_prompt_ids(&ids, &mask, positive_map, names)?;
+        let t_lang = s.elapsed();
         for run in 0..=a.runs {
             let mut taps = Taps::disabled();
-            let s = Instant::now();
-            let text = model.encode_text(ids, mask)?;
-            let t_lang = s.elapsed();
             let f = Instant::now();
-            // The warm-up run is the recorded one: it gives the memory plan of this shape.
-            let (out, plan) = if run == 0 {
-                let (o, p) = model.forward_planned(&pre.image, &text)?;
-                (o, Some(p))
-            } else {
-                (model.forward(&pre.image, &text, &mut taps)?, None)
-            };
-            let t_fwd = f.elapsed();
-            let p = Instant::now();
-            let dets = postprocess::postprocess(
-                &out,
-                positive_map,
-                &[pre.resized_hw],
-                &PostprocessConfig {
-                    anchor_strides: strides.clone(),
-                    ..PostprocessConfig::default()
-                },
-            )?;
-            let t_post = p.elapsed();
-            if let Some(p) = plan {
-                let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
-                outln!(
-                    stdout,
-                    "\n{name}: memory plan of {} ops, {} activation buffers: arena peak {:.1} MiB (lower bound {:.1} MiB, {:.1} MiB unplanned)",
-                    p.ops,
-                    p.buffers.len(),
-                    mib(p.peak_bytes),
-                    mib(p.live_bytes_bound),
-                    mib(p.buffers.iter().map(|b| b.bytes).sum())
-                );
+            // The warm-up run records the memory plan of this shape (on the CPU).
+            let (dets, _) = det.run(batch, &mut taps)?;
+            let t_run = f.elapsed();
+            if run == 0 {
+                let key = PlanKey {
+                    batch: 1,
+                    height: pre.image.h,
+                    width: pre.image.w,
+                    tokens: t,
+                };
+                if let Some((_, p)) = det.memory_plans().into_iter().find(|(k, _)| *k == key) {
+                    let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
+                    outln!(
+                        stdout,
+                        "\n{name}: memory plan of {} ops, {} activation buffers: arena peak {:.1} MiB (lower bound {:.1} MiB, {:.1} MiB unplanned)",
+                        p.ops,
+                        p.buffers.len(),
+                        mib(p.peak_bytes),
+                        mib(p.live_bytes_bound),
+                        mib(p.buffers.iter().map(|b| b.bytes).sum())
+                    );
+                }
                 continue; // warm-up
             }
             outln!(
                 stdout,
                 "\n{name}, run {run}: {} detections",
-                dets[0].detections.len()
+                dets.first().map(|d| d.len()).unwrap_or(0)
             );
             outln!(stdout, "  {:<28} {:>9}", "stage", "seconds");
-            outln!(
-                stdout,
-                "  {:<28} {:>9.3}",
-                "preprocess",
-                t_pre.as_secs_f64()
-            );
-            outln!(
-                stdout,
-                "  {:<28} {:>9.3}",
+            stage(&mut stdout, "preprocess", t_pre.as_secs_f64())?;
+            stage(
+                &mut stdout,
                 "language backbone (cached)",
-                t_lang.as_secs_f64()
-            );
+                t_lang.as_secs_f64(),
+            )?;
+            // Tower stages are summed over the layers ("tower.3 DyConv" → "DyConv xN").
             let mut groups: Vec<(String, f64)> = Vec::new();
             for (name, d) in &taps.timings {
-                let key = name
-                    .split_once(' ')
-                    .map(|(_, k)| k.to_string())
-                    .filter(|_| name.starts_with("tower."))
-                    .unwrap_or(name.clone());
+                let key = match name.split_once(' ') {
+                    Some((_, k)) if name.starts_with("tower.") => format!("{k} x{num_convs}"),
+                    _ => name.clone(),
+                };
                 match groups.iter_mut().find(|(k, _)| *k == key) {
                     Some(g) => g.1 += d.as_secs_f64(),
                     None => groups.push((key, d.as_secs_f64())),
                 }
             }
             for (k, s) in &groups {
-                outln!(
-                    stdout,
-                    "  {:<28} {:>9.3}",
-                    if taps
-                        .timings
-                        .iter()
-                        .any(|(n, _)| n.ends_with(k.as_str()) && n.starts_with("tower."))
-                    {
-                        format!("{k} x{}", model.config.dyhead.num_convs)
-                    } else {
-                        k.clone()
-                    },
-                    s
-                );
+                stage(&mut stdout, k, *s)?;
             }
-            outln!(
-                stdout,
-                "  {:<28} {:>9.3}",
-                "post-processing",
-                t_post.as_secs_f64()
-            );
-            outln!(
-                stdout,
-                "  {:<28} {:>9.3}",
+            stage(
+                &mut stdout,
                 "total per frame (no lang)",
-                (t_pre + t_fwd + t_post).as_secs_f64()
-            );
+                (t_pre + t_run).as_secs_f64(),
+            )?;
         }
+    }
+    if let Some(t) = super::fallback_table(&det.fallbacks()) {
+        outln!(stdout, "\n{t}");
     }
     Ok(ExitCode::SUCCESS)
 }

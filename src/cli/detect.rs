@@ -31,6 +31,9 @@ pub struct Args {
     /// first image to this safetensors file, under the golden's names.
     #[arg(long)]
     pub dump: Option<PathBuf>,
+    /// Also print on stderr the ops that ran on the CPU in place of the device.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -49,6 +52,9 @@ struct ImageResult<'a> {
 
 pub fn run(a: Args) -> Result {
     let mut det = a.model.builder()?.pad_prompt(a.pad_prompt).build()?;
+    if let Some(n) = det.device_notice() {
+        say!("{n}");
+    }
     for w in det.warnings() {
         say!("warning: {w}");
     }
@@ -123,6 +129,12 @@ pub fn run(a: Args) -> Result {
                 failed += 1;
                 say!("error: {}: {e}", path.display());
             }
+        }
+    }
+    if a.verbose {
+        say!("device: {}", det.model().backend().describe());
+        if let Some(t) = super::fallback_table(&det.fallbacks()) {
+            say!("{t}");
         }
     }
     Ok(if failed == 0 {

@@ -68,6 +68,52 @@ pub struct ModelArgs {
     /// Drop detections scoring below this (default 0: GLIP's full top-100).
     #[arg(long, default_value_t = 0.0)]
     pub threshold: f32,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Where a command runs (shared by `detect`, `stream`, `bench`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// auto (a GPU when one is present and this build has kernels, else the CPU), cpu,
+    /// cuda, cuda:N, or emu (the emulated CUDA device: the same kernels as host C++; slow).
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: glip_rt::DeviceChoice,
+    /// Fail instead of running an op the device has no kernel for on the CPU (also
+    /// GLIP_NO_FALLBACK=1).
+    #[arg(long)]
+    pub no_fallback: bool,
+}
+
+fn parse_device(s: &str) -> std::result::Result<glip_rt::DeviceChoice, String> {
+    glip_rt::DeviceChoice::parse(s).map_err(|e| e.to_string())
+}
+
+/// The per-op CPU fallbacks of a run, one line each (op, calls, bytes moved), or None when
+/// there were none.
+pub fn fallback_table(list: &[glip_rt::backend::ops::FallbackCount]) -> Option<String> {
+    if list.is_empty() {
+        return None;
+    }
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let mut s = format!(
+        "ops run on the CPU in place of the device ({}):\n  {:<22} {:>7} {:>12} {:>12}",
+        list.len(),
+        "op",
+        "calls",
+        "MiB down",
+        "MiB up"
+    );
+    for f in list {
+        s.push_str(&format!(
+            "\n  {:<22} {:>7} {:>12.3} {:>12.3}",
+            f.op,
+            f.calls,
+            mib(f.bytes_down),
+            mib(f.bytes_up)
+        ));
+    }
+    Some(s)
 }
 
 impl ModelArgs {
@@ -82,7 +128,9 @@ impl ModelArgs {
         let mut b = glip_rt::Detector::builder()
             .config(&self.config)
             .weights(&self.weights)
-            .threshold(self.threshold);
+            .threshold(self.threshold)
+            .device(self.device.device)
+            .allow_fallback(!self.device.no_fallback);
         if let Some(p) = &self.bert_config {
             b = b.bert_config(p);
         }

@@ -102,6 +102,9 @@ pub fn run(a: Args) -> Result {
         Input::Encoded => None,
     };
     let mut det = a.model.builder()?.build()?;
+    if let Some(n) = det.device_notice() {
+        say!("{n}");
+    }
     for w in det.warnings() {
         say!("warning: {w}");
     }

@@ -1,5 +1,6 @@
 //! GLIP-T end to end over the op interface: Swin → FPN, BERT, the VL-DyHead tower, heads.
-//! The forward runs on the CPU backend until the CUDA backend has every op (issue 9).
+//! A [`Glip`] owns the backend its weights were loaded onto and runs every forward there;
+//! the prompt's text features ([`TextFeatures`]) stay on that backend between frames.
 //!
 //! The forward is a fixed sequence of stages (spec §2); each stage's output can be
 //! recorded under the golden's tensor names ([`Taps`]) so `glip detect --dump` and the
@@ -18,17 +19,22 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use std::sync::Arc;
+
+/// A backend a model can own and share across threads.
+pub type SharedBackend = Arc<dyn Backend + Send + Sync>;
 
 /// Text features of one prompt: the language backbone's output, computed once per prompt
-/// (it does not depend on the image) and reused for every frame.
-#[derive(Clone, Debug)]
+/// (it does not depend on the image) and reused for every frame. They live on the model's
+/// backend (device memory on CUDA), so a cached prompt costs no transfer per frame.
+#[derive(Debug)]
 pub struct TextFeatures {
     /// Token ids and attention mask fed to BERT ([t]).
     pub ids: Vec<i32>,
     pub mask: Vec<i32>,
     pub t: usize,
-    /// Last hidden state [t, hidden] (pad rows not zeroed, as GLIP).
-    pub hidden: Vec<f32>,
+    /// Last hidden state [1, t, hidden] on the model's backend (pad rows not zeroed, as GLIP).
+    pub hidden: Tensor,
 }
 
 /// Records intermediate tensors by name when enabled, under the golden's names
@@ -50,6 +56,10 @@ impl Taps {
     }
     pub fn disabled() -> Self {
         Taps::default()
+    }
+    /// Whether tensors are being recorded.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
     }
     fn map(&mut self, name: impl Into<String>, f: &FeatureMap) -> Result<()> {
         if self.enabled {
@@ -94,26 +104,58 @@ pub struct Glip {
     language: BertModel,
     tower: Vec<TowerLayer>,
     head: Head,
+    /// Where the weights live and every forward runs.
+    backend: SharedBackend,
 }
 
 impl Glip {
-    /// Builds the model from a checkpoint and checks every key (one error lists all
-    /// missing, mis-shaped and unexpected tensors).
+    /// Builds the model on the CPU from a checkpoint and checks every key (one error lists
+    /// all missing, mis-shaped and unexpected tensors).
     pub fn load(config: GlipConfig, bert_config: BertConfig, w: &WeightMap) -> Result<Glip> {
-        let vars = Vars::from_weights(w, &CpuBackend);
-        let glip = Glip::new(&vars, config, bert_config)?;
+        Glip::load_on(Arc::new(CpuBackend), config, bert_config, w)
+    }
+
+    /// [`Glip::load`] onto `backend`: each tensor is converted once to the backend's storage
+    /// (f16 matrices on CUDA) as the walk asks for it.
+    pub fn load_on(
+        backend: SharedBackend,
+        config: GlipConfig,
+        bert_config: BertConfig,
+        w: &WeightMap,
+    ) -> Result<Glip> {
+        let vars = Vars::from_weights(w, &*backend);
+        let mut glip = Glip::new(&vars, config, bert_config)?;
         vars.finish(crate::weights::glip_ignorable)?;
+        glip.backend = backend;
         Ok(glip)
     }
 
-    /// The model with GLIP-shaped random weights (benchmarks, smoke tests).
+    /// The model on the CPU with GLIP-shaped random weights (benchmarks, smoke tests).
     pub fn random(config: GlipConfig, bert_config: BertConfig, seed: u64) -> Result<Glip> {
-        Glip::new(&Vars::random(seed, &CpuBackend), config, bert_config)
+        Glip::random_on(Arc::new(CpuBackend), config, bert_config, seed)
+    }
+
+    /// [`Glip::random`] on `backend` (the same draws as on the CPU, converted).
+    pub fn random_on(
+        backend: SharedBackend,
+        config: GlipConfig,
+        bert_config: BertConfig,
+        seed: u64,
+    ) -> Result<Glip> {
+        let mut glip = Glip::new(&Vars::random(seed, &*backend), config, bert_config)?;
+        glip.backend = backend;
+        Ok(glip)
+    }
+
+    /// The backend the model runs on.
+    pub fn backend(&self) -> &SharedBackend {
+        &self.backend
     }
 
     /// The one walk of the model's constructors: every parameter is asked of `vars` by its
-    /// GLIP state_dict name (spec §5), shape and initialisation.
-    pub fn new(vars: &Vars, config: GlipConfig, bert_config: BertConfig) -> Result<Glip> {
+    /// GLIP state_dict name (spec §5), shape and initialisation. The model's tensors live on
+    /// `vars`' backend, which the caller then installs ([`Glip::load_on`], [`Glip::random_on`]).
+    fn new(vars: &Vars, config: GlipConfig, bert_config: BertConfig) -> Result<Glip> {
         let swin = Swin::new(&vars.pp("backbone.body"), &config.swin)?;
         let fpn = Fpn::new(
             &vars.pp("backbone.fpn"),
@@ -158,6 +200,7 @@ impl Glip {
             language,
             tower,
             head,
+            backend: Arc::new(CpuBackend),
         })
     }
 
@@ -179,14 +222,11 @@ impl Glip {
             )));
         }
         let t = ids.len();
-        let hidden = self
-            .language
-            .forward(
-                &CpuBackend,
-                &Tensor::from_i32(&[1, t], ids.to_vec())?,
-                &Tensor::from_i32(&[1, t], mask.to_vec())?,
-            )?
-            .to_f32_vec()?;
+        let hidden = self.language.forward(
+            &*self.backend,
+            &Tensor::from_i32(&[1, t], ids.to_vec())?,
+            &Tensor::from_i32(&[1, t], mask.to_vec())?,
+        )?;
         Ok(TextFeatures {
             ids: ids.to_vec(),
             mask: mask.to_vec(),
@@ -203,7 +243,7 @@ impl Glip {
         text: &TextFeatures,
         taps: &mut Taps,
     ) -> Result<HeadOutputs> {
-        self.forward_on(&CpuBackend, images, text, taps)
+        self.forward_on(&*self.backend, images, text, taps)
     }
 
     /// [`Glip::forward`] recorded op by op, with the memory plan of its activations for this
@@ -214,7 +254,7 @@ impl Glip {
         text: &TextFeatures,
     ) -> Result<(HeadOutputs, crate::backend::plan::MemoryPlan)> {
         use crate::backend::plan::{MemoryPlan, Recorder};
-        let rec = Recorder::new(&CpuBackend);
+        let rec = Recorder::new(&*self.backend);
         let out = self.forward_on(&rec, images, text, &mut Taps::disabled())?;
         Ok((out, MemoryPlan::from_trace(&rec.into_trace()?)))
     }
@@ -231,7 +271,12 @@ impl Glip {
         let t = text.t;
         let hd = self.bert_config.hidden_size;
         let t0 = std::time::Instant::now();
-        let stages = self.swin.forward(be, &be.upload(&images.to_tensor()?)?)?;
+        // The image goes up in the backend's activation dtype (half the bytes on CUDA).
+        let image = match be.activation_dtype() {
+            crate::tensor::DType::F16 => images.to_tensor()?.to_f16()?,
+            _ => images.to_tensor()?,
+        };
+        let stages = self.swin.forward(be, &be.upload(&image)?)?;
         taps.time("backbone (Swin)", t0);
         for (i, s) in stages.iter().enumerate() {
             taps.tensor(be, format!("backbone.stage{}", i + 2), s)?;
@@ -252,16 +297,22 @@ impl Glip {
         for (i, p) in pyramid.iter().enumerate() {
             taps.tensor(be, format!("fpn.p{}", i + 3), p)?;
         }
-        taps.seq("language.hidden", &[1, t, hd], &text.hidden)?;
+        if text.hidden.shape() != [1, t, hd] || text.hidden.device() != be.device() {
+            return Err(Error::shape(
+                "Glip::forward",
+                format!(
+                    "text features [{:?}] on {}: expected [1, {t}, {hd}] on {} (encode the prompt with this model)",
+                    text.hidden.shape(),
+                    text.hidden.device().name(),
+                    be.device().name()
+                ),
+            ));
+        }
+        taps.tensor(be, "language.hidden", &text.hidden)?;
 
         // The prompt is shared by the batch: repeat its features per image.
-        let mut lang: Vec<f32> = Vec::with_capacity(b * t * hd);
-        let mut mask: Vec<i32> = Vec::with_capacity(b * t);
-        for _ in 0..b {
-            lang.extend_from_slice(&text.hidden);
-            mask.extend_from_slice(&text.mask);
-        }
-        let mut lang = be.upload(&Tensor::from_f32(&[b, t, hd], lang)?)?;
+        let mut lang = be.repeat_batch(&text.hidden, b)?;
+        let mask: Vec<i32> = (0..b).flat_map(|_| text.mask.iter().copied()).collect();
         let mask = be.upload(&Tensor::from_i32(&[b, t], mask)?)?;
         let mut visual: Vec<Tensor> = pyramid.into();
         for (i, layer) in self.tower.iter().enumerate() {

@@ -44,6 +44,9 @@ impl Backend for CpuBackend {
     fn device(&self) -> Device {
         Device::Cpu
     }
+    fn activation_dtype(&self) -> DType {
+        DType::F32
+    }
     fn upload(&self, t: &Tensor) -> Result<Tensor> {
         t.try_clone()
     }
@@ -137,6 +140,11 @@ impl Backend for CpuBackend {
     }
     fn duplicate(&self, x: &Tensor) -> Result<Tensor> {
         x.try_clone()
+    }
+    fn repeat_batch(&self, x: &Tensor, times: usize) -> Result<Tensor> {
+        let shape = shape::repeat_batch(x, times)?;
+        let v = values(x, "repeat_batch")?;
+        Tensor::from_f32(&shape, v.repeat(times))
     }
     fn add(&self, a: Tensor, b: &Tensor) -> Result<Tensor> {
         shape::same("add", &a, b)?;

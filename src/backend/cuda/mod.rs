@@ -10,6 +10,7 @@ pub mod bi_attn;
 pub mod deform_conv;
 pub mod elementwise;
 pub mod emu;
+pub mod fallback;
 pub mod gemm;
 pub mod group_norm;
 pub mod launch;
@@ -75,6 +76,7 @@ pub fn driver_version() -> Result<(i32, i32)> {
 pub struct CudaBackend {
     ordinal: usize,
     dev: Dev,
+    fallbacks: fallback::Fallbacks,
 }
 
 enum Dev {
@@ -117,6 +119,7 @@ impl CudaBackend {
         let blas = CudaBlas::new(stream.clone())?;
         Ok(CudaBackend {
             ordinal,
+            fallbacks: fallback::Fallbacks::new(),
             dev: Dev::Gpu(Gpu {
                 ctx,
                 stream,
@@ -134,6 +137,7 @@ impl CudaBackend {
     pub fn emulated_with(checks: EmuChecks) -> Self {
         CudaBackend {
             ordinal: 0,
+            fallbacks: fallback::Fallbacks::new(),
             dev: Dev::Emu(EmuDevice::new(checks)),
         }
     }

@@ -1,16 +1,63 @@
 //! The op interface (backend/ops.rs) on a CUDA device (or the emulated one): f16
-//! activations and matrices, f32 vectors and accumulation. Ops without a kernel yet return
-//! `Error::NotOnDevice` naming the op.
+//! activations and matrices, f32 vectors and accumulation. Ops without a kernel yet run on
+//! the CPU twin through `on_cpu` (backend/cuda/fallback.rs: counted, or refused with
+//! `Error::NotOnDevice` naming the op when fallbacks are off).
 
+use super::fallback::Inputs;
 use super::{elementwise, gemm, CudaBackend};
-use crate::backend::ops::{not_on_device, shape, Backend, SelfAttention};
+use crate::backend::ops::{shape, Backend, SelfAttention};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, DeviceData, Tensor};
 use half::f16;
 
+/// The ops of the interface this backend runs on the CPU (through `on_cpu`) until their
+/// kernels land; `tests/ops_parity.rs` checks each against a run with fallbacks refused, and
+/// the unit test below checks the list against this file's own source.
+pub const CPU_FALLBACK_OPS: &[&str] = &[
+    "layer_norm",
+    "clamp",
+    "gelu",
+    "duplicate",
+    "repeat_batch",
+    "bert_embeddings",
+    "self_attention",
+    "add_channel_scaled",
+    "levels_to_tokens",
+    "tokens_to_levels",
+    "conv2d",
+    "upsample_nearest",
+    "upsample_bilinear_ac",
+    "relu",
+    "h_sigmoid",
+    "avg_pool",
+    "scale_images",
+    "split_offset_mask",
+    "dyrelu_apply",
+    "pad_to_multiple",
+    "nchw_to_nhwc",
+    "nhwc_to_nchw",
+    "window_partition",
+    "window_merge_add",
+    "window_attention",
+    "patch_merge_gather",
+];
+
 impl Backend for CudaBackend {
     fn device(&self) -> crate::tensor::Device {
         crate::tensor::Device::Cuda(self.ordinal)
+    }
+    fn activation_dtype(&self) -> DType {
+        DType::F16
+    }
+    fn fallbacks(&self) -> Vec<crate::backend::ops::FallbackCount> {
+        self.fallback_counts()
+    }
+    fn describe(&self) -> String {
+        match self.name() {
+            Ok(n) if self.is_emulated() => n,
+            Ok(n) => format!("{n} (cuda:{})", self.ordinal),
+            Err(_) => format!("cuda:{}", self.ordinal),
+        }
     }
     fn upload(&self, t: &Tensor) -> Result<Tensor> {
         CudaBackend::upload(self, t)
@@ -110,37 +157,60 @@ impl Backend for CudaBackend {
             DeviceData::F16(y),
         ))
     }
-    fn layer_norm(&self, _x: &Tensor, _w: &Tensor, _b: &Tensor, _eps: f32) -> Result<Tensor> {
-        Err(not_on_device("layer_norm", self.device()))
+    fn layer_norm(&self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
+        self.on_cpu1("layer_norm", &[x, w, b], |cpu, v| {
+            let mut a = Inputs::new(v);
+            let op = "layer_norm";
+            cpu.layer_norm(&a.next(op)?, &a.next(op)?, &a.next(op)?, eps)
+        })
     }
-    fn clamp(&self, _x: Tensor, _bound: f32) -> Result<Tensor> {
-        Err(not_on_device("clamp", self.device()))
+    fn clamp(&self, x: Tensor, bound: f32) -> Result<Tensor> {
+        self.on_cpu1("clamp", &[&x], |cpu, v| {
+            cpu.clamp(Inputs::new(v).next("clamp")?, bound)
+        })
     }
-    fn gelu(&self, _x: Tensor) -> Result<Tensor> {
-        Err(not_on_device("gelu", self.device()))
+    fn gelu(&self, x: Tensor) -> Result<Tensor> {
+        self.on_cpu1("gelu", &[&x], |cpu, v| {
+            cpu.gelu(Inputs::new(v).next("gelu")?)
+        })
     }
     fn duplicate(&self, x: &Tensor) -> Result<Tensor> {
-        // Through the host for now (a device-to-device copy belongs to the executor work).
-        CudaBackend::upload(self, &CudaBackend::to_host(self, x)?)
+        self.on_cpu1("duplicate", &[x], |cpu, v| {
+            cpu.duplicate(&Inputs::new(v).next("duplicate")?)
+        })
+    }
+    fn repeat_batch(&self, x: &Tensor, times: usize) -> Result<Tensor> {
+        let op = "repeat_batch";
+        self.on_cpu1(op, &[x], |cpu, v| {
+            cpu.repeat_batch(&Inputs::new(v).next(op)?, times)
+        })
     }
     fn bert_embeddings(
         &self,
-        _ids: &Tensor,
-        _word: &Tensor,
-        _position: &Tensor,
-        _token_type0: &Tensor,
+        ids: &Tensor,
+        word: &Tensor,
+        position: &Tensor,
+        token_type0: &Tensor,
     ) -> Result<Tensor> {
-        Err(not_on_device("bert_embeddings", self.device()))
+        let op = "bert_embeddings";
+        self.on_cpu1(op, &[ids, word, position, token_type0], |cpu, v| {
+            let mut a = Inputs::new(v);
+            cpu.bert_embeddings(&a.next(op)?, &a.next(op)?, &a.next(op)?, &a.next(op)?)
+        })
     }
     fn self_attention(
         &self,
-        _q: &Tensor,
-        _k: &Tensor,
-        _v: &Tensor,
-        _mask: &Tensor,
-        _spec: SelfAttention,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        spec: SelfAttention,
     ) -> Result<Tensor> {
-        Err(not_on_device("self_attention", self.device()))
+        let op = "self_attention";
+        self.on_cpu1(op, &[q, k, v, mask], |cpu, v| {
+            let mut a = Inputs::new(v);
+            cpu.self_attention(&a.next(op)?, &a.next(op)?, &a.next(op)?, &a.next(op)?, spec)
+        })
     }
     fn scale(&self, x: Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
         let n = x.numel();
@@ -153,14 +223,22 @@ impl Backend for CudaBackend {
             DeviceData::F16(y),
         ))
     }
-    fn add_channel_scaled(&self, _a: Tensor, _g: &Tensor, _b: &Tensor) -> Result<Tensor> {
-        Err(not_on_device("add_channel_scaled", self.device()))
+    fn add_channel_scaled(&self, a: Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let op = "add_channel_scaled";
+        self.on_cpu1(op, &[&a, g, b], |cpu, v| {
+            let mut i = Inputs::new(v);
+            cpu.add_channel_scaled(i.next(op)?, &i.next(op)?, &i.next(op)?)
+        })
     }
-    fn levels_to_tokens(&self, _levels: &[&Tensor]) -> Result<Tensor> {
-        Err(not_on_device("levels_to_tokens", self.device()))
+    fn levels_to_tokens(&self, levels: &[&Tensor]) -> Result<Tensor> {
+        self.on_cpu1("levels_to_tokens", levels, |cpu, v| {
+            cpu.levels_to_tokens(&v.iter().collect::<Vec<_>>())
+        })
     }
-    fn tokens_to_levels(&self, _x: &Tensor, _sizes: &[(usize, usize)]) -> Result<Vec<Tensor>> {
-        Err(not_on_device("tokens_to_levels", self.device()))
+    fn tokens_to_levels(&self, x: &Tensor, sizes: &[(usize, usize)]) -> Result<Vec<Tensor>> {
+        self.on_cpu("tokens_to_levels", &[x], |cpu, v| {
+            cpu.tokens_to_levels(&Inputs::new(v).next("tokens_to_levels")?, sizes)
+        })
     }
     fn bi_attn(
         &self,
@@ -208,34 +286,60 @@ impl Backend for CudaBackend {
     }
     fn conv2d(
         &self,
-        _x: &Tensor,
-        _w: &Tensor,
-        _b: Option<&Tensor>,
-        _stride: usize,
-        _pad: usize,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride: usize,
+        pad: usize,
     ) -> Result<Tensor> {
-        Err(not_on_device("conv2d", self.device()))
+        let op = "conv2d";
+        let inputs: Vec<&Tensor> = [x, w].into_iter().chain(b).collect();
+        self.on_cpu1(op, &inputs, |cpu, v| {
+            let mut a = Inputs::new(v);
+            let (x, w) = (a.next(op)?, a.next(op)?);
+            let b = b.map(|_| a.next(op)).transpose()?;
+            cpu.conv2d(&x, &w, b.as_ref(), stride, pad)
+        })
     }
-    fn upsample_nearest(&self, _x: &Tensor, _oh: usize, _ow: usize) -> Result<Tensor> {
-        Err(not_on_device("upsample_nearest", self.device()))
+    fn upsample_nearest(&self, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+        let op = "upsample_nearest";
+        self.on_cpu1(op, &[x], |cpu, v| {
+            cpu.upsample_nearest(&Inputs::new(v).next(op)?, oh, ow)
+        })
     }
-    fn upsample_bilinear_ac(&self, _x: &Tensor, _oh: usize, _ow: usize) -> Result<Tensor> {
-        Err(not_on_device("upsample_bilinear_ac", self.device()))
+    fn upsample_bilinear_ac(&self, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+        let op = "upsample_bilinear_ac";
+        self.on_cpu1(op, &[x], |cpu, v| {
+            cpu.upsample_bilinear_ac(&Inputs::new(v).next(op)?, oh, ow)
+        })
     }
-    fn relu(&self, _x: Tensor) -> Result<Tensor> {
-        Err(not_on_device("relu", self.device()))
+    fn relu(&self, x: Tensor) -> Result<Tensor> {
+        self.on_cpu1("relu", &[&x], |cpu, v| {
+            cpu.relu(Inputs::new(v).next("relu")?)
+        })
     }
-    fn h_sigmoid(&self, _x: Tensor) -> Result<Tensor> {
-        Err(not_on_device("h_sigmoid", self.device()))
+    fn h_sigmoid(&self, x: Tensor) -> Result<Tensor> {
+        let op = "h_sigmoid";
+        self.on_cpu1(op, &[&x], |cpu, v| cpu.h_sigmoid(Inputs::new(v).next(op)?))
     }
-    fn avg_pool(&self, _x: &Tensor) -> Result<Tensor> {
-        Err(not_on_device("avg_pool", self.device()))
+    fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {
+        let op = "avg_pool";
+        self.on_cpu1(op, &[x], |cpu, v| cpu.avg_pool(&Inputs::new(v).next(op)?))
     }
-    fn scale_images(&self, _x: Tensor, _a: &Tensor) -> Result<Tensor> {
-        Err(not_on_device("scale_images", self.device()))
+    fn scale_images(&self, x: Tensor, a: &Tensor) -> Result<Tensor> {
+        let op = "scale_images";
+        self.on_cpu1(op, &[&x, a], |cpu, v| {
+            let mut i = Inputs::new(v);
+            cpu.scale_images(i.next(op)?, &i.next(op)?)
+        })
     }
-    fn split_offset_mask(&self, _om: &Tensor) -> Result<(Tensor, Tensor)> {
-        Err(not_on_device("split_offset_mask", self.device()))
+    fn split_offset_mask(&self, om: &Tensor) -> Result<(Tensor, Tensor)> {
+        let op = "split_offset_mask";
+        let mut v = Inputs::new(self.on_cpu(op, &[om], |cpu, v| {
+            let (o, m) = cpu.split_offset_mask(&Inputs::new(v).next(op)?)?;
+            Ok(vec![o, m])
+        })?);
+        Ok((v.next(op)?, v.next(op)?))
     }
     fn deform_conv3x3(
         &self,
@@ -306,8 +410,12 @@ impl Backend for CudaBackend {
             DeviceData::F16(y),
         ))
     }
-    fn dyrelu_apply(&self, _x: Tensor, _z: &Tensor) -> Result<Tensor> {
-        Err(not_on_device("dyrelu_apply", self.device()))
+    fn dyrelu_apply(&self, x: Tensor, z: &Tensor) -> Result<Tensor> {
+        let op = "dyrelu_apply";
+        self.on_cpu1(op, &[&x, z], |cpu, v| {
+            let mut i = Inputs::new(v);
+            cpu.dyrelu_apply(i.next(op)?, &i.next(op)?)
+        })
     }
     fn text_projection(
         &self,
@@ -374,37 +482,86 @@ impl Backend for CudaBackend {
             DeviceData::F32(out),
         ))
     }
-    fn pad_to_multiple(&self, _x: &Tensor, _m: usize) -> Result<Tensor> {
-        Err(not_on_device("pad_to_multiple", self.device()))
+    fn pad_to_multiple(&self, x: &Tensor, m: usize) -> Result<Tensor> {
+        let op = "pad_to_multiple";
+        self.on_cpu1(op, &[x], |cpu, v| {
+            cpu.pad_to_multiple(&Inputs::new(v).next(op)?, m)
+        })
     }
-    fn nchw_to_nhwc(&self, _x: &Tensor) -> Result<Tensor> {
-        Err(not_on_device("nchw_to_nhwc", self.device()))
+    fn nchw_to_nhwc(&self, x: &Tensor) -> Result<Tensor> {
+        let op = "nchw_to_nhwc";
+        self.on_cpu1(op, &[x], |cpu, v| {
+            cpu.nchw_to_nhwc(&Inputs::new(v).next(op)?)
+        })
     }
-    fn nhwc_to_nchw(&self, _x: &Tensor) -> Result<Tensor> {
-        Err(not_on_device("nhwc_to_nchw", self.device()))
+    fn nhwc_to_nchw(&self, x: &Tensor) -> Result<Tensor> {
+        let op = "nhwc_to_nchw";
+        self.on_cpu1(op, &[x], |cpu, v| {
+            cpu.nhwc_to_nchw(&Inputs::new(v).next(op)?)
+        })
     }
-    fn window_partition(&self, _x: &Tensor, _window: usize, _shift: usize) -> Result<Tensor> {
-        Err(not_on_device("window_partition", self.device()))
+    fn window_partition(&self, x: &Tensor, window: usize, shift: usize) -> Result<Tensor> {
+        let op = "window_partition";
+        self.on_cpu1(op, &[x], |cpu, v| {
+            cpu.window_partition(&Inputs::new(v).next(op)?, window, shift)
+        })
     }
     fn window_merge_add(
         &self,
-        _x: Tensor,
-        _windows: &Tensor,
-        _window: usize,
-        _shift: usize,
+        x: Tensor,
+        windows: &Tensor,
+        window: usize,
+        shift: usize,
     ) -> Result<Tensor> {
-        Err(not_on_device("window_merge_add", self.device()))
+        let op = "window_merge_add";
+        self.on_cpu1(op, &[&x, windows], |cpu, v| {
+            let mut i = Inputs::new(v);
+            cpu.window_merge_add(i.next(op)?, &i.next(op)?, window, shift)
+        })
     }
     fn window_attention(
         &self,
-        _qkv: &Tensor,
-        _rel_bias: &Tensor,
-        _region_ids: Option<&Tensor>,
-        _heads: usize,
+        qkv: &Tensor,
+        rel_bias: &Tensor,
+        region_ids: Option<&Tensor>,
+        heads: usize,
     ) -> Result<Tensor> {
-        Err(not_on_device("window_attention", self.device()))
+        let op = "window_attention";
+        let inputs: Vec<&Tensor> = [qkv, rel_bias].into_iter().chain(region_ids).collect();
+        self.on_cpu1(op, &inputs, |cpu, v| {
+            let mut i = Inputs::new(v);
+            let (qkv, rel) = (i.next(op)?, i.next(op)?);
+            let ids = region_ids.map(|_| i.next(op)).transpose()?;
+            cpu.window_attention(&qkv, &rel, ids.as_ref(), heads)
+        })
     }
-    fn patch_merge_gather(&self, _x: &Tensor) -> Result<Tensor> {
-        Err(not_on_device("patch_merge_gather", self.device()))
+    fn patch_merge_gather(&self, x: &Tensor) -> Result<Tensor> {
+        let op = "patch_merge_gather";
+        self.on_cpu1(op, &[x], |cpu, v| {
+            cpu.patch_merge_gather(&Inputs::new(v).next(op)?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// [`super::CPU_FALLBACK_OPS`] names exactly the ops whose CUDA implementation calls
+    /// `on_cpu` (read from this file's own source: an op falls back iff its body does).
+    #[test]
+    fn fallback_list_names_every_cpu_op() {
+        let src = include_str!("ops.rs");
+        let body_start = src.find("impl Backend for CudaBackend").unwrap_or(0);
+        let body = &src[body_start..src.find("#[cfg(test)]").unwrap_or(src.len())];
+        let mut falling: Vec<&str> = Vec::new();
+        for f in body.split("\n    fn ").skip(1) {
+            let name = f.split('(').next().unwrap_or("");
+            if f.contains(concat!("on_", "cpu")) {
+                falling.push(name);
+            }
+        }
+        falling.sort_unstable();
+        let mut listed = super::CPU_FALLBACK_OPS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(falling, listed);
     }
 }
