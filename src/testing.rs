@@ -2,7 +2,7 @@
 //! measures. Part of the library so integration tests and benches use one definition.
 
 use crate::backend::cuda::CudaBackend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -150,4 +150,161 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
         worst.0,
         got.len()
     );
+}
+
+/// An end-to-end golden (`NN_e2e_<name>` in `tests/testdata/golden`): everything a test needs
+/// read from the golden's own JSON, so goldens made with other seeds, photo sizes and captions
+/// pass unchanged.
+#[derive(Clone, Debug)]
+pub struct E2eGolden {
+    /// File stem, e.g. `12_e2e_tiny`.
+    pub name: String,
+    pub config: PathBuf,
+    pub weights: PathBuf,
+    pub photo: PathBuf,
+    pub caption: String,
+    /// The phrases' character spans in the caption (GLIP's tokens_positive), one per label.
+    pub phrases: Vec<String>,
+    /// label → token indices (positive_map_label_to_token), sorted by label.
+    pub positive_map: Vec<(u32, Vec<usize>)>,
+    /// The network input before padding, and padded (height, width).
+    pub image_hw: (usize, usize),
+    pub padded_hw: (usize, usize),
+    /// The photo's (height, width).
+    pub photo_hw: (usize, usize),
+    pub num_final: usize,
+}
+
+impl E2eGolden {
+    /// Reads `<name>.json`.
+    pub fn load(name: &str) -> Result<E2eGolden> {
+        let dir = testdata().join("golden");
+        let path = dir.join(format!("{name}.json"));
+        let bad = |what: &str| Error::Invalid(format!("{}: {what}", path.display()));
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(&e.to_string()))?;
+        let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+        let pair = |k: &str| -> Result<(usize, usize)> {
+            let v = j[k].as_array().ok_or_else(|| bad(k))?;
+            match (
+                v.first().and_then(|x| x.as_u64()),
+                v.get(1).and_then(|x| x.as_u64()),
+            ) {
+                (Some(a), Some(b)) => Ok((a as usize, b as usize)),
+                _ => Err(bad(k)),
+            }
+        };
+        let caption = j["caption"]
+            .as_str()
+            .ok_or_else(|| bad("caption"))?
+            .to_string();
+        let mut positive_map: Vec<(u32, Vec<usize>)> = j["positive_map_label_to_token"]
+            .as_object()
+            .ok_or_else(|| bad("positive_map_label_to_token"))?
+            .iter()
+            .map(|(l, toks)| {
+                let label = l.parse::<u32>().map_err(|_| bad("positive map label"))?;
+                let toks = toks
+                    .as_array()
+                    .ok_or_else(|| bad("positive map tokens"))?
+                    .iter()
+                    .map(|t| t.as_u64().map(|t| t as usize).ok_or_else(|| bad("token")))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((label, toks))
+            })
+            .collect::<Result<_>>()?;
+        positive_map.sort();
+        let phrases = j["tokens_positive"]
+            .as_array()
+            .ok_or_else(|| bad("tokens_positive"))?
+            .iter()
+            .map(|spans| {
+                let s = &spans[0];
+                match (s[0].as_u64(), s[1].as_u64()) {
+                    (Some(a), Some(b)) => caption
+                        .get(a as usize..b as usize)
+                        .map(str::to_string)
+                        .ok_or_else(|| bad("tokens_positive span")),
+                    _ => Err(bad("tokens_positive")),
+                }
+            })
+            .collect::<Result<_>>()?;
+        let shape = j["photo"]["shape_hwc"]
+            .as_array()
+            .ok_or_else(|| bad("photo"))?;
+        let photo_hw = match (
+            shape.first().and_then(|x| x.as_u64()),
+            shape.get(1).and_then(|x| x.as_u64()),
+        ) {
+            (Some(h), Some(w)) => (h as usize, w as usize),
+            _ => return Err(bad("photo.shape_hwc")),
+        };
+        Ok(E2eGolden {
+            name: name.to_string(),
+            config: dir.join(format!("{name}_config.yaml")),
+            weights: dir.join(format!("{name}_weights.safetensors")),
+            photo: dir.join(format!("{name}_photo.png")),
+            caption,
+            phrases,
+            positive_map,
+            image_hw: pair("image_size_hw")?,
+            padded_hw: pair("padded_size_hw")?,
+            photo_hw,
+            num_final: j["num_final_detections"]
+                .as_u64()
+                .ok_or_else(|| bad("num_final_detections"))? as usize,
+        })
+    }
+
+    /// Every end-to-end golden present (a `NN_e2e_*.json` with its weights), by name.
+    pub fn all() -> Result<Vec<E2eGolden>> {
+        let dir = testdata().join("golden");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|f| f.strip_suffix(".json").map(str::to_string))
+            .filter(|n| n.contains("_e2e_") && !n.ends_with("_weights"))
+            .filter(|n| dir.join(format!("{n}_weights.safetensors")).exists())
+            .collect();
+        names.sort();
+        names.iter().map(|n| E2eGolden::load(n)).collect()
+    }
+
+    /// The golden's tensors.
+    pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
+        load_golden(&self.name)
+    }
+
+    /// The photo's boxes over the network input's: the factor GLIP's BoxList.resize applies
+    /// (x by width, y by height).
+    pub fn box_scale(&self) -> (f32, f32) {
+        (
+            self.photo_hw.1 as f32 / self.image_hw.1 as f32,
+            self.photo_hw.0 as f32 / self.image_hw.0 as f32,
+        )
+    }
+}
+
+/// The backends the golden tests run on: the CPU; the emulated CUDA device (its checks set
+/// to `fast` unless `GLIP_EMU_CHECKS` says otherwise: every kernel family runs under the full
+/// checks in its parity tests); and a GPU when one is present (required under
+/// `GLIP_REQUIRE_GPU=1`).
+pub fn test_backends() -> Vec<(String, crate::model::glip::SharedBackend)> {
+    use crate::backend::cuda::{CudaBackend, EmuChecks};
+    use std::sync::Arc;
+    let mut v: Vec<(String, crate::model::glip::SharedBackend)> =
+        vec![("cpu".into(), Arc::new(crate::backend::cpu::CpuBackend))];
+    let checks = match std::env::var("GLIP_EMU_CHECKS").as_deref() {
+        Ok("full") => EmuChecks::Full,
+        _ => EmuChecks::Fast,
+    };
+    v.push(("emu".into(), Arc::new(CudaBackend::emulated_with(checks))));
+    if crate::kernels::COMPILED || gpu_required() {
+        match CudaBackend::new(0) {
+            Ok(be) => v.push(("cuda".into(), Arc::new(be))),
+            Err(e) if gpu_required() => panic!("GLIP_REQUIRE_GPU=1 but no GPU: {e}"),
+            Err(_) => {}
+        }
+    }
+    v
 }

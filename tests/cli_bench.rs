@@ -58,3 +58,43 @@ fn bad_bench_arguments_are_errors() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// `glip bench --device emu`: the whole pipeline on the emulated CUDA device at 320×320, per
+/// stage, with the list of ops that ran on the CPU.
+#[test]
+fn emulated_bench_reports_stages_and_fallbacks() {
+    let o = Command::new(env!("CARGO_BIN_EXE_glip"))
+        .arg("bench")
+        .arg("--config")
+        .arg(testdata().join("golden/12_e2e_tiny_config.yaml"))
+        .arg("--bert-config")
+        .arg(testdata().join("tiny_bert_config.json"))
+        .args([
+            "--device", "emu", "--size", "320x320", "--runs", "1", "--tokens", "8", "--coco",
+            "false",
+        ])
+        .env("GLIP_EMU_CHECKS", "fast")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("emulated CUDA device"), "{out}");
+    for stage in [
+        "backbone (Swin)",
+        "VLFuse x2",
+        "DyConv x2",
+        "head",
+        "post-processing",
+    ] {
+        assert!(out.contains(stage), "missing stage {stage}:\n{out}");
+    }
+    assert!(
+        out.contains("ops run on the CPU in place of the device"),
+        "{out}"
+    );
+    assert!(out.contains("window_attention"), "{out}");
+}
