@@ -72,6 +72,13 @@ impl<'a> Recorder<'a> {
     fn ids(&self, ts: &[&Tensor]) -> Vec<usize> {
         ts.iter().map(|t| self.id(t)).collect()
     }
+
+    /// [`Recorder::ids`] of `ts` and an optional tensor.
+    fn ids_with(&self, ts: &[&Tensor], opt: Option<&Tensor>) -> Vec<usize> {
+        let mut v = self.ids(ts);
+        v.extend(opt.map(|t| self.id(t)));
+        v
+    }
 }
 
 impl Backend for Recorder<'_> {
@@ -104,12 +111,16 @@ impl Backend for Recorder<'_> {
         )
     }
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-        self.one("linear", self.ids(&[x]), self.inner.linear(x, w, b))
+        self.one(
+            "linear",
+            self.ids_with(&[x, w], b),
+            self.inner.linear(x, w, b),
+        )
     }
     fn layer_norm(&self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
         self.one(
             "layer_norm",
-            self.ids(&[x]),
+            self.ids(&[x, w, b]),
             self.inner.layer_norm(x, w, b, eps),
         )
     }
@@ -146,7 +157,7 @@ impl Backend for Recorder<'_> {
     ) -> Result<Tensor> {
         self.one(
             "bert_embeddings",
-            Vec::new(),
+            self.ids(&[ids, word, position, token_type0]),
             self.inner.bert_embeddings(ids, word, position, token_type0),
         )
     }
@@ -160,7 +171,7 @@ impl Backend for Recorder<'_> {
     ) -> Result<Tensor> {
         self.one(
             "self_attention",
-            self.ids(&[q, k, v]),
+            self.ids(&[q, k, v, mask]),
             self.inner.self_attention(q, k, v, mask, spec),
         )
     }
@@ -169,7 +180,7 @@ impl Backend for Recorder<'_> {
         self.one("scale", r, self.inner.scale(x, alpha, beta))
     }
     fn add_channel_scaled(&self, a: Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let r = self.ids(&[&a, b]);
+        let r = self.ids(&[&a, g, b]);
         self.one(
             "add_channel_scaled",
             r,
@@ -202,7 +213,7 @@ impl Backend for Recorder<'_> {
         heads: usize,
     ) -> Result<(Tensor, Tensor)> {
         let (a, b) = self.inner.bi_attn(q, k, v_l, v_v, mask, heads)?;
-        self.log("bi_attn", self.ids(&[q, k, v_l, v_v]), &[&a, &b]);
+        self.log("bi_attn", self.ids(&[q, k, v_l, v_v, mask]), &[&a, &b]);
         Ok((a, b))
     }
     fn conv2d(
@@ -215,7 +226,7 @@ impl Backend for Recorder<'_> {
     ) -> Result<Tensor> {
         self.one(
             "conv2d",
-            self.ids(&[x]),
+            self.ids_with(&[x, w], b),
             self.inner.conv2d(x, w, b, stride, pad),
         )
     }
@@ -265,7 +276,7 @@ impl Backend for Recorder<'_> {
     ) -> Result<Tensor> {
         self.one(
             "deform_conv3x3",
-            self.ids(&[x, offset, mask]),
+            self.ids(&[x, offset, mask, w, b]),
             self.inner
                 .deform_conv3x3(x, offset, mask, w, b, stride, offset_src),
         )
@@ -280,7 +291,7 @@ impl Backend for Recorder<'_> {
     ) -> Result<Tensor> {
         self.one(
             "group_norm",
-            self.ids(&[x]),
+            self.ids(&[x, w, b]),
             self.inner.group_norm(x, w, b, groups, eps),
         )
     }
@@ -297,7 +308,11 @@ impl Backend for Recorder<'_> {
         bias0: f32,
     ) -> Result<(Tensor, Tensor)> {
         let (p, t) = self.inner.text_projection(lang, w, b, bias_lang, bias0)?;
-        self.log("text_projection", self.ids(&[lang]), &[&p, &t]);
+        self.log(
+            "text_projection",
+            self.ids(&[lang, w, b, bias_lang]),
+            &[&p, &t],
+        );
         Ok((p, t))
     }
     fn dot_logits(
@@ -357,7 +372,7 @@ impl Backend for Recorder<'_> {
     ) -> Result<Tensor> {
         self.one(
             "window_attention",
-            self.ids(&[qkv]),
+            self.ids_with(&[qkv, rel_bias], region_ids),
             self.inner
                 .window_attention(qkv, rel_bias, region_ids, heads),
         )
@@ -481,5 +496,89 @@ impl MemoryPlan {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every tensor an op of the [`Recorder`](super::Recorder) receives (activations,
+    /// masks, region ids, weights) is logged as a read: an uploaded mask is an arena buffer,
+    /// and one read but not logged would end its life early, so a replay in one arena could
+    /// place another buffer on top of it while the op still reads it. Weights are never
+    /// written by an op, so the plan sees them as graph inputs. Checked on this file's own
+    /// source: each `Tensor` parameter must appear in the op's `ids(…)` / `ids_with(…)` call.
+    #[test]
+    fn every_tensor_argument_is_logged_as_a_read() {
+        let src = include_str!("plan.rs");
+        let start = src.find("impl Backend for Recorder").unwrap_or(0);
+        let end = src[start..].find("\n}\n").map_or(src.len(), |e| start + e);
+        let mut missing = Vec::new();
+        let mut checked = 0;
+        for f in src[start..end].split("\n    fn ").skip(1) {
+            let name = f.split('(').next().unwrap_or("");
+            let Some(sig_end) = f.find(") ->") else {
+                continue;
+            };
+            let sig = &f[name.len() + 1..sig_end];
+            let body = &f[sig_end..];
+            // Top-level parameters (types like &[(usize, usize)] hold commas).
+            let (mut depth, mut cur, mut params) = (0i32, String::new(), Vec::new());
+            for ch in sig.chars() {
+                match ch {
+                    '(' | '[' | '<' => depth += 1,
+                    ')' | ']' | '>' => depth -= 1,
+                    ',' if depth == 0 => {
+                        params.push(std::mem::take(&mut cur));
+                        continue;
+                    }
+                    _ => {}
+                }
+                cur.push(ch);
+            }
+            params.push(cur);
+            // The text of every ids(…) / ids_with(…) call in the body.
+            let mut logged = String::new();
+            for (i, _) in body.match_indices("ids") {
+                let rest = &body[i..];
+                if rest.starts_with("ids(") || rest.starts_with("ids_with(") {
+                    // Up to the call's closing parenthesis.
+                    let mut depth = 0i32;
+                    for ch in rest.chars() {
+                        logged.push(ch);
+                        match ch {
+                            '(' => depth += 1,
+                            ')' => {
+                                depth -= 1;
+                                if depth == 0 {
+                                    break;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    logged.push(' ');
+                }
+            }
+            let words: Vec<&str> = logged
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .collect();
+            for p in params {
+                let Some((pname, ty)) = p.trim().split_once(':') else {
+                    continue;
+                };
+                if !ty.contains("Tensor") || name == "to_host" || name == "weight" {
+                    continue; // copies out / parameter conversion: not ops of the forward
+                }
+                checked += 1;
+                if !words.contains(&pname.trim()) {
+                    missing.push(format!("{name}({})", pname.trim()));
+                }
+            }
+        }
+        assert!(
+            checked > 60,
+            "only {checked} tensor arguments found: parser broken"
+        );
+        assert!(missing.is_empty(), "not logged as reads: {missing:?}");
     }
 }
