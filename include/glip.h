@@ -19,9 +19,16 @@ typedef struct GlipDetection {
 } GlipDetection;
 
 /* config: GLIP's yaml; weights: safetensors (glip convert); bert_config, tokenizer: NULL for
- * bert-base-uncased. Returns NULL on failure. */
+ * bert-base-uncased. Runs where "auto" picks (a GPU when present, else the CPU). Returns NULL
+ * on failure. */
 GlipDetector* glip_detector_new(const char* config, const char* weights,
                                 const char* bert_config, const char* tokenizer);
+/* The same on a chosen device: "auto", "cpu", "cuda", "cuda:N", "emu" (the emulated CUDA
+ * device), or NULL for "auto". An unknown or absent device returns NULL (see
+ * glip_last_error). */
+GlipDetector* glip_detector_new_on(const char* config, const char* weights,
+                                   const char* bert_config, const char* tokenizer,
+                                   const char* device);
 /* prompt: "person. bicycle. traffic light." Encoded once; returns 0 or -1. */
 int32_t glip_detector_set_prompt(GlipDetector* det, const char* prompt);
 /* rgb: width*height*3 bytes (RGB24, row-major). Writes min(found, capacity) detections to out

@@ -72,7 +72,8 @@ unsafe fn opt_path(p: *const c_char, what: &str) -> crate::Result<Option<PathBuf
 }
 
 /// Creates a detector from GLIP's yaml config and safetensors weights; `bert_config` and
-/// `tokenizer` may be NULL (bert-base-uncased). Returns NULL on failure.
+/// `tokenizer` may be NULL (bert-base-uncased). Runs on the device `auto` picks (a GPU when
+/// present, else the CPU). Returns NULL on failure.
 ///
 /// # Safety
 /// The arguments are NULL or NUL-terminated strings.
@@ -83,19 +84,42 @@ pub unsafe extern "C" fn glip_detector_new(
     bert_config: *const c_char,
     tokenizer: *const c_char,
 ) -> *mut GlipDetector {
+    // SAFETY: forwarded caller contract.
+    unsafe { glip_detector_new_on(config, weights, bert_config, tokenizer, std::ptr::null()) }
+}
+
+/// [`glip_detector_new`] on a chosen device: `device` is "auto", "cpu", "cuda", "cuda:N" or
+/// "emu" (the emulated CUDA device), or NULL for "auto". An unknown name or an absent device
+/// is an error (NULL; glip_last_error says why).
+///
+/// # Safety
+/// The arguments are NULL or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn glip_detector_new_on(
+    config: *const c_char,
+    weights: *const c_char,
+    bert_config: *const c_char,
+    tokenizer: *const c_char,
+    device: *const c_char,
+) -> *mut GlipDetector {
     guard(std::ptr::null_mut(), || {
         // SAFETY: forwarded caller contract (NUL-terminated or NULL).
-        let (c, w, b, t) = unsafe {
+        let (c, w, b, t, d) = unsafe {
             (
                 opt_path(config, "config")?,
                 opt_path(weights, "weights")?,
                 opt_path(bert_config, "bert_config")?,
                 opt_path(tokenizer, "tokenizer")?,
+                opt_path(device, "device")?,
             )
         };
         let c = c.ok_or_else(|| crate::Error::Config("config path is NULL".into()))?;
         let w = w.ok_or_else(|| crate::Error::Config("weights path is NULL".into()))?;
-        let mut builder = Detector::builder().config(c).weights(w);
+        let device = match d {
+            Some(d) => crate::DeviceChoice::parse(&d.to_string_lossy())?,
+            None => crate::DeviceChoice::Auto,
+        };
+        let mut builder = Detector::builder().config(c).weights(w).device(device);
         if let Some(b) = b {
             builder = builder.bert_config(b);
         }

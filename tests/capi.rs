@@ -98,3 +98,46 @@ fn c_program_detects_like_the_rust_api() {
         }
     }
 }
+
+/// `glip_detector_new_on` picks the device by name; an unknown one is an error naming it.
+#[test]
+fn c_abi_chooses_the_device() {
+    use glip_rt::capi::{glip_detector_free, glip_detector_new_on, glip_last_error};
+    use std::ffi::{CStr, CString};
+    let g = testdata().join("golden");
+    let path = |p: std::path::PathBuf| CString::new(p.display().to_string()).unwrap();
+    let (cfg, w, bert) = (
+        path(g.join("12_e2e_tiny_config.yaml")),
+        path(g.join("12_e2e_tiny_weights.safetensors")),
+        path(testdata().join("tiny_bert_config.json")),
+    );
+    for (device, ok) in [
+        (Some(c"cpu"), true),
+        (Some(c"emu"), true),
+        (None, true),
+        (Some(c"tpu"), false),
+    ] {
+        let dev = device.map_or(std::ptr::null(), |d| d.as_ptr());
+        // SAFETY: NUL-terminated strings or NULL, as glip.h asks.
+        let d = unsafe {
+            glip_detector_new_on(
+                cfg.as_ptr(),
+                w.as_ptr(),
+                bert.as_ptr(),
+                std::ptr::null(),
+                dev,
+            )
+        };
+        assert_eq!(!d.is_null(), ok, "{device:?}");
+        if ok {
+            // SAFETY: a handle from glip_detector_new_on, freed once.
+            unsafe { glip_detector_free(d) };
+        } else {
+            // SAFETY: glip_last_error returns a NUL-terminated string owned by the library.
+            let msg = unsafe { CStr::from_ptr(glip_last_error()) }
+                .to_string_lossy()
+                .into_owned();
+            assert!(msg.contains("tpu") && msg.contains("cuda:N"), "{msg}");
+        }
+    }
+}
