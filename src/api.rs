@@ -157,16 +157,7 @@ impl DetectorBuilder {
         };
         let tokenizer = GlipTokenizer::load(self.tokenizer.as_deref())?;
         let input = &model.config.input;
-        let mut pre = PreprocessConfig {
-            min_size: input.min_size_test as u32,
-            max_size: Some(input.max_size_test as u32),
-            size_divisibility: input.size_divisibility,
-            pixel_mean: input.pixel_mean,
-            pixel_std: input.pixel_std,
-            bgr: input.bgr(),
-            times_255: input.times_255(),
-            ..PreprocessConfig::default()
-        };
+        let mut pre = PreprocessConfig::from_input(input);
         if let Some(m) = self.min_size {
             // The resize target sizes every feature map: bounded as the config's own.
             let lim = crate::limits::MAX_TEST_SIZE as u32;
@@ -339,11 +330,7 @@ impl Detector {
                 .iter()
                 .map(|&v| v as i32)
                 .collect();
-            let positive_map = encoded
-                .labels()
-                .into_iter()
-                .zip(encoded.model_label_to_tokens())
-                .collect();
+            let positive_map = encoded.positive_map();
             let mut chunk = self.encode_chunk(&ids, &mask, positive_map)?;
             chunk.encoded = Some(encoded);
             states.push(chunk);

@@ -73,6 +73,23 @@ impl Default for PreprocessConfig {
     }
 }
 
+impl PreprocessConfig {
+    /// GLIP's test transform as a config's INPUT section sets it (MIN/MAX_SIZE_TEST,
+    /// SIZE_DIVISIBILITY, PIXEL_MEAN/STD, FORMAT, TO_BGR255).
+    pub fn from_input(input: &crate::model::config::InputConfig) -> Self {
+        PreprocessConfig {
+            min_size: input.min_size_test as u32,
+            max_size: Some(input.max_size_test as u32),
+            size_divisibility: input.size_divisibility,
+            pixel_mean: input.pixel_mean,
+            pixel_std: input.pixel_std,
+            bgr: input.bgr(),
+            times_255: input.times_255(),
+            ..PreprocessConfig::default()
+        }
+    }
+}
+
 /// An 8-bit RGB image, HWC row-major.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RgbImage8 {

@@ -298,7 +298,9 @@ pub fn test_backends() -> Vec<(String, crate::model::glip::SharedBackend)> {
         Ok("full") => EmuChecks::Full,
         _ => EmuChecks::Fast,
     };
-    v.push(("emu".into(), Arc::new(CudaBackend::emulated_with(checks))));
+    if crate::backend::cuda::emu::EMULATOR_BUILT {
+        v.push(("emu".into(), Arc::new(CudaBackend::emulated_with(checks))));
+    }
     if crate::kernels::COMPILED || gpu_required() {
         match CudaBackend::new(0) {
             Ok(be) => v.push(("cuda".into(), Arc::new(be))),
@@ -307,4 +309,48 @@ pub fn test_backends() -> Vec<(String, crate::model::glip::SharedBackend)> {
         }
     }
     v
+}
+
+/// A fresh directory under the system temp dir, removed with its contents when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `<tmp>/<prefix>-<pid>-<n>`, created empty.
+    pub fn new(prefix: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        if let Err(e) = std::fs::create_dir_all(&d) {
+            panic!("cannot create {}: {e}", d.display());
+        }
+        TempDir(d)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A path `name` in the calling test's own temp directory: made on first use and removed,
+/// with everything in it, when the test's thread ends (the test harness runs each test on a
+/// thread of its own), so tests leave nothing behind in /tmp.
+pub fn test_tmp(prefix: &str, name: &str) -> PathBuf {
+    thread_local! {
+        static DIR: std::cell::RefCell<Option<TempDir>> = const { std::cell::RefCell::new(None) };
+    }
+    DIR.with(|d| {
+        d.borrow_mut()
+            .get_or_insert_with(|| TempDir::new(prefix))
+            .join(name)
+    })
 }

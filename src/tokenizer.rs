@@ -385,6 +385,14 @@ impl EncodedPrompt {
             })
             .collect()
     }
+    /// GLIP's positive_map_label_to_token as post-processing reads it: (label, the tokens the
+    /// model sees), one entry per phrase.
+    pub fn positive_map(&self) -> Vec<(u32, Vec<usize>)> {
+        self.labels()
+            .into_iter()
+            .zip(self.model_label_to_tokens())
+            .collect()
+    }
     /// Labels (1-based ids) that have no token the model sees.
     pub fn labels_without_tokens(&self) -> Vec<u32> {
         self.model_label_to_tokens()

@@ -3,36 +3,47 @@
 
 use glip_rt::api::Detector;
 use glip_rt::preprocess::load_image;
-use glip_rt::testing::testdata;
+use glip_rt::testing::{testdata, E2eGolden};
 
-fn detector() -> Detector {
-    let g = testdata().join("golden");
+fn tiny() -> E2eGolden {
+    E2eGolden::load("12_e2e_tiny").unwrap()
+}
+
+fn detector_for(g: &E2eGolden) -> Detector {
     Detector::builder()
-        .config(g.join("12_e2e_tiny_config.yaml"))
-        .weights(g.join("12_e2e_tiny_weights.safetensors"))
+        .config(&g.config)
+        .weights(&g.weights)
         .bert_config(testdata().join("tiny_bert_config.json"))
+        .device(glip_rt::DeviceChoice::Cpu)
         .build()
         .unwrap()
 }
 
+fn detector() -> Detector {
+    detector_for(&tiny())
+}
+
 fn photo() -> glip_rt::preprocess::RgbImage8 {
-    load_image(&testdata().join("golden/12_e2e_tiny_photo.png"), true).unwrap()
+    load_image(&tiny().photo, true).unwrap()
 }
 
 #[test]
 fn a_batch_of_equal_frames_gives_each_frame_the_single_result() {
-    let mut det = detector();
-    det.set_prompt("person. cup. rocket.").unwrap();
-    let img = photo();
-    let single = det.detect(&img).unwrap();
-    let batch = det.detect_batch(&[img.clone(), img]).unwrap();
-    assert_eq!(batch.len(), 2);
-    for b in &batch {
-        assert_eq!(b.len(), single.len());
-        for (x, y) in b.iter().zip(&single) {
-            assert_eq!((x.label, &x.phrase), (y.label, &y.phrase));
-            assert!((x.score - y.score).abs() <= 1e-6);
-            assert!((0..4).all(|k| (x.bbox[k] - y.bbox[k]).abs() <= 1e-3));
+    for g in E2eGolden::all().unwrap() {
+        let mut det = detector_for(&g);
+        det.set_prompt_with_phrases(&g.caption, &g.phrases).unwrap();
+        let img = load_image(&g.photo, true).unwrap();
+        let single = det.detect(&img).unwrap();
+        assert_eq!(single.len(), g.num_final, "{}", g.name);
+        let batch = det.detect_batch(&[img.clone(), img]).unwrap();
+        assert_eq!(batch.len(), 2);
+        for b in &batch {
+            assert_eq!(b.len(), single.len());
+            for (x, y) in b.iter().zip(&single) {
+                assert_eq!((x.label, &x.phrase), (y.label, &y.phrase));
+                assert!((x.score - y.score).abs() <= 1e-6);
+                assert!((0..4).all(|k| (x.bbox[k] - y.bbox[k]).abs() <= 1e-3));
+            }
         }
     }
 }

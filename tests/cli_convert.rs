@@ -11,9 +11,7 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("glip-convert-test-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    glip_rt::testing::test_tmp("glip-convert-test", name)
 }
 fn glip(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_glip"))

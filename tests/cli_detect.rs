@@ -10,9 +10,7 @@ fn golden(name: &str) -> PathBuf {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("glip-cli-detect-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    glip_rt::testing::test_tmp("glip-cli-detect", name)
 }
 
 struct Run {

@@ -27,9 +27,7 @@ fn golden(name: &str) -> PathBuf {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("glip-cli-stdout-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    glip_rt::testing::test_tmp("glip-cli-stdout", name)
 }
 
 fn model_args() -> Vec<String> {

@@ -2,21 +2,25 @@
 //! and the stream goes on.
 
 use glip_rt::preprocess::load_image;
-use glip_rt::testing::testdata;
+use glip_rt::testing::{testdata, E2eGolden};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-fn run(args: &[&str], stdin: Vec<u8>) -> (bool, Vec<serde_json::Value>, String) {
-    let g = testdata().join("golden");
+/// The tiny golden every test here uses unless it loops over all of them.
+fn tiny() -> E2eGolden {
+    E2eGolden::load("12_e2e_tiny").unwrap()
+}
+
+fn run(g: &E2eGolden, args: &[&str], stdin: Vec<u8>) -> (bool, Vec<serde_json::Value>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_glip"))
         .arg("stream")
         .arg("--config")
-        .arg(g.join("12_e2e_tiny_config.yaml"))
+        .arg(&g.config)
         .arg("--weights")
-        .arg(g.join("12_e2e_tiny_weights.safetensors"))
+        .arg(&g.weights)
         .arg("--bert-config")
         .arg(testdata().join("tiny_bert_config.json"))
-        .args(["--prompt", "person. cup. rocket."])
+        .args(["--device", "cpu", "--prompt", &g.caption])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -42,44 +46,44 @@ fn run(args: &[&str], stdin: Vec<u8>) -> (bool, Vec<serde_json::Value>, String) 
 
 #[test]
 fn raw_frames_give_one_line_each() {
-    let img = load_image(&testdata().join("golden/12_e2e_tiny_photo.png"), true).unwrap();
-    let mut input = img.data.clone();
-    input.extend_from_slice(&img.data);
-    let (ok, lines, err) = run(
-        &["--input", "raw", "--width", "512", "--height", "512"],
-        input.clone(),
-    );
-    assert!(ok, "{err}");
-    assert_eq!(lines.len(), 2);
-    for (i, l) in lines.iter().enumerate() {
-        assert_eq!(l["frame"], i as u64);
-        assert_eq!(
-            l["detections"].as_array().unwrap().len(),
-            100,
-            "the golden photo gives 100 detections"
+    for g in E2eGolden::all().unwrap() {
+        let img = load_image(&g.photo, true).unwrap();
+        let (w, h) = (img.width.to_string(), img.height.to_string());
+        let size = ["--input", "raw", "--width", &w, "--height", &h];
+        let mut input = img.data.clone();
+        input.extend_from_slice(&img.data);
+        let (ok, lines, err) = run(&g, &size, input.clone());
+        assert!(ok, "{err}");
+        assert_eq!(lines.len(), 2);
+        for (i, l) in lines.iter().enumerate() {
+            assert_eq!(l["frame"], i as u64);
+            assert_eq!(
+                l["detections"].as_array().unwrap().len(),
+                g.num_final,
+                "{}: the golden photo gives the golden's count",
+                g.name
+            );
+        }
+        // A stream cut inside the third frame: two results, then an error line for frame 2.
+        input.extend_from_slice(&img.data[..1000]);
+        let (ok, lines, err) = run(&g, &size, input);
+        assert!(!ok && !err.contains("panicked"), "{err}");
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[2]["error"]
+                .as_str()
+                .unwrap()
+                .contains("ended inside a frame"),
+            "{}",
+            lines[2]
         );
     }
-    // A stream cut inside the third frame: two results, then an error line for frame 2.
-    input.extend_from_slice(&img.data[..1000]);
-    let (ok, lines, err) = run(
-        &["--input", "raw", "--width", "512", "--height", "512"],
-        input,
-    );
-    assert!(!ok && !err.contains("panicked"), "{err}");
-    assert_eq!(lines.len(), 3);
-    assert!(
-        lines[2]["error"]
-            .as_str()
-            .unwrap()
-            .contains("ended inside a frame"),
-        "{}",
-        lines[2]
-    );
 }
 
 #[test]
 fn encoded_frames_survive_a_bad_one() {
-    let png = std::fs::read(testdata().join("golden/12_e2e_tiny_photo.png")).unwrap();
+    let g = tiny();
+    let png = std::fs::read(&g.photo).unwrap();
     let mut input = Vec::new();
     for f in [
         png.as_slice(),
@@ -89,22 +93,25 @@ fn encoded_frames_survive_a_bad_one() {
         input.extend_from_slice(&(f.len() as u32).to_le_bytes());
         input.extend_from_slice(f);
     }
-    let (ok, lines, err) = run(&["--input", "encoded"], input);
+    let (ok, lines, err) = run(&g, &["--input", "encoded"], input);
     assert!(!ok, "a bad frame makes the exit code non-zero");
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(lines.len(), 3, "every frame gets a line");
-    assert_eq!(lines[0]["detections"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        lines[0]["detections"].as_array().unwrap().len(),
+        g.num_final
+    );
     assert!(lines[1]["error"].is_string(), "{}", lines[1]);
     assert_eq!(
         lines[2]["detections"].as_array().unwrap().len(),
-        100,
+        g.num_final,
         "the stream goes on after a bad frame"
     );
 }
 
 #[test]
 fn raw_input_needs_a_frame_size() {
-    let (ok, lines, err) = run(&["--input", "raw"], Vec::new());
+    let (ok, lines, err) = run(&tiny(), &["--input", "raw"], Vec::new());
     assert!(!ok && lines.is_empty());
     assert!(err.contains("--width"), "{err}");
 }

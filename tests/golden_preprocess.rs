@@ -5,18 +5,16 @@ use glip_rt::preprocess::{
     resize_bilinear_pil_with, PassOrder, PreprocessConfig, RgbImage8, PIXEL_MEAN_BGR,
     PIXEL_STD_BGR,
 };
-use glip_rt::testing::{load_golden, testdata};
+use glip_rt::testing::{testdata, E2eGolden};
 
 fn photo() -> std::path::PathBuf {
     testdata().join("golden/12_e2e_tiny_photo.png")
 }
 
-fn tiny_cfg() -> PreprocessConfig {
-    PreprocessConfig {
-        min_size: 320,
-        max_size: Some(533),
-        ..PreprocessConfig::default()
-    }
+/// The golden's test transform, from its own yaml.
+fn golden_cfg(g: &E2eGolden) -> PreprocessConfig {
+    let cfg = glip_rt::model::config::GlipConfig::from_yaml_file(&g.config).unwrap();
+    PreprocessConfig::from_input(&cfg.input)
 }
 
 fn crop(img: &RgbImage8, x0: usize, y0: usize, w: usize, h: usize) -> RgbImage8 {
@@ -42,66 +40,71 @@ fn compare(a: &[u8], b: &[u8]) -> (u8, f64) {
 
 #[test]
 fn resize_matches_glip_golden_pixels() {
-    let g = load_golden("12_e2e_tiny").unwrap();
-    let t = &g["input/image"];
-    let [_, _, hp, wp] = t.dims::<4>("golden").unwrap();
-    let x = t.f32s().unwrap();
-    let img = load_image(&photo(), true).unwrap();
-    let cfg = tiny_cfg();
-    let (oh, ow) = get_size(img.width, img.height, cfg.min_size, cfg.max_size);
-    assert_eq!((oh, ow), (320, 320));
-    let r = resize_bilinear_pil(&img, ow, oh).unwrap();
-    // PIL's pixels from GLIP's normalised BGR input: round(x*std + mean).
-    let mut want = vec![0u8; oh * ow * 3];
-    for c in 0..3 {
-        for y in 0..oh {
-            for xx in 0..ow {
-                let v = x[(c * hp + y) * wp + xx] * PIXEL_STD_BGR[c] + PIXEL_MEAN_BGR[c];
-                want[(y * ow + xx) * 3 + (2 - c)] = v.round().clamp(0.0, 255.0) as u8;
+    for g in E2eGolden::all().unwrap() {
+        let tensors = g.tensors().unwrap();
+        let t = &tensors["input/image"];
+        let [_, _, hp, wp] = t.dims::<4>("golden").unwrap();
+        let x = t.f32s().unwrap();
+        let img = load_image(&g.photo, true).unwrap();
+        let cfg = golden_cfg(&g);
+        let (oh, ow) = get_size(img.width, img.height, cfg.min_size, cfg.max_size);
+        assert_eq!((oh, ow), g.image_hw, "{}", g.name);
+        let r = resize_bilinear_pil(&img, ow, oh).unwrap();
+        // PIL's pixels from GLIP's normalised BGR input: round(x*std + mean).
+        let mut want = vec![0u8; oh * ow * 3];
+        for c in 0..3 {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let v = x[(c * hp + y) * wp + xx] * PIXEL_STD_BGR[c] + PIXEL_MEAN_BGR[c];
+                    want[(y * ow + xx) * 3 + (2 - c)] = v.round().clamp(0.0, 255.0) as u8;
+                }
             }
         }
+        let (md, exact) = compare(&r.data, &want);
+        println!(
+            "{} resize {}x{} -> {ow}x{oh}: max |diff| = {md} grey levels, exact pixels = {:.4}%",
+            g.name,
+            img.width,
+            img.height,
+            exact * 100.0
+        );
+        assert_eq!(md, 0, "{}: expected bit-exact PIL resampling", g.name);
     }
-    let (md, exact) = compare(&r.data, &want);
-    println!(
-        "golden 12 resize 512x512 -> 320x320: max |diff| = {md} grey levels, exact pixels = {:.4}%",
-        exact * 100.0
-    );
-    assert!(md <= 1, "max diff {md}");
-    assert_eq!(md, 0, "expected bit-exact PIL resampling");
 }
 
 #[test]
 fn full_tensor_matches_glip_golden() {
-    let g = load_golden("12_e2e_tiny").unwrap();
-    let t = &g["input/image"];
-    let want = t.f32s().unwrap();
-    let p = preprocess_path(&photo(), &tiny_cfg()).unwrap();
-    assert_eq!(
-        [p.image.n, p.image.c, p.image.h, p.image.w],
-        [1, 3, 320, 320]
-    );
-    assert_eq!(t.shape(), &[1, 3, 320, 320]);
-    assert_eq!(p.resized_hw, (320, 320));
-    assert_eq!(p.original_hw, (512, 512));
-    let md = p
-        .image
-        .data
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let exact = p
-        .image
-        .data
-        .iter()
-        .zip(want)
-        .filter(|(a, b)| a == b)
-        .count();
-    println!(
-        "golden 12 input/image: max |diff| = {md:e}, bitwise equal {exact}/{}",
-        want.len()
-    );
-    assert!(md <= 1e-5, "max diff {md}");
+    for g in E2eGolden::all().unwrap() {
+        let tensors = g.tensors().unwrap();
+        let t = &tensors["input/image"];
+        let want = t.f32s().unwrap();
+        let p = preprocess_path(&g.photo, &golden_cfg(&g)).unwrap();
+        let (hp, wp) = g.padded_hw;
+        assert_eq!([p.image.n, p.image.c, p.image.h, p.image.w], [1, 3, hp, wp]);
+        assert_eq!(t.shape(), &[1, 3, hp, wp]);
+        assert_eq!(p.resized_hw, g.image_hw);
+        assert_eq!(p.original_hw, g.photo_hw);
+        let md = p
+            .image
+            .data
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let exact = p
+            .image
+            .data
+            .iter()
+            .zip(want)
+            .filter(|(a, b)| a == b)
+            .count();
+        println!(
+            "{} input/image: max |diff| = {md:e}, bitwise equal {exact}/{}",
+            g.name,
+            want.len()
+        );
+        assert!(md <= 1e-5, "{}: max diff {md}", g.name);
+    }
 }
 
 #[test]
@@ -205,7 +208,7 @@ fn no_resize_when_short_side_matches() {
 // ---- decoding: formats, conversions, bad inputs ----
 
 fn tmpdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("glip_pre_{tag}_{}", std::process::id()));
+    let d = glip_rt::testing::test_tmp("glip-pre", tag);
     std::fs::create_dir_all(&d).unwrap();
     d
 }

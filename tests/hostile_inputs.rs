@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("glip-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    glip_rt::testing::test_tmp("glip-hostile", name)
 }
 
 fn golden(name: &str) -> PathBuf {

@@ -17,9 +17,7 @@ fn golden(name: &str) -> PathBuf {
         .join(name)
 }
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("glip-pth-test-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    glip_rt::testing::test_tmp("glip-pth-test", name)
 }
 
 fn err<T>(r: glip_rt::Result<T>) -> String {

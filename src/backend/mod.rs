@@ -83,6 +83,9 @@ pub fn select(choice: DeviceChoice, allow_fallback: bool) -> Result<Selected> {
             Err(Error::NoDevice(no_kernels.into()))
         }
         DeviceChoice::Cuda(i) => Ok(cuda(cuda::CudaBackend::new(i)?)),
+        DeviceChoice::Emulated if !cuda::emu::EMULATOR_BUILT => Err(Error::NoDevice(
+            "this build has no emulated CUDA device (feature `emulator`, x86-64 hosts only)".into(),
+        )),
         DeviceChoice::Emulated => Ok(cuda(cuda::CudaBackend::emulated())),
         DeviceChoice::Auto => {
             if !crate::kernels::COMPILED {

@@ -208,11 +208,7 @@ pub fn run(a: Args) -> Result {
     if a.coco {
         let tok = GlipTokenizer::bert_base_uncased()?;
         let enc = tok.encode(&Prompt::from_class_names(&COCO80)?)?;
-        let pm: Vec<(u32, Vec<usize>)> = enc
-            .labels()
-            .into_iter()
-            .zip(enc.model_label_to_tokens())
-            .collect();
+        let pm = enc.positive_map();
         let real = enc.num_real;
         let ids: Vec<i32> = enc.input_ids.iter().map(|&v| v as i32).collect();
         let mask: Vec<i32> = enc.attention_mask.iter().map(|&v| v as i32).collect();

@@ -58,11 +58,42 @@ struct GlipEmuLaunch {
     _pad: i32,
 }
 
+/// Whether this build has the emulated device (feature `emulator`, x86-64 hosts only).
+pub const EMULATOR_BUILT: bool = cfg!(glip_emulator);
+
+#[cfg(glip_emulator)]
 extern "C" {
     fn glip_emu_launch(l: *const GlipEmuLaunch, err: *mut c_char, len: usize) -> i32;
     fn glip_emu_alloc(bytes: usize) -> *mut c_void;
     fn glip_emu_free(p: *mut c_void, bytes: usize);
     fn glip_emu_canary_ok(p: *const c_void, bytes: usize) -> i32;
+}
+
+// Without the emulator (another host architecture, or the feature off) its runtime is absent:
+// allocation fails and a launch says why. `backend::select` refuses `emu` before either.
+#[cfg(not(glip_emulator))]
+unsafe fn glip_emu_launch(_l: *const GlipEmuLaunch, err: *mut c_char, len: usize) -> i32 {
+    let msg = b"this build has no emulated CUDA device (feature `emulator`, x86-64 hosts only)\0";
+    let n = msg.len().min(len);
+    if n > 0 {
+        // SAFETY: `err` holds `len` bytes (the caller's buffer); the last copied byte is set
+        // to NUL below.
+        unsafe {
+            std::ptr::copy_nonoverlapping(msg.as_ptr() as *const c_char, err, n);
+            *err.add(n - 1) = 0;
+        }
+    }
+    1
+}
+#[cfg(not(glip_emulator))]
+unsafe fn glip_emu_alloc(_bytes: usize) -> *mut c_void {
+    std::ptr::null_mut()
+}
+#[cfg(not(glip_emulator))]
+unsafe fn glip_emu_free(_p: *mut c_void, _bytes: usize) {}
+#[cfg(not(glip_emulator))]
+unsafe fn glip_emu_canary_ok(_p: *const c_void, _bytes: usize) -> i32 {
+    1
 }
 
 /// Which check found a kernel bug on the emulated device.

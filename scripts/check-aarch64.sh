@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The crate builds for aarch64 Linux (Jetson Orin, Grace Hopper: the edge's video-analytics
+# platforms): `cargo check` for aarch64-unknown-linux-gnu with Debian's cross gcc (the
+# tokenizer's oniguruma is C). The emulated CUDA device is x86-64 code and is left out there
+# by build.rs; with nvcc present the kernels are compiled for sm_87 (Orin) and sm_90 (GH200).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=aarch64-unknown-linux-gnu
+rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo=sudo
+    $sudo apt-get install -y --no-install-recommends gcc-aarch64-linux-gnu g++-aarch64-linux-gnu ||
+        { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends gcc-aarch64-linux-gnu g++-aarch64-linux-gnu; }
+fi
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
+GLIP_CUDA_ARCHS="${GLIP_CUDA_ARCHS:-87,90}" cargo check --release --target "$target" --all-targets
+echo "aarch64 check: ok"
