@@ -462,7 +462,13 @@ impl Detector {
                 .unwrap_or(0);
             out.num_labels = out.num_labels.max(max_label);
             let t_post = std::time::Instant::now();
-            let per = postprocess::postprocess(&out, &chunk.positive_map, &sizes, &self.post)?;
+            let per = postprocess::postprocess(
+                &**self.model.backend(),
+                &out,
+                &chunk.positive_map,
+                &sizes,
+                &self.post,
+            )?;
             t.timings.push(("post-processing".into(), t_post.elapsed()));
             for ((dets, x), acc) in per.iter().zip(pre).zip(all.iter_mut()) {
                 let orig = postprocess::to_original_image(dets, x.original_hw);

@@ -354,3 +354,35 @@ pub fn test_tmp(prefix: &str, name: &str) -> PathBuf {
             .join(name)
     })
 }
+
+/// The pre-NMS candidates of every image (all levels' top-k, decoded and clipped) by the CPU
+/// twins, for tests and diagnostics; `outputs` may live on any backend `be`.
+pub fn pre_nms_candidates(
+    be: &dyn crate::backend::Backend,
+    outputs: &crate::model::head::HeadOutputs,
+    positive_map: &[(u32, Vec<usize>)],
+    image_sizes: &[(usize, usize)],
+    config: &crate::model::postprocess::PostprocessConfig,
+) -> Result<Vec<Vec<crate::model::postprocess::Detection>>> {
+    use crate::backend::atss::PositiveMapCsr;
+    use crate::backend::cpu::{nms, CpuBackend};
+    use crate::backend::Backend;
+    let cpu = CpuBackend;
+    let host = outputs.to_host(be)?;
+    let (ctr, reg, logits) = host.packed(&cpu)?;
+    let map = PositiveMapCsr::new(positive_map, host.num_labels, host.num_tokens)?;
+    let scores = cpu.phrase_scores(&logits, &map, host.num_labels)?;
+    let levels = host.levels(&config.anchor_strides)?;
+    let inp = nms::PackedInputs {
+        scores: scores.f32s()?,
+        centerness: ctr.f32s()?,
+        bbox_reg: reg.f32s()?,
+        num_labels: host.num_labels,
+        levels: &levels,
+    };
+    image_sizes
+        .iter()
+        .enumerate()
+        .map(|(b, &(h, w))| nms::candidates(&inp, b, (h as f32, w as f32), &config.atss))
+        .collect()
+}

@@ -360,8 +360,8 @@ fn input_format_and_group_norm_keys_are_used() {
         m.forward(&img, &text, &mut Taps::disabled())
             .unwrap()
             .bbox_reg[0]
-            .data
-            .clone()
+            .to_f32_vec()
+            .unwrap()
     };
     let base = tiny();
     let groups = base.dyhead.gn_groups;

@@ -14,7 +14,7 @@ use glip_rt::model::config::{BertConfig, GlipConfig};
 use glip_rt::model::glip::{Glip, SharedBackend, Taps};
 use glip_rt::model::postprocess::{self, Detection, PostprocessConfig};
 use glip_rt::model::FeatureMap;
-use glip_rt::testing::{assert_close, test_backends, testdata, E2eGolden};
+use glip_rt::testing::{assert_close, pre_nms_candidates, test_backends, testdata, E2eGolden};
 use glip_rt::weights::load_weights;
 use std::collections::HashMap;
 
@@ -206,17 +206,29 @@ fn golden_on_backend(g: &E2eGolden, t: &Golden, backend: &str, be: SharedBackend
     }
     // backbone.stage2..5, fpn.p3..p7, language.hidden, and per tower layer: VLFuse (5 levels
     // + language), BertEncoderLayer (language), DyConv (5 levels).
+    let be = &**m.backend();
+    let host = out.to_host(be).unwrap();
     let levels = out.bbox_reg.len();
     let want_taps = 4 + levels + 1 + m.config.dyhead.num_convs * (levels + 1 + 1 + levels);
     assert_eq!(compared, want_taps, "intermediates compared");
     let golden_cols = t["output/dot_product_logits.0"].shape()[2];
     for l in 0..levels {
         for (name, got) in [
-            (format!("bbox_reg.{l}"), out.bbox_reg[l].data.clone()),
-            (format!("centerness.{l}"), out.centerness[l].data.clone()),
+            (
+                format!("bbox_reg.{l}"),
+                host.bbox_reg[l].to_f32_vec().unwrap(),
+            ),
+            (
+                format!("centerness.{l}"),
+                host.centerness[l].to_f32_vec().unwrap(),
+            ),
             (
                 format!("dot_product_logits.{l}"),
-                first_columns(&out.dot_product_logits[l], out.num_tokens, golden_cols),
+                first_columns(
+                    host.dot_product_logits[l].f32s().unwrap(),
+                    out.num_tokens,
+                    golden_cols,
+                ),
             ),
         ] {
             let (d, rel) = check_tap(&name, &got, &floats(t, &format!("output/{name}")), exact);
@@ -226,21 +238,21 @@ fn golden_on_backend(g: &E2eGolden, t: &Golden, backend: &str, be: SharedBackend
 
     let sizes = [g.image_hw];
     let cfg = PostprocessConfig::default();
-    let fin = postprocess::postprocess(&out, &g.positive_map, &sizes, &cfg).unwrap();
+    let fin = postprocess::postprocess(be, &out, &g.positive_map, &sizes, &cfg).unwrap();
     assert_eq!(fin[0].detections.len(), g.num_final, "final detections");
     if !exact {
         let what = format!("{} on {backend}: final", g.name);
         check_set_matched(&what, &fin[0].detections, t, "output/final_sorted");
         return;
     }
-    let pre = postprocess::pre_nms_candidates(&out, &g.positive_map, &sizes, &cfg).unwrap();
+    let pre = pre_nms_candidates(be, &out, &g.positive_map, &sizes, &cfg).unwrap();
     check_set_exact("pre_nms", &pre[0], t, "output/pre_nms");
     check_set_exact("final", &fin[0].detections, t, "output/final_sorted");
     // GLIP's own output order (ascending concatenation index; within a level the order of
     // CPU topk(sorted=False), which glip_topk_order emulates): row by row.
     let mut glip_cfg = PostprocessConfig::default();
     glip_cfg.atss.glip_topk_order = true;
-    let ordered = postprocess::postprocess(&out, &g.positive_map, &sizes, &glip_cfg).unwrap();
+    let ordered = postprocess::postprocess(be, &out, &g.positive_map, &sizes, &glip_cfg).unwrap();
     let labels = ints(t, "output/final_glip_order.labels");
     let scores = floats(t, "output/final_glip_order.scores");
     let boxes = floats(t, "output/final_glip_order.boxes");
@@ -314,6 +326,7 @@ fn real_tokens_only_gives_the_same_detections() {
         let out = m.forward(&image, &text, &mut Taps::disabled()).unwrap();
         assert_eq!(out.num_tokens, real);
         let fin = postprocess::postprocess(
+            &**m.backend(),
             &out,
             &g.positive_map,
             &[g.image_hw],
@@ -359,6 +372,7 @@ fn detector_on_the_photo_reproduces_the_golden_detections() {
             .run(std::slice::from_ref(&pre), &mut Taps::disabled())
             .unwrap();
         let fin = postprocess::postprocess(
+            &**det.model().backend(),
             &out,
             &g.positive_map,
             &[g.image_hw],

@@ -32,13 +32,19 @@ fn head_matches_golden_07() {
         .collect();
     let out = head.forward(&CpuBackend, &visual, &hidden).unwrap();
     let want = g["inter/dot_product_proj_tokens"].to_f32_vec().unwrap();
-    assert_close("proj_tokens", &out.proj_tokens, &want, 1e-4, 1e-4);
+    assert_close(
+        "proj_tokens",
+        out.proj_tokens.f32s().unwrap(),
+        &want,
+        1e-4,
+        1e-4,
+    );
     let mut clamped = 0;
     for l in 0..levels {
         let want = g[&format!("output/bbox_reg.{l}")].to_f32_vec().unwrap();
         assert_close(
             &format!("bbox_reg.{l}"),
-            &out.bbox_reg[l].data,
+            out.bbox_reg[l].f32s().unwrap(),
             &want,
             1e-4,
             1e-4,
@@ -46,7 +52,7 @@ fn head_matches_golden_07() {
         let want = g[&format!("output/centerness.{l}")].to_f32_vec().unwrap();
         assert_close(
             &format!("centerness.{l}"),
-            &out.centerness[l].data,
+            out.centerness[l].f32s().unwrap(),
             &want,
             1e-4,
             1e-4,
@@ -56,12 +62,14 @@ fn head_matches_golden_07() {
             .unwrap();
         assert_close(
             &format!("dot_product_logits.{l}"),
-            &out.dot_product_logits[l],
+            out.dot_product_logits[l].f32s().unwrap(),
             &want,
             1e-4,
             1e-4,
         );
         clamped += out.dot_product_logits[l]
+            .f32s()
+            .unwrap()
             .iter()
             .filter(|v| v.abs() == 50_000.0)
             .count();

@@ -2,13 +2,11 @@
 //! candidates and final detections keyed by (level, anchor_index, label).
 
 use glip_rt::backend::cpu::nms::{anchors, decode, Level};
+use glip_rt::backend::cpu::CpuBackend;
 use glip_rt::model::head::HeadOutputs;
-use glip_rt::model::postprocess::{
-    postprocess, pre_nms_candidates, to_original_image, Detection, PostprocessConfig,
-};
-use glip_rt::model::FeatureMap;
+use glip_rt::model::postprocess::{to_original_image, Detection, Detections, PostprocessConfig};
 use glip_rt::tensor::Tensor;
-use glip_rt::testing::{assert_close, load_golden, testdata};
+use glip_rt::testing::{assert_close, load_golden, pre_nms_candidates, testdata};
 use std::collections::HashMap;
 
 fn json() -> serde_json::Value {
@@ -37,25 +35,30 @@ fn positive_map(j: &serde_json::Value) -> Vec<(u32, Vec<usize>)> {
 }
 
 fn inputs(g: &HashMap<String, Tensor>) -> HeadOutputs {
-    let fm = |k: String| FeatureMap::from_tensor(&g[&k]).unwrap();
+    let t = |k: String| g[&k].to_f32().unwrap();
+    let logits0 = &g["input/dot_product_logits.0"];
     HeadOutputs {
-        batch: 1,
-        num_tokens: 256,
+        batch: logits0.shape()[0],
+        num_tokens: logits0.shape()[2],
         num_labels: 80,
-        bbox_reg: (0..5).map(|l| fm(format!("input/bbox_reg.{l}"))).collect(),
-        centerness: (0..5)
-            .map(|l| fm(format!("input/centerness.{l}")))
-            .collect(),
+        bbox_reg: (0..5).map(|l| t(format!("input/bbox_reg.{l}"))).collect(),
+        centerness: (0..5).map(|l| t(format!("input/centerness.{l}"))).collect(),
         dot_product_logits: (0..5)
-            .map(|l| {
-                g[&format!("input/dot_product_logits.{l}")]
-                    .to_f32_vec()
-                    .unwrap()
-            })
+            .map(|l| t(format!("input/dot_product_logits.{l}")))
             .collect(),
-        proj_tokens: vec![],
-        token_bias: vec![],
+        proj_tokens: Tensor::zeros(&[0]),
+        token_bias: Tensor::zeros(&[0]),
     }
+}
+
+/// The post-processing op on the CPU backend.
+fn postprocess(
+    out: &HeadOutputs,
+    map: &[(u32, Vec<usize>)],
+    sizes: &[(usize, usize)],
+    cfg: &PostprocessConfig,
+) -> glip_rt::Result<Vec<Detections>> {
+    glip_rt::model::postprocess::postprocess(&CpuBackend, out, map, sizes, cfg)
 }
 
 fn ints(g: &HashMap<String, Tensor>, k: &str) -> Vec<i64> {
@@ -113,7 +116,8 @@ fn anchors_and_decode_match_golden_09() {
             g[&format!("output/anchors.{l}")].to_f32_vec().unwrap(),
             "anchors level {l}"
         );
-        let reg = FeatureMap::from_tensor(&g[&format!("input/bbox_reg.{l}")]).unwrap();
+        let reg =
+            glip_rt::model::FeatureMap::from_tensor(&g[&format!("input/bbox_reg.{l}")]).unwrap();
         let hw = level.hw();
         let dec: Vec<f32> = (0..hw)
             .flat_map(|p| {
@@ -150,7 +154,7 @@ fn postprocess_matches_golden_09() {
     let hw = (120usize, 150usize);
     assert_eq!(j["config"]["image_size_hw"], serde_json::json!([120, 150]));
 
-    let pre = pre_nms_candidates(&out, &map, &[hw], &cfg).unwrap();
+    let pre = pre_nms_candidates(&CpuBackend, &out, &map, &[hw], &cfg).unwrap();
     let mut per_level = [0usize; 5];
     pre[0].iter().for_each(|d| per_level[d.level] += 1);
     // candidates_per_level in the margins counts before the 1000 cut.

@@ -300,11 +300,12 @@ fn atss_random_centerness_sparse_matches_cpu() {
 }
 
 #[test]
-fn atss_golden_09_on_gpu() {
-    use glip_rt::backend::cpu::logits::{phrase_mean, PositiveMapCsr};
+fn atss_golden_09_through_the_op_interface() {
+    use glip_rt::backend::cpu::CpuBackend;
+    use glip_rt::backend::Backend;
     use glip_rt::model::head::HeadOutputs;
-    use glip_rt::model::FeatureMap;
-    let Some(be) = cuda_or_skip("atss_golden_09_on_gpu") else {
+    use glip_rt::model::postprocess::{postprocess, PostprocessConfig};
+    let Some(be) = cuda_or_skip("atss_golden_09_through_the_op_interface") else {
         return;
     };
     let g = glip_rt::testing::load_golden("09_atss_postprocess").unwrap();
@@ -331,49 +332,35 @@ fn atss_golden_09_on_gpu() {
         })
         .collect();
     map.sort();
-    let fm = |k: String| FeatureMap::from_tensor(&g[&k]).unwrap();
-    let out = HeadOutputs {
-        batch: 1,
-        num_tokens: 256,
-        num_labels: 80,
-        bbox_reg: (0..5).map(|l| fm(format!("input/bbox_reg.{l}"))).collect(),
-        centerness: (0..5)
-            .map(|l| fm(format!("input/centerness.{l}")))
-            .collect(),
-        dot_product_logits: (0..5)
-            .map(|l| {
-                g[&format!("input/dot_product_logits.{l}")]
-                    .to_f32_vec()
-                    .unwrap()
-            })
-            .collect(),
-        proj_tokens: vec![],
-        token_bias: vec![],
+    // The head outputs as f32 tensors on either backend: the CUDA path (phrase_scores and
+    // atss_postprocess kernels, only the final rows read back) against the CPU twins.
+    let on = |be: &dyn Backend| {
+        let t = |k: String| be.upload(&g[&k].to_f32().unwrap()).unwrap();
+        HeadOutputs {
+            batch: 1,
+            num_tokens: 256,
+            num_labels: 80,
+            bbox_reg: (0..5).map(|l| t(format!("input/bbox_reg.{l}"))).collect(),
+            centerness: (0..5).map(|l| t(format!("input/centerness.{l}"))).collect(),
+            dot_product_logits: (0..5)
+                .map(|l| t(format!("input/dot_product_logits.{l}")))
+                .collect(),
+            proj_tokens: glip_rt::Tensor::zeros(&[0]),
+            token_bias: glip_rt::Tensor::zeros(&[0]),
+        }
     };
-    let levels = out.levels(&[8, 16, 32, 64, 128]).unwrap();
-    let (ctr, reg, logits) = out.packed();
-    let csr = PositiveMapCsr::new(&map, 80, 256).unwrap();
-    let scores = phrase_mean(&logits, ctr.len(), 256, &csr, 80).unwrap();
-    let cfg = AtssConfig::default();
-    let got = run_gpu(
-        &be,
-        &Inputs {
-            scores: scores.clone(),
-            ctr: ctr.clone(),
-            reg: reg.clone(),
-        },
-        &levels,
-        &[(120.0, 150.0)],
-        &cfg,
-    );
-    let packed = PackedInputs {
-        scores: &scores,
-        centerness: &ctr,
-        bbox_reg: &reg,
-        num_labels: 80,
-        levels: &levels,
-    };
-    let want = cpu::postprocess(&packed, &[(120.0, 150.0)], &cfg).unwrap();
+    let cfg = PostprocessConfig::default();
+    let sizes = [(120, 150)];
+    let got: Vec<_> = postprocess(&be, &on(&be), &map, &sizes, &cfg)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.detections)
+        .collect();
+    let want: Vec<_> = postprocess(&CpuBackend, &on(&CpuBackend), &map, &sizes, &cfg)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.detections)
+        .collect();
     compare("golden 09 on GPU", &got, &want);
     assert_eq!(got[0].len(), 100);
 }

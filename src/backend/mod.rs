@@ -4,6 +4,7 @@
 //! Every op exists on the CPU; the CPU twin of a kernel family is the reference its parity
 //! test compares against, and the fallback when there is no GPU.
 
+pub mod atss;
 pub mod cpu;
 pub mod cuda;
 pub mod ops;

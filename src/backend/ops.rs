@@ -6,6 +6,7 @@
 //! Ops a backend cannot run yet fail with [`Error::NotOnDevice`] naming the op, never with a
 //! wrong answer.
 
+use crate::backend::atss::{AtssConfig, Candidate, Level, PositiveMapCsr};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Device, Tensor};
 
@@ -183,6 +184,33 @@ pub trait Backend {
         scale: f32,
         clamp: f32,
     ) -> Result<Tensor>;
+    /// [B, n_l, C] parts (one per pyramid level) concatenated along the position axis →
+    /// [B, Σ n_l, C] (the dot-product logits packed over the pyramid, level-major).
+    fn concat_positions(&self, parts: &[&Tensor]) -> Result<Tensor>;
+    /// GLIP's phrase scores (spec §3.7, score_agg MEAN): for each label of `map`, the mean
+    /// over its tokens of sigmoid(logits) — logits [B, N, T] f32 → [B, N, num_labels] f32;
+    /// columns of no label are 0, a label with no token gets NaN (never above a threshold).
+    fn phrase_scores(
+        &self,
+        logits: &Tensor,
+        map: &PositiveMapCsr,
+        num_labels: usize,
+    ) -> Result<Tensor>;
+    /// ATSS post-processing of a batch (spec §3.8–3.9): threshold, top-k per level, decode,
+    /// clip, multi-label NMS, top-N with ties. scores [B, N, L], centerness [B, N, 1]
+    /// (logits) and bbox_reg [B, N, 4] (deltas), all f32 and packed over `levels` in order;
+    /// `image_hw` the (h, w) of each resized, un-padded image. Only each image's final
+    /// detections come back to the host, in (level, anchor, label) order (the CPU may use
+    /// GLIP's own top-k order, `AtssConfig::glip_topk_order`).
+    fn atss_postprocess(
+        &self,
+        scores: &Tensor,
+        centerness: &Tensor,
+        bbox_reg: &Tensor,
+        levels: &[Level],
+        image_hw: &[(f32, f32)],
+        cfg: &AtssConfig,
+    ) -> Result<Vec<Vec<Candidate>>>;
     /// NCHW x zero-padded at the bottom and right to multiples of `m` (Swin's PatchEmbed).
     fn pad_to_multiple(&self, x: &Tensor, m: usize) -> Result<Tensor>;
     /// [B, C, H, W] → [B, H, W, C].
@@ -366,6 +394,100 @@ pub mod shape {
                 format!("x {:?} × {times}: expected [1, …] and times ≥ 1", x.shape()),
             )),
         }
+    }
+
+    /// (batch, Σ n_l, C) of [`Backend::concat_positions`]: parts [B, n_l, C] of one batch and
+    /// width.
+    pub fn concat_positions(parts: &[&Tensor]) -> Result<(usize, usize, usize)> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::shape("concat_positions", "no parts"))?;
+        let [b, _, c] = first.dims::<3>("concat_positions")?;
+        let mut n = 0;
+        for p in parts {
+            let [pb, pn, pc] = p.dims::<3>("concat_positions")?;
+            if (pb, pc) != (b, c) || p.dtype() != first.dtype() {
+                return Err(Error::shape(
+                    "concat_positions",
+                    format!(
+                        "part {:?} {} after {:?}",
+                        p.shape(),
+                        p.dtype().name(),
+                        first.shape()
+                    ),
+                ));
+            }
+            n += pn;
+        }
+        Ok((b, n, c))
+    }
+
+    /// (batch, positions, tokens) of [`Backend::phrase_scores`]; the map's tokens must be
+    /// < T and its labels ≤ `num_labels`.
+    pub fn phrase_scores(
+        logits: &Tensor,
+        map: &PositiveMapCsr,
+        num_labels: usize,
+    ) -> Result<(usize, usize, usize)> {
+        let [b, n, t] = logits.dims::<3>("phrase_scores logits")?;
+        if logits.dtype() != DType::F32 {
+            return Err(Error::DType {
+                op: "phrase_scores",
+                expected: "f32 logits",
+                got: logits.dtype().name(),
+            });
+        }
+        let ranges_ok = map.offsets.len() == map.labels.len() + 1
+            && map.offsets.windows(2).all(|w| w[0] <= w[1])
+            && map.offsets.last().is_some_and(|&o| o <= map.tokens.len());
+        if !ranges_ok
+            || map.tokens.iter().any(|&k| k >= t)
+            || map
+                .labels
+                .iter()
+                .any(|&l| l == 0 || l as usize > num_labels)
+        {
+            return Err(Error::shape(
+                "phrase_scores",
+                format!("a positive map with tokens beyond {t} or labels beyond {num_labels}"),
+            ));
+        }
+        Ok((b, n, t))
+    }
+
+    /// (batch, positions, labels) of [`Backend::atss_postprocess`]: f32 scores [B, N, L],
+    /// centerness [B, N, 1], bbox_reg [B, N, 4], N the levels' positions, B image sizes.
+    pub fn atss(
+        scores: &Tensor,
+        centerness: &Tensor,
+        bbox_reg: &Tensor,
+        levels: &[Level],
+        image_hw: &[(f32, f32)],
+    ) -> Result<(usize, usize, usize)> {
+        let [b, n, l] = scores.dims::<3>("atss scores")?;
+        let n_levels: usize = levels.iter().map(|lv| lv.hw()).sum();
+        let f32s = [scores, centerness, bbox_reg]
+            .iter()
+            .all(|t| t.dtype() == DType::F32);
+        if centerness.shape() != [b, n, 1]
+            || bbox_reg.shape() != [b, n, 4]
+            || n != n_levels
+            || image_hw.len() != b
+            || !f32s
+        {
+            return Err(Error::shape(
+                "atss_postprocess",
+                format!(
+                    "scores {:?} centerness {:?} bbox_reg {:?} (f32) for {n_levels} positions of {} levels and {} images",
+                    scores.shape(),
+                    centerness.shape(),
+                    bbox_reg.shape(),
+                    levels.len(),
+                    image_hw.len()
+                ),
+            ));
+        }
+        Ok((b, n, l))
     }
 
     pub fn same(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {

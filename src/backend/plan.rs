@@ -329,6 +329,45 @@ impl Backend for Recorder<'_> {
             self.inner.dot_logits(v, proj, tok_bias, scale, clamp),
         )
     }
+    fn concat_positions(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        self.one(
+            "concat_positions",
+            self.ids(parts),
+            self.inner.concat_positions(parts),
+        )
+    }
+    fn phrase_scores(
+        &self,
+        logits: &Tensor,
+        map: &crate::backend::atss::PositiveMapCsr,
+        num_labels: usize,
+    ) -> Result<Tensor> {
+        self.one(
+            "phrase_scores",
+            self.ids(&[logits]),
+            self.inner.phrase_scores(logits, map, num_labels),
+        )
+    }
+    fn atss_postprocess(
+        &self,
+        scores: &Tensor,
+        centerness: &Tensor,
+        bbox_reg: &Tensor,
+        levels: &[crate::backend::atss::Level],
+        image_hw: &[(f32, f32)],
+        cfg: &crate::backend::atss::AtssConfig,
+    ) -> Result<Vec<Vec<crate::backend::atss::Candidate>>> {
+        let d = self
+            .inner
+            .atss_postprocess(scores, centerness, bbox_reg, levels, image_hw, cfg)?;
+        // Host detections come back: the op reads its inputs and writes no buffer.
+        self.log(
+            "atss_postprocess",
+            self.ids(&[scores, centerness, bbox_reg]),
+            &[],
+        );
+        Ok(d)
+    }
     fn pad_to_multiple(&self, x: &Tensor, m: usize) -> Result<Tensor> {
         self.one(
             "pad_to_multiple",

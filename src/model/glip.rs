@@ -61,23 +61,10 @@ impl Taps {
     pub fn is_enabled(&self) -> bool {
         self.enabled
     }
-    fn map(&mut self, name: impl Into<String>, f: &FeatureMap) -> Result<()> {
-        if self.enabled {
-            self.tensors.push((name.into(), f.to_tensor()?));
-        }
-        Ok(())
-    }
     /// A backend tensor, copied to the host when taps are enabled.
     fn tensor(&mut self, be: &dyn Backend, name: impl Into<String>, t: &Tensor) -> Result<()> {
         if self.enabled {
             self.tensors.push((name.into(), be.to_host(t)?.to_f32()?));
-        }
-        Ok(())
-    }
-    fn seq(&mut self, name: impl Into<String>, shape: &[usize], data: &[f32]) -> Result<()> {
-        if self.enabled {
-            self.tensors
-                .push((name.into(), Tensor::from_f32(shape, data.to_vec())?));
         }
         Ok(())
     }
@@ -342,12 +329,11 @@ impl Glip {
         let out = self.head.forward(be, &visual, &lang)?;
         taps.time("head", t0);
         for (l, (reg, ctr)) in out.bbox_reg.iter().zip(&out.centerness).enumerate() {
-            taps.map(format!("bbox_reg.{l}"), reg)?;
-            taps.map(format!("centerness.{l}"), ctr)?;
+            taps.tensor(be, format!("bbox_reg.{l}"), reg)?;
+            taps.tensor(be, format!("centerness.{l}"), ctr)?;
         }
         for (l, lg) in out.dot_product_logits.iter().enumerate() {
-            let hw = lg.len() / (b * t).max(1);
-            taps.seq(format!("dot_product_logits.{l}"), &[b, hw, t], lg)?;
+            taps.tensor(be, format!("dot_product_logits.{l}"), lg)?;
         }
         Ok(out)
     }

@@ -4,12 +4,11 @@
 //! kept here as `num_labels`.
 
 use super::vars::{Init, Vars};
-use super::FeatureMap;
-use crate::backend::cpu::nms::Level;
+use crate::backend::atss::Level;
 use crate::backend::ops::GLIP_CLAMP;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// The prediction layers of `rpn.head.`.
 pub struct Head {
@@ -34,8 +33,9 @@ pub struct Head {
     log_scale: f32,
 }
 
-/// Everything the post-processing needs, per level (P3 first).
-#[derive(Clone, Debug)]
+/// Everything the post-processing needs, per level (P3 first), as tensors of the backend
+/// that computed them (device memory on CUDA: only the final detections cross to the host).
+#[derive(Debug)]
 pub struct HeadOutputs {
     pub batch: usize,
     /// Text tokens T of the logits.
@@ -43,21 +43,30 @@ pub struct HeadOutputs {
     /// Label columns of the score tensor (80 for GLIP-T).
     pub num_labels: usize,
     /// [B, 4, h, w] per level: Scale_l · bbox_pred(v_l).
-    pub bbox_reg: Vec<FeatureMap>,
+    pub bbox_reg: Vec<Tensor>,
     /// [B, 1, h, w] per level: centerness logits.
-    pub centerness: Vec<FeatureMap>,
-    /// [B, h·w, T] per level (anchor index y·w + x), clamped to ±50000.
-    pub dot_product_logits: Vec<Vec<f32>>,
+    pub centerness: Vec<Tensor>,
+    /// [B, h·w, T] f32 per level (anchor index y·w + x), clamped to ±50000.
+    pub dot_product_logits: Vec<Tensor>,
     /// [B, T, embed_dim]: dot_product_projection_text(E / 2) (GLIP's dot_product_proj_tokens).
-    pub proj_tokens: Vec<f32>,
+    pub proj_tokens: Tensor,
     /// [B, T]: E · bias_lang + bias0.
-    pub token_bias: Vec<f32>,
+    pub token_bias: Tensor,
 }
 
 impl HeadOutputs {
     /// (h, w) of every level.
     pub fn level_sizes(&self) -> Vec<(usize, usize)> {
-        self.bbox_reg.iter().map(|m| (m.h, m.w)).collect()
+        self.bbox_reg
+            .iter()
+            .map(|m| {
+                let s = m.shape();
+                (
+                    s.get(2).copied().unwrap_or(0),
+                    s.get(3).copied().unwrap_or(0),
+                )
+            })
+            .collect()
     }
 
     /// The levels with their anchor strides (GLIP-T: 8, 16, 32, 64, 128).
@@ -70,37 +79,44 @@ impl HeadOutputs {
             )));
         }
         Ok(self
-            .bbox_reg
-            .iter()
+            .level_sizes()
+            .into_iter()
             .zip(strides)
-            .map(|(m, &stride)| Level {
-                h: m.h,
-                w: m.w,
-                stride,
-            })
+            .map(|((h, w), &stride)| Level { h, w, stride })
             .collect())
     }
 
-    /// The outputs packed over the pyramid as the nms kernels read them:
-    /// (centerness [B, N], bbox_reg [B, N, 4], logits [B, N, T]), N = Σ h·w, levels in order.
-    pub fn packed(&self) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let n: usize = self.bbox_reg.iter().map(|m| m.hw()).sum();
-        let (b_, t) = (self.batch, self.num_tokens);
-        let mut ctr = Vec::with_capacity(b_ * n);
-        let mut reg = Vec::with_capacity(b_ * n * 4);
-        let mut lg = Vec::with_capacity(b_ * n * t);
-        for b in 0..b_ {
-            for (l, m) in self.bbox_reg.iter().enumerate() {
-                let hw = m.hw();
-                ctr.extend_from_slice(self.centerness[l].image(b));
-                let r = m.image(b);
-                for p in 0..hw {
-                    reg.extend_from_slice(&[r[p], r[hw + p], r[2 * hw + p], r[3 * hw + p]]);
-                }
-                lg.extend_from_slice(&self.dot_product_logits[l][b * hw * t..(b + 1) * hw * t]);
-            }
+    /// A copy with every tensor on the host as f32 (tests, dumps, diagnostics).
+    pub fn to_host(&self, be: &dyn Backend) -> Result<HeadOutputs> {
+        let host = |t: &Tensor| be.to_host(t)?.to_f32();
+        let all = |v: &[Tensor]| v.iter().map(host).collect::<Result<Vec<_>>>();
+        Ok(HeadOutputs {
+            batch: self.batch,
+            num_tokens: self.num_tokens,
+            num_labels: self.num_labels,
+            bbox_reg: all(&self.bbox_reg)?,
+            centerness: all(&self.centerness)?,
+            dot_product_logits: all(&self.dot_product_logits)?,
+            proj_tokens: host(&self.proj_tokens)?,
+            token_bias: host(&self.token_bias)?,
+        })
+    }
+
+    /// The outputs packed over the pyramid as the ATSS op reads them, on `be`:
+    /// (centerness [B, N, 1], bbox_reg [B, N, 4], logits [B, N, T]), all f32, N = Σ h·w,
+    /// levels in order.
+    pub fn packed(&self, be: &dyn Backend) -> Result<(Tensor, Tensor, Tensor)> {
+        let f32_on = |t: Tensor| match t.dtype() {
+            DType::F32 => Ok(t),
+            _ => be.cast(&t, DType::F32),
+        };
+        fn refs(v: &[Tensor]) -> Vec<&Tensor> {
+            v.iter().collect()
         }
-        (ctr, reg, lg)
+        let ctr = f32_on(be.levels_to_tokens(&refs(&self.centerness))?)?;
+        let reg = f32_on(be.levels_to_tokens(&refs(&self.bbox_reg))?)?;
+        let lg = f32_on(be.concat_positions(&refs(&self.dot_product_logits))?)?;
+        Ok((ctr, reg, lg))
     }
 }
 
@@ -149,8 +165,8 @@ impl Head {
     }
 
     /// The head on the tower's final visual maps (P3 first, [B, C, h, w] each) and final
-    /// language hidden [B, t, lang_dim], on the backend; the outputs are copied to the host
-    /// for the post-processing. The language mask is not used (GLIP's head ignores it).
+    /// language hidden [B, t, lang_dim], on the backend; the outputs stay there for the
+    /// post-processing. The language mask is not used (GLIP's head ignores it).
     pub fn forward(
         &self,
         be: &dyn Backend,
@@ -176,17 +192,7 @@ impl Head {
             self.bias0,
         )?;
         let scale = self.log_scale.exp();
-        let host_map = |x: &Tensor| FeatureMap::from_tensor(&be.to_host(x)?);
-        let mut out = HeadOutputs {
-            batch,
-            num_tokens: t,
-            num_labels: self.num_labels,
-            bbox_reg: Vec::new(),
-            centerness: Vec::new(),
-            dot_product_logits: Vec::new(),
-            proj_tokens: Vec::new(),
-            token_bias: Vec::new(),
-        };
+        let (mut bbox_reg, mut centerness, mut logits) = (Vec::new(), Vec::new(), Vec::new());
         for (v, &s) in visual.iter().zip(&self.scales) {
             // Scale multiplies the convolution's output, bias included (layers/misc.py Scale).
             let reg = be.conv2d(v, &self.bbox_w, Some(&self.bbox_b), 1, 0)?;
@@ -195,14 +201,19 @@ impl Head {
             } else {
                 reg
             };
-            out.bbox_reg.push(host_map(&reg)?);
-            let ctr = be.conv2d(v, &self.ctr_w, Some(&self.ctr_b), 1, 0)?;
-            out.centerness.push(host_map(&ctr)?);
-            let lg = be.dot_logits(v, &proj, &tok_bias, scale, GLIP_CLAMP)?;
-            out.dot_product_logits.push(be.to_host(&lg)?.to_f32_vec()?);
+            bbox_reg.push(reg);
+            centerness.push(be.conv2d(v, &self.ctr_w, Some(&self.ctr_b), 1, 0)?);
+            logits.push(be.dot_logits(v, &proj, &tok_bias, scale, GLIP_CLAMP)?);
         }
-        out.proj_tokens = be.to_host(&proj)?.to_f32_vec()?;
-        out.token_bias = be.to_host(&tok_bias)?.to_f32_vec()?;
-        Ok(out)
+        Ok(HeadOutputs {
+            batch,
+            num_tokens: t,
+            num_labels: self.num_labels,
+            bbox_reg,
+            centerness,
+            dot_product_logits: logits,
+            proj_tokens: proj,
+            token_bias: tok_bias,
+        })
     }
 }

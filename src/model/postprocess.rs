@@ -5,11 +5,11 @@
 //! The arithmetic is the CPU twins of the `logits` and `nms` kernel families.
 
 use super::head::HeadOutputs;
-use crate::backend::cpu::logits::{phrase_mean, PositiveMapCsr};
-use crate::backend::cpu::nms::{self, AtssConfig, PackedInputs};
+use crate::backend::atss::{AtssConfig, PositiveMapCsr};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 
-pub use crate::backend::cpu::nms::Candidate as Detection;
+pub use crate::backend::atss::Candidate as Detection;
 
 /// GLIP-T's anchor strides, P3..P7 (anchor sizes are 8 × stride).
 pub const GLIP_T_STRIDES: [usize; 5] = [8, 16, 32, 64, 128];
@@ -41,17 +41,6 @@ pub struct Detections {
     pub detections: Vec<Detection>,
 }
 
-fn packed_scores(
-    outputs: &HeadOutputs,
-    positive_map: &[(u32, Vec<usize>)],
-) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
-    let (ctr, reg, logits) = outputs.packed();
-    let map = PositiveMapCsr::new(positive_map, outputs.num_labels, outputs.num_tokens)?;
-    let rows = ctr.len();
-    let scores = phrase_mean(&logits, rows, outputs.num_tokens, &map, outputs.num_labels)?;
-    Ok((ctr, reg, scores))
-}
-
 fn image_sizes(image_sizes: &[(usize, usize)], batch: usize) -> Result<Vec<(f32, f32)>> {
     if image_sizes.len() != batch {
         return Err(Error::shape(
@@ -65,55 +54,25 @@ fn image_sizes(image_sizes: &[(usize, usize)], batch: usize) -> Result<Vec<(f32,
         .collect())
 }
 
-/// The head outputs in the layout the post-processing twins read.
-struct Prepared {
-    ctr: Vec<f32>,
-    reg: Vec<f32>,
-    scores: Vec<f32>,
-    levels: Vec<crate::backend::cpu::nms::Level>,
-    hw: Vec<(f32, f32)>,
-    num_labels: usize,
-}
-
-impl Prepared {
-    fn new(
-        outputs: &HeadOutputs,
-        positive_map: &[(u32, Vec<usize>)],
-        image_sizes: &[(usize, usize)],
-        config: &PostprocessConfig,
-    ) -> Result<Self> {
-        let (ctr, reg, scores) = packed_scores(outputs, positive_map)?;
-        Ok(Prepared {
-            ctr,
-            reg,
-            scores,
-            levels: outputs.levels(&config.anchor_strides)?,
-            hw: self::image_sizes(image_sizes, outputs.batch)?,
-            num_labels: outputs.num_labels,
-        })
-    }
-    fn inputs(&self) -> PackedInputs<'_> {
-        PackedInputs {
-            scores: &self.scores,
-            centerness: &self.ctr,
-            bbox_reg: &self.reg,
-            num_labels: self.num_labels,
-            levels: &self.levels,
-        }
-    }
-}
-
-/// Final detections of every image. `positive_map`: (1-based label, token indices) pairs
-/// (GLIP's positive_map_label_to_token); `image_sizes`: (h, w) of each resized, un-padded
-/// input (boxes are clipped to it).
+/// Final detections of every image, computed on the backend that holds `outputs` (on CUDA
+/// the kernels of the logits and nms families: only the final rows come to the host).
+/// `positive_map`: (1-based label, token indices) pairs (GLIP's
+/// positive_map_label_to_token); `image_sizes`: (h, w) of each resized, un-padded input
+/// (boxes are clipped to it).
 pub fn postprocess(
+    be: &dyn Backend,
     outputs: &HeadOutputs,
     positive_map: &[(u32, Vec<usize>)],
     image_sizes: &[(usize, usize)],
     config: &PostprocessConfig,
 ) -> Result<Vec<Detections>> {
-    let p = Prepared::new(outputs, positive_map, image_sizes, config)?;
-    let per = nms::postprocess(&p.inputs(), &p.hw, &config.atss)?;
+    let hw = self::image_sizes(image_sizes, outputs.batch)?;
+    let levels = outputs.levels(&config.anchor_strides)?;
+    let map = PositiveMapCsr::new(positive_map, outputs.num_labels, outputs.num_tokens)?;
+    let (ctr, reg, logits) = outputs.packed(be)?;
+    let scores = be.phrase_scores(&logits, &map, outputs.num_labels)?;
+    drop(logits);
+    let per = be.atss_postprocess(&scores, &ctr, &reg, &levels, &hw, &config.atss)?;
     Ok(per
         .into_iter()
         .zip(image_sizes)
@@ -122,21 +81,6 @@ pub fn postprocess(
             detections,
         })
         .collect())
-}
-
-/// The pre-NMS candidates of every image (all levels' top-k, decoded and clipped), for tests
-/// and diagnostics.
-pub fn pre_nms_candidates(
-    outputs: &HeadOutputs,
-    positive_map: &[(u32, Vec<usize>)],
-    image_sizes: &[(usize, usize)],
-    config: &PostprocessConfig,
-) -> Result<Vec<Vec<Detection>>> {
-    let p = Prepared::new(outputs, positive_map, image_sizes, config)?;
-    let inp = p.inputs();
-    (0..outputs.batch)
-        .map(|b| nms::candidates(&inp, b, p.hw[b], &config.atss))
-        .collect()
 }
 
 /// BoxList.resize to the original image (spec §3.10, bounding_box.py:110-146): with equal

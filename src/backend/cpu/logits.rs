@@ -120,41 +120,7 @@ pub fn dot_logits(
     Ok(out)
 }
 
-/// A positive map in compressed form: label `labels[i]` (1-based) owns the token indices
-/// `tokens[offsets[i]..offsets[i + 1]]`. The kernel reads the same three arrays.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PositiveMapCsr {
-    pub labels: Vec<u32>,
-    pub offsets: Vec<usize>,
-    pub tokens: Vec<usize>,
-}
-
-impl PositiveMapCsr {
-    /// From (label, tokens) pairs; checks labels ≥ 1 and ≤ `num_labels` (GLIP raises an index
-    /// error for a label beyond the score tensor, spec §8 item 8) and tokens < `n_txt`.
-    pub fn new(map: &[(u32, Vec<usize>)], num_labels: usize, n_txt: usize) -> Result<Self> {
-        let mut csr = PositiveMapCsr {
-            offsets: vec![0],
-            ..Default::default()
-        };
-        for (label, toks) in map {
-            if *label == 0 || *label as usize > num_labels {
-                return Err(Error::Prompt(format!(
-                    "label {label} is outside 1..={num_labels} (the head has {num_labels} label columns)"
-                )));
-            }
-            if let Some(t) = toks.iter().find(|&&t| t >= n_txt) {
-                return Err(Error::Prompt(format!(
-                    "label {label} maps to token {t}, but the text has {n_txt} tokens"
-                )));
-            }
-            csr.labels.push(*label);
-            csr.tokens.extend_from_slice(toks);
-            csr.offsets.push(csr.tokens.len());
-        }
-        Ok(csr)
-    }
-}
+pub use crate::backend::atss::PositiveMapCsr;
 
 /// scores[b, p, label − 1] = mean over the label's tokens of sigmoid(logits[b, p, t]) for
 /// `logits` [rows, n_txt] (rows = batch · positions); columns of labels absent from the map

@@ -4,6 +4,7 @@
 use super::gemm::{gemm, Mat};
 use super::nn::{gelu, softmax_rows};
 use super::{elementwise, nn, CpuBackend};
+use crate::backend::atss::{AtssConfig, Candidate, Level, PositiveMapCsr};
 use crate::backend::ops::{
     shape, Backend, SelfAttention, WindowGrid, BERT_MASK_FILL, SWIN_SHIFT_MASK,
 };
@@ -579,6 +580,50 @@ impl Backend for CpuBackend {
             clamp,
         )?;
         Tensor::from_f32(&[b, hw, t], y)
+    }
+    fn concat_positions(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        let (b, n, c) = shape::concat_positions(parts)?;
+        let vals = parts
+            .iter()
+            .map(|t| values(t, "concat_positions"))
+            .collect::<Result<Vec<_>>>()?;
+        let mut v = Vec::with_capacity(b * n * c);
+        for bi in 0..b {
+            for (t, data) in parts.iter().zip(&vals) {
+                let rows = t.shape()[1] * c;
+                v.extend_from_slice(&data[bi * rows..(bi + 1) * rows]);
+            }
+        }
+        Tensor::from_f32(&[b, n, c], v)
+    }
+    fn phrase_scores(
+        &self,
+        logits: &Tensor,
+        map: &PositiveMapCsr,
+        num_labels: usize,
+    ) -> Result<Tensor> {
+        let (b, n, t) = shape::phrase_scores(logits, map, num_labels)?;
+        let v = super::logits::phrase_mean(logits.f32s()?, b * n, t, map, num_labels)?;
+        Tensor::from_f32(&[b, n, num_labels], v)
+    }
+    fn atss_postprocess(
+        &self,
+        scores: &Tensor,
+        centerness: &Tensor,
+        bbox_reg: &Tensor,
+        levels: &[Level],
+        image_hw: &[(f32, f32)],
+        cfg: &AtssConfig,
+    ) -> Result<Vec<Vec<Candidate>>> {
+        let (_, _, num_labels) = shape::atss(scores, centerness, bbox_reg, levels, image_hw)?;
+        let inputs = super::nms::PackedInputs {
+            scores: scores.f32s()?,
+            centerness: centerness.f32s()?,
+            bbox_reg: bbox_reg.f32s()?,
+            num_labels,
+            levels,
+        };
+        super::nms::postprocess(&inputs, image_hw, cfg)
     }
     fn pad_to_multiple(&self, x: &Tensor, m: usize) -> Result<Tensor> {
         let (n, c, h, w) = shape::nchw("pad_to_multiple", x)?;

@@ -4,7 +4,8 @@
 //! `Error::NotOnDevice` naming the op when fallbacks are off).
 
 use super::fallback::Inputs;
-use super::{elementwise, gemm, CudaBackend};
+use super::{elementwise, gemm, logits, nms, CudaBackend};
+use crate::backend::atss::{AtssConfig, Candidate, Level, PositiveMapCsr};
 use crate::backend::ops::{shape, Backend, SelfAttention};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, DeviceData, Tensor};
@@ -40,6 +41,7 @@ pub const CPU_FALLBACK_OPS: &[&str] = &[
     "window_merge_add",
     "window_attention",
     "patch_merge_gather",
+    "concat_positions",
 ];
 
 impl Backend for CudaBackend {
@@ -481,6 +483,53 @@ impl Backend for CudaBackend {
             self.ordinal,
             DeviceData::F32(out),
         ))
+    }
+    fn concat_positions(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        self.on_cpu1("concat_positions", parts, |cpu, v| {
+            cpu.concat_positions(&v.iter().collect::<Vec<_>>())
+        })
+    }
+    fn phrase_scores(
+        &self,
+        logits: &Tensor,
+        map: &PositiveMapCsr,
+        num_labels: usize,
+    ) -> Result<Tensor> {
+        let (b, n, t) = shape::phrase_scores(logits, map, num_labels)?;
+        let dmap = logits::DevicePositiveMap::upload(self, map, num_labels, t)?;
+        let mut y = self.alloc_zeros::<f32>((b * n * num_labels).max(1))?;
+        let dl = self.device_f32(logits, "phrase_scores logits")?;
+        logits::phrase_mean_f32(self, b * n, dl, &dmap, &mut y)?;
+        Ok(Tensor::from_device(
+            &[b, n, num_labels],
+            self.ordinal,
+            DeviceData::F32(y),
+        ))
+    }
+    fn atss_postprocess(
+        &self,
+        scores: &Tensor,
+        centerness: &Tensor,
+        bbox_reg: &Tensor,
+        levels: &[Level],
+        image_hw: &[(f32, f32)],
+        cfg: &AtssConfig,
+    ) -> Result<Vec<Vec<Candidate>>> {
+        let (_, _, num_labels) = shape::atss(scores, centerness, bbox_reg, levels, image_hw)?;
+        // Five launches, no host synchronisation until the final rows are read back.
+        let p = nms::params(levels, num_labels, image_hw, cfg)?;
+        let mut ws = nms::NmsWorkspace::new(self, &p)?;
+        let mut out = nms::NmsOutputs::new(self, &p)?;
+        nms::atss_postprocess(
+            self,
+            &p,
+            self.device_f32(scores, "atss scores")?,
+            self.device_f32(centerness, "atss centerness")?,
+            self.device_f32(bbox_reg, "atss bbox_reg")?,
+            &mut ws,
+            &mut out,
+        )?;
+        out.download(self, &p, levels)
     }
     fn pad_to_multiple(&self, x: &Tensor, m: usize) -> Result<Tensor> {
         let op = "pad_to_multiple";
