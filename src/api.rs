@@ -46,6 +46,7 @@ pub struct DetectorBuilder {
     preset: Option<GlipConfig>,
     weights: Option<PathBuf>,
     bert_config: Option<PathBuf>,
+    bert: Option<BertConfig>,
     tokenizer: Option<PathBuf>,
     threshold: f32,
     pad_prompt: bool,
@@ -76,6 +77,11 @@ impl DetectorBuilder {
     /// An HF-style BERT `config.json` (default: bert-base-uncased, as GLIP).
     pub fn bert_config(mut self, path: impl Into<PathBuf>) -> Self {
         self.bert_config = Some(path.into());
+        self
+    }
+    /// The BERT configuration itself instead of a config.json (overrides `bert_config`).
+    pub fn bert(mut self, cfg: BertConfig) -> Self {
+        self.bert = Some(cfg);
         self
     }
     /// A `tokenizer.json` (default: the embedded bert-base-uncased one).
@@ -134,9 +140,10 @@ impl DetectorBuilder {
                 ))
             }
         };
-        let bert = match &self.bert_config {
-            Some(p) => BertConfig::from_file(p)?,
-            None => BertConfig::default(),
+        let bert = match (self.bert, &self.bert_config) {
+            (Some(b), _) => b,
+            (None, Some(p)) => BertConfig::from_file(p)?,
+            (None, None) => BertConfig::default(),
         };
         let selected = crate::backend::select(self.device, !self.no_fallback)?;
         let device_notice = selected.notice;

@@ -173,6 +173,8 @@ pub struct E2eGolden {
     /// The photo's (height, width).
     pub photo_hw: (usize, usize),
     pub num_final: usize,
+    /// The BERT configuration GLIP was run with (the golden's `bert_config`).
+    pub bert: crate::model::config::BertConfig,
 }
 
 impl E2eGolden {
@@ -252,6 +254,10 @@ impl E2eGolden {
             num_final: j["num_final_detections"]
                 .as_u64()
                 .ok_or_else(|| bad("num_final_detections"))? as usize,
+            bert: crate::model::config::BertConfig::from_json_str(
+                &j["bert_config"].to_string(),
+                &format!("{}: bert_config", path.display()),
+            )?,
         })
     }
 
@@ -268,6 +274,33 @@ impl E2eGolden {
             .collect();
         names.sort();
         names.iter().map(|n| E2eGolden::load(n)).collect()
+    }
+
+    /// The golden's GLIP configuration (its yaml).
+    pub fn glip_config(&self) -> Result<crate::model::config::GlipConfig> {
+        crate::model::config::GlipConfig::from_yaml_file(&self.config)
+    }
+
+    /// The golden's model from its weights file, on `be`.
+    pub fn model_on(
+        &self,
+        be: crate::model::glip::SharedBackend,
+    ) -> Result<crate::model::glip::Glip> {
+        let w = crate::weights::load_weights(&self.weights)?;
+        crate::model::glip::Glip::load_on(be, self.glip_config()?, self.bert.clone(), &w)
+    }
+
+    /// The one pipeline ([`crate::Detector`]) on the golden's model, on `device`, with the
+    /// golden's caption and phrases as the prompt.
+    pub fn detector(&self, device: crate::DeviceChoice) -> Result<crate::Detector> {
+        let mut det = crate::Detector::builder()
+            .config(&self.config)
+            .weights(&self.weights)
+            .bert(self.bert.clone())
+            .device(device)
+            .build()?;
+        det.set_prompt_with_phrases(&self.caption, &self.phrases)?;
+        Ok(det)
     }
 
     /// The golden's tensors.

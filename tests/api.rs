@@ -10,17 +10,19 @@ fn tiny() -> E2eGolden {
 }
 
 fn detector_for(g: &E2eGolden) -> Detector {
+    g.detector(glip_rt::DeviceChoice::Cpu).unwrap()
+}
+
+/// The tiny golden's detector with no prompt set.
+fn detector() -> Detector {
+    let g = tiny();
     Detector::builder()
         .config(&g.config)
         .weights(&g.weights)
-        .bert_config(testdata().join("tiny_bert_config.json"))
+        .bert(g.bert.clone())
         .device(glip_rt::DeviceChoice::Cpu)
         .build()
         .unwrap()
-}
-
-fn detector() -> Detector {
-    detector_for(&tiny())
 }
 
 fn photo() -> glip_rt::preprocess::RgbImage8 {
@@ -30,8 +32,7 @@ fn photo() -> glip_rt::preprocess::RgbImage8 {
 #[test]
 fn a_batch_of_equal_frames_gives_each_frame_the_single_result() {
     for g in E2eGolden::all().unwrap() {
-        let mut det = detector_for(&g);
-        det.set_prompt_with_phrases(&g.caption, &g.phrases).unwrap();
+        let det = detector_for(&g);
         let img = load_image(&g.photo, true).unwrap();
         let single = det.detect(&img).unwrap();
         assert_eq!(single.len(), g.num_final, "{}", g.name);

@@ -9,13 +9,10 @@
 //! per-tap relative error ‖got − want‖∞ / ‖want‖∞ ≤ 1e-2, and ≥ 98 % of the final detections
 //! matched at IoU ≥ 0.95 with the same label and a score within 2e-2.
 
-use glip_rt::api::Detector;
-use glip_rt::model::config::{BertConfig, GlipConfig};
 use glip_rt::model::glip::{Glip, SharedBackend, Taps};
 use glip_rt::model::postprocess::{self, Detection, PostprocessConfig};
 use glip_rt::model::FeatureMap;
-use glip_rt::testing::{assert_close, pre_nms_candidates, test_backends, testdata, E2eGolden};
-use glip_rt::weights::load_weights;
+use glip_rt::testing::{assert_close, pre_nms_candidates, test_backends, E2eGolden};
 use std::collections::HashMap;
 
 type Golden = HashMap<String, glip_rt::Tensor>;
@@ -28,10 +25,7 @@ const DEVICE_IOU: f32 = 0.95;
 const DEVICE_SCORE: f32 = 2e-2;
 
 fn model_on(g: &E2eGolden, be: SharedBackend) -> Glip {
-    let cfg = GlipConfig::from_yaml_file(&g.config).unwrap();
-    let bert = BertConfig::from_file(&testdata().join("tiny_bert_config.json")).unwrap();
-    let w = load_weights(&g.weights).unwrap();
-    Glip::load_on(be, cfg, bert, &w).unwrap()
+    g.model_on(be).unwrap()
 }
 
 fn ints(t: &Golden, k: &str) -> Vec<i32> {
@@ -341,14 +335,7 @@ fn real_tokens_only_gives_the_same_detections() {
 #[test]
 fn detector_on_the_photo_reproduces_the_golden_detections() {
     for g in E2eGolden::all().unwrap() {
-        let mut det = Detector::builder()
-            .config(&g.config)
-            .weights(&g.weights)
-            .bert_config(testdata().join("tiny_bert_config.json"))
-            .device(glip_rt::DeviceChoice::Cpu)
-            .build()
-            .unwrap();
-        det.set_prompt_with_phrases(&g.caption, &g.phrases).unwrap();
+        let det = g.detector(glip_rt::DeviceChoice::Cpu).unwrap();
         let p = det.prompt().unwrap();
         assert_eq!(
             p.positive_map(),

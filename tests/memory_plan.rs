@@ -3,9 +3,8 @@
 //! no two live buffers sharing arena bytes).
 
 use glip_rt::backend::plan::{Interval, MemoryPlan, OpRecord};
-use glip_rt::model::config::{BertConfig, GlipConfig};
-use glip_rt::model::glip::{Glip, Taps};
-use glip_rt::testing::{load_golden, testdata};
+use glip_rt::model::glip::Taps;
+use glip_rt::testing::{load_golden, E2eGolden};
 
 fn op(reads: &[usize], writes: &[(usize, usize)]) -> OpRecord {
     OpRecord {
@@ -62,13 +61,10 @@ fn an_overlapping_plan_is_reported() {
 
 #[test]
 fn tiny_model_plan_is_valid_and_changes_nothing() {
-    let cfg =
-        GlipConfig::from_yaml_file(&testdata().join("golden/12_e2e_tiny_config.yaml")).unwrap();
-    let bert = BertConfig::from_file(&testdata().join("tiny_bert_config.json")).unwrap();
-    let w =
-        glip_rt::weights::load_weights(&testdata().join("golden/12_e2e_tiny_weights.safetensors"))
-            .unwrap();
-    let m = Glip::load(cfg, bert, &w).unwrap();
+    let m = E2eGolden::load("12_e2e_tiny")
+        .unwrap()
+        .model_on(glip_rt::backend::host_shared())
+        .unwrap();
     let g = load_golden("12_e2e_tiny").unwrap();
     let ints = |k: &str| -> Vec<i32> {
         g[k].to_f32_vec()

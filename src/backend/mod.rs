@@ -16,6 +16,17 @@ use crate::error::{Error, Result};
 use crate::model::glip::SharedBackend;
 use std::sync::Arc;
 
+/// The host backend (the CPU twins, f32): where checkpoints and keys-only walks live.
+pub fn host() -> &'static (dyn Backend + Send + Sync) {
+    static HOST: cpu::CpuBackend = cpu::CpuBackend;
+    &HOST
+}
+
+/// [`host`] as a backend a model can own.
+pub fn host_shared() -> SharedBackend {
+    Arc::new(cpu::CpuBackend)
+}
+
 /// Which device a detector (or `glip --device`) should run on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeviceChoice {

@@ -18,6 +18,10 @@ pub const GLIP_CLAMP: f32 = 50_000.0;
 /// same fp32 probabilities since both underflow exp to 0).
 pub const BERT_MASK_FILL: f32 = f32::MIN;
 
+/// Kernel taps of DyConv's modulated deformable 3×3 convolution (its offset conv gives
+/// 2 · 9 offsets and 9 masks per position).
+pub const DEFORM_TAPS: usize = 9;
+
 /// Multi-head self-attention over [B, T, H] sequences, HF BERT style:
 /// `softmax(q·kᵀ / sqrt(H / heads) [clamped to ±clamp] + (1 − mask) · BERT_MASK_FILL) · v`.
 #[derive(Clone, Copy, Debug)]

@@ -10,7 +10,7 @@
 
 use super::layers::{Conv2d, Linear};
 use super::vars::{Init, Vars};
-use crate::backend::cpu::deform_conv::TAPS;
+use crate::backend::ops::DEFORM_TAPS as TAPS;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;

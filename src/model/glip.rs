@@ -15,7 +15,6 @@ use super::swin::Swin;
 use super::vars::Vars;
 use super::vlfuse::VLFuse;
 use super::{FeatureMap, WeightMap};
-use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -99,7 +98,7 @@ impl Glip {
     /// Builds the model on the CPU from a checkpoint and checks every key (one error lists
     /// all missing, mis-shaped and unexpected tensors).
     pub fn load(config: GlipConfig, bert_config: BertConfig, w: &WeightMap) -> Result<Glip> {
-        Glip::load_on(Arc::new(CpuBackend), config, bert_config, w)
+        Glip::load_on(crate::backend::host_shared(), config, bert_config, w)
     }
 
     /// [`Glip::load`] onto `backend`: each tensor is converted once to the backend's storage
@@ -111,15 +110,14 @@ impl Glip {
         w: &WeightMap,
     ) -> Result<Glip> {
         let vars = Vars::from_weights(w, &*backend);
-        let mut glip = Glip::new(&vars, config, bert_config)?;
+        let glip = Glip::new(&vars, config, bert_config, backend.clone())?;
         vars.finish(crate::weights::glip_ignorable)?;
-        glip.backend = backend;
         Ok(glip)
     }
 
     /// The model on the CPU with GLIP-shaped random weights (benchmarks, smoke tests).
     pub fn random(config: GlipConfig, bert_config: BertConfig, seed: u64) -> Result<Glip> {
-        Glip::random_on(Arc::new(CpuBackend), config, bert_config, seed)
+        Glip::random_on(crate::backend::host_shared(), config, bert_config, seed)
     }
 
     /// [`Glip::random`] on `backend` (the same draws as on the CPU, converted).
@@ -129,9 +127,12 @@ impl Glip {
         bert_config: BertConfig,
         seed: u64,
     ) -> Result<Glip> {
-        let mut glip = Glip::new(&Vars::random(seed, &*backend), config, bert_config)?;
-        glip.backend = backend;
-        Ok(glip)
+        Glip::new(
+            &Vars::random(seed, &*backend),
+            config,
+            bert_config,
+            backend.clone(),
+        )
     }
 
     /// The backend the model runs on.
@@ -141,8 +142,13 @@ impl Glip {
 
     /// The one walk of the model's constructors: every parameter is asked of `vars` by its
     /// GLIP state_dict name (spec §5), shape and initialisation. The model's tensors live on
-    /// `vars`' backend, which the caller then installs ([`Glip::load_on`], [`Glip::random_on`]).
-    fn new(vars: &Vars, config: GlipConfig, bert_config: BertConfig) -> Result<Glip> {
+    /// `vars`' backend, which is `backend`, where every forward then runs.
+    fn new(
+        vars: &Vars,
+        config: GlipConfig,
+        bert_config: BertConfig,
+        backend: SharedBackend,
+    ) -> Result<Glip> {
         let swin = Swin::new(&vars.pp("backbone.body"), &config.swin)?;
         let fpn = Fpn::new(
             &vars.pp("backbone.fpn"),
@@ -187,7 +193,7 @@ impl Glip {
             language,
             tower,
             head,
-            backend: Arc::new(CpuBackend),
+            backend,
         })
     }
 
@@ -345,7 +351,12 @@ impl Glip {
 /// them when present.
 pub fn expected_keys(cfg: &GlipConfig, bert: &BertConfig) -> Result<Vec<(String, Vec<usize>)>> {
     let vars = Vars::keys_only();
-    Glip::new(&vars, cfg.clone(), bert.clone())?;
+    Glip::new(
+        &vars,
+        cfg.clone(),
+        bert.clone(),
+        crate::backend::host_shared(),
+    )?;
     Ok(vars.requested())
 }
 
@@ -375,8 +386,13 @@ pub fn write_taps(path: &std::path::Path, taps: &Taps) -> Result<()> {
 /// declares: Linear/conv weights uniform with variance 1/fan_in, norms at 1, biases small,
 /// GLIP's initial values for the head scalars), e.g. for `glip convert` tests.
 pub fn random_weights(cfg: &GlipConfig, bert: &BertConfig, seed: u64) -> Result<WeightMap> {
-    let vars = Vars::random_checkpoint(seed, &CpuBackend);
-    Glip::new(&vars, cfg.clone(), bert.clone())?;
+    let vars = Vars::random_checkpoint(seed, crate::backend::host());
+    Glip::new(
+        &vars,
+        cfg.clone(),
+        bert.clone(),
+        crate::backend::host_shared(),
+    )?;
     Ok(WeightMap::new(
         format!("random weights (seed {seed})"),
         vars.take_drawn().into_iter().collect(),

@@ -151,3 +151,47 @@ impl FeatureMap {
         &self.data[b * s..(b + 1) * s]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The model is written once over the op interface: no module of it names a backend
+    /// (the device is the caller's run-time choice, `backend::select`).
+    #[test]
+    fn no_model_module_names_a_backend() {
+        let sources = [
+            ("bert.rs", include_str!("bert.rs")),
+            ("config.rs", include_str!("config.rs")),
+            ("dyconv.rs", include_str!("dyconv.rs")),
+            ("fpn.rs", include_str!("fpn.rs")),
+            ("glip.rs", include_str!("glip.rs")),
+            ("head.rs", include_str!("head.rs")),
+            ("layers.rs", include_str!("layers.rs")),
+            ("mod.rs", include_str!("mod.rs")),
+            ("postprocess.rs", include_str!("postprocess.rs")),
+            ("swin.rs", include_str!("swin.rs")),
+            ("vars.rs", include_str!("vars.rs")),
+            ("vlfuse.rs", include_str!("vlfuse.rs")),
+        ];
+        let banned = [
+            concat!("backend::", "cpu"),
+            concat!("backend::", "cuda"),
+            concat!("Cpu", "Backend"),
+            concat!("Cuda", "Backend"),
+        ];
+        for (file, src) in sources {
+            for b in banned {
+                assert!(!src.contains(b), "src/model/{file} names `{b}`");
+            }
+        }
+        // Every module of the directory is in the list above.
+        let listed = sources.len();
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/model"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "rs"))
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(listed, on_disk, "a model module is missing from this test");
+    }
+}

@@ -10,7 +10,6 @@
 //! So the list of keys, the shapes and the loading can never disagree.
 
 use super::WeightMap;
-use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -54,8 +53,6 @@ pub struct Vars<'a> {
     prefix: String,
 }
 
-static CPU: CpuBackend = CpuBackend;
-
 impl<'a> Vars<'a> {
     fn with(source: Source<'a>, backend: &'a dyn Backend) -> Self {
         Vars {
@@ -84,7 +81,7 @@ impl<'a> Vars<'a> {
     }
     /// Only the key list: tensors are lazily-zeroed host placeholders.
     pub fn keys_only() -> Vars<'static> {
-        Vars::with(Source::KeysOnly, &CPU)
+        Vars::with(Source::KeysOnly, crate::backend::host())
     }
 
     /// The handle for the sub-module `name` (keys `{prefix}{name}.…`).

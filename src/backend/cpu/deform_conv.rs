@@ -19,8 +19,7 @@ use super::gemm::{gemm, Mat};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
-/// Kernel taps of the 3x3 kernel.
-pub const TAPS: usize = 9;
+pub use crate::backend::ops::DEFORM_TAPS as TAPS;
 const PAD: usize = 1;
 /// Positions per im2col chunk: bounds the column buffer to cin·9·CHUNK floats.
 const CHUNK: usize = 4096;
