@@ -419,3 +419,57 @@ pub fn pre_nms_candidates(
         .map(|(b, &(h, w))| nms::candidates(&inp, b, (h as f32, w as f32), &config.atss))
         .collect()
 }
+
+/// Per-tensor relative error ‖got − want‖∞ / ‖want‖∞ a CUDA device (f16 activations, f32
+/// accumulation) may show against a golden; the CPU backend is held to 1e-4 per element.
+pub const DEVICE_TAP_REL: f32 = 1e-2;
+
+/// `x` (a host tensor) on `be`, in the backend's activation dtype.
+pub fn activation_on(be: &dyn crate::backend::Backend, x: &Tensor) -> Tensor {
+    let host = match be.activation_dtype() {
+        crate::tensor::DType::F16 => x.to_f16(),
+        _ => x.to_f32(),
+    };
+    match host.and_then(|h| be.upload(&h)) {
+        Ok(t) => t,
+        Err(e) => panic!("upload to {}: {e}", be.describe()),
+    }
+}
+
+/// Compares `got` (a tensor of `be`, named `backend` as in [`test_backends`]) with a golden
+/// tensor: within 1e-4 (abs and rel) per element on the CPU, within [`DEVICE_TAP_REL`] on a
+/// CUDA device; prints the error. Returns the relative error.
+pub fn check_on(
+    backend: &str,
+    what: &str,
+    be: &dyn crate::backend::Backend,
+    got: &Tensor,
+    want: &Tensor,
+) -> f32 {
+    let got_host = match be.to_host(got).and_then(|t| t.to_f32_vec()) {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: download from {backend}: {e}"),
+    };
+    let want_v = match want.to_f32_vec() {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: golden: {e}"),
+    };
+    assert_eq!(got.shape(), want.shape(), "{what} on {backend}: shape");
+    assert!(
+        got_host.iter().all(|v| v.is_finite()),
+        "{what} on {backend}: non-finite values"
+    );
+    let d = max_abs_diff(&got_host, &want_v);
+    let scale = want_v.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+    let rel = d / scale.max(f32::MIN_POSITIVE);
+    println!("{what} on {backend}: max |diff| {d:.3e}, relative {rel:.3e}");
+    if backend == "cpu" {
+        assert_close(what, &got_host, &want_v, 1e-4, 1e-4);
+    } else {
+        assert!(
+            rel <= DEVICE_TAP_REL,
+            "{what} on {backend}: relative error {rel:.2e} > {DEVICE_TAP_REL:e}"
+        );
+    }
+    rel
+}

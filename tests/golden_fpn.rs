@@ -1,4 +1,4 @@
-//! FPN (P3..P7, through the op interface on the CPU) vs golden 11 and the tiny end-to-end
+//! FPN (P3..P7, through the op interface on every backend present) vs golden 11 and the tiny end-to-end
 //! model's FPN taps; channel counts come from the goldens' tensors.
 
 use glip_rt::backend::cpu::CpuBackend;
@@ -6,7 +6,7 @@ use glip_rt::backend::Backend;
 use glip_rt::model::fpn::Fpn;
 use glip_rt::model::vars::Vars;
 use glip_rt::model::WeightMap;
-use glip_rt::testing::{assert_close, load_golden};
+use glip_rt::testing::{activation_on, check_on, load_golden, test_backends};
 use glip_rt::Tensor;
 use std::collections::HashMap;
 
@@ -14,22 +14,20 @@ fn channels(t: &Tensor) -> usize {
     t.shape()[1]
 }
 
-fn check(what: &str, outs: &[Tensor; 5], want: impl Fn(usize) -> Tensor) {
+fn check(
+    backend: &str,
+    be: &dyn Backend,
+    what: &str,
+    outs: &[Tensor; 5],
+    want: impl Fn(usize) -> Tensor,
+) {
     for (i, o) in outs.iter().enumerate() {
-        let w = want(i);
-        assert_eq!(o.shape(), w.shape(), "{what} p{}", i + 3);
-        assert_close(
-            &format!("{what} p{}", i + 3),
-            o.f32s().unwrap(),
-            &w.to_f32_vec().unwrap(),
-            1e-4,
-            1e-4,
-        );
+        check_on(backend, &format!("{what} p{}", i + 3), be, o, &want(i));
     }
 }
 
 #[test]
-fn fpn_matches_golden() {
+fn fpn_matches_golden_on_every_backend() {
     let g = load_golden("11_fpn").unwrap();
     // glip_t_prefix: backbone.fpn.
     let mut w = HashMap::new();
@@ -41,20 +39,26 @@ fn fpn_matches_golden() {
     let w = WeightMap::new("11_fpn", w);
     let c = |k: &str| g[k].to_f32().unwrap();
     let (c3, c4, c5) = (c("input/c3"), c("input/c4"), c("input/c5"));
-    let vars = Vars::from_weights(&w, &CpuBackend);
-    let fpn = Fpn::new(
-        &vars.pp("backbone.fpn"),
-        [channels(&c3), channels(&c4), channels(&c5)],
-        channels(&g["output/p3"]),
-    )
-    .unwrap();
-    vars.finish(glip_rt::weights::glip_ignorable).unwrap();
-    let outs = fpn.forward(&CpuBackend, &c3, &c4, &c5).unwrap();
-    check("golden 11", &outs, |i| c(&format!("output/p{}", i + 3)));
+    for (name, be) in test_backends() {
+        let be = &*be;
+        let vars = Vars::from_weights(&w, be);
+        let fpn = Fpn::new(
+            &vars.pp("backbone.fpn"),
+            [channels(&c3), channels(&c4), channels(&c5)],
+            channels(&g["output/p3"]),
+        )
+        .unwrap();
+        vars.finish(glip_rt::weights::glip_ignorable).unwrap();
+        let on = |x: &Tensor| activation_on(be, x);
+        let outs = fpn.forward(be, &on(&c3), &on(&c4), &on(&c5)).unwrap();
+        check(&name, be, "golden 11", &outs, |i| {
+            c(&format!("output/p{}", i + 3))
+        });
+    }
 }
 
 #[test]
-fn tiny_fpn_matches_e2e_taps() {
+fn tiny_fpn_matches_e2e_taps_on_every_backend() {
     let w = WeightMap::new(
         "12_e2e_tiny_weights",
         load_golden("12_e2e_tiny_weights").unwrap(),
@@ -66,14 +70,20 @@ fn tiny_fpn_matches_e2e_taps() {
         c("inter/backbone.stage4"),
         c("inter/backbone.stage5"),
     );
-    let fpn = Fpn::new(
-        &Vars::from_weights(&w, &CpuBackend).pp("backbone.fpn"),
-        [channels(&c3), channels(&c4), channels(&c5)],
-        channels(&g["inter/fpn.p3"]),
-    )
-    .unwrap();
-    let outs = fpn.forward(&CpuBackend, &c3, &c4, &c5).unwrap();
-    check("tiny", &outs, |i| c(&format!("inter/fpn.p{}", i + 3)));
+    for (name, be) in test_backends() {
+        let be = &*be;
+        let fpn = Fpn::new(
+            &Vars::from_weights(&w, be).pp("backbone.fpn"),
+            [channels(&c3), channels(&c4), channels(&c5)],
+            channels(&g["inter/fpn.p3"]),
+        )
+        .unwrap();
+        let on = |x: &Tensor| activation_on(be, x);
+        let outs = fpn.forward(be, &on(&c3), &on(&c4), &on(&c5)).unwrap();
+        check(&name, be, "tiny", &outs, |i| {
+            c(&format!("inter/fpn.p{}", i + 3))
+        });
+    }
 }
 
 #[test]

@@ -3,16 +3,14 @@
 //! taps. Every size is read from the goldens' tensors or config.
 
 use glip_rt::backend::cpu::CpuBackend;
+use glip_rt::backend::Backend;
 use glip_rt::model::config::GlipConfig;
 use glip_rt::model::swin::{shift_attn_mask, PatchEmbed, Swin, SwinStage, WindowGrid};
 use glip_rt::model::vars::Vars;
 use glip_rt::model::WeightMap;
-use glip_rt::testing::{assert_close, load_golden, testdata};
+use glip_rt::testing::{activation_on, check_on, load_golden, test_backends, testdata};
 use glip_rt::Tensor;
 use std::collections::HashMap;
-
-const ATOL: f32 = 1e-4;
-const RTOL: f32 = 1e-4;
 
 /// Golden 10 stores the modules' own state_dict keys; its glip_t_prefix maps them into a
 /// full GLIP-T state_dict: 'patch_embed.*' -> backbone.body.patch_embed.*,
@@ -63,67 +61,66 @@ fn stage0(g: &HashMap<String, Tensor>) -> Stage0 {
     }
 }
 
+/// `got` (on `be`) against a golden tensor of the same values in another shape.
+fn check_values(backend: &str, what: &str, be: &dyn Backend, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.numel(), want.numel(), "{what}");
+    let host = be
+        .to_host(got)
+        .and_then(|t| t.to_f32())
+        .and_then(|t| t.reshape(want.shape()))
+        .unwrap();
+    check_on(backend, what, glip_rt::backend::host(), &host, want);
+}
+
 #[test]
-fn swin_t_pieces_match_golden() {
+fn swin_t_pieces_match_golden_on_every_backend() {
     let (w, g) = golden10_weights();
     let s = stage0(&g);
-    let be = &CpuBackend;
-    let image = g["input/image"].to_f32().unwrap();
-    let vars = Vars::from_weights(&w, be);
-    let pe = PatchEmbed::new(&vars.pp("backbone.body.patch_embed"), s.patch, s.dim).unwrap();
-    let stage = SwinStage::new(
-        &vars.pp("backbone.body.layers.0"),
-        s.dim,
-        s.depth,
-        s.heads,
-        s.window,
-        s.mlp_hidden,
-        true,
-    )
-    .unwrap();
-    vars.finish(glip_rt::weights::glip_ignorable).unwrap();
-    assert_eq!(stage.blocks[0].shift, 0);
-    assert_eq!(stage.blocks[1].shift, s.window / 2);
-
-    let emb = pe.forward(be, &image).unwrap();
-    assert_eq!(emb.shape(), g["output/patch_embed"].shape());
-    assert_close(
-        "patch_embed",
-        emb.f32s().unwrap(),
-        &f32s(&g, "output/patch_embed"),
-        ATOL,
-        RTOL,
-    );
-
-    let x = pe.forward_tokens(be, &image).unwrap();
-    let [_, h, wd, _] = x.dims::<4>("tokens").unwrap();
-    let ids = stage.region_ids(be, h, wd).unwrap();
-    let b0 = stage.blocks[0]
-        .forward(be, x.try_clone().unwrap(), Some(&ids))
+    for (name, be) in test_backends() {
+        let be = &*be;
+        let image = activation_on(be, &g["input/image"]);
+        let vars = Vars::from_weights(&w, be);
+        let pe = PatchEmbed::new(&vars.pp("backbone.body.patch_embed"), s.patch, s.dim).unwrap();
+        let stage = SwinStage::new(
+            &vars.pp("backbone.body.layers.0"),
+            s.dim,
+            s.depth,
+            s.heads,
+            s.window,
+            s.mlp_hidden,
+            true,
+        )
         .unwrap();
-    let b1 = stage.blocks[1]
-        .forward(be, b0.try_clone().unwrap(), Some(&ids))
-        .unwrap();
-    let pm = stage.downsample.as_ref().unwrap().forward(be, &b1).unwrap();
-    assert_eq!(pm.shape()[1..3], [h.div_ceil(2), wd.div_ceil(2)]);
-    for (what, got, key) in [
-        ("block0 (W-MSA, padded)", &b0, "output/block0"),
-        ("block1 (SW-MSA, shifted)", &b1, "output/block1"),
-        ("patch_merging", &pm, "output/patch_merging"),
-    ] {
-        assert_eq!(got.numel(), g[key].numel(), "{what}");
-        assert_close(what, got.f32s().unwrap(), &f32s(&g, key), ATOL, RTOL);
+        vars.finish(glip_rt::weights::glip_ignorable).unwrap();
+        assert_eq!(stage.blocks[0].shift, 0);
+        assert_eq!(stage.blocks[1].shift, s.window / 2);
+
+        let emb = pe.forward(be, &image).unwrap();
+        check_on(&name, "patch_embed", be, &emb, &g["output/patch_embed"]);
+
+        let x = pe.forward_tokens(be, &image).unwrap();
+        let [_, h, wd, _] = x.dims::<4>("tokens").unwrap();
+        let ids = stage.region_ids(be, h, wd).unwrap();
+        let b0 = stage.blocks[0]
+            .forward(be, be.duplicate(&x).unwrap(), Some(&ids))
+            .unwrap();
+        let b1 = stage.blocks[1]
+            .forward(be, be.duplicate(&b0).unwrap(), Some(&ids))
+            .unwrap();
+        let pm = stage.downsample.as_ref().unwrap().forward(be, &b1).unwrap();
+        assert_eq!(pm.shape()[1..3], [h.div_ceil(2), wd.div_ceil(2)]);
+        for (what, got, key) in [
+            ("block0 (W-MSA, padded)", &b0, "output/block0"),
+            ("block1 (SW-MSA, shifted)", &b1, "output/block1"),
+            ("patch_merging", &pm, "output/patch_merging"),
+        ] {
+            check_values(&name, what, be, got, &g[key]);
+        }
+
+        // Also through SwinStage::forward_blocks (the path Swin::forward takes).
+        let y = stage.forward_blocks(be, x).unwrap();
+        check_values(&name, "stage blocks", be, &y, &g["output/block1"]);
     }
-
-    // Also through SwinStage::forward_blocks (the path Swin::forward takes).
-    let y = stage.forward_blocks(be, x).unwrap();
-    assert_close(
-        "stage blocks",
-        y.f32s().unwrap(),
-        &f32s(&g, "output/block1"),
-        ATOL,
-        RTOL,
-    );
 }
 
 #[test]
@@ -182,33 +179,25 @@ fn tiny_cfg() -> glip_rt::model::swin::SwinConfig {
 }
 
 #[test]
-fn tiny_swin_matches_e2e_backbone_taps() {
+fn tiny_swin_matches_e2e_backbone_taps_on_every_backend() {
     let w = WeightMap::new(
         "12_e2e_tiny_weights",
         load_golden("12_e2e_tiny_weights").unwrap(),
     );
     let g = load_golden("12_e2e_tiny").unwrap();
     let cfg = tiny_cfg();
-    let swin = Swin::new(
-        &Vars::from_weights(&w, &CpuBackend).pp("backbone.body"),
-        &cfg,
-    )
-    .unwrap();
-    assert!(swin.out_norms[0].is_none());
-    let outs = swin
-        .forward(&CpuBackend, &g["input/image"].to_f32().unwrap())
-        .unwrap();
-    assert_eq!(outs.len(), cfg.depths.len());
-    for (i, o) in outs.iter().enumerate() {
-        let want = &g[&format!("inter/backbone.stage{}", i + 2)];
-        assert_eq!(o.shape(), want.shape(), "stage{}", i + 2);
-        assert_close(
-            &format!("stage{}", i + 2),
-            o.f32s().unwrap(),
-            &want.to_f32_vec().unwrap(),
-            ATOL,
-            RTOL,
-        );
+    for (name, be) in test_backends() {
+        let be = &*be;
+        let swin = Swin::new(&Vars::from_weights(&w, be).pp("backbone.body"), &cfg).unwrap();
+        assert!(swin.out_norms[0].is_none());
+        let outs = swin
+            .forward(be, &activation_on(be, &g["input/image"]))
+            .unwrap();
+        assert_eq!(outs.len(), cfg.depths.len());
+        for (i, o) in outs.iter().enumerate() {
+            let key = format!("inter/backbone.stage{}", i + 2);
+            check_on(&name, &key, be, o, &g[&key]);
+        }
     }
 }
 

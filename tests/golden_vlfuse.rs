@@ -1,11 +1,12 @@
-//! VLFuse (through the op interface on the CPU) against golden 06_vlfuse, and the
+//! VLFuse (through the op interface on every backend present) against golden 06_vlfuse, and the
 //! exact-truncation property (spec §4). Sizes come from the golden's own tensors.
 
 use glip_rt::backend::cpu::CpuBackend;
+use glip_rt::backend::Backend;
 use glip_rt::model::vars::Vars;
 use glip_rt::model::vlfuse::VLFuse;
 use glip_rt::model::WeightMap;
-use glip_rt::testing::{assert_close, load_golden, max_abs_diff};
+use glip_rt::testing::{activation_on, check_on, load_golden, max_abs_diff, test_backends};
 use glip_rt::weights::glip_ignorable;
 use glip_rt::Tensor;
 use std::collections::HashMap;
@@ -14,6 +15,11 @@ use std::collections::HashMap;
 type Setup = (VLFuse, Vec<Tensor>, Tensor, Tensor, HashMap<String, Tensor>);
 
 fn setup() -> Setup {
+    setup_on(&CpuBackend)
+}
+
+/// The golden's module on `be` (inputs stay on the host).
+fn setup_on(be: &dyn Backend) -> Setup {
     let g = load_golden("06_vlfuse").unwrap();
     // The module's parameters are the golden's keys outside input/ and output/.
     let w = WeightMap::new(
@@ -26,7 +32,7 @@ fn setup() -> Setup {
     let v_dim = g["input/visual.0"].shape()[1];
     let l_dim = g["input/lang_hidden"].shape()[2];
     let embed = g["b_attn.attn.v_proj.weight"].shape()[0];
-    let vars = Vars::from_weights(&w, &CpuBackend);
+    let vars = Vars::from_weights(&w, be);
     let m = VLFuse::new(&vars, v_dim, l_dim, embed, 0.0).unwrap();
     // The walk asked for exactly the golden's parameters.
     vars.finish(glip_ignorable).unwrap();
@@ -41,28 +47,26 @@ fn setup() -> Setup {
 }
 
 #[test]
-fn vlfuse_matches_golden() {
-    let (m, visual, lang, mask, g) = setup();
-    let (out_v, out_l) = m.forward(&CpuBackend, &visual, &lang, &mask).unwrap();
-    assert_eq!(out_v.len(), visual.len());
-    for (l, f) in out_v.iter().enumerate() {
-        let want = &g[&format!("output/visual.{l}")];
-        assert_eq!(f.shape(), want.shape());
-        assert_close(
-            &format!("visual.{l}"),
-            f.f32s().unwrap(),
-            &want.to_f32_vec().unwrap(),
-            1e-4,
-            1e-4,
+fn vlfuse_matches_golden_on_every_backend() {
+    for (name, be) in test_backends() {
+        let be = &*be;
+        let (m, visual, lang, mask, g) = setup_on(be);
+        let visual: Vec<Tensor> = visual.iter().map(|x| activation_on(be, x)).collect();
+        let (lang, mask) = (activation_on(be, &lang), be.upload(&mask).unwrap());
+        let (out_v, out_l) = m.forward(be, &visual, &lang, &mask).unwrap();
+        assert_eq!(out_v.len(), visual.len());
+        for (l, f) in out_v.iter().enumerate() {
+            let key = format!("output/visual.{l}");
+            check_on(&name, &key, be, f, &g[&key]);
+        }
+        check_on(
+            &name,
+            "output/lang_hidden",
+            be,
+            &out_l,
+            &g["output/lang_hidden"],
         );
     }
-    assert_close(
-        "lang_hidden",
-        out_l.f32s().unwrap(),
-        &g["output/lang_hidden"].to_f32_vec().unwrap(),
-        1e-4,
-        1e-4,
-    );
 }
 
 /// Running with only the real tokens of each prompt gives the padded run's visual output
