@@ -43,14 +43,17 @@ for line in sys.stdin:
   cp "target/$PROFILE/glip" "$staged/glip"
   while read -r kind name exe; do
     case "$kind:$name" in
-      test:parity_*|test:gpu_gating|test:kernel_names|bench:*) cp "$exe" "$staged/$kind-$name" ;;
+      test:parity_*|test:ops_parity|test:golden_*|test:gpu_gating|test:kernel_names|bench:*)
+        cp "$exe" "$staged/$kind-$name" ;;
     esac
   done < "$list"
   strip "$staged"/* 2>/dev/null || true
   # Tests find their data through the path they were built at; record it.
   echo "$ROOT" > "$CARRY/build_root"
   git rev-parse HEAD > "$CARRY/commit" 2>/dev/null || echo unknown > "$CARRY/commit"
-  tar -C "$staged" -cf - . | xz -T0 -6 > "$CARRY/bundle.tar.xz"
+  # One xz block with a dictionary larger than any executable: the executables share most of
+  # their code (the library), which a large window finds across files.
+  tar -C "$staged" -cf - . | xz -T1 -9e --memlimit-compress=2GiB > "$CARRY/bundle.tar.xz"
   rm -rf "$staged"
   cp scripts/baselines/*.py "$CARRY/"
   du -sh "$CARRY"
@@ -102,6 +105,24 @@ run() {
     local name; name="$(basename "$t")"
     timeout 300 "$t" --test-threads=1 > "$out/$name.log" 2>&1; rc=$?
     row "$name" "$([[ $rc == 0 ]] && echo PASS || echo FAIL)" "$(grep -E '^test result' "$out/$name.log" | tail -1)"
+  done
+
+  # The whole pipeline on the GPU: every end-to-end golden through `glip detect` (ops without a
+  # kernel fall back to the CPU and are listed), then GLIP-T-shaped random weights at 800x1333
+  # on the GPU and on this machine's CPU, in the same call.
+  local gd="$ROOT/tests/testdata/golden"
+  for cfg in "$gd"/*_e2e_*_config.yaml; do
+    local g caption; g="$(basename "$cfg" _config.yaml)"
+    caption="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["caption"])' "$gd/$g.json")"
+    timeout 300 "$bin/glip" detect --device cuda -v --format json --config "$cfg" \
+      --weights "$gd/${g}_weights.safetensors" --bert-config "$ROOT/tests/testdata/tiny_bert_config.json" \
+      --image "$gd/${g}_photo.png" --prompt "$caption" > "$out/detect-$g.json" 2> "$out/detect-$g.log"; rc=$?
+    row "detect --device cuda $g" "$([[ $rc == 0 ]] && echo PASS || echo FAIL)" "$(grep -o '"score"' "$out/detect-$g.json" 2>/dev/null | wc -l) boxes; $(grep -m1 'ops run on the CPU' "$out/detect-$g.log")"
+  done
+  for dev in cuda cpu; do
+    timeout 240 "$bin/glip" bench --device "$dev" --size 800x1333 --runs 1 --coco false --tokens 8 \
+      > "$out/bench-glip-t-$dev.txt" 2>&1; rc=$?
+    row "bench GLIP-T 800x1333 $dev" "$([[ $rc == 0 ]] && echo DONE || echo FAIL)" "$(grep 'total per frame' "$out/bench-glip-t-$dev.txt" | tail -1)"
   done
 
   if command -v compute-sanitizer >/dev/null; then

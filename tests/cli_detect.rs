@@ -370,3 +370,21 @@ fn an_absent_or_unknown_device_is_a_clear_error() {
     assert!(!o.status.success() && !e.contains("panicked"), "{e}");
     assert!(e.contains("tpu") && e.contains("cuda:N"), "{e}");
 }
+
+/// `--device auto` (the default) says once on stderr where it runs and why.
+#[test]
+fn auto_says_which_device_once() {
+    let o = Run::default().exec();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(e.matches("running on").count(), 1, "{e}");
+    let o = Run {
+        extra: vec!["--device".into(), "cpu".into()],
+        ..Run::default()
+    }
+    .exec();
+    assert!(
+        !stderr(&o).contains("running on"),
+        "an explicit device needs no notice"
+    );
+}
