@@ -199,22 +199,7 @@ impl E2eGolden {
             .as_str()
             .ok_or_else(|| bad("caption"))?
             .to_string();
-        let mut positive_map: Vec<(u32, Vec<usize>)> = j["positive_map_label_to_token"]
-            .as_object()
-            .ok_or_else(|| bad("positive_map_label_to_token"))?
-            .iter()
-            .map(|(l, toks)| {
-                let label = l.parse::<u32>().map_err(|_| bad("positive map label"))?;
-                let toks = toks
-                    .as_array()
-                    .ok_or_else(|| bad("positive map tokens"))?
-                    .iter()
-                    .map(|t| t.as_u64().map(|t| t as usize).ok_or_else(|| bad("token")))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok((label, toks))
-            })
-            .collect::<Result<_>>()?;
-        positive_map.sort();
+        let positive_map = golden_positive_map(&j).map_err(|e| bad(&e.to_string()))?;
         let phrases = j["tokens_positive"]
             .as_array()
             .ok_or_else(|| bad("tokens_positive"))?
@@ -472,4 +457,71 @@ pub fn check_on(
         );
     }
     rel
+}
+
+/// A golden JSON's `positive_map_label_to_token` as (label, tokens) pairs sorted by label.
+pub fn golden_positive_map(j: &serde_json::Value) -> Result<Vec<(u32, Vec<usize>)>> {
+    let bad = |what: &str| Error::Invalid(format!("golden positive map: {what}"));
+    let mut map: Vec<(u32, Vec<usize>)> = j["positive_map_label_to_token"]
+        .as_object()
+        .ok_or_else(|| bad("no positive_map_label_to_token"))?
+        .iter()
+        .map(|(l, toks)| {
+            let label = l
+                .parse::<u32>()
+                .map_err(|_| bad("a label is not a number"))?;
+            let toks = toks
+                .as_array()
+                .ok_or_else(|| bad("tokens are not a list"))?
+                .iter()
+                .map(|t| {
+                    t.as_u64()
+                        .map(|t| t as usize)
+                        .ok_or_else(|| bad("a token is not a number"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((label, toks))
+        })
+        .collect::<Result<_>>()?;
+    map.sort();
+    Ok(map)
+}
+
+/// A post-processing golden's head outputs (`input/bbox_reg.{l}`, `input/centerness.{l}`,
+/// `input/dot_product_logits.{l}` for every level present) as f32 tensors on `be`, with
+/// `num_labels` score columns.
+pub fn golden_head_outputs(
+    g: &HashMap<String, Tensor>,
+    be: &dyn crate::backend::Backend,
+    num_labels: usize,
+) -> Result<crate::model::head::HeadOutputs> {
+    let levels = (0..)
+        .take_while(|l| g.contains_key(&format!("input/bbox_reg.{l}")))
+        .count();
+    let get = |k: String| -> Result<Tensor> {
+        let t = g
+            .get(&k)
+            .ok_or_else(|| Error::Invalid(format!("golden lacks {k}")))?;
+        be.upload(&t.to_f32()?)
+    };
+    let per = |name: &str| -> Result<Vec<Tensor>> {
+        (0..levels)
+            .map(|l| get(format!("input/{name}.{l}")))
+            .collect()
+    };
+    let logits = per("dot_product_logits")?;
+    let [batch, _, num_tokens] = logits
+        .first()
+        .ok_or_else(|| Error::Invalid("golden has no head outputs".into()))?
+        .dims::<3>("golden logits")?;
+    Ok(crate::model::head::HeadOutputs {
+        batch,
+        num_tokens,
+        num_labels,
+        bbox_reg: per("bbox_reg")?,
+        centerness: per("centerness")?,
+        dot_product_logits: logits,
+        proj_tokens: Tensor::zeros(&[0]),
+        token_bias: Tensor::zeros(&[0]),
+    })
 }

@@ -7,15 +7,21 @@ use glip_rt::model::WeightMap;
 use glip_rt::testing::{activation_on, assert_close, check_on, load_golden, test_backends};
 use glip_rt::Tensor;
 
+/// The golden's parameters (keys outside input/, inter/, output/) under GLIP's `rpn.head.`.
+fn head_weights(g: &std::collections::HashMap<String, Tensor>) -> WeightMap {
+    WeightMap::new(
+        "07_head",
+        g.iter()
+            .filter(|(k, _)| !k.contains('/'))
+            .map(|(k, v)| (format!("rpn.head.{k}"), v.try_clone().unwrap()))
+            .collect(),
+    )
+}
+
 #[test]
 fn head_matches_golden_07() {
     let g = load_golden("07_head").unwrap();
-    let weights: std::collections::HashMap<_, _> = g
-        .iter()
-        .filter(|(k, _)| !k.contains('/'))
-        .map(|(k, v)| (format!("rpn.head.{k}"), v.try_clone().unwrap()))
-        .collect();
-    let w = WeightMap::new("07_head", weights);
+    let w = head_weights(&g);
     // Sizes from the golden's own tensors.
     let levels = (0..)
         .take_while(|l| g.contains_key(&format!("input/visual.{l}")))
@@ -85,12 +91,7 @@ fn head_matches_golden_07() {
 #[test]
 fn head_matches_golden_07_on_every_cuda_device() {
     let g = load_golden("07_head").unwrap();
-    let weights: std::collections::HashMap<_, _> = g
-        .iter()
-        .filter(|(k, _)| !k.contains('/'))
-        .map(|(k, v)| (format!("rpn.head.{k}"), v.try_clone().unwrap()))
-        .collect();
-    let w = WeightMap::new("07_head", weights);
+    let w = head_weights(&g);
     let fits_f16 = |t: &Tensor| {
         t.to_f32_vec()
             .unwrap()

@@ -6,7 +6,10 @@ use glip_rt::backend::cpu::CpuBackend;
 use glip_rt::model::head::HeadOutputs;
 use glip_rt::model::postprocess::{to_original_image, Detection, Detections, PostprocessConfig};
 use glip_rt::tensor::Tensor;
-use glip_rt::testing::{assert_close, load_golden, pre_nms_candidates, testdata};
+use glip_rt::testing::{
+    assert_close, golden_head_outputs, golden_positive_map, load_golden, pre_nms_candidates,
+    testdata,
+};
 use std::collections::HashMap;
 
 fn json() -> serde_json::Value {
@@ -15,40 +18,14 @@ fn json() -> serde_json::Value {
 }
 
 fn positive_map(j: &serde_json::Value) -> Vec<(u32, Vec<usize>)> {
-    let mut m: Vec<(u32, Vec<usize>)> = j["positive_map_label_to_token"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.parse().unwrap(),
-                v.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|t| t.as_u64().unwrap() as usize)
-                    .collect(),
-            )
-        })
-        .collect();
-    m.sort();
-    m
+    golden_positive_map(j).unwrap()
 }
 
+/// GLIP-T's 80 score columns.
+const NUM_LABELS: usize = 80;
+
 fn inputs(g: &HashMap<String, Tensor>) -> HeadOutputs {
-    let t = |k: String| g[&k].to_f32().unwrap();
-    let logits0 = &g["input/dot_product_logits.0"];
-    HeadOutputs {
-        batch: logits0.shape()[0],
-        num_tokens: logits0.shape()[2],
-        num_labels: 80,
-        bbox_reg: (0..5).map(|l| t(format!("input/bbox_reg.{l}"))).collect(),
-        centerness: (0..5).map(|l| t(format!("input/centerness.{l}"))).collect(),
-        dot_product_logits: (0..5)
-            .map(|l| t(format!("input/dot_product_logits.{l}")))
-            .collect(),
-        proj_tokens: Tensor::zeros(&[0]),
-        token_bias: Tensor::zeros(&[0]),
-    }
+    golden_head_outputs(g, &CpuBackend, NUM_LABELS).unwrap()
 }
 
 /// The post-processing op on the CPU backend.

@@ -303,7 +303,6 @@ fn atss_random_centerness_sparse_matches_cpu() {
 fn atss_golden_09_through_the_op_interface() {
     use glip_rt::backend::cpu::CpuBackend;
     use glip_rt::backend::Backend;
-    use glip_rt::model::head::HeadOutputs;
     use glip_rt::model::postprocess::{postprocess, PostprocessConfig};
     let Some(be) = cuda_or_skip("atss_golden_09_through_the_op_interface") else {
         return;
@@ -316,39 +315,10 @@ fn atss_golden_09_through_the_op_interface() {
         .unwrap(),
     )
     .unwrap();
-    let mut map: Vec<(u32, Vec<usize>)> = j["positive_map_label_to_token"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.parse().unwrap(),
-                v.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|t| t.as_u64().unwrap() as usize)
-                    .collect(),
-            )
-        })
-        .collect();
-    map.sort();
+    let map = glip_rt::testing::golden_positive_map(&j).unwrap();
     // The head outputs as f32 tensors on either backend: the CUDA path (phrase_scores and
     // atss_postprocess kernels, only the final rows read back) against the CPU twins.
-    let on = |be: &dyn Backend| {
-        let t = |k: String| be.upload(&g[&k].to_f32().unwrap()).unwrap();
-        HeadOutputs {
-            batch: 1,
-            num_tokens: 256,
-            num_labels: 80,
-            bbox_reg: (0..5).map(|l| t(format!("input/bbox_reg.{l}"))).collect(),
-            centerness: (0..5).map(|l| t(format!("input/centerness.{l}"))).collect(),
-            dot_product_logits: (0..5)
-                .map(|l| t(format!("input/dot_product_logits.{l}")))
-                .collect(),
-            proj_tokens: glip_rt::Tensor::zeros(&[0]),
-            token_bias: glip_rt::Tensor::zeros(&[0]),
-        }
-    };
+    let on = |be: &dyn Backend| glip_rt::testing::golden_head_outputs(&g, be, 80).unwrap();
     let cfg = PostprocessConfig::default();
     let sizes = [(120, 150)];
     let got: Vec<_> = postprocess(&be, &on(&be), &map, &sizes, &cfg)
