@@ -401,13 +401,17 @@ fn corpus(f: &Files) -> Vec<Case> {
     use Prog::{CAbi, Glip};
     let cfg = golden("12_e2e_tiny_config.yaml");
     let w = golden("12_e2e_tiny_weights.safetensors");
-    let photo = golden("12_e2e_tiny_photo.png");
+    // The tiny golden: its photo's size, caption and detection count come from its JSON.
+    let tiny = glip_rt::testing::E2eGolden::load("12_e2e_tiny").unwrap();
+    let photo = tiny.photo.display().to_string();
+    let (ph, pw) = (tiny.photo_hw.0.to_string(), tiny.photo_hw.1.to_string());
+    let caption = tiny.caption.clone();
     let bert = testdata()
         .join("tiny_bert_config.json")
         .display()
         .to_string();
     let pth = |n: &str| testdata().join("pth").join(n).display().to_string();
-    let good_line = format!("{photo} (512x512): 100 detections");
+    let good_line = format!("{photo} ({pw}x{ph}): {} detections", tiny.num_final);
     let yaml = std::fs::read_to_string(&cfg).unwrap();
 
     // Images.
@@ -615,7 +619,7 @@ fn corpus(f: &Files) -> Vec<Case> {
     let detect = |name: &str, extra: &[&str]| {
         let mut a = s(&["detect"]);
         a.extend(model.clone());
-        a.extend(s(&["--prompt", "person. cup. rocket."]));
+        a.extend(s(&["--prompt", &caption]));
         a.extend(s(extra));
         let mut c = Case::new(Glip, name, &[]);
         c.args = a;
@@ -680,7 +684,7 @@ fn corpus(f: &Files) -> Vec<Case> {
     };
     let cabi = |name: &str, args: &[&str]| Case::new(CAbi, name, args);
     let long_prompt = "person. ".repeat(300);
-    let raw = ["--input", "raw", "--width", "512", "--height", "512"];
+    let raw = ["--input", "raw", "--width", &pw, "--height", &ph];
 
     let mut v = Vec::new();
     // --- detect: images.
@@ -1385,19 +1389,10 @@ fn corpus(f: &Files) -> Vec<Case> {
     v.push(
         cabi(
             "capi: good frame",
-            &[
-                &cfg,
-                &w,
-                &bert,
-                "NULL",
-                "person. cup.",
-                "512",
-                "512",
-                &raw_file,
-            ],
+            &[&cfg, &w, &bert, "NULL", &caption, &pw, &ph, &raw_file],
         )
         .exit(0)
-        .keeps("count 100"),
+        .keeps(&format!("count {}", tiny.num_final)),
     );
     v
 }

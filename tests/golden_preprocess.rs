@@ -7,10 +7,6 @@ use glip_rt::preprocess::{
 };
 use glip_rt::testing::{testdata, E2eGolden};
 
-fn photo() -> std::path::PathBuf {
-    testdata().join("golden/12_e2e_tiny_photo.png")
-}
-
 /// The golden's test transform, from its own yaml.
 fn golden_cfg(g: &E2eGolden) -> PreprocessConfig {
     let cfg = glip_rt::model::config::GlipConfig::from_yaml_file(&g.config).unwrap();
@@ -113,7 +109,11 @@ fn resize_matches_pillow_references() {
         &std::fs::read_to_string(testdata().join("preprocess/pil_refs.json")).unwrap(),
     )
     .unwrap();
-    let src = load_image(&photo(), true).unwrap();
+    // The references are crops of the photo the JSON names (Pillow's own resampling).
+    let source = testdata()
+        .join("golden")
+        .join(meta["source"].as_str().unwrap());
+    let src = load_image(&source, true).unwrap();
     for c in meta["cases"].as_array().unwrap() {
         let name = c["name"].as_str().unwrap();
         let v: Vec<usize> = c["crop_xywh"]
