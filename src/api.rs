@@ -100,8 +100,8 @@ impl DetectorBuilder {
         self.pad_prompt = pad;
         self
     }
-    /// Where to run (default [`DeviceChoice::Auto`]: a GPU when present and complete, else
-    /// the CPU, saying which and why in [`Detector::device_notice`]).
+    /// Where to run (default [`DeviceChoice::Auto`]: a GPU when one is present and this build
+    /// has kernels, else the CPU, saying which and why in [`Detector::device_notice`]).
     pub fn device(mut self, d: DeviceChoice) -> Self {
         self.device = d;
         self

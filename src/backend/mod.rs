@@ -13,8 +13,10 @@ pub mod plan;
 pub use ops::{Backend, SelfAttention};
 
 use crate::error::{Error, Result};
-use crate::model::glip::SharedBackend;
 use std::sync::Arc;
+
+/// A backend a model can own and share across threads.
+pub type SharedBackend = Arc<dyn Backend + Send + Sync>;
 
 /// The host backend (the CPU twins, f32): where checkpoints and keys-only walks live.
 pub fn host() -> &'static (dyn Backend + Send + Sync) {
@@ -30,8 +32,8 @@ pub fn host_shared() -> SharedBackend {
 /// Which device a detector (or `glip --device`) should run on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeviceChoice {
-    /// CUDA device 0 when a GPU is present and the CUDA backend runs every op of the model;
-    /// otherwise the CPU, with the reason said once ([`Selected::notice`]).
+    /// CUDA device 0 when this build has kernels and a GPU answers (ops without a kernel
+    /// fall back to the CPU); otherwise the CPU. Either way [`Selected::notice`] says which.
     #[default]
     Auto,
     Cpu,
@@ -65,7 +67,8 @@ impl DeviceChoice {
 /// The backend a [`DeviceChoice`] resolved to.
 pub struct Selected {
     pub backend: SharedBackend,
-    /// Which device was chosen and why (Auto says it once, on stderr or in the warnings).
+    /// For `Auto`: which device was chosen and why, for the caller to say once
+    /// (`Detector::device_notice`; the CLI prints it on stderr).
     pub notice: Option<String>,
 }
 

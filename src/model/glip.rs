@@ -16,12 +16,9 @@ use super::vars::Vars;
 use super::vlfuse::VLFuse;
 use super::{FeatureMap, WeightMap};
 use crate::backend::Backend;
+pub use crate::backend::SharedBackend;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use std::sync::Arc;
-
-/// A backend a model can own and share across threads.
-pub type SharedBackend = Arc<dyn Backend + Send + Sync>;
 
 /// Text features of one prompt: the language backbone's output, computed once per prompt
 /// (it does not depend on the image) and reused for every frame. They live on the model's
