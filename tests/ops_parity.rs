@@ -96,6 +96,22 @@ fn every_cuda_op_matches_the_cpu_op() {
         1e-6,
     );
 
+    // The activations (elementwise kernels): spread wide enough that h_sigmoid's and the
+    // clamp's bounds bind.
+    let z = rnd(&mut rng, &[3, 7, 41], 3.0);
+    type Activation = fn(&dyn Backend, Tensor) -> glip_rt::Result<Tensor>;
+    let activations: [(&str, Activation); 4] = [
+        ("relu", |b, t| b.relu(t)),
+        ("clamp", |b, t| b.clamp(t, 1.5)),
+        ("h_sigmoid", |b, t| b.h_sigmoid(t)),
+        ("gelu", |b, t| b.gelu(t)),
+    ];
+    for (op, f) in activations {
+        let got = f(&be, dev(&be, &z, f16)).unwrap();
+        let want = f(cpu, z.try_clone().unwrap()).unwrap();
+        compare(op, &be, &got, &want, 1e-6);
+    }
+
     // bi_attn (2 heads of 256, ragged 37 positions, 9 tokens of which 6 real).
     let q = rnd(&mut rng, &[1, 37, 512], 0.06);
     let k = rnd(&mut rng, &[1, 9, 512], 1.0);
@@ -223,9 +239,10 @@ fn ops_without_a_cuda_kernel_fall_back_to_the_cpu_or_name_themselves() {
     let v = rnd(&mut rng, &[4], 0.5);
     let cases: Vec<FallbackCase> = vec![
         ("layer_norm", |b, x, v| b.layer_norm(x, v, v, 1e-5)),
-        ("gelu", |b, x, _| b.gelu(b.upload(&b.to_host(x)?)?)),
-        ("clamp", |b, x, _| b.clamp(b.upload(&b.to_host(x)?)?, 0.7)),
-        ("relu", |b, x, _| b.relu(b.upload(&b.to_host(x)?)?)),
+        ("scale_images", |b, x, _| {
+            let a = b.upload(&Tensor::from_f32(&[1], vec![0.5])?)?;
+            b.scale_images(b.upload(&b.to_host(x)?)?, &a)
+        }),
         ("upsample_nearest", |b, x, _| b.upsample_nearest(x, 6, 8)),
         ("nchw_to_nhwc", |b, x, _| b.nchw_to_nhwc(x)),
         ("window_partition", |b, x, _| b.window_partition(x, 7, 0)),

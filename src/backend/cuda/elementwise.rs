@@ -95,3 +95,38 @@ pub fn scale_f16(
     unsafe { l.launch(launch_1d(n, BLOCK)) }?;
     Ok(())
 }
+
+/// A unary activation of kernels/elementwise.cu.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    Relu,
+    /// clamp to [−bound, bound]
+    Clamp(f32),
+    HSigmoid,
+    Gelu,
+}
+
+/// y = f(x), both [n] f16.
+pub fn unary_f16(
+    be: &CudaBackend,
+    op: Unary,
+    x: &DeviceBuffer<f16>,
+    y: &mut DeviceBuffer<f16>,
+    n: usize,
+) -> Result<()> {
+    check_len("unary_f16", "x", x.len(), n)?;
+    check_len("unary_f16", "y", y.len(), n)?;
+    let (name, alpha) = match op {
+        Unary::Relu => (names::GLIP_ELEMENTWISE_RELU_F16, 0.0),
+        Unary::Clamp(b) => (names::GLIP_ELEMENTWISE_CLAMP_F16, b),
+        Unary::HSigmoid => (names::GLIP_ELEMENTWISE_H_SIGMOID_F16, 0.0),
+        Unary::Gelu => (names::GLIP_ELEMENTWISE_GELU_F16, 0.0),
+    };
+    let f = be.function(FAMILY, name)?;
+    let p = params(n, alpha, 0.0);
+    let mut l = be.launch_builder(&f);
+    l.arg(&p).arg(x).arg(y);
+    // SAFETY: reads x and writes y over [0, n); both lengths were checked.
+    unsafe { l.launch(launch_1d(n, BLOCK)) }?;
+    Ok(())
+}

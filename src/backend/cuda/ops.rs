@@ -16,8 +16,6 @@ use half::f16;
 /// the unit test below checks the list against this file's own source.
 pub const CPU_FALLBACK_OPS: &[&str] = &[
     "layer_norm",
-    "clamp",
-    "gelu",
     "duplicate",
     "repeat_batch",
     "bert_embeddings",
@@ -28,8 +26,6 @@ pub const CPU_FALLBACK_OPS: &[&str] = &[
     "conv2d",
     "upsample_nearest",
     "upsample_bilinear_ac",
-    "relu",
-    "h_sigmoid",
     "avg_pool",
     "scale_images",
     "split_offset_mask",
@@ -43,6 +39,21 @@ pub const CPU_FALLBACK_OPS: &[&str] = &[
     "patch_merge_gather",
     "concat_positions",
 ];
+
+impl CudaBackend {
+    /// An activation of the elementwise family on f16 x → a new f16 tensor.
+    fn unary(&self, x: &Tensor, op: &'static str, f: elementwise::Unary) -> Result<Tensor> {
+        let n = x.numel();
+        let dx = self.device_f16(x, op)?;
+        let mut y = self.alloc_zeros::<f16>(n.max(1))?;
+        elementwise::unary_f16(self, f, dx, &mut y, n)?;
+        Ok(Tensor::from_device(
+            x.shape(),
+            self.ordinal,
+            DeviceData::F16(y),
+        ))
+    }
+}
 
 impl Backend for CudaBackend {
     fn device(&self) -> crate::tensor::Device {
@@ -167,14 +178,10 @@ impl Backend for CudaBackend {
         })
     }
     fn clamp(&self, x: Tensor, bound: f32) -> Result<Tensor> {
-        self.on_cpu1("clamp", &[&x], |cpu, v| {
-            cpu.clamp(Inputs::new(v).next("clamp")?, bound)
-        })
+        self.unary(&x, "clamp", elementwise::Unary::Clamp(bound))
     }
     fn gelu(&self, x: Tensor) -> Result<Tensor> {
-        self.on_cpu1("gelu", &[&x], |cpu, v| {
-            cpu.gelu(Inputs::new(v).next("gelu")?)
-        })
+        self.unary(&x, "gelu", elementwise::Unary::Gelu)
     }
     fn duplicate(&self, x: &Tensor) -> Result<Tensor> {
         self.on_cpu1("duplicate", &[x], |cpu, v| {
@@ -316,13 +323,10 @@ impl Backend for CudaBackend {
         })
     }
     fn relu(&self, x: Tensor) -> Result<Tensor> {
-        self.on_cpu1("relu", &[&x], |cpu, v| {
-            cpu.relu(Inputs::new(v).next("relu")?)
-        })
+        self.unary(&x, "relu", elementwise::Unary::Relu)
     }
     fn h_sigmoid(&self, x: Tensor) -> Result<Tensor> {
-        let op = "h_sigmoid";
-        self.on_cpu1(op, &[&x], |cpu, v| cpu.h_sigmoid(Inputs::new(v).next(op)?))
+        self.unary(&x, "h_sigmoid", elementwise::Unary::HSigmoid)
     }
     fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {
         let op = "avg_pool";
