@@ -226,6 +226,14 @@ const MUTANTS: &[(&str, &str, &str, &str)] = &[
         "for (int i = tid; i < 2048; i += blockDim.x) hist[i] = 0;",
         "for (int i = tid; i <= 2048; i += blockDim.x) hist[i] = 0;",
     ),
+    // (h) a Swin window gather rolled the wrong way (+shift instead of −shift): in bounds and
+    // race-free, only the parity against the CPU twin sees it.
+    (
+        "roll_sign",
+        "layout",
+        "const int64_t r = ((wl / nww) * m + t / m + p.shift) % p.oh;",
+        "const int64_t r = ((wl / nww) * m + t / m + p.oh - p.shift) % p.oh;",
+    ),
 ];
 
 /// Every kernel family compiled as host C++ against kernels/emu/ (always, with or without

@@ -80,7 +80,7 @@ fn cuda_logits(c: &mut Criterion) {
         };
         g.bench_function(format!("dot_22400_t{t}"), |b| {
             b.iter(|| {
-                gl::dot_f16(&be, &s, &dv, &dp, &db, 1.0, cl::LOGIT_CLAMP, &mut out).unwrap();
+                gl::dot(&be, &s, &dv, &dp, &db, 1.0, cl::LOGIT_CLAMP, &mut out).unwrap();
                 be.synchronize().unwrap();
             })
         });

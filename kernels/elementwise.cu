@@ -62,3 +62,51 @@ extern "C" __global__ void glip_elementwise_gelu_f16(GlipElementwiseParams p, co
         y[i] = __float2half_rn(0.5f * v * (1.0f + erff(v / 1.41421356f)));
     }
 }
+
+// Broadcasts of a factor over f16 activations (f32 arithmetic; CPU twins in
+// backend/cpu/ops.rs).
+
+// y[i] = x[i] * a[i / inner]: x [N, ...], a [N] (DyFuse's per-image attention).
+extern "C" __global__ void glip_elementwise_scale_images_f16(GlipElementwiseParams p, const __half* x, const __half* a, __half* y) {
+    GLIP_GRID_STRIDE(i, p.n) { y[i] = __float2half_rn(__half2float(x[i]) * __half2float(a[i / p.inner])); }
+}
+
+// y = a + g ⊙ b with g [C] f32 over the last axis (VLFuse's gamma residuals).
+extern "C" __global__ void glip_elementwise_add_channel_scaled_f16(GlipElementwiseParams p, const __half* a, const float* g, const __half* b, __half* y) {
+    GLIP_GRID_STRIDE(i, p.n) {
+        y[i] = __float2half_rn(__half2float(a[i]) + g[i % p.channels] * __half2float(b[i]));
+    }
+}
+
+// DyReLU's application on NCHW x (planes of `inner` = H*W) with z [N, 4C] = (a1, b1, a2, b2)
+// after h_sigmoid: y = max(x a1' + b1', x a2' + b2'), a1' = (a1 - 0.5) 2 + 1, b' = b - 0.5,
+// a2' = (a2 - 0.5) 2 (dyrelu.py:88-95).
+extern "C" __global__ void glip_elementwise_dyrelu_apply_f16(GlipElementwiseParams p, const __half* x, const __half* z, __half* y) {
+    GLIP_GRID_STRIDE(i, p.n) {
+        const int64_t plane = i / p.inner, c = p.channels;
+        const int64_t b = plane / c, ch = plane % c;
+        const __half* zb = z + b * 4 * c;
+        const float a1 = (__half2float(zb[ch]) - 0.5f) * 2.0f + 1.0f;
+        const float b1 = __half2float(zb[c + ch]) - 0.5f;
+        const float a2 = (__half2float(zb[2 * c + ch]) - 0.5f) * 2.0f;
+        const float b2 = __half2float(zb[3 * c + ch]) - 0.5f;
+        const float v = __half2float(x[i]);
+        const float u1 = v * a1 + b1, u2 = v * a2 + b2;
+        y[i] = __float2half_rn(u1 > u2 ? u1 : u2);
+    }
+}
+
+// DyConv's offset conv output om [B, channels = 3 taps, H*W]: the first 2 taps planes -> off [B, 2 taps, H*W], the last taps
+// planes -> sigmoid -> mask [B, taps, H*W]. One thread per element of om.
+extern "C" __global__ void glip_elementwise_split_offset_mask_f16(GlipElementwiseParams p, const __half* om, __half* off, __half* mask) {
+    GLIP_GRID_STRIDE(i, p.n) {
+        const int64_t hw = p.inner, c = p.channels, taps = c / 3;
+        const int64_t pos = i % hw, ch = (i / hw) % c, b = i / (hw * c);
+        const __half v = om[i];
+        if (ch < 2 * taps) {
+            off[(b * 2 * taps + ch) * hw + pos] = v;
+        } else {
+            mask[(b * taps + ch - 2 * taps) * hw + pos] = __float2half_rn(glip_sigmoid(__half2float(v)));
+        }
+    }
+}

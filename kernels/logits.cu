@@ -70,10 +70,11 @@ extern "C" __global__ void glip_logits_text_proj_f16(GlipLogitsParams p, const _
 #define GLIP_LG_BM 64
 #define GLIP_LG_BN 64
 #define GLIP_LG_BK 32
-// Launch bounds live on this declaration (the definition keeps the one-line form build.rs reads).
-extern "C" __global__ void __launch_bounds__(256) glip_logits_dot_f16(GlipLogitsParams p, const __half* visual, const float* proj, const float* tok_bias, float* out);
-extern "C" __global__ void glip_logits_dot_f16(GlipLogitsParams p, const __half* visual, const float* proj,
-                                                                       const float* tok_bias, float* out) {
+// The visual operand in f16 (activations) or f32 (features beyond f16's range, e.g. golden
+// 07's ×1e6 level: GLIP's answer there is the ±clamp, which f16 storage would turn into NaN).
+template <typename V>
+GLIP_DEVICE void glip_logits_dot(const GlipLogitsParams& p, const V* visual, const float* proj,
+                                 const float* tok_bias, float* out) {
     __shared__ float as[GLIP_LG_BK][GLIP_LG_BM + 4];
     __shared__ float bs[GLIP_LG_BK][GLIP_LG_BN + 4];
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4, tid = threadIdx.x;
@@ -99,7 +100,7 @@ extern "C" __global__ void glip_logits_dot_f16(GlipLogitsParams p, const __half*
             const int gm = m0 + m, gk = k0 + k;
             float v = 0.f;
             if (gm < p.n_pos && gk < p.dim) {
-                v = __half2float(p.channel_major ? visual[vbase + (int64_t)gk * p.n_pos + gm] : visual[vbase + (int64_t)gm * p.dim + gk]);
+                v = glip_to_f32(p.channel_major ? visual[vbase + (int64_t)gk * p.n_pos + gm] : visual[vbase + (int64_t)gm * p.dim + gk]);
             }
             as[k][m] = v;
         }
@@ -134,6 +135,13 @@ extern "C" __global__ void glip_logits_dot_f16(GlipLogitsParams p, const __half*
             if (gn < p.n_txt) orow[gn] = glip_clamp_nan(acc[i][j] / p.scale + tok_bias[(int64_t)b * p.n_txt + gn], -p.clamp, p.clamp);
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256) glip_logits_dot_f16(GlipLogitsParams p, const __half* visual, const float* proj, const float* tok_bias, float* out) {
+    glip_logits_dot<__half>(p, visual, proj, tok_bias, out);
+}
+extern "C" __global__ void __launch_bounds__(256) glip_logits_dot_f32(GlipLogitsParams p, const float* visual, const float* proj, const float* tok_bias, float* out) {
+    glip_logits_dot<float>(p, visual, proj, tok_bias, out);
 }
 
 // scores[r, c] = mean over the tokens of the positive-map entry owning column c of

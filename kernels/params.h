@@ -6,12 +6,24 @@
 #pragma once
 #include <stdint.h>
 
-// elementwise.cu: y = alpha * a + beta * b (b optional), casts.
+// elementwise.cu: y = alpha * a + beta * b (b optional), casts, activations, and the
+// broadcasts of a per-image / per-channel factor.
 typedef struct GlipElementwiseParams {
-    int64_t n;     // elements
+    int64_t n;         // elements
     float alpha;
     float beta;
+    int64_t inner;     // broadcasts: elements per image (scale_images) or per plane (H*W)
+    int32_t channels;  // broadcasts: C (a [C] vector over the last axis, or NCHW planes)
+    int32_t _pad;
 } GlipElementwiseParams;
+
+// reduce.cu: LayerNorm over rows, global average pool over planes.
+typedef struct GlipReduceParams {
+    int64_t rows;   // rows (LayerNorm) or planes (average pool)
+    int64_t width;  // elements per row / plane
+    float eps;
+    int32_t _pad;
+} GlipReduceParams;
 
 // group_norm.cu: GroupNorm over several NCHW levels in one launch.
 typedef struct GlipGroupNormLevel {
@@ -113,3 +125,48 @@ typedef struct GlipGemmParams {
     int32_t k;
     int32_t _pad;
 } GlipGemmParams;
+
+// layout.cu: index-map gathers. Each output element is read from one source element (or is
+// zero padding), so every op of the family is one grid-stride launch over its output.
+// "Rows" are [B, rows, C] token sequences; "planes" are NCHW [B, C, H*W].
+typedef struct GlipLayoutParams {
+    int64_t n;          // output elements of this launch
+    int64_t src_rows;   // rows per image of a rows-side source (0: every image reads image 0)
+    int64_t dst_rows;   // rows per image of a rows-side destination
+    int64_t row0;       // first row of this part in the packed rows side
+    int32_t batch;
+    int32_t channels;   // C: width of a row (copy_rows: elements per image and row)
+    int32_t h;          // source spatial size (rows side: the level's H, W)
+    int32_t w;
+    int32_t oh;         // destination spatial size (padded grid, window grid, upsampled)
+    int32_t ow;
+    int32_t window;     // Swin window M
+    int32_t shift;      // Swin cyclic shift (roll by -shift)
+    float scale_h;      // upsampling: source step per output row / column, computed on the
+    float scale_w;      // host exactly as the CPU twin computes it
+    int32_t ksize;      // im2col: square kernel size k
+    int32_t stride;     // im2col: convolution stride
+    int32_t pad;        // im2col: zero padding on every side
+    int32_t cols;       // im2col: row width of the column matrix (cin*k*k rounded up to 8)
+} GlipLayoutParams;
+
+// attention.cu: softmax attention of T queries over T keys per (sequence, head), one warp
+// per query, online softmax (scores stay in registers). q, k, v rows live in buffers of
+// row stride `ld` at column offsets q_off/k_off/v_off + head * head_dim (BERT: three
+// [B, T, H] tensors; Swin: one packed [B*nW, M*M, 3C] qkv); out is [seqs, T, out_ld].
+typedef struct GlipAttnParams {
+    int32_t seqs;         // sequences (BERT: batch; Swin: B * nW windows)
+    int32_t tokens;       // T (queries = keys)
+    int32_t heads;
+    int32_t head_dim;     // <= 128
+    int32_t ld;           // row stride of q, k, v
+    int32_t q_off;
+    int32_t k_off;
+    int32_t v_off;
+    int32_t out_ld;       // row stride of the output (heads * head_dim)
+    int32_t num_windows;  // Swin: windows per image, for the region ids (0: no shift mask)
+    float scale;          // BERT: divide the product by it (sqrt hd); Swin: multiply q by it
+    float clamp;          // BERT: clamp the scaled score to +-clamp (0: none)
+    float mask_fill;      // BERT: (1 - mask) * mask_fill added for every key
+    float shift_mask;     // Swin: added between tokens of different regions (-100)
+} GlipAttnParams;

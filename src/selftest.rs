@@ -5,7 +5,9 @@
 
 use crate::backend::cpu;
 use crate::backend::cuda::{self, CudaBackend};
+use crate::backend::Backend;
 use crate::error::Result;
+use crate::tensor::Tensor;
 use crate::testing::{max_abs_diff, Rng};
 use half::f16;
 
@@ -28,6 +30,9 @@ pub fn checks() -> Vec<(&'static str, CheckFn)> {
         ("group_norm", group_norm as CheckFn),
         ("logits", logits as CheckFn),
         ("nms", nms as CheckFn),
+        ("layout", layout as CheckFn),
+        ("reduce", reduce as CheckFn),
+        ("attention", attention as CheckFn),
     ]
 }
 
@@ -351,7 +356,7 @@ fn logits(be: &CudaBackend) -> Result<Check> {
         out_rows: n,
         out_row0: 0,
     };
-    gl::dot_f16(
+    gl::dot(
         be,
         &s,
         &be.upload_f16(&vis)?,
@@ -445,5 +450,163 @@ fn nms(be: &CudaBackend) -> Result<Check> {
         family: "nms",
         passed: same && d == 0.0,
         figure: format!("kept sets {} ({counts:?} detections), max |score diff| / (|box diff| px / 100) {d:.1e} (tol 0)", if same { "equal" } else { "DIFFER" }),
+    })
+}
+
+/// An f16-rounded random host tensor (what both backends then see).
+fn rounded(rng: &mut Rng, shape: &[usize], std: f32, mean: f32) -> Result<Tensor> {
+    let n = shape.iter().product();
+    let v = rng
+        .normal_vec(n, std)
+        .into_iter()
+        .map(|x| x + mean)
+        .collect();
+    Tensor::from_f32(shape, v)?.to_f16()?.to_f32()
+}
+
+/// The worst NSE of `op` on the device (f16 in, `params` f32) against the CPU backend.
+fn op_nse(
+    be: &CudaBackend,
+    inputs: &[&Tensor],
+    params: &[&Tensor],
+    op: impl Fn(&dyn Backend, &[Tensor], &[Tensor]) -> Result<Tensor>,
+) -> Result<(f64, bool)> {
+    let dev_in = inputs
+        .iter()
+        .map(|t| be.upload(&t.to_f16()?))
+        .collect::<Result<Vec<_>>>()?;
+    let dev_par = params
+        .iter()
+        .map(|t| be.upload(t))
+        .collect::<Result<Vec<_>>>()?;
+    let host_in = inputs
+        .iter()
+        .map(|t| t.try_clone())
+        .collect::<Result<Vec<_>>>()?;
+    let host_par = params
+        .iter()
+        .map(|t| t.try_clone())
+        .collect::<Result<Vec<_>>>()?;
+    let got = be.to_host(&op(be, &dev_in, &dev_par)?)?.to_f32()?;
+    let want = op(&cpu::CpuBackend, &host_in, &host_par)?;
+    let (g, w) = (got.f32s()?, want.f32s()?);
+    let finite = g.iter().all(|v| v.is_finite()) && got.shape() == want.shape();
+    Ok((crate::testing::nse(g, w), finite))
+}
+
+/// The gathers of Swin and the FPN at stage-1 sizes (emulated: a 100×100 token map): the
+/// shifted window partition and merge, patch merging, bilinear and nearest upsampling,
+/// packing the pyramid into tokens, im2col under a 3×3 stride-2 conv. Gathers copy, so the
+/// NSE is 0 but for bilinear (tol 1e-6) and the conv's GEMM (tol 1e-5).
+fn layout(be: &CudaBackend) -> Result<Check> {
+    let (h, w, c) = if reduced(be) {
+        (23, 30, 8)
+    } else {
+        (200, 336, 96)
+    };
+    let mut rng = Rng::new(13);
+    let x = rounded(&mut rng, &[1, h, w, c], 1.0, 0.0)?;
+    let planes = rounded(&mut rng, &[1, c, h / 2, w / 2], 1.0, 0.0)?;
+    let mut worst = 0.0f64;
+    let mut finite = true;
+    let mut note = |r: (f64, bool)| {
+        worst = worst.max(r.0);
+        finite &= r.1;
+    };
+    note(op_nse(be, &[&x], &[], |b, i, _| {
+        let win = b.window_partition(&i[0], 7, 3)?;
+        b.window_merge_add(b.duplicate(&i[0])?, &win, 7, 3)
+    })?);
+    note(op_nse(be, &[&x], &[], |b, i, _| {
+        b.patch_merge_gather(&i[0])
+    })?);
+    note(op_nse(be, &[&planes], &[], |b, i, _| {
+        b.upsample_bilinear_ac(&i[0], h, w)
+    })?);
+    note(op_nse(be, &[&planes], &[], |b, i, _| {
+        let up = b.upsample_nearest(&i[0], h, w)?;
+        b.levels_to_tokens(&[&up, &i[0]])
+    })?);
+    // im2col through a conv2d (with the tensor-core GEMM): the FPN's 3×3 stride-2 conv.
+    let wc = rounded(&mut rng, &[16, c, 3, 3], 0.2, 0.0)?;
+    let bc = rounded(&mut rng, &[16], 0.5, 0.0)?;
+    let (conv, conv_ok) = op_nse(be, &[&planes, &wc], &[&bc], |b, i, p| {
+        b.conv2d(&i[0], &i[1], Some(&p[0]), 2, 1)
+    })?;
+    let passed = finite && conv_ok && worst <= 1e-6 && conv <= 1e-5;
+    let worst = worst.max(conv);
+    Ok(Check {
+        family: "layout",
+        passed,
+        figure: format!(
+            "worst nse {worst:.1e} (gathers copy; bilinear 1e-6, conv 1e-5), {h}x{w}x{c}"
+        ),
+    })
+}
+
+/// LayerNorm over BERT-width rows and the average pool over an FPN level.
+fn reduce(be: &CudaBackend) -> Result<Check> {
+    let (rows, hw) = if reduced(be) {
+        (40, (25, 42))
+    } else {
+        (4096, (100, 168))
+    };
+    let mut rng = Rng::new(14);
+    let x = rounded(&mut rng, &[rows, 768], 2.0, 3.0)?;
+    let (wt, bs) = (
+        rounded(&mut rng, &[768], 1.0, 0.0)?,
+        rounded(&mut rng, &[768], 0.5, 0.0)?,
+    );
+    let (ln, ln_ok) = op_nse(be, &[&x], &[&wt, &bs], |b, i, p| {
+        b.layer_norm(&i[0], &p[0], &p[1], 1e-12)
+    })?;
+    let planes = rounded(&mut rng, &[2, 256, hw.0, hw.1], 1.0, 0.5)?;
+    let (ap, ap_ok) = op_nse(be, &[&planes], &[], |b, i, _| b.avg_pool(&i[0]))?;
+    Ok(Check {
+        family: "reduce",
+        passed: ln_ok && ap_ok && ln <= 1e-5 && ap <= 1e-5,
+        figure: format!("nse layer_norm {ln:.1e}, avg_pool {ap:.1e} (tol 1e-5)"),
+    })
+}
+
+/// BERT self-attention at GLIP's 256 tokens (12 heads of 64, 200 real; emulated: 64 tokens,
+/// 2 heads) with the ±50000 clamp, and shifted Swin window attention (3 heads of 32 over
+/// 7×7 windows of a stage-1 map; emulated: 4 windows).
+fn attention(be: &CudaBackend) -> Result<Check> {
+    use crate::backend::ops::{SelfAttention, WindowGrid, GLIP_CLAMP};
+    let (t, heads, real, map) = if reduced(be) {
+        (64, 2, 50, (9, 11))
+    } else {
+        (256, 12, 200, (200, 336))
+    };
+    let mut rng = Rng::new(15);
+    let h = heads * 64;
+    let (q, k, v) = (
+        rounded(&mut rng, &[1, t, h], 1.0, 0.0)?,
+        rounded(&mut rng, &[1, t, h], 1.0, 0.0)?,
+        rounded(&mut rng, &[1, t, h], 1.0, 0.0)?,
+    );
+    let mask = Tensor::from_i32(&[1, t], (0..t).map(|j| i32::from(j < real)).collect())?;
+    let spec = SelfAttention {
+        heads,
+        clamp: Some(GLIP_CLAMP),
+    };
+    let (sa, sa_ok) = op_nse(be, &[&q, &k, &v], &[&mask], |b, i, p| {
+        b.self_attention(&i[0], &i[1], &i[2], &p[0], spec)
+    })?;
+    let g = WindowGrid::new(map.0, map.1, 7);
+    let qkv = rounded(&mut rng, &[g.num_windows(), 49, 3 * 96], 1.0, 0.0)?;
+    let bias = rounded(&mut rng, &[3, 49, 49], 1.0, 0.0)?;
+    let ids = Tensor::from_i32(&[g.num_windows(), 49], g.region_ids(3))?;
+    let (wa, wa_ok) = op_nse(be, &[&qkv, &bias], &[&ids], |b, i, p| {
+        b.window_attention(&i[0], &i[1], Some(&p[0]), 3)
+    })?;
+    Ok(Check {
+        family: "attention",
+        passed: sa_ok && wa_ok && sa <= 1e-5 && wa <= 1e-5,
+        figure: format!(
+            "nse self {sa:.1e} (T {t}, {heads} heads), window {wa:.1e} ({} windows) (tol 1e-5)",
+            g.num_windows()
+        ),
     })
 }

@@ -85,9 +85,9 @@ fn head_matches_golden_07() {
     println!("clamped logits: {clamped}");
 }
 
-/// The head on a CUDA device (the emulated one in CI) over the levels whose inputs fit f16:
-/// golden 07 scales its last level by 1e6 to reach the ±50000 clamp, beyond f16's range —
-/// keeping such stages in f32 on the device is the next issue's (fp16 range).
+/// The head on a CUDA device (the emulated one in CI) over the levels whose inputs fit f16
+/// (activations are f16 on the device); golden 07's last level, scaled by 1e6 to reach the
+/// ±50000 clamp, is beyond f16's range and goes through the logits in f32 below.
 #[test]
 fn head_matches_golden_07_on_every_cuda_device() {
     let g = load_golden("07_head").unwrap();
@@ -135,5 +135,37 @@ fn head_matches_golden_07_on_every_cuda_device() {
                 check_on(&name, &key, be, got, &g[&key]);
             }
         }
+        // fp16 range: the levels beyond f16 (×1e6 features) as f32 features through the
+        // device's dot-product logits give GLIP's answer, ±50000 where it clamps, no NaN.
+        let scale = g["log_scale"].to_f32_vec().unwrap()[0].exp();
+        let mut clamped = 0;
+        for l in visual.len().. {
+            let key = format!("input/visual.{l}");
+            let Some(x) = g.get(&key) else { break };
+            let x = be.upload(&x.to_f32().unwrap()).unwrap();
+            let got = be
+                .dot_logits(&x, &out.proj_tokens, &out.token_bias, scale, 50_000.0)
+                .unwrap();
+            let want = &g[&format!("output/dot_product_logits.{l}")];
+            check_on(
+                &name,
+                &format!("dot_product_logits.{l} (f32 features)"),
+                be,
+                &got,
+                want,
+            );
+            let (gv, wv) = (
+                be.to_host(&got).unwrap().to_f32_vec().unwrap(),
+                want.to_f32_vec().unwrap(),
+            );
+            for (a, e) in gv.iter().zip(&wv) {
+                if e.abs() == 50_000.0 {
+                    assert_eq!(a, e, "level {l}: GLIP clamps to {e}, the device gave {a}");
+                    clamped += 1;
+                }
+            }
+        }
+        assert!(clamped > 0, "golden 07 has no level beyond f16 any more");
+        println!("{name}: {clamped} logits at ±50000 from f32 features, as GLIP's");
     }
 }

@@ -123,7 +123,7 @@ fn dot_case(t: usize, layout: VisualLayout, per_level: bool, seed: u64) {
             out_rows: n_pos,
             out_row0: row0,
         };
-        gpu::dot_f16(
+        gpu::dot(
             &be,
             &s,
             &be.upload_f16(v).unwrap(),
@@ -193,7 +193,7 @@ fn dot_logits_clamp_binds() {
         out_rows: n,
         out_row0: 0,
     };
-    gpu::dot_f16(
+    gpu::dot(
         &be,
         &s,
         &be.upload_f16(&vis).unwrap(),

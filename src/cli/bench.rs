@@ -128,6 +128,11 @@ pub struct Args {
     /// Timed runs per prompt length (after one warm-up run).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
+    /// GLIP's test resize MIN,MAX (INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST) instead of the model's
+    /// (800,1333 for GLIP-T): e.g. 128,128 runs GLIP-T's weights at a reduced size (the
+    /// emulated device).
+    #[arg(long, value_name = "MIN,MAX")]
+    pub resize: Option<String>,
 }
 
 pub fn run(a: Args) -> Result {
@@ -158,16 +163,43 @@ pub fn run(a: Args) -> Result {
         .random_weights(1)
         .device(a.device.device)
         .allow_fallback(!a.device.no_fallback);
-    builder = match (&a.config, a.model.as_str()) {
-        (Some(path), _) => builder.config(path),
-        (None, "glip-t") => builder.preset(GlipConfig::glip_t()),
-        (None, "glip-l") => builder.preset(GlipConfig::glip_l()),
-        (None, m) => {
-            return Err(Error::Invalid(format!(
-                "--model {m}: expected glip-t or glip-l"
-            )))
+    let resize = a
+        .resize
+        .as_deref()
+        .map(|r| {
+            r.split_once(',')
+                .and_then(|(lo, hi)| Some((lo.parse::<usize>().ok()?, hi.parse::<usize>().ok()?)))
+                .filter(|&(lo, hi)| lo > 0 && hi >= lo && hi <= limits::MAX_IMAGE_SIDE)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "--resize {r}: expected MIN,MAX with 0 < MIN <= MAX <= {}",
+                        limits::MAX_IMAGE_SIDE
+                    ))
+                })
+        })
+        .transpose()?;
+    let preset = |mut c: GlipConfig| {
+        if let Some((lo, hi)) = resize {
+            c.input.min_size_test = lo;
+            c.input.max_size_test = hi;
         }
+        c
     };
+    builder =
+        match (&a.config, a.model.as_str()) {
+            (Some(_), _) if resize.is_some() => return Err(Error::Invalid(
+                "--resize applies to --model presets; set INPUT.*_SIZE_TEST in the --config yaml"
+                    .into(),
+            )),
+            (Some(path), _) => builder.config(path),
+            (None, "glip-t") => builder.preset(preset(GlipConfig::glip_t())),
+            (None, "glip-l") => builder.preset(preset(GlipConfig::glip_l())),
+            (None, m) => {
+                return Err(Error::Invalid(format!(
+                    "--model {m}: expected glip-t or glip-l"
+                )))
+            }
+        };
     if let Some(p) = &a.bert_config {
         builder = builder.bert_config(p);
     }

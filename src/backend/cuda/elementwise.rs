@@ -2,7 +2,7 @@
 
 use super::params::GlipElementwiseParams;
 use super::DeviceBuffer;
-use super::{check_len, launch_1d, CudaBackend};
+use super::{check_len, launch_1d, to_i32, CudaBackend};
 use crate::error::Result;
 use crate::kernels::names;
 use half::f16;
@@ -15,7 +15,30 @@ fn params(n: usize, alpha: f32, beta: f32) -> GlipElementwiseParams {
         n: n as i64,
         alpha,
         beta,
+        ..Default::default()
     }
+}
+
+/// The parameters of a broadcast over `n` elements: `inner` elements per factor (image or
+/// plane), `channels` of a per-channel vector.
+fn broadcast(
+    op: &'static str,
+    n: usize,
+    inner: usize,
+    channels: usize,
+) -> Result<GlipElementwiseParams> {
+    if inner == 0 || channels == 0 {
+        return Err(crate::error::Error::shape(
+            op,
+            format!("{n} elements in groups of {inner}, {channels} channels"),
+        ));
+    }
+    Ok(GlipElementwiseParams {
+        n: n as i64,
+        inner: inner as i64,
+        channels: to_i32(op, "channels", channels)?,
+        ..Default::default()
+    })
 }
 
 /// y[n] f16 = x[n] f32 rounded to nearest even.
@@ -129,4 +152,104 @@ pub fn unary_f16(
     // SAFETY: reads x and writes y over [0, n); both lengths were checked.
     unsafe { l.launch(launch_1d(n, BLOCK)) }?;
     Ok(())
+}
+
+/// y[i] = x[i] · a[i / per_image], x [N·per_image] f16, a [N] f16.
+pub fn scale_images_f16(
+    be: &CudaBackend,
+    x: &DeviceBuffer<f16>,
+    a: &DeviceBuffer<f16>,
+    y: &mut DeviceBuffer<f16>,
+    images: usize,
+    per_image: usize,
+) -> Result<()> {
+    let op = "scale_images";
+    let n = images * per_image;
+    check_len(op, "x", x.len(), n)?;
+    check_len(op, "a", a.len(), images)?;
+    check_len(op, "y", y.len(), n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let p = broadcast(op, n, per_image, 1)?;
+    let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_SCALE_IMAGES_F16)?;
+    let mut l = be.launch_builder(&f);
+    l.arg(&p).arg(x).arg(a).arg(y);
+    // SAFETY: x and y hold n elements, a one per image: i / per_image < images.
+    unsafe { l.launch(launch_1d(n, BLOCK)) }
+}
+
+/// y = a + g ⊙ b, a, b, y [rows·C] f16, g [C] f32.
+pub fn add_channel_scaled_f16(
+    be: &CudaBackend,
+    a: &DeviceBuffer<f16>,
+    g: &DeviceBuffer<f32>,
+    b: &DeviceBuffer<f16>,
+    y: &mut DeviceBuffer<f16>,
+    n: usize,
+    channels: usize,
+) -> Result<()> {
+    let op = "add_channel_scaled";
+    for (what, len) in [("a", a.len()), ("b", b.len()), ("y", y.len())] {
+        check_len(op, what, len, n)?;
+    }
+    check_len(op, "gamma", g.len(), channels)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let p = broadcast(op, n, 1, channels)?;
+    let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_ADD_CHANNEL_SCALED_F16)?;
+    let mut l = be.launch_builder(&f);
+    l.arg(&p).arg(a).arg(g).arg(b).arg(y);
+    // SAFETY: a, b, y hold n elements, g the channels (indexed i % channels).
+    unsafe { l.launch(launch_1d(n, BLOCK)) }
+}
+
+/// DyReLU's application on NCHW x [B, C, hw] with z [B, 4C] f16.
+pub fn dyrelu_apply_f16(
+    be: &CudaBackend,
+    x: &DeviceBuffer<f16>,
+    z: &DeviceBuffer<f16>,
+    y: &mut DeviceBuffer<f16>,
+    (batch, c, hw): (usize, usize, usize),
+) -> Result<()> {
+    let op = "dyrelu_apply";
+    let n = batch * c * hw;
+    check_len(op, "x", x.len(), n)?;
+    check_len(op, "z", z.len(), batch * 4 * c)?;
+    check_len(op, "y", y.len(), n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let p = broadcast(op, n, hw, c)?;
+    let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_DYRELU_APPLY_F16)?;
+    let mut l = be.launch_builder(&f);
+    l.arg(&p).arg(x).arg(z).arg(y);
+    // SAFETY: x, y hold n elements; z row b < batch holds 4C coefficients.
+    unsafe { l.launch(launch_1d(n, BLOCK)) }
+}
+
+/// om [B, 3·taps, hw] → off [B, 2·taps, hw] and sigmoid(mask) [B, taps, hw], f16.
+pub fn split_offset_mask_f16(
+    be: &CudaBackend,
+    om: &DeviceBuffer<f16>,
+    off: &mut DeviceBuffer<f16>,
+    mask: &mut DeviceBuffer<f16>,
+    (batch, taps, hw): (usize, usize, usize),
+) -> Result<()> {
+    let op = "split_offset_mask";
+    let n = batch * 3 * taps * hw;
+    check_len(op, "om", om.len(), n)?;
+    check_len(op, "offsets", off.len(), batch * 2 * taps * hw)?;
+    check_len(op, "mask", mask.len(), batch * taps * hw)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let p = broadcast(op, n, hw, 3 * taps)?;
+    let f = be.function(FAMILY, names::GLIP_ELEMENTWISE_SPLIT_OFFSET_MASK_F16)?;
+    let mut l = be.launch_builder(&f);
+    l.arg(&p).arg(om).arg(off).arg(mask);
+    // SAFETY: om holds n elements; each goes to the offset (2 taps planes per image) or the
+    // mask (taps planes per image) buffer, both checked.
+    unsafe { l.launch(launch_1d(n, BLOCK)) }
 }

@@ -36,6 +36,9 @@ impl KernelParam for super::params::GlipBiAttnParams {}
 impl KernelParam for super::params::GlipLogitsParams {}
 impl KernelParam for super::params::GlipNmsParams {}
 impl KernelParam for super::params::GlipGemmParams {}
+impl KernelParam for super::params::GlipLayoutParams {}
+impl KernelParam for super::params::GlipReduceParams {}
+impl KernelParam for super::params::GlipAttnParams {}
 
 /// Arguments of one launch, in kernel order.
 pub struct Launch<'a> {

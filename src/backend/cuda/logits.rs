@@ -79,7 +79,7 @@ pub fn text_proj_f16(
     Ok(())
 }
 
-/// Shape of one [`dot_f16`] launch.
+/// Shape of one [`dot`] launch.
 #[derive(Clone, Copy, Debug)]
 pub struct DotShape {
     pub batch: usize,
@@ -99,10 +99,10 @@ pub struct DotShape {
 /// out[b, out_row0 + p, t] = clamp((visual[b, p] · proj[b, t]) / scale + tok_bias[b, t], ±clamp).
 /// visual f16, proj [B, T, dim] f32, tok_bias [B, T] f32, out [B, out_rows, T] f32.
 #[allow(clippy::too_many_arguments)]
-pub fn dot_f16(
+pub fn dot<V: DotVisual>(
     be: &CudaBackend,
     s: &DotShape,
-    visual: &DeviceBuffer<f16>,
+    visual: &DeviceBuffer<V>,
     proj: &DeviceBuffer<f32>,
     tok_bias: &DeviceBuffer<f32>,
     scale: f32,
@@ -149,7 +149,7 @@ pub fn dot_f16(
     if grid.1 > 65_535 || grid.2 > 65_535 {
         return Err(Error::shape(OP, format!("grid {grid:?} too large")));
     }
-    let f = be.function(FAMILY, names::GLIP_LOGITS_DOT_F16)?;
+    let f = be.function(FAMILY, V::DOT_KERNEL)?;
     let cfg = LaunchConfig {
         grid_dim: grid,
         block_dim: (256, 1, 1),
@@ -258,4 +258,15 @@ pub fn phrase_mean_f32(
     // map was uploaded) and writes scores[r*num_labels + c]; both extents were checked.
     unsafe { l.launch(launch_1d(n, 256)) }?;
     Ok(())
+}
+
+/// The visual operand types of [`dot`]: f16 activations, or f32 features.
+pub trait DotVisual: super::FloatElem {
+    const DOT_KERNEL: &'static str;
+}
+impl DotVisual for f16 {
+    const DOT_KERNEL: &'static str = names::GLIP_LOGITS_DOT_F16;
+}
+impl DotVisual for f32 {
+    const DOT_KERNEL: &'static str = names::GLIP_LOGITS_DOT_F32;
 }

@@ -44,3 +44,45 @@ impl<T: DeviceElem> DeviceBuffer<T> {
         matches!(self.inner, BufInner::Emu(_))
     }
 }
+
+/// The float storage types of device tensors (f16 activations, f32 logits and vectors): a
+/// kernel family compiled for both is written once over this.
+pub trait FloatElem: DeviceElem {
+    const DTYPE: crate::tensor::DType;
+    /// The buffer of a tensor on device `ordinal` holding this type, if it does.
+    fn buffer(t: &crate::tensor::Tensor, ordinal: usize) -> Option<&DeviceBuffer<Self>>;
+    /// The tensor storage of a buffer of this type.
+    fn data(b: DeviceBuffer<Self>) -> crate::tensor::DeviceData;
+}
+
+impl FloatElem for f16 {
+    const DTYPE: crate::tensor::DType = crate::tensor::DType::F16;
+    fn buffer(t: &crate::tensor::Tensor, ordinal: usize) -> Option<&DeviceBuffer<Self>> {
+        match t.storage() {
+            crate::tensor::Storage::Cuda {
+                data: crate::tensor::DeviceData::F16(b),
+                ordinal: o,
+            } if *o == ordinal => Some(b),
+            _ => None,
+        }
+    }
+    fn data(b: DeviceBuffer<Self>) -> crate::tensor::DeviceData {
+        crate::tensor::DeviceData::F16(b)
+    }
+}
+
+impl FloatElem for f32 {
+    const DTYPE: crate::tensor::DType = crate::tensor::DType::F32;
+    fn buffer(t: &crate::tensor::Tensor, ordinal: usize) -> Option<&DeviceBuffer<Self>> {
+        match t.storage() {
+            crate::tensor::Storage::Cuda {
+                data: crate::tensor::DeviceData::F32(b),
+                ordinal: o,
+            } if *o == ordinal => Some(b),
+            _ => None,
+        }
+    }
+    fn data(b: DeviceBuffer<Self>) -> crate::tensor::DeviceData {
+        crate::tensor::DeviceData::F32(b)
+    }
+}

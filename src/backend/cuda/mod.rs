@@ -6,6 +6,7 @@
 //! loaded (cudarc panics on first use otherwise), so without a driver it returns
 //! `Error::NoDevice` instead.
 
+pub mod attention;
 pub mod bi_attn;
 pub mod deform_conv;
 pub mod elementwise;
@@ -14,15 +15,17 @@ pub mod fallback;
 pub mod gemm;
 pub mod group_norm;
 pub mod launch;
+pub mod layout;
 pub mod logits;
 pub mod memory;
 pub mod nms;
 pub mod ops;
 pub mod params;
+pub mod reduce;
 
 pub use emu::{EmuCheck, EmuChecks, EmuDevice};
 pub use launch::{Kernel, KernelArg, KernelParam, Launch};
-pub use memory::{DeviceBuffer, DeviceElem};
+pub use memory::{DeviceBuffer, DeviceElem, FloatElem};
 
 use crate::error::{Error, Result};
 use crate::kernels;
@@ -379,6 +382,20 @@ impl CudaBackend {
             _ => Err(Error::DType {
                 op,
                 expected: "f16 on this CUDA device",
+                got: t.dtype().name(),
+            }),
+        }
+    }
+    /// The i32 device slice of a tensor of this backend.
+    pub fn device_i32<'a>(&self, t: &'a Tensor, op: &'static str) -> Result<&'a DeviceBuffer<i32>> {
+        match t.storage() {
+            crate::tensor::Storage::Cuda {
+                data: DeviceData::I32(s),
+                ordinal,
+            } if *ordinal == self.ordinal => Ok(s),
+            _ => Err(Error::DType {
+                op,
+                expected: "i32 on this CUDA device",
                 got: t.dtype().name(),
             }),
         }

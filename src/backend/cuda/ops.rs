@@ -1,46 +1,93 @@
 //! The op interface (backend/ops.rs) on a CUDA device (or the emulated one): f16
-//! activations and matrices, f32 vectors and accumulation. Ops without a kernel yet run on
-//! the CPU twin through `on_cpu` (backend/cuda/fallback.rs: counted, or refused with
-//! `Error::NotOnDevice` naming the op when fallbacks are off).
+//! activations and matrices, f32 vectors and accumulation, every op a kernel (the families
+//! of kernels/). An op without a kernel would run on the CPU twin through `on_cpu`
+//! (backend/cuda/fallback.rs: counted, or refused with `Error::NotOnDevice` naming it).
 
-use super::fallback::Inputs;
-use super::{elementwise, gemm, logits, nms, CudaBackend};
+use super::{attention, layout};
+use super::{elementwise, gemm, logits, nms, reduce, CudaBackend, DeviceBuffer, FloatElem};
 use crate::backend::atss::{AtssConfig, Candidate, Level, PositiveMapCsr};
-use crate::backend::ops::{shape, Backend, SelfAttention};
+use crate::backend::ops::{shape, Backend, SelfAttention, WindowGrid};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, DeviceData, Tensor};
 use half::f16;
 
 /// The ops of the interface this backend runs on the CPU (through `on_cpu`) until their
-/// kernels land; `tests/ops_parity.rs` checks each against a run with fallbacks refused, and
-/// the unit test below checks the list against this file's own source.
-pub const CPU_FALLBACK_OPS: &[&str] = &[
-    "layer_norm",
-    "duplicate",
-    "repeat_batch",
-    "bert_embeddings",
-    "self_attention",
-    "add_channel_scaled",
-    "levels_to_tokens",
-    "tokens_to_levels",
-    "conv2d",
-    "upsample_nearest",
-    "upsample_bilinear_ac",
-    "avg_pool",
-    "scale_images",
-    "split_offset_mask",
-    "dyrelu_apply",
-    "pad_to_multiple",
-    "nchw_to_nhwc",
-    "nhwc_to_nchw",
-    "window_partition",
-    "window_merge_add",
-    "window_attention",
-    "patch_merge_gather",
-    "concat_positions",
-];
+/// kernels land — none today; the unit test below checks the list against this file's own
+/// source, and tests/cli_detect.rs runs the golden with fallbacks refused.
+pub const CPU_FALLBACK_OPS: &[&str] = &[];
+
+/// Runs `$body` with `$T` the float storage type of `$dtype` (the families compiled for
+/// both f16 and f32).
+macro_rules! with_float {
+    ($dtype:expr, $op:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            DType::F16 => {
+                type $T = f16;
+                $body
+            }
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            d => Err(Error::DType {
+                op: $op,
+                expected: "f16 or f32",
+                got: d.name(),
+            }),
+        }
+    };
+}
 
 impl CudaBackend {
+    /// The `T` buffer of a tensor of this backend.
+    fn float_buf<'a, T: FloatElem>(
+        &self,
+        t: &'a Tensor,
+        op: &'static str,
+    ) -> Result<&'a DeviceBuffer<T>> {
+        T::buffer(t, self.ordinal).ok_or(Error::DType {
+            op,
+            expected: match T::DTYPE {
+                DType::F16 => "f16 on this CUDA device",
+                _ => "f32 on this CUDA device",
+            },
+            got: t.dtype().name(),
+        })
+    }
+
+    fn new_tensor<T: FloatElem>(&self, shape: &[usize], b: DeviceBuffer<T>) -> Tensor {
+        Tensor::from_device(shape, self.ordinal, T::data(b))
+    }
+
+    /// A new `T` tensor of `shape`, written by `f` from x's buffer.
+    fn derive<T: FloatElem>(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        shape: &[usize],
+        f: impl FnOnce(&DeviceBuffer<T>, &mut DeviceBuffer<T>) -> Result<()>,
+    ) -> Result<Tensor> {
+        let dx = self.float_buf::<T>(x, op)?;
+        let mut y = self.alloc_zeros::<T>(shape.iter().product::<usize>().max(1))?;
+        f(dx, &mut y)?;
+        Ok(self.new_tensor(shape, y))
+    }
+
+    /// F.interpolate of NCHW x to (oh, ow).
+    fn upsample(
+        &self,
+        x: &Tensor,
+        op: &'static str,
+        mode: layout::Resample,
+        oh: usize,
+        ow: usize,
+    ) -> Result<Tensor> {
+        let (n, c, h, w) = shape::nchw(op, x)?;
+        with_float!(x.dtype(), op, T => self.derive::<T>(op, x, &[n, c, oh, ow], |dx, y| {
+            layout::upsample(self, mode, dx, y, n * c, (h, w), (oh, ow))
+        }))
+    }
+
     /// An activation of the elementwise family on f16 x → a new f16 tensor.
     fn unary(&self, x: &Tensor, op: &'static str, f: elementwise::Unary) -> Result<Tensor> {
         let n = x.numel();
@@ -171,10 +218,11 @@ impl Backend for CudaBackend {
         ))
     }
     fn layer_norm(&self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
-        self.on_cpu1("layer_norm", &[x, w, b], |cpu, v| {
-            let mut a = Inputs::new(v);
-            let op = "layer_norm";
-            cpu.layer_norm(&a.next(op)?, &a.next(op)?, &a.next(op)?, eps)
+        let op = "layer_norm";
+        let c = shape::layer_norm(x, w, b)?;
+        let (dw, db) = (self.device_f32(w, op)?, self.device_f32(b, op)?);
+        self.derive::<f16>(op, x, x.shape(), |dx, y| {
+            reduce::layer_norm_f16(self, dx, dw, db, y, (x.numel() / c, c), eps)
         })
     }
     fn clamp(&self, x: Tensor, bound: f32) -> Result<Tensor> {
@@ -184,15 +232,19 @@ impl Backend for CudaBackend {
         self.unary(&x, "gelu", elementwise::Unary::Gelu)
     }
     fn duplicate(&self, x: &Tensor) -> Result<Tensor> {
-        self.on_cpu1("duplicate", &[x], |cpu, v| {
-            cpu.duplicate(&Inputs::new(v).next("duplicate")?)
-        })
+        let op = "duplicate";
+        let n = x.numel();
+        with_float!(x.dtype(), op, T => self.derive::<T>(op, x, x.shape(), |dx, y| {
+            layout::copy_rows(self, dx, y, (1, 1, n), 1, 1, 0)
+        }))
     }
     fn repeat_batch(&self, x: &Tensor, times: usize) -> Result<Tensor> {
         let op = "repeat_batch";
-        self.on_cpu1(op, &[x], |cpu, v| {
-            cpu.repeat_batch(&Inputs::new(v).next(op)?, times)
-        })
+        let shape = shape::repeat_batch(x, times)?;
+        let per = x.numel();
+        with_float!(x.dtype(), op, T => self.derive::<T>(op, x, &shape, |dx, y| {
+            layout::copy_rows(self, dx, y, (times, 1, per), 0, 1, 0)
+        }))
     }
     fn bert_embeddings(
         &self,
@@ -202,10 +254,31 @@ impl Backend for CudaBackend {
         token_type0: &Tensor,
     ) -> Result<Tensor> {
         let op = "bert_embeddings";
-        self.on_cpu1(op, &[ids, word, position, token_type0], |cpu, v| {
-            let mut a = Inputs::new(v);
-            cpu.bert_embeddings(&a.next(op)?, &a.next(op)?, &a.next(op)?, &a.next(op)?)
-        })
+        let (batch, t, h, vocab) = shape::bert_embeddings(ids, word, position, token_type0)?;
+        // Ids come from the host (the tokenizer): checked there, then uploaded.
+        let host_ids = CudaBackend::to_host(self, ids)?;
+        let v = host_ids.i32s()?;
+        if let Some(&bad) = v
+            .iter()
+            .find(|&&id| usize::try_from(id).map_or(true, |i| i >= vocab))
+        {
+            return Err(Error::shape(
+                op,
+                format!("token id {bad} outside the vocabulary of {vocab}"),
+            ));
+        }
+        let dids = self.upload_i32(v)?;
+        let mut y = self.alloc_zeros::<f16>((batch * t * h).max(1))?;
+        layout::embed_f16(
+            self,
+            &dids,
+            self.device_f16(word, "bert_embeddings word")?,
+            self.device_f16(position, "bert_embeddings position")?,
+            self.device_f32(token_type0, "bert_embeddings token type")?,
+            &mut y,
+            (batch * t, t, h, vocab),
+        )?;
+        Ok(self.new_tensor(&[batch, t, h], y))
     }
     fn self_attention(
         &self,
@@ -216,10 +289,25 @@ impl Backend for CudaBackend {
         spec: SelfAttention,
     ) -> Result<Tensor> {
         let op = "self_attention";
-        self.on_cpu1(op, &[q, k, v, mask], |cpu, v| {
-            let mut a = Inputs::new(v);
-            cpu.self_attention(&a.next(op)?, &a.next(op)?, &a.next(op)?, &a.next(op)?, spec)
-        })
+        let (batch, t, h, hd) = shape::self_attention(q, k, v, mask, spec.heads)?;
+        let s = attention::AttnShape {
+            seqs: batch,
+            tokens: t,
+            heads: spec.heads,
+            head_dim: hd,
+        };
+        let mut out = self.alloc_zeros::<f16>((batch * t * h).max(1))?;
+        attention::self_attention_f16(
+            self,
+            &s,
+            self.device_f16(q, op)?,
+            self.device_f16(k, op)?,
+            self.device_f16(v, op)?,
+            self.device_i32(mask, "self_attention mask")?,
+            spec.clamp,
+            &mut out,
+        )?;
+        Ok(self.new_tensor(&[batch, t, h], out))
     }
     fn scale(&self, x: Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
         let n = x.numel();
@@ -234,19 +322,42 @@ impl Backend for CudaBackend {
     }
     fn add_channel_scaled(&self, a: Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
         let op = "add_channel_scaled";
-        self.on_cpu1(op, &[&a, g, b], |cpu, v| {
-            let mut i = Inputs::new(v);
-            cpu.add_channel_scaled(i.next(op)?, &i.next(op)?, &i.next(op)?)
+        let c = shape::channel_scaled(&a, g, b)?;
+        let (dg, db) = (self.device_f32(g, op)?, self.device_f16(b, op)?);
+        self.derive::<f16>(op, &a, a.shape(), |da, y| {
+            elementwise::add_channel_scaled_f16(self, da, dg, db, y, a.numel(), c)
         })
     }
     fn levels_to_tokens(&self, levels: &[&Tensor]) -> Result<Tensor> {
-        self.on_cpu1("levels_to_tokens", levels, |cpu, v| {
-            cpu.levels_to_tokens(&v.iter().collect::<Vec<_>>())
+        let op = "levels_to_tokens";
+        let (b, c, n) = shape::levels(levels)?;
+        let dtype = levels.first().map_or(DType::F16, |t| t.dtype());
+        with_float!(dtype, op, T => {
+            let mut y = self.alloc_zeros::<T>((b * n * c).max(1))?;
+            let mut row0 = 0;
+            for l in levels {
+                let [_, _, h, w] = l.dims::<4>(op)?;
+                let dl = self.float_buf::<T>(l, op)?;
+                layout::planes_to_rows(self, dl, &mut y, (b, c, h, w), n, row0)?;
+                row0 += h * w;
+            }
+            Ok(self.new_tensor(&[b, n, c], y))
         })
     }
     fn tokens_to_levels(&self, x: &Tensor, sizes: &[(usize, usize)]) -> Result<Vec<Tensor>> {
-        self.on_cpu("tokens_to_levels", &[x], |cpu, v| {
-            cpu.tokens_to_levels(&Inputs::new(v).next("tokens_to_levels")?, sizes)
+        let op = "tokens_to_levels";
+        let (b, c) = shape::tokens(x, sizes)?;
+        let n = x.shape()[1];
+        with_float!(x.dtype(), op, T => {
+            let mut row0 = 0;
+            let mut out = Vec::with_capacity(sizes.len());
+            for &(h, w) in sizes {
+                out.push(self.derive::<T>(op, x, &[b, c, h, w], |dx, y| {
+                    layout::rows_to_planes(self, dx, y, (b, c, h, w), n, row0)
+                })?);
+                row0 += h * w;
+            }
+            Ok(out)
         })
     }
     fn bi_attn(
@@ -301,26 +412,58 @@ impl Backend for CudaBackend {
         stride: usize,
         pad: usize,
     ) -> Result<Tensor> {
+        // im2col (layout family) + the tensor-core GEMM with its bias epilogue + the rows
+        // back to NCHW planes. A 1×1 convolution's columns are its NHWC input.
         let op = "conv2d";
-        let inputs: Vec<&Tensor> = [x, w].into_iter().chain(b).collect();
-        self.on_cpu1(op, &inputs, |cpu, v| {
-            let mut a = Inputs::new(v);
-            let (x, w) = (a.next(op)?, a.next(op)?);
-            let b = b.map(|_| a.next(op)).transpose()?;
-            cpu.conv2d(&x, &w, b.as_ref(), stride, pad)
-        })
+        let (cout, k) = shape::conv2d(x, w, b)?;
+        let (batch, cin, h, wd) = shape::nchw(op, x)?;
+        let g = layout::ConvGeometry {
+            batch,
+            cin,
+            h,
+            w: wd,
+            k,
+            stride,
+            pad,
+        };
+        let (oh, ow) = g.out_hw()?;
+        let rows = batch * oh * ow;
+        let (dx, dw) = (
+            self.device_f16(x, op)?,
+            self.device_f16(w, "conv2d weight")?,
+        );
+        let mut cols = self.alloc_zeros::<f16>((rows * g.cols()).max(1))?;
+        layout::im2col(self, dx, &mut cols, &g)?;
+        // The weight [cout, cin·k²] with its rows zero-padded to the columns' width.
+        let padded;
+        let dw = if g.cols() == g.taps() {
+            dw
+        } else {
+            let mut p = self.alloc_zeros::<f16>(cout * g.cols())?;
+            layout::pad(self, dw, &mut p, 1, (cout, g.taps()), (cout, g.cols()))?;
+            padded = p;
+            &padded
+        };
+        let zeros;
+        let bias = match b {
+            Some(b) => self.device_f32(b, "conv2d bias")?,
+            None => {
+                zeros = self.alloc_zeros::<f32>(cout)?;
+                &zeros
+            }
+        };
+        let mut y = self.alloc_zeros::<f16>((rows * cout).max(1))?;
+        gemm::gemm_bias_f16(self, rows, cout, g.cols(), &cols, dw, true, bias, &mut y)?;
+        let mut out = self.alloc_zeros::<f16>((rows * cout).max(1))?;
+        layout::rows_to_planes(self, &y, &mut out, (batch, cout, oh, ow), oh * ow, 0)?;
+        Ok(self.new_tensor(&[batch, cout, oh, ow], out))
     }
     fn upsample_nearest(&self, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
-        let op = "upsample_nearest";
-        self.on_cpu1(op, &[x], |cpu, v| {
-            cpu.upsample_nearest(&Inputs::new(v).next(op)?, oh, ow)
-        })
+        self.upsample(x, "upsample_nearest", layout::Resample::Nearest, oh, ow)
     }
     fn upsample_bilinear_ac(&self, x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
-        let op = "upsample_bilinear_ac";
-        self.on_cpu1(op, &[x], |cpu, v| {
-            cpu.upsample_bilinear_ac(&Inputs::new(v).next(op)?, oh, ow)
-        })
+        let mode = layout::Resample::BilinearAlignCorners;
+        self.upsample(x, "upsample_bilinear_ac", mode, oh, ow)
     }
     fn relu(&self, x: Tensor) -> Result<Tensor> {
         self.unary(&x, "relu", elementwise::Unary::Relu)
@@ -330,22 +473,41 @@ impl Backend for CudaBackend {
     }
     fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {
         let op = "avg_pool";
-        self.on_cpu1(op, &[x], |cpu, v| cpu.avg_pool(&Inputs::new(v).next(op)?))
+        let (n, c, h, w) = shape::nchw(op, x)?;
+        if h * w == 0 {
+            return Err(Error::shape(op, "empty map"));
+        }
+        self.derive::<f16>(op, x, &[n, c], |dx, y| {
+            reduce::avg_pool_f16(self, dx, y, (n * c, h * w))
+        })
     }
     fn scale_images(&self, x: Tensor, a: &Tensor) -> Result<Tensor> {
         let op = "scale_images";
-        self.on_cpu1(op, &[&x, a], |cpu, v| {
-            let mut i = Inputs::new(v);
-            cpu.scale_images(i.next(op)?, &i.next(op)?)
+        let n = shape::per_image(op, &x, a)?;
+        let da = self.device_f16(a, op)?;
+        self.derive::<f16>(op, &x, x.shape(), |dx, y| {
+            elementwise::scale_images_f16(self, dx, da, y, n, x.numel() / n)
         })
     }
     fn split_offset_mask(&self, om: &Tensor) -> Result<(Tensor, Tensor)> {
+        use crate::backend::ops::DEFORM_TAPS as TAPS;
         let op = "split_offset_mask";
-        let mut v = Inputs::new(self.on_cpu(op, &[om], |cpu, v| {
-            let (o, m) = cpu.split_offset_mask(&Inputs::new(v).next(op)?)?;
-            Ok(vec![o, m])
-        })?);
-        Ok((v.next(op)?, v.next(op)?))
+        let (n, c, h, w) = shape::nchw(op, om)?;
+        if c != 3 * TAPS {
+            return Err(Error::shape(
+                op,
+                format!("{c} channels, expected {}", 3 * TAPS),
+            ));
+        }
+        let hw = h * w;
+        let dom = self.device_f16(om, op)?;
+        let mut off = self.alloc_zeros::<f16>((n * 2 * TAPS * hw).max(1))?;
+        let mut mask = self.alloc_zeros::<f16>((n * TAPS * hw).max(1))?;
+        elementwise::split_offset_mask_f16(self, dom, &mut off, &mut mask, (n, TAPS, hw))?;
+        Ok((
+            self.new_tensor(&[n, 2 * TAPS, h, w], off),
+            self.new_tensor(&[n, TAPS, h, w], mask),
+        ))
     }
     fn deform_conv3x3(
         &self,
@@ -418,9 +580,16 @@ impl Backend for CudaBackend {
     }
     fn dyrelu_apply(&self, x: Tensor, z: &Tensor) -> Result<Tensor> {
         let op = "dyrelu_apply";
-        self.on_cpu1(op, &[&x, z], |cpu, v| {
-            let mut i = Inputs::new(v);
-            cpu.dyrelu_apply(i.next(op)?, &i.next(op)?)
+        let (n, c, h, w) = shape::nchw(op, &x)?;
+        if z.shape() != [n, 4 * c] {
+            return Err(Error::shape(
+                op,
+                format!("coefficients {:?} for {:?}", z.shape(), x.shape()),
+            ));
+        }
+        let dz = self.device_f16(z, op)?;
+        self.derive::<f16>(op, &x, x.shape(), |dx, y| {
+            elementwise::dyrelu_apply_f16(self, dx, dz, y, (n, c, h * w))
         })
     }
     fn text_projection(
@@ -471,17 +640,16 @@ impl Backend for CudaBackend {
             out_rows: hw,
             out_row0: 0,
         };
-        let mut out = self.alloc_zeros::<f32>(b * hw * t)?;
-        super::logits::dot_f16(
-            self,
-            &s,
-            self.device_f16(v, "dot_logits")?,
+        let mut out = self.alloc_zeros::<f32>((b * hw * t).max(1))?;
+        let (proj, tok_bias) = (
             self.device_f32(proj, "dot_logits proj")?,
             self.device_f32(tok_bias, "dot_logits token bias")?,
-            scale,
-            clamp,
-            &mut out,
-        )?;
+        );
+        // f16 activations; f32 features (beyond f16's range) keep their range to the clamp.
+        with_float!(v.dtype(), "dot_logits", T => {
+            let dv = self.float_buf::<T>(v, "dot_logits")?;
+            logits::dot(self, &s, dv, proj, tok_bias, scale, clamp, &mut out)
+        })?;
         Ok(Tensor::from_device(
             &[b, hw, t],
             self.ordinal,
@@ -489,8 +657,19 @@ impl Backend for CudaBackend {
         ))
     }
     fn concat_positions(&self, parts: &[&Tensor]) -> Result<Tensor> {
-        self.on_cpu1("concat_positions", parts, |cpu, v| {
-            cpu.concat_positions(&v.iter().collect::<Vec<_>>())
+        let op = "concat_positions";
+        let (b, n, c) = shape::concat_positions(parts)?;
+        let dtype = parts.first().map_or(DType::F32, |t| t.dtype());
+        with_float!(dtype, op, T => {
+            let mut y = self.alloc_zeros::<T>((b * n * c).max(1))?;
+            let mut row0 = 0;
+            for p in parts {
+                let rows = p.shape()[1];
+                let dp = self.float_buf::<T>(p, op)?;
+                layout::copy_rows(self, dp, &mut y, (b, rows, c), rows, n, row0)?;
+                row0 += rows;
+            }
+            Ok(self.new_tensor(&[b, n, c], y))
         })
     }
     fn phrase_scores(
@@ -537,27 +716,37 @@ impl Backend for CudaBackend {
     }
     fn pad_to_multiple(&self, x: &Tensor, m: usize) -> Result<Tensor> {
         let op = "pad_to_multiple";
-        self.on_cpu1(op, &[x], |cpu, v| {
-            cpu.pad_to_multiple(&Inputs::new(v).next(op)?, m)
-        })
+        let (n, c, h, w) = shape::nchw(op, x)?;
+        if m == 0 {
+            return Err(Error::shape(op, "multiple 0"));
+        }
+        let (hp, wp) = (h.div_ceil(m) * m, w.div_ceil(m) * m);
+        with_float!(x.dtype(), op, T => self.derive::<T>(op, x, &[n, c, hp, wp], |dx, y| {
+            layout::pad(self, dx, y, n * c, (h, w), (hp, wp))
+        }))
     }
     fn nchw_to_nhwc(&self, x: &Tensor) -> Result<Tensor> {
         let op = "nchw_to_nhwc";
-        self.on_cpu1(op, &[x], |cpu, v| {
-            cpu.nchw_to_nhwc(&Inputs::new(v).next(op)?)
-        })
+        let (n, c, h, w) = shape::nchw(op, x)?;
+        with_float!(x.dtype(), op, T => self.derive::<T>(op, x, &[n, h, w, c], |dx, y| {
+            layout::planes_to_rows(self, dx, y, (n, c, h, w), h * w, 0)
+        }))
     }
     fn nhwc_to_nchw(&self, x: &Tensor) -> Result<Tensor> {
         let op = "nhwc_to_nchw";
-        self.on_cpu1(op, &[x], |cpu, v| {
-            cpu.nhwc_to_nchw(&Inputs::new(v).next(op)?)
-        })
+        let (n, h, w, c) = shape::nhwc(op, x)?;
+        with_float!(x.dtype(), op, T => self.derive::<T>(op, x, &[n, c, h, w], |dx, y| {
+            layout::rows_to_planes(self, dx, y, (n, c, h, w), h * w, 0)
+        }))
     }
     fn window_partition(&self, x: &Tensor, window: usize, shift: usize) -> Result<Tensor> {
         let op = "window_partition";
-        self.on_cpu1(op, &[x], |cpu, v| {
-            cpu.window_partition(&Inputs::new(v).next(op)?, window, shift)
-        })
+        let (b, h, w, c) = shape::nhwc(op, x)?;
+        let g = WindowGrid::new(h, w, window.max(1));
+        let shape = [b * g.num_windows(), window * window, c];
+        with_float!(x.dtype(), op, T => self.derive::<T>(op, x, &shape, |dx, y| {
+            layout::window_partition(self, dx, y, (b, h, w, c), window, shift)
+        }))
     }
     fn window_merge_add(
         &self,
@@ -567,9 +756,19 @@ impl Backend for CudaBackend {
         shift: usize,
     ) -> Result<Tensor> {
         let op = "window_merge_add";
-        self.on_cpu1(op, &[&x, windows], |cpu, v| {
-            let mut i = Inputs::new(v);
-            cpu.window_merge_add(i.next(op)?, &i.next(op)?, window, shift)
+        let (b, h, w, c) = shape::nhwc(op, &x)?;
+        let g = WindowGrid::new(h, w, window.max(1));
+        if windows.shape() != [b * g.num_windows(), window * window, c] {
+            return Err(Error::shape(
+                op,
+                format!("windows {:?} for tokens {:?}", windows.shape(), x.shape()),
+            ));
+        }
+        with_float!(x.dtype(), op, T => {
+            let dw = self.float_buf::<T>(windows, op)?;
+            self.derive::<T>(op, &x, x.shape(), |dx, y| {
+                layout::window_merge_add(self, dx, dw, y, (b, h, w, c), window, shift)
+            })
         })
     }
     fn window_attention(
@@ -580,19 +779,35 @@ impl Backend for CudaBackend {
         heads: usize,
     ) -> Result<Tensor> {
         let op = "window_attention";
-        let inputs: Vec<&Tensor> = [qkv, rel_bias].into_iter().chain(region_ids).collect();
-        self.on_cpu1(op, &inputs, |cpu, v| {
-            let mut i = Inputs::new(v);
-            let (qkv, rel) = (i.next(op)?, i.next(op)?);
-            let ids = region_ids.map(|_| i.next(op)).transpose()?;
-            cpu.window_attention(&qkv, &rel, ids.as_ref(), heads)
-        })
+        let (nw, mm, c) = shape::window_attention(qkv, rel_bias, region_ids, heads)?;
+        let seqs = qkv.shape()[0];
+        let s = attention::AttnShape {
+            seqs,
+            tokens: mm,
+            heads,
+            head_dim: c / heads,
+        };
+        let ids = region_ids
+            .map(|r| self.device_i32(r, "window_attention region ids"))
+            .transpose()?;
+        let mut out = self.alloc_zeros::<f16>((seqs * mm * c).max(1))?;
+        attention::window_attention_f16(
+            self,
+            &s,
+            self.device_f16(qkv, op)?,
+            self.device_f16(rel_bias, "window_attention bias")?,
+            ids.map(|i| (i, nw)),
+            &mut out,
+        )?;
+        Ok(self.new_tensor(&[seqs, mm, c], out))
     }
     fn patch_merge_gather(&self, x: &Tensor) -> Result<Tensor> {
         let op = "patch_merge_gather";
-        self.on_cpu1(op, &[x], |cpu, v| {
-            cpu.patch_merge_gather(&Inputs::new(v).next(op)?)
-        })
+        let (b, h, w, c) = shape::nhwc(op, x)?;
+        let shape = [b, h.div_ceil(2), w.div_ceil(2), 4 * c];
+        with_float!(x.dtype(), op, T => self.derive::<T>(op, x, &shape, |dx, y| {
+            layout::patch_merge(self, dx, y, (b, h, w, c))
+        }))
     }
 }
 

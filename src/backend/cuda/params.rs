@@ -8,10 +8,13 @@ pub struct GlipElementwiseParams {
     pub n: i64,
     pub alpha: f32,
     pub beta: f32,
+    pub inner: i64,
+    pub channels: i32,
+    pub _pad: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of GlipElementwiseParams"][::core::mem::size_of::<GlipElementwiseParams>() - 16usize];
+    ["Size of GlipElementwiseParams"][::core::mem::size_of::<GlipElementwiseParams>() - 32usize];
     ["Alignment of GlipElementwiseParams"]
         [::core::mem::align_of::<GlipElementwiseParams>() - 8usize];
     ["Offset of field: GlipElementwiseParams::n"]
@@ -20,6 +23,33 @@ const _: () = {
         [::core::mem::offset_of!(GlipElementwiseParams, alpha) - 8usize];
     ["Offset of field: GlipElementwiseParams::beta"]
         [::core::mem::offset_of!(GlipElementwiseParams, beta) - 12usize];
+    ["Offset of field: GlipElementwiseParams::inner"]
+        [::core::mem::offset_of!(GlipElementwiseParams, inner) - 16usize];
+    ["Offset of field: GlipElementwiseParams::channels"]
+        [::core::mem::offset_of!(GlipElementwiseParams, channels) - 24usize];
+    ["Offset of field: GlipElementwiseParams::_pad"]
+        [::core::mem::offset_of!(GlipElementwiseParams, _pad) - 28usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct GlipReduceParams {
+    pub rows: i64,
+    pub width: i64,
+    pub eps: f32,
+    pub _pad: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GlipReduceParams"][::core::mem::size_of::<GlipReduceParams>() - 24usize];
+    ["Alignment of GlipReduceParams"][::core::mem::align_of::<GlipReduceParams>() - 8usize];
+    ["Offset of field: GlipReduceParams::rows"]
+        [::core::mem::offset_of!(GlipReduceParams, rows) - 0usize];
+    ["Offset of field: GlipReduceParams::width"]
+        [::core::mem::offset_of!(GlipReduceParams, width) - 8usize];
+    ["Offset of field: GlipReduceParams::eps"]
+        [::core::mem::offset_of!(GlipReduceParams, eps) - 16usize];
+    ["Offset of field: GlipReduceParams::_pad"]
+        [::core::mem::offset_of!(GlipReduceParams, _pad) - 20usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -292,9 +322,122 @@ const _: () = {
     ["Offset of field: GlipGemmParams::_pad"]
         [::core::mem::offset_of!(GlipGemmParams, _pad) - 12usize];
 };
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct GlipLayoutParams {
+    pub n: i64,
+    pub src_rows: i64,
+    pub dst_rows: i64,
+    pub row0: i64,
+    pub batch: i32,
+    pub channels: i32,
+    pub h: i32,
+    pub w: i32,
+    pub oh: i32,
+    pub ow: i32,
+    pub window: i32,
+    pub shift: i32,
+    pub scale_h: f32,
+    pub scale_w: f32,
+    pub ksize: i32,
+    pub stride: i32,
+    pub pad: i32,
+    pub cols: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GlipLayoutParams"][::core::mem::size_of::<GlipLayoutParams>() - 88usize];
+    ["Alignment of GlipLayoutParams"][::core::mem::align_of::<GlipLayoutParams>() - 8usize];
+    ["Offset of field: GlipLayoutParams::n"][::core::mem::offset_of!(GlipLayoutParams, n) - 0usize];
+    ["Offset of field: GlipLayoutParams::src_rows"]
+        [::core::mem::offset_of!(GlipLayoutParams, src_rows) - 8usize];
+    ["Offset of field: GlipLayoutParams::dst_rows"]
+        [::core::mem::offset_of!(GlipLayoutParams, dst_rows) - 16usize];
+    ["Offset of field: GlipLayoutParams::row0"]
+        [::core::mem::offset_of!(GlipLayoutParams, row0) - 24usize];
+    ["Offset of field: GlipLayoutParams::batch"]
+        [::core::mem::offset_of!(GlipLayoutParams, batch) - 32usize];
+    ["Offset of field: GlipLayoutParams::channels"]
+        [::core::mem::offset_of!(GlipLayoutParams, channels) - 36usize];
+    ["Offset of field: GlipLayoutParams::h"]
+        [::core::mem::offset_of!(GlipLayoutParams, h) - 40usize];
+    ["Offset of field: GlipLayoutParams::w"]
+        [::core::mem::offset_of!(GlipLayoutParams, w) - 44usize];
+    ["Offset of field: GlipLayoutParams::oh"]
+        [::core::mem::offset_of!(GlipLayoutParams, oh) - 48usize];
+    ["Offset of field: GlipLayoutParams::ow"]
+        [::core::mem::offset_of!(GlipLayoutParams, ow) - 52usize];
+    ["Offset of field: GlipLayoutParams::window"]
+        [::core::mem::offset_of!(GlipLayoutParams, window) - 56usize];
+    ["Offset of field: GlipLayoutParams::shift"]
+        [::core::mem::offset_of!(GlipLayoutParams, shift) - 60usize];
+    ["Offset of field: GlipLayoutParams::scale_h"]
+        [::core::mem::offset_of!(GlipLayoutParams, scale_h) - 64usize];
+    ["Offset of field: GlipLayoutParams::scale_w"]
+        [::core::mem::offset_of!(GlipLayoutParams, scale_w) - 68usize];
+    ["Offset of field: GlipLayoutParams::ksize"]
+        [::core::mem::offset_of!(GlipLayoutParams, ksize) - 72usize];
+    ["Offset of field: GlipLayoutParams::stride"]
+        [::core::mem::offset_of!(GlipLayoutParams, stride) - 76usize];
+    ["Offset of field: GlipLayoutParams::pad"]
+        [::core::mem::offset_of!(GlipLayoutParams, pad) - 80usize];
+    ["Offset of field: GlipLayoutParams::cols"]
+        [::core::mem::offset_of!(GlipLayoutParams, cols) - 84usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct GlipAttnParams {
+    pub seqs: i32,
+    pub tokens: i32,
+    pub heads: i32,
+    pub head_dim: i32,
+    pub ld: i32,
+    pub q_off: i32,
+    pub k_off: i32,
+    pub v_off: i32,
+    pub out_ld: i32,
+    pub num_windows: i32,
+    pub scale: f32,
+    pub clamp: f32,
+    pub mask_fill: f32,
+    pub shift_mask: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GlipAttnParams"][::core::mem::size_of::<GlipAttnParams>() - 56usize];
+    ["Alignment of GlipAttnParams"][::core::mem::align_of::<GlipAttnParams>() - 4usize];
+    ["Offset of field: GlipAttnParams::seqs"]
+        [::core::mem::offset_of!(GlipAttnParams, seqs) - 0usize];
+    ["Offset of field: GlipAttnParams::tokens"]
+        [::core::mem::offset_of!(GlipAttnParams, tokens) - 4usize];
+    ["Offset of field: GlipAttnParams::heads"]
+        [::core::mem::offset_of!(GlipAttnParams, heads) - 8usize];
+    ["Offset of field: GlipAttnParams::head_dim"]
+        [::core::mem::offset_of!(GlipAttnParams, head_dim) - 12usize];
+    ["Offset of field: GlipAttnParams::ld"][::core::mem::offset_of!(GlipAttnParams, ld) - 16usize];
+    ["Offset of field: GlipAttnParams::q_off"]
+        [::core::mem::offset_of!(GlipAttnParams, q_off) - 20usize];
+    ["Offset of field: GlipAttnParams::k_off"]
+        [::core::mem::offset_of!(GlipAttnParams, k_off) - 24usize];
+    ["Offset of field: GlipAttnParams::v_off"]
+        [::core::mem::offset_of!(GlipAttnParams, v_off) - 28usize];
+    ["Offset of field: GlipAttnParams::out_ld"]
+        [::core::mem::offset_of!(GlipAttnParams, out_ld) - 32usize];
+    ["Offset of field: GlipAttnParams::num_windows"]
+        [::core::mem::offset_of!(GlipAttnParams, num_windows) - 36usize];
+    ["Offset of field: GlipAttnParams::scale"]
+        [::core::mem::offset_of!(GlipAttnParams, scale) - 40usize];
+    ["Offset of field: GlipAttnParams::clamp"]
+        [::core::mem::offset_of!(GlipAttnParams, clamp) - 44usize];
+    ["Offset of field: GlipAttnParams::mask_fill"]
+        [::core::mem::offset_of!(GlipAttnParams, mask_fill) - 48usize];
+    ["Offset of field: GlipAttnParams::shift_mask"]
+        [::core::mem::offset_of!(GlipAttnParams, shift_mask) - 52usize];
+};
 
 // SAFETY: plain-old-data #[repr(C)] structs of fixed-width fields, passed by value to kernels.
 unsafe impl cudarc::driver::DeviceRepr for GlipElementwiseParams {}
+unsafe impl cudarc::driver::DeviceRepr for GlipReduceParams {}
 unsafe impl cudarc::driver::DeviceRepr for GlipGroupNormLevel {}
 unsafe impl cudarc::driver::DeviceRepr for GlipGroupNormParams {}
 unsafe impl cudarc::driver::DeviceRepr for GlipDeformConvParams {}
@@ -303,3 +446,5 @@ unsafe impl cudarc::driver::DeviceRepr for GlipLogitsParams {}
 unsafe impl cudarc::driver::DeviceRepr for GlipNmsLevel {}
 unsafe impl cudarc::driver::DeviceRepr for GlipNmsParams {}
 unsafe impl cudarc::driver::DeviceRepr for GlipGemmParams {}
+unsafe impl cudarc::driver::DeviceRepr for GlipLayoutParams {}
+unsafe impl cudarc::driver::DeviceRepr for GlipAttnParams {}
