@@ -234,6 +234,35 @@ const MUTANTS: &[(&str, &str, &str, &str)] = &[
         "const int64_t r = ((wl / nww) * m + t / m + p.shift) % p.oh;",
         "const int64_t r = ((wl / nww) * m + t / m + p.oh - p.shift) % p.oh;",
     ),
+    // (i) LayerNorm with the unbiased variance (n − 1): off by a factor of about 1 − 1/2n.
+    (
+        "unbiased_var",
+        "reduce",
+        "const float inv = rsqrtf(glip_block_sum(q, sh) / (float)p.width + p.eps);",
+        "const float inv = rsqrtf(glip_block_sum(q, sh) / (float)(p.width - 1) + p.eps);",
+    ),
+    // (j) the online softmax without rescaling the accumulator when the running max grows.
+    (
+        "no_rescale",
+        "attention",
+        "for (int r = 0; r < AT_MAX_DIM / 32; ++r) acc[r] *= corr;",
+        "for (int r = 0; r < AT_MAX_DIM / 32; ++r) acc[r] *= 1.0f;",
+    ),
+    // (l) a gather that never writes its last output element: only a poisoned output shows
+    // it as such (a zeroed one would pass for a 0 of the padding).
+    (
+        "skip_last",
+        "layout",
+        "    GLIP_GRID_STRIDE(i, p.n) {\n        const int64_t s = Src(p, i);",
+        "    GLIP_GRID_STRIDE(i, p.n - 1) {\n        const int64_t s = Src(p, i);",
+    ),
+    // (k) the same in the tensor-core kernel: O not rescaled when a key tile raises the max.
+    (
+        "tc_no_rescale",
+        "attention",
+        "for (int e = 0; e < 4; ++e) o[nt][e] *= corr[e >> 1];",
+        "for (int e = 0; e < 4; ++e) o[nt][e] *= 1.0f;",
+    ),
 ];
 
 /// Every kernel family compiled as host C++ against kernels/emu/ (always, with or without

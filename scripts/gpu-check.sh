@@ -43,7 +43,7 @@ for line in sys.stdin:
   cp "target/$PROFILE/glip" "$staged/glip"
   while read -r kind name exe; do
     case "$kind:$name" in
-      test:parity_*|test:ops_parity|test:golden_*|test:gpu_gating|test:kernel_names|bench:*)
+      test:parity_*|test:op_table|test:golden_*|test:gpu_gating|test:kernel_names|bench:*)
         cp "$exe" "$staged/$kind-$name" ;;
     esac
   done < "$list"
@@ -98,7 +98,7 @@ run() {
   fi
 
   { nvidia-smi; nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem,memory.total --format=csv; } > "$out/nvidia-smi.txt" 2>&1
-  "$bin/glip" doctor > "$out/doctor.txt" 2>&1; local rc=$?
+  timeout 300 "$bin/glip" doctor > "$out/doctor.txt" 2>&1; local rc=$?
   row "glip doctor" "$([[ $rc == 0 ]] && echo PASS || echo FAIL)" "$(grep -c PASS "$out/doctor.txt") families passed"
 
   for t in "$bin"/test-*; do
@@ -125,8 +125,12 @@ run() {
     row "bench GLIP-T 800x1333 $dev" "$([[ $rc == 0 ]] && echo DONE || echo FAIL)" "$(grep 'total per frame' "$out/bench-glip-t-$dev.txt" | tail -1)"
   done
 
+  # The op table in perf mode: every op of the interface, GPU vs CPU time per row.
+  timeout 240 "$bin/glip" bench --ops --device cuda --runs 5 > "$out/bench-ops.txt" 2>&1; rc=$?
+  row "bench --ops (op table)" "$([[ $rc == 0 ]] && echo DONE || echo FAIL)" "$(grep -c ' ms ' "$out/bench-ops.txt") rows"
+
   if command -v compute-sanitizer >/dev/null; then
-    for t in "$bin"/test-parity_*; do
+    for t in "$bin"/test-parity_* "$bin"/test-op_table; do
       local name; name="$(basename "$t")"
       # Every test of the executable: the CPU-only ones are cheap, and GPU test names vary.
       timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 "$t" --test-threads=1 > "$out/memcheck-$name.log" 2>&1; rc=$?

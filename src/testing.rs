@@ -275,14 +275,15 @@ impl E2eGolden {
         crate::model::glip::Glip::load_on(be, self.glip_config()?, self.bert.clone(), &w)
     }
 
-    /// The one pipeline ([`crate::Detector`]) on the golden's model, on `device`, with the
-    /// golden's caption and phrases as the prompt.
+    /// The one pipeline ([`crate::Detector`]) on the golden's model, on `device` (no CPU
+    /// fallback), with the golden's caption and phrases as the prompt.
     pub fn detector(&self, device: crate::DeviceChoice) -> Result<crate::Detector> {
         let mut det = crate::Detector::builder()
             .config(&self.config)
             .weights(&self.weights)
             .bert(self.bert.clone())
             .device(device)
+            .allow_fallback(false)
             .build()?;
         det.set_prompt_with_phrases(&self.caption, &self.phrases)?;
         Ok(det)
@@ -306,7 +307,8 @@ impl E2eGolden {
 /// The backends the golden tests run on: the CPU; the emulated CUDA device (its checks set
 /// to `fast` unless `GLIP_EMU_CHECKS` says otherwise: every kernel family runs under the full
 /// checks in its parity tests); and a GPU when one is present (required under
-/// `GLIP_REQUIRE_GPU=1`).
+/// `GLIP_REQUIRE_GPU=1`). The device backends refuse per-op CPU fallback and poison op
+/// outputs.
 pub fn test_backends() -> Vec<(String, crate::model::glip::SharedBackend)> {
     use crate::backend::cuda::{CudaBackend, EmuChecks};
     use std::sync::Arc;
@@ -316,12 +318,21 @@ pub fn test_backends() -> Vec<(String, crate::model::glip::SharedBackend)> {
         Ok("full") => EmuChecks::Full,
         _ => EmuChecks::Fast,
     };
+    // Device backends refuse CPU fallback (every op the tests reach must run a kernel) and
+    // poison op outputs with NaN (an element a kernel never writes cannot pass as 0).
     if crate::backend::cuda::emu::EMULATOR_BUILT {
-        v.push(("emu".into(), Arc::new(CudaBackend::emulated_with(checks))));
+        let mut be = CudaBackend::emulated_with(checks);
+        be.set_fallback(false);
+        be.set_poison_outputs(true);
+        v.push(("emu".into(), Arc::new(be)));
     }
     if crate::kernels::COMPILED || gpu_required() {
         match CudaBackend::new(0) {
-            Ok(be) => v.push(("cuda".into(), Arc::new(be))),
+            Ok(mut be) => {
+                be.set_fallback(false);
+                be.set_poison_outputs(true);
+                v.push(("cuda".into(), Arc::new(be)))
+            }
             Err(e) if gpu_required() => panic!("GLIP_REQUIRE_GPU=1 but no GPU: {e}"),
             Err(_) => {}
         }

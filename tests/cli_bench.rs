@@ -104,3 +104,29 @@ fn emulated_bench_reports_stages_with_no_fallback() {
     // Every op has a kernel: refusing fallbacks (above) changes nothing, no op is listed.
     assert!(!out.contains("in place of the device"), "{out}");
 }
+
+/// `glip bench --ops`: the op table in perf mode on the emulated device, every op of the
+/// interface checked against the CPU and timed on both.
+#[test]
+fn ops_mode_times_every_op_of_the_interface() {
+    let o = Command::new(env!("CARGO_BIN_EXE_glip"))
+        .args(["bench", "--ops", "--device", "emu", "--runs", "1"])
+        .env("GLIP_EMU_CHECKS", "fast")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("emulated CUDA device"), "{out}");
+    for op in glip_rt::backend::optable::interface_ops() {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(op))
+            .unwrap_or_else(|| panic!("no row for {op}:\n{out}"));
+        assert!(line.contains(" ms ") && line.contains(" ok "), "{line}");
+    }
+    assert!(!out.contains("FAIL"), "{out}");
+}

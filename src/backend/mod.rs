@@ -8,6 +8,7 @@ pub mod atss;
 pub mod cpu;
 pub mod cuda;
 pub mod ops;
+pub mod optable;
 pub mod plan;
 
 pub use ops::{Backend, SelfAttention};

@@ -133,9 +133,70 @@ pub struct Args {
     /// emulated device).
     #[arg(long, value_name = "MIN,MAX")]
     pub resize: Option<String>,
+    /// Time every row of the op table (src/backend/optable.rs) on the device and on the CPU,
+    /// after checking each against the CPU, instead of the model.
+    #[arg(long)]
+    pub ops: bool,
+}
+
+/// `glip bench --ops`: the op table's rows, checked and timed on the device and the CPU.
+fn run_ops(a: &Args) -> Result {
+    use glip_rt::backend::cpu::CpuBackend;
+    use glip_rt::backend::optable;
+    let mut stdout = super::out::Out::new();
+    let selected = glip_rt::backend::select(a.device.device, !a.device.no_fallback)?;
+    if let Some(n) = &selected.notice {
+        say!("{n}");
+    }
+    let be = &*selected.backend;
+    outln!(
+        stdout,
+        "op table on {} vs the CPU ({} runs per row, mean; the device time includes reading the outputs back)",
+        be.describe(),
+        a.runs
+    );
+    outln!(
+        stdout,
+        "  {:<22} {:<60} {:>10} {:>10} {:>8}  check",
+        "op",
+        "case",
+        "device ms",
+        "cpu ms",
+        "cpu/dev"
+    );
+    let mut failed = 0;
+    for row in optable::rows(1)? {
+        let v = optable::check(&row, be);
+        let dev = optable::time(&row, be, a.runs)?.as_secs_f64() * 1e3;
+        let cpu = optable::time(&row, &CpuBackend, a.runs)?.as_secs_f64() * 1e3;
+        failed += usize::from(!v.passed);
+        outln!(
+            stdout,
+            "  {:<22} {:<60} {:>7.3} ms {:>7.3} ms {:>7.1}x  {}",
+            row.op,
+            row.case,
+            dev,
+            cpu,
+            cpu / dev.max(1e-9),
+            if v.passed {
+                format!("ok (nse {:.1e})", v.nse)
+            } else {
+                format!("FAIL: {}", v.problem.unwrap_or_default())
+            }
+        );
+    }
+    if failed > 0 {
+        return Err(Error::Invalid(format!(
+            "{failed} rows of the op table disagree with the CPU"
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(a: Args) -> Result {
+    if a.ops {
+        return run_ops(&a);
+    }
     let mut stdout = super::out::Out::new();
     let (h, w) = a
         .size

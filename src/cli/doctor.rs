@@ -23,7 +23,10 @@ pub fn run(args: Args) -> Result {
     let mut out = super::out::Out::new();
     outln!(out, "glip-rt {}", env!("CARGO_PKG_VERSION"));
     if args.emulate {
-        let be = CudaBackend::emulated();
+        let mut be = CudaBackend::emulated();
+        // The op table's rows: outputs NaN-poisoned, no CPU fallback.
+        be.set_poison_outputs(true);
+        be.set_fallback(false);
         outln!(
             out,
             "kernel checks on the emulated CUDA device ({} kernels compiled as host C++; every launch \
@@ -116,7 +119,9 @@ pub fn run(args: Args) -> Result {
         );
         return Ok(ExitCode::FAILURE);
     }
-    let be = CudaBackend::new(args.device)?;
+    let mut be = CudaBackend::new(args.device)?;
+    be.set_poison_outputs(true);
+    be.set_fallback(false);
     outln!(
         out,
         "kernel checks on device {} (GPU vs CPU twin, random inputs):",

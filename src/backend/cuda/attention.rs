@@ -1,5 +1,6 @@
 //! Launch wrappers for kernels/attention.cu: BERT self-attention and Swin window attention,
-//! one warp per (sequence, head, query) with an online softmax.
+//! flash-style (online softmax): on tensor cores for head widths 16, 32 and 64 on sm_80+,
+//! else one warp per (sequence, head, query).
 
 use super::memory::DeviceBuffer;
 use super::params::GlipAttnParams;
@@ -15,6 +16,9 @@ const FAMILY: &str = "attention";
 const WARPS: usize = 4;
 pub const MAX_HEAD_DIM: usize = 128;
 const MAX_BLOCKS: usize = 65_535 * 8;
+/// The tensor-core kernels' head widths and queries per block (AT_TC_ROWS).
+const TC_HEAD_DIMS: [usize; 3] = [16, 32, 64];
+const TC_ROWS: usize = 64;
 
 /// The extents of one attention launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +55,21 @@ impl AttnShape {
             v_off: to_i32(op, "v offset", offs[2])?,
             out_ld: to_i32(op, "output width", self.width())?,
             ..Default::default()
+        })
+    }
+    /// The tensor-core launch, when this shape and device take it: head width 16, 32 or 64
+    /// (GLIP-T's BERT 64, Swin 32), sm_80+ (or the emulated device), grid within limits.
+    fn tc_grid(&self, be: &CudaBackend) -> Option<LaunchConfig> {
+        let sm80 = be.is_emulated() || be.compute_capability().is_ok_and(|(major, _)| major >= 8);
+        let fits = self.heads <= 65_535 && self.seqs <= 65_535;
+        (sm80 && fits && TC_HEAD_DIMS.contains(&self.head_dim)).then(|| LaunchConfig {
+            grid_dim: (
+                self.tokens.div_ceil(TC_ROWS) as u32,
+                self.heads as u32,
+                self.seqs as u32,
+            ),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
         })
     }
     fn grid(&self) -> LaunchConfig {
@@ -94,12 +113,17 @@ pub fn self_attention_f16(
     if n == 0 {
         return Ok(());
     }
-    let f = be.function(FAMILY, names::GLIP_ATTENTION_SELF_F16)?;
+    let (name, cfg) = match s.tc_grid(be) {
+        Some(cfg) => (names::GLIP_ATTENTION_SELF_TC_F16, cfg),
+        None => (names::GLIP_ATTENTION_SELF_F16, s.grid()),
+    };
+    let f = be.function(FAMILY, name)?;
     let mut l = be.launch_builder(&f);
     l.arg(&p).arg(q).arg(k).arg(v).arg(mask).arg(out);
-    // SAFETY: q, k, v, out hold seqs·T rows of heads·hd, the mask seqs·T entries; the kernel
-    // indexes rows < seqs·T and columns < heads·hd (hd ≤ MAX_HEAD_DIM checked).
-    unsafe { l.launch(s.grid()) }
+    // SAFETY: q, k, v, out hold seqs·T rows of heads·hd, the mask seqs·T entries; both
+    // kernels index rows < seqs·T (the tensor-core one zero-fills its tiles past T) and
+    // columns < heads·hd (hd ≤ MAX_HEAD_DIM checked; the tensor-core one only for 16/32/64).
+    unsafe { l.launch(cfg) }
 }
 
 /// Swin window attention: qkv [seqs, M², 3C] f16 → out [seqs, M², C], relative position bias
@@ -144,10 +168,15 @@ pub fn window_attention_f16(
     if rows == 0 {
         return Ok(());
     }
-    let f = be.function(FAMILY, names::GLIP_ATTENTION_WINDOW_F16)?;
+    let (name, cfg) = match s.tc_grid(be) {
+        Some(cfg) => (names::GLIP_ATTENTION_WINDOW_TC_F16, cfg),
+        None => (names::GLIP_ATTENTION_WINDOW_F16, s.grid()),
+    };
+    let f = be.function(FAMILY, name)?;
     let mut l = be.launch_builder(&f);
     l.arg(&p).arg(qkv).arg(bias).arg(ids).arg(out);
-    // SAFETY: qkv holds seqs·M² rows of 3C, out seqs·M² rows of C, the bias heads·M²·M²;
-    // the ids (read only when num_windows > 0) nW·M² with seqs a multiple of nW.
-    unsafe { l.launch(s.grid()) }
+    // SAFETY: qkv holds seqs·M² rows of 3C, out seqs·M² rows of C, the bias heads·M²·M²
+    // (query rows past M² read row M² − 1); the ids (read only when num_windows > 0) nW·M²
+    // with seqs a multiple of nW.
+    unsafe { l.launch(cfg) }
 }

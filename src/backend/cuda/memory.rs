@@ -49,6 +49,8 @@ impl<T: DeviceElem> DeviceBuffer<T> {
 /// kernel family compiled for both is written once over this.
 pub trait FloatElem: DeviceElem {
     const DTYPE: crate::tensor::DType;
+    /// What poisoned outputs are filled with.
+    const NAN: Self;
     /// The buffer of a tensor on device `ordinal` holding this type, if it does.
     fn buffer(t: &crate::tensor::Tensor, ordinal: usize) -> Option<&DeviceBuffer<Self>>;
     /// The tensor storage of a buffer of this type.
@@ -57,6 +59,7 @@ pub trait FloatElem: DeviceElem {
 
 impl FloatElem for f16 {
     const DTYPE: crate::tensor::DType = crate::tensor::DType::F16;
+    const NAN: Self = f16::NAN;
     fn buffer(t: &crate::tensor::Tensor, ordinal: usize) -> Option<&DeviceBuffer<Self>> {
         match t.storage() {
             crate::tensor::Storage::Cuda {
@@ -73,6 +76,7 @@ impl FloatElem for f16 {
 
 impl FloatElem for f32 {
     const DTYPE: crate::tensor::DType = crate::tensor::DType::F32;
+    const NAN: Self = f32::NAN;
     fn buffer(t: &crate::tensor::Tensor, ordinal: usize) -> Option<&DeviceBuffer<Self>> {
         match t.storage() {
             crate::tensor::Storage::Cuda {

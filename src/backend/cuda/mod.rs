@@ -80,6 +80,9 @@ pub struct CudaBackend {
     ordinal: usize,
     dev: Dev,
     fallbacks: fallback::Fallbacks,
+    /// Fill every op's output with NaN before its kernel runs (tests: an element a kernel
+    /// forgets to write shows as non-finite instead of a plausible 0).
+    poison: bool,
 }
 
 enum Dev {
@@ -123,6 +126,7 @@ impl CudaBackend {
         Ok(CudaBackend {
             ordinal,
             fallbacks: fallback::Fallbacks::new(),
+            poison: false,
             dev: Dev::Gpu(Gpu {
                 ctx,
                 stream,
@@ -141,6 +145,7 @@ impl CudaBackend {
         CudaBackend {
             ordinal: 0,
             fallbacks: fallback::Fallbacks::new(),
+            poison: false,
             dev: Dev::Emu(EmuDevice::new(checks)),
         }
     }
@@ -303,6 +308,18 @@ impl CudaBackend {
         }
     }
     /// A device buffer of `n` elements filled with `value` (used to poison outputs in tests).
+    /// Poison every op's output with NaN before its kernel writes it (off by default).
+    pub fn set_poison_outputs(&mut self, on: bool) {
+        self.poison = on;
+    }
+    /// An op's output buffer: zeroed, or NaN-filled under [`CudaBackend::set_poison_outputs`].
+    pub(crate) fn alloc_out<T: FloatElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
+        if self.poison {
+            self.upload_slice(&vec![T::NAN; n])
+        } else {
+            self.alloc_zeros::<T>(n)
+        }
+    }
     pub fn filled_f16(&self, n: usize, value: f16) -> Result<DeviceBuffer<f16>> {
         self.upload_f16(&vec![value; n])
     }

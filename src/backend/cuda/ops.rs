@@ -68,7 +68,7 @@ impl CudaBackend {
         f: impl FnOnce(&DeviceBuffer<T>, &mut DeviceBuffer<T>) -> Result<()>,
     ) -> Result<Tensor> {
         let dx = self.float_buf::<T>(x, op)?;
-        let mut y = self.alloc_zeros::<T>(shape.iter().product::<usize>().max(1))?;
+        let mut y = self.alloc_out::<T>(shape.iter().product::<usize>().max(1))?;
         f(dx, &mut y)?;
         Ok(self.new_tensor(shape, y))
     }
@@ -92,7 +92,7 @@ impl CudaBackend {
     fn unary(&self, x: &Tensor, op: &'static str, f: elementwise::Unary) -> Result<Tensor> {
         let n = x.numel();
         let dx = self.device_f16(x, op)?;
-        let mut y = self.alloc_zeros::<f16>(n.max(1))?;
+        let mut y = self.alloc_out::<f16>(n.max(1))?;
         elementwise::unary_f16(self, f, dx, &mut y, n)?;
         Ok(Tensor::from_device(
             x.shape(),
@@ -128,7 +128,7 @@ impl Backend for CudaBackend {
     fn matmul(&self, a: &Tensor, b: &Tensor, b_transposed: bool) -> Result<Tensor> {
         let (m, k, n) = shape::matmul(a, b, b_transposed)?;
         let (da, db) = (self.device_f16(a, "matmul")?, self.device_f16(b, "matmul")?);
-        let mut c = self.alloc_zeros::<f16>(m * n)?;
+        let mut c = self.alloc_out::<f16>(m * n)?;
         gemm::gemm_f16(self, m, n, k, da, db, b_transposed, &mut c)?;
         Ok(Tensor::from_device(
             &[m, n],
@@ -147,7 +147,7 @@ impl Backend for CudaBackend {
                 },
                 DType::F16,
             ) => {
-                let mut y = self.alloc_zeros::<f16>(n)?;
+                let mut y = self.alloc_out::<f16>(n)?;
                 elementwise::cast_f32_f16(self, x, &mut y, n)?;
                 Ok(Tensor::from_device(
                     t.shape(),
@@ -162,7 +162,7 @@ impl Backend for CudaBackend {
                 },
                 DType::F32,
             ) => {
-                let mut y = self.alloc_zeros::<f32>(n)?;
+                let mut y = self.alloc_out::<f32>(n)?;
                 elementwise::cast_f16_f32(self, x, &mut y, n)?;
                 Ok(Tensor::from_device(
                     t.shape(),
@@ -181,7 +181,7 @@ impl Backend for CudaBackend {
         shape::same("axpby", a, b)?;
         let n = a.numel();
         let (da, db) = (self.device_f16(a, "axpby")?, self.device_f16(b, "axpby")?);
-        let mut y = self.alloc_zeros::<f16>(n)?;
+        let mut y = self.alloc_out::<f16>(n)?;
         elementwise::axpby_f16(self, alpha, da, beta, db, &mut y, n)?;
         Ok(Tensor::from_device(
             a.shape(),
@@ -203,7 +203,7 @@ impl Backend for CudaBackend {
             self.device_f16(x, "linear")?,
             self.device_f16(w, "linear weight")?,
         );
-        let mut y = self.alloc_zeros::<f16>(rows * out)?;
+        let mut y = self.alloc_out::<f16>(rows * out)?;
         match b {
             Some(b) => {
                 let db = self.device_f32(b, "linear bias")?;
@@ -268,7 +268,7 @@ impl Backend for CudaBackend {
             ));
         }
         let dids = self.upload_i32(v)?;
-        let mut y = self.alloc_zeros::<f16>((batch * t * h).max(1))?;
+        let mut y = self.alloc_out::<f16>((batch * t * h).max(1))?;
         layout::embed_f16(
             self,
             &dids,
@@ -296,7 +296,7 @@ impl Backend for CudaBackend {
             heads: spec.heads,
             head_dim: hd,
         };
-        let mut out = self.alloc_zeros::<f16>((batch * t * h).max(1))?;
+        let mut out = self.alloc_out::<f16>((batch * t * h).max(1))?;
         attention::self_attention_f16(
             self,
             &s,
@@ -312,7 +312,7 @@ impl Backend for CudaBackend {
     fn scale(&self, x: Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
         let n = x.numel();
         let dx = self.device_f16(&x, "scale")?;
-        let mut y = self.alloc_zeros::<f16>(n)?;
+        let mut y = self.alloc_out::<f16>(n)?;
         elementwise::scale_f16(self, alpha, dx, beta, &mut y, n)?;
         Ok(Tensor::from_device(
             x.shape(),
@@ -333,7 +333,7 @@ impl Backend for CudaBackend {
         let (b, c, n) = shape::levels(levels)?;
         let dtype = levels.first().map_or(DType::F16, |t| t.dtype());
         with_float!(dtype, op, T => {
-            let mut y = self.alloc_zeros::<T>((b * n * c).max(1))?;
+            let mut y = self.alloc_out::<T>((b * n * c).max(1))?;
             let mut row0 = 0;
             for l in levels {
                 let [_, _, h, w] = l.dims::<4>(op)?;
@@ -385,8 +385,8 @@ impl Backend for CudaBackend {
             }
         };
         let mut ws = BiAttnWorkspace::new(self, &s, default_img_splits(s.n_img))?;
-        let mut ov = self.alloc_zeros::<f16>(s.img_len())?;
-        let mut ot = self.alloc_zeros::<f16>(s.txt_len())?;
+        let mut ov = self.alloc_out::<f16>(s.img_len())?;
+        let mut ot = self.alloc_out::<f16>(s.txt_len())?;
         bi_attn_f16(
             self,
             &s,
@@ -432,14 +432,14 @@ impl Backend for CudaBackend {
             self.device_f16(x, op)?,
             self.device_f16(w, "conv2d weight")?,
         );
-        let mut cols = self.alloc_zeros::<f16>((rows * g.cols()).max(1))?;
+        let mut cols = self.alloc_out::<f16>((rows * g.cols()).max(1))?;
         layout::im2col(self, dx, &mut cols, &g)?;
         // The weight [cout, cin·k²] with its rows zero-padded to the columns' width.
         let padded;
         let dw = if g.cols() == g.taps() {
             dw
         } else {
-            let mut p = self.alloc_zeros::<f16>(cout * g.cols())?;
+            let mut p = self.alloc_out::<f16>(cout * g.cols())?;
             layout::pad(self, dw, &mut p, 1, (cout, g.taps()), (cout, g.cols()))?;
             padded = p;
             &padded
@@ -452,9 +452,9 @@ impl Backend for CudaBackend {
                 &zeros
             }
         };
-        let mut y = self.alloc_zeros::<f16>((rows * cout).max(1))?;
+        let mut y = self.alloc_out::<f16>((rows * cout).max(1))?;
         gemm::gemm_bias_f16(self, rows, cout, g.cols(), &cols, dw, true, bias, &mut y)?;
-        let mut out = self.alloc_zeros::<f16>((rows * cout).max(1))?;
+        let mut out = self.alloc_out::<f16>((rows * cout).max(1))?;
         layout::rows_to_planes(self, &y, &mut out, (batch, cout, oh, ow), oh * ow, 0)?;
         Ok(self.new_tensor(&[batch, cout, oh, ow], out))
     }
@@ -501,8 +501,8 @@ impl Backend for CudaBackend {
         }
         let hw = h * w;
         let dom = self.device_f16(om, op)?;
-        let mut off = self.alloc_zeros::<f16>((n * 2 * TAPS * hw).max(1))?;
-        let mut mask = self.alloc_zeros::<f16>((n * TAPS * hw).max(1))?;
+        let mut off = self.alloc_out::<f16>((n * 2 * TAPS * hw).max(1))?;
+        let mut mask = self.alloc_out::<f16>((n * TAPS * hw).max(1))?;
         elementwise::split_offset_mask_f16(self, dom, &mut off, &mut mask, (n, TAPS, hw))?;
         Ok((
             self.new_tensor(&[n, 2 * TAPS, h, w], off),
@@ -524,7 +524,7 @@ impl Backend for CudaBackend {
         let [cout, ..] = w.dims::<4>("deform_conv3x3 weight")?;
         let s = DeformConvShape::new(n, c, cout, h, wd, stride)
             .with_offset_source(offset_src.0, offset_src.1);
-        let mut y = self.alloc_zeros::<f16>(n * cout * s.out_h() * s.out_w())?;
+        let mut y = self.alloc_out::<f16>(n * cout * s.out_h() * s.out_w())?;
         super::deform_conv::deform_conv_fwd_f16(
             self,
             &s,
@@ -561,7 +561,7 @@ impl Backend for CudaBackend {
             hw: h * wd,
         }];
         let mut ws = self.alloc_zeros::<f32>(super::group_norm::workspace_len(&s, &levels))?;
-        let mut y = self.alloc_zeros::<f16>(x.numel())?;
+        let mut y = self.alloc_out::<f16>(x.numel())?;
         super::group_norm::group_norm_levels_f16(
             self,
             &s,
@@ -601,8 +601,8 @@ impl Backend for CudaBackend {
         bias0: f32,
     ) -> Result<(Tensor, Tensor)> {
         let (bt, t, ld, dim) = shape::text_projection(lang, w, b, bias_lang)?;
-        let mut proj = self.alloc_zeros::<f32>(bt * t * dim)?;
-        let mut tb = self.alloc_zeros::<f32>(bt * t)?;
+        let mut proj = self.alloc_out::<f32>(bt * t * dim)?;
+        let mut tb = self.alloc_out::<f32>(bt * t)?;
         super::logits::text_proj_f16(
             self,
             bt * t,
@@ -640,7 +640,7 @@ impl Backend for CudaBackend {
             out_rows: hw,
             out_row0: 0,
         };
-        let mut out = self.alloc_zeros::<f32>((b * hw * t).max(1))?;
+        let mut out = self.alloc_out::<f32>((b * hw * t).max(1))?;
         let (proj, tok_bias) = (
             self.device_f32(proj, "dot_logits proj")?,
             self.device_f32(tok_bias, "dot_logits token bias")?,
@@ -661,7 +661,7 @@ impl Backend for CudaBackend {
         let (b, n, c) = shape::concat_positions(parts)?;
         let dtype = parts.first().map_or(DType::F32, |t| t.dtype());
         with_float!(dtype, op, T => {
-            let mut y = self.alloc_zeros::<T>((b * n * c).max(1))?;
+            let mut y = self.alloc_out::<T>((b * n * c).max(1))?;
             let mut row0 = 0;
             for p in parts {
                 let rows = p.shape()[1];
@@ -680,7 +680,7 @@ impl Backend for CudaBackend {
     ) -> Result<Tensor> {
         let (b, n, t) = shape::phrase_scores(logits, map, num_labels)?;
         let dmap = logits::DevicePositiveMap::upload(self, map, num_labels, t)?;
-        let mut y = self.alloc_zeros::<f32>((b * n * num_labels).max(1))?;
+        let mut y = self.alloc_out::<f32>((b * n * num_labels).max(1))?;
         let dl = self.device_f32(logits, "phrase_scores logits")?;
         logits::phrase_mean_f32(self, b * n, dl, &dmap, &mut y)?;
         Ok(Tensor::from_device(
@@ -790,7 +790,7 @@ impl Backend for CudaBackend {
         let ids = region_ids
             .map(|r| self.device_i32(r, "window_attention region ids"))
             .transpose()?;
-        let mut out = self.alloc_zeros::<f16>((seqs * mm * c).max(1))?;
+        let mut out = self.alloc_out::<f16>((seqs * mm * c).max(1))?;
         attention::window_attention_f16(
             self,
             &s,
