@@ -525,10 +525,7 @@ impl Detector {
             .lock()
             .map(|m| m.contains_key(&key))
             .unwrap_or(true);
-        // The recorder identifies buffers by host address; recording a device forward comes
-        // with the CUDA executor's arena.
-        let host = self.device() == crate::tensor::Device::Cpu;
-        if known || taps.is_enabled() || !host {
+        if known || taps.is_enabled() {
             return self.model.forward(batch, text, taps);
         }
         let (out, plan) = self.model.forward_planned(batch, text)?;

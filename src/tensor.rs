@@ -204,6 +204,24 @@ impl Tensor {
             Storage::Cuda { .. } => None,
         }
     }
+    /// The identity of the tensor's storage: its host address, or (device tensors) its
+    /// buffer's allocation id with the top bit set, so the two never meet. Two tensors have
+    /// the same identity while they share storage.
+    pub fn storage_id(&self) -> usize {
+        const DEVICE: usize = 1 << (usize::BITS - 1);
+        match &self.storage {
+            Storage::Host(_) => self.host_addr().unwrap_or(0),
+            Storage::Cuda { data, .. } => {
+                let id = match data {
+                    DeviceData::F32(b) => b.id(),
+                    DeviceData::F16(b) => b.id(),
+                    DeviceData::I32(b) => b.id(),
+                    DeviceData::U8(b) => b.id(),
+                };
+                DEVICE | id as usize
+            }
+        }
+    }
     /// Bytes of the tensor's elements.
     pub fn bytes(&self) -> usize {
         self.numel() * self.dtype().size()

@@ -100,3 +100,52 @@ fn tiny_model_plan_is_valid_and_changes_nothing() {
     assert!(plan.peak_bytes >= plan.live_bytes_bound);
     assert!(plan.peak_bytes * 2 < sizes, "the plan reuses memory");
 }
+
+/// The same forward recorded on the emulated device (buffers identified by allocation, not
+/// host address): the same ops as on the CPU and a valid plan. CUDA ops write new buffers
+/// where the CPU's elementwise ops work in place, so the device plan has more buffers.
+#[test]
+fn the_device_forward_records_the_same_ops_and_a_valid_plan() {
+    let golden = E2eGolden::load("12_e2e_tiny").unwrap();
+    let g = load_golden("12_e2e_tiny").unwrap();
+    let ints = |k: &str| -> Vec<i32> {
+        g[k].to_f32_vec()
+            .unwrap()
+            .iter()
+            .map(|&v| v as i32)
+            .collect()
+    };
+    let image = glip_rt::model::FeatureMap::from_tensor(&g["input/image"]).unwrap();
+    let mut plans = Vec::new();
+    for (name, be) in glip_rt::testing::test_backends() {
+        if name == "cuda" {
+            continue; // the emulated device stands for every CUDA device here
+        }
+        let m = golden.model_on(be.clone()).unwrap();
+        let text = m
+            .encode_text(&ints("input/input_ids"), &ints("input/attention_mask"))
+            .unwrap();
+        // (The recorder only delegates: the CPU test above shows the outputs unchanged.)
+        let (out, plan) = m.forward_planned(&image, &text).unwrap();
+        let boxes = be.to_host(&out.bbox_reg[0]).unwrap().to_f32_vec().unwrap();
+        assert!(boxes.iter().all(|v| v.is_finite()), "{name}");
+        assert_eq!(plan.conflicts(), None, "{name}");
+        assert!(plan.peak_bytes >= plan.live_bytes_bound, "{name}");
+        println!(
+            "{name}: {} ops, {} buffers, arena {} B (bound {} B)",
+            plan.ops,
+            plan.buffers.len(),
+            plan.peak_bytes,
+            plan.live_bytes_bound
+        );
+        plans.push((name, plan));
+    }
+    let [(_, cpu), (_, emu)] = &plans[..] else {
+        panic!(
+            "expected the CPU and the emulated device, got {}",
+            plans.len()
+        );
+    };
+    assert_eq!(emu.ops, cpu.ops, "one model, the same ops on every backend");
+    assert!(emu.buffers.len() > cpu.buffers.len());
+}

@@ -4,14 +4,15 @@
 //! an offset in one arena (greedy best fit, largest first), with the peak arena size and the
 //! lower bound no plan can beat (the most bytes live at once).
 //!
-//! Identity is the host storage address, so an op that returns its input's storage (the CPU
-//! backend's in-place elementwise ops) extends that buffer's interval instead of starting a
-//! new one. Tensors the trace reads but never wrote (weights, the image, the text features)
+//! Identity is the storage's ([`Tensor::storage_id`]: the host address, or a device buffer's
+//! allocation id), so an op that returns its input's storage (the CPU backend's in-place
+//! elementwise ops) extends that buffer's interval instead of starting a new one; CUDA ops
+//! write new buffers. The same forward records the same ops on every backend. Tensors the trace reads but never wrote (weights, the image, the text features)
 //! are inputs, not activations, and are not planned. The executor that replays the plan (and
 //! captures it as a CUDA graph) is the next step (issue 9).
 
 use super::ops::{Backend, SelfAttention};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::{DType, Device, Tensor};
 use std::cell::RefCell;
 
@@ -27,8 +28,6 @@ pub struct OpRecord {
 pub struct Recorder<'a> {
     inner: &'a dyn Backend,
     trace: RefCell<Vec<OpRecord>>,
-    /// Set when a tensor had no host address (a device backend): no plan can be made.
-    opaque: RefCell<bool>,
 }
 
 impl<'a> Recorder<'a> {
@@ -36,26 +35,17 @@ impl<'a> Recorder<'a> {
         Recorder {
             inner,
             trace: RefCell::new(Vec::new()),
-            opaque: RefCell::new(false),
         }
     }
 
-    /// The recorded ops, in order (an error when the backend's tensors have no host
-    /// identity: device recording comes with the CUDA executor).
-    pub fn into_trace(self) -> Result<Vec<OpRecord>> {
-        if self.opaque.into_inner() {
-            return Err(Error::Invalid(
-                "memory plan: only host-backed forwards can be recorded for now".into(),
-            ));
-        }
-        Ok(self.trace.into_inner())
+    /// The recorded ops, in order.
+    pub fn into_trace(self) -> Vec<OpRecord> {
+        self.trace.into_inner()
     }
 
+    /// A tensor's storage identity: the host address, or the device buffer's allocation id.
     fn id(&self, t: &Tensor) -> usize {
-        t.host_addr().unwrap_or_else(|| {
-            *self.opaque.borrow_mut() = true;
-            0
-        })
+        t.storage_id()
     }
 
     fn log(&self, op: &'static str, reads: Vec<usize>, outs: &[&Tensor]) {

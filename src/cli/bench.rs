@@ -354,7 +354,7 @@ pub fn run(a: Args) -> Result {
         for run in 0..=a.runs {
             let mut taps = Taps::disabled();
             let f = Instant::now();
-            // The warm-up run records the memory plan of this shape (on the CPU).
+            // The warm-up run records the memory plan of this shape (on any device).
             let (dets, _) = det.run(batch, &mut taps)?;
             let t_run = f.elapsed();
             if run == 0 {

@@ -246,7 +246,7 @@ impl Glip {
         use crate::backend::plan::{MemoryPlan, Recorder};
         let rec = Recorder::new(&*self.backend);
         let out = self.forward_on(&rec, images, text, &mut Taps::disabled())?;
-        Ok((out, MemoryPlan::from_trace(&rec.into_trace()?)))
+        Ok((out, MemoryPlan::from_trace(&rec.into_trace())))
     }
 
     /// The forward on `be` (which must hold this model's tensors).

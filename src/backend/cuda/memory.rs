@@ -21,6 +21,9 @@ impl DeviceElem for u64 {}
 #[derive(Debug)]
 pub struct DeviceBuffer<T> {
     pub(crate) inner: BufInner<T>,
+    /// Unique per allocation in this process: what identifies the buffer in a recorded
+    /// forward (device addresses are recycled, and reading one needs the stream).
+    id: u64,
 }
 
 #[derive(Debug)]
@@ -30,6 +33,18 @@ pub(crate) enum BufInner<T> {
 }
 
 impl<T: DeviceElem> DeviceBuffer<T> {
+    pub(crate) fn new(inner: BufInner<T>) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        DeviceBuffer {
+            inner,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+    /// This allocation's identity (never reused in the process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
     pub fn len(&self) -> usize {
         match &self.inner {
             BufInner::Cuda(s) => s.len(),

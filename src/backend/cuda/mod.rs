@@ -278,7 +278,7 @@ impl CudaBackend {
             Dev::Gpu(g) => BufInner::Cuda(g.stream.alloc_zeros::<T>(n)?),
             Dev::Emu(_) => BufInner::Emu(EmuBuffer::zeroed(n)?),
         };
-        Ok(DeviceBuffer { inner })
+        Ok(DeviceBuffer::new(inner))
     }
     /// A device copy of `data`.
     pub fn upload_slice<T: DeviceElem>(&self, data: &[T]) -> Result<DeviceBuffer<T>> {
@@ -286,7 +286,7 @@ impl CudaBackend {
             Dev::Gpu(g) => BufInner::Cuda(g.stream.clone_htod(data)?),
             Dev::Emu(_) => BufInner::Emu(EmuBuffer::from_slice(data)?),
         };
-        Ok(DeviceBuffer { inner })
+        Ok(DeviceBuffer::new(inner))
     }
     pub fn upload_f16(&self, data: &[f16]) -> Result<DeviceBuffer<f16>> {
         self.upload_slice(data)
