@@ -59,12 +59,13 @@ fn an_overlapping_plan_is_reported() {
     assert_eq!(p.conflicts(), Some((0, 1)));
 }
 
-#[test]
-fn tiny_model_plan_is_valid_and_changes_nothing() {
-    let m = E2eGolden::load("12_e2e_tiny")
-        .unwrap()
-        .model_on(glip_rt::backend::host_shared())
-        .unwrap();
+/// Golden 12's image and its text features encoded by `m`.
+fn golden_inputs(
+    m: &glip_rt::model::glip::Glip,
+) -> (
+    glip_rt::model::FeatureMap,
+    glip_rt::model::glip::TextFeatures,
+) {
     let g = load_golden("12_e2e_tiny").unwrap();
     let ints = |k: &str| -> Vec<i32> {
         g[k].to_f32_vec()
@@ -77,6 +78,16 @@ fn tiny_model_plan_is_valid_and_changes_nothing() {
         .encode_text(&ints("input/input_ids"), &ints("input/attention_mask"))
         .unwrap();
     let image = glip_rt::model::FeatureMap::from_tensor(&g["input/image"]).unwrap();
+    (image, text)
+}
+
+#[test]
+fn tiny_model_plan_is_valid_and_changes_nothing() {
+    let m = E2eGolden::load("12_e2e_tiny")
+        .unwrap()
+        .model_on(glip_rt::backend::host_shared())
+        .unwrap();
+    let (image, text) = golden_inputs(&m);
     let plain = m.forward(&image, &text, &mut Taps::disabled()).unwrap();
     let (out, plan) = m.forward_planned(&image, &text).unwrap();
     let host = |v: &[glip_rt::Tensor]| -> Vec<Vec<f32>> {
@@ -107,24 +118,13 @@ fn tiny_model_plan_is_valid_and_changes_nothing() {
 #[test]
 fn the_device_forward_records_the_same_ops_and_a_valid_plan() {
     let golden = E2eGolden::load("12_e2e_tiny").unwrap();
-    let g = load_golden("12_e2e_tiny").unwrap();
-    let ints = |k: &str| -> Vec<i32> {
-        g[k].to_f32_vec()
-            .unwrap()
-            .iter()
-            .map(|&v| v as i32)
-            .collect()
-    };
-    let image = glip_rt::model::FeatureMap::from_tensor(&g["input/image"]).unwrap();
     let mut plans = Vec::new();
     for (name, be) in glip_rt::testing::test_backends() {
         if name == "cuda" {
             continue; // the emulated device stands for every CUDA device here
         }
         let m = golden.model_on(be.clone()).unwrap();
-        let text = m
-            .encode_text(&ints("input/input_ids"), &ints("input/attention_mask"))
-            .unwrap();
+        let (image, text) = golden_inputs(&m);
         // (The recorder only delegates: the CPU test above shows the outputs unchanged.)
         let (out, plan) = m.forward_planned(&image, &text).unwrap();
         let boxes = be.to_host(&out.bbox_reg[0]).unwrap().to_f32_vec().unwrap();

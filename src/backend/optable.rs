@@ -100,14 +100,7 @@ fn row(
     args: Vec<Arg>,
     f: impl Fn(&dyn Backend, &[Tensor]) -> Result<Tensor> + Send + Sync + 'static,
 ) -> Row {
-    Row {
-        op,
-        family,
-        case: case.into(),
-        tol,
-        args,
-        run: Box::new(move |b, a| Ok(vec![f(b, a)?])),
-    }
+    rows_of(op, family, case, tol, args, move |b, a| Ok(vec![f(b, a)?]))
 }
 
 /// A row of several outputs.

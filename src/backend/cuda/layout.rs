@@ -178,60 +178,64 @@ pub fn pad<T: LayoutElem>(
 
 /// Planes [B, C, h·w] → rows [B, dst_rows, C] starting at `row0` (NCHW → NHWC, one pyramid
 /// level into the packed token sequence).
-#[allow(clippy::too_many_arguments)]
 pub fn planes_to_rows<T: LayoutElem>(
     be: &CudaBackend,
     x: &DeviceBuffer<T>,
     y: &mut DeviceBuffer<T>,
-    (batch, c, h, w): (usize, usize, usize, usize),
+    dims: (usize, usize, usize, usize),
     dst_rows: usize,
     row0: usize,
 ) -> Result<()> {
-    let op = "planes_to_rows";
-    if row0 + h * w > dst_rows {
-        return Err(Error::shape(
-            op,
-            format!("rows {row0}..{} of {dst_rows}", row0 + h * w),
-        ));
-    }
-    check_len(op, "x", x.len(), batch * c * h * w)?;
-    check_len(op, "y", y.len(), batch * dst_rows * c)?;
-    let s = Sizes {
-        n: batch * h * w * c,
-        dst_rows,
-        row0,
-        batch,
-        channels: c,
-        h,
-        w,
-        ..Sizes::default()
-    };
-    launch(be, op, Kernel::PlanesToRows, &s, x, None, y)
+    transpose(be, Kernel::PlanesToRows, x, y, dims, dst_rows, row0)
 }
 
 /// Rows [B, src_rows, C] from `row0` → planes [B, C, h·w] (NHWC → NCHW, one pyramid level
 /// out of the packed token sequence).
-#[allow(clippy::too_many_arguments)]
 pub fn rows_to_planes<T: LayoutElem>(
     be: &CudaBackend,
     x: &DeviceBuffer<T>,
     y: &mut DeviceBuffer<T>,
-    (batch, c, h, w): (usize, usize, usize, usize),
+    dims: (usize, usize, usize, usize),
     src_rows: usize,
     row0: usize,
 ) -> Result<()> {
-    let op = "rows_to_planes";
-    if row0 + h * w > src_rows {
+    transpose(be, Kernel::RowsToPlanes, x, y, dims, src_rows, row0)
+}
+
+/// Planes ↔ rows: `rows` is the packed side's rows per image, h·w of them from `row0`.
+fn transpose<T: LayoutElem>(
+    be: &CudaBackend,
+    k: Kernel,
+    x: &DeviceBuffer<T>,
+    y: &mut DeviceBuffer<T>,
+    (batch, c, h, w): (usize, usize, usize, usize),
+    rows: usize,
+    row0: usize,
+) -> Result<()> {
+    let to_rows = k == Kernel::PlanesToRows;
+    let op = if to_rows {
+        "planes_to_rows"
+    } else {
+        "rows_to_planes"
+    };
+    if row0 + h * w > rows {
         return Err(Error::shape(
             op,
-            format!("rows {row0}..{} of {src_rows}", row0 + h * w),
+            format!("rows {row0}..{} of {rows}", row0 + h * w),
         ));
     }
-    check_len(op, "x", x.len(), batch * src_rows * c)?;
-    check_len(op, "y", y.len(), batch * c * h * w)?;
+    let (planes, packed) = (batch * c * h * w, batch * rows * c);
+    let (nx, ny) = if to_rows {
+        (planes, packed)
+    } else {
+        (packed, planes)
+    };
+    check_len(op, "x", x.len(), nx)?;
+    check_len(op, "y", y.len(), ny)?;
     let s = Sizes {
-        n: batch * c * h * w,
-        src_rows,
+        n: planes,
+        src_rows: if to_rows { 0 } else { rows },
+        dst_rows: if to_rows { rows } else { 0 },
         row0,
         batch,
         channels: c,
@@ -239,7 +243,7 @@ pub fn rows_to_planes<T: LayoutElem>(
         w,
         ..Sizes::default()
     };
-    launch(be, op, Kernel::RowsToPlanes, &s, x, None, y)
+    launch(be, op, k, &s, x, None, y)
 }
 
 /// `rows` rows of C per image from [B, src_rows, C] (src_rows 0: image 0 for every image)

@@ -72,36 +72,26 @@ pub trait FloatElem: DeviceElem {
     fn data(b: DeviceBuffer<Self>) -> crate::tensor::DeviceData;
 }
 
-impl FloatElem for f16 {
-    const DTYPE: crate::tensor::DType = crate::tensor::DType::F16;
-    const NAN: Self = f16::NAN;
-    fn buffer(t: &crate::tensor::Tensor, ordinal: usize) -> Option<&DeviceBuffer<Self>> {
-        match t.storage() {
-            crate::tensor::Storage::Cuda {
-                data: crate::tensor::DeviceData::F16(b),
-                ordinal: o,
-            } if *o == ordinal => Some(b),
-            _ => None,
+/// `FloatElem` for a storage type and its `DeviceData` variant.
+macro_rules! float_elem {
+    ($t:ty, $variant:ident) => {
+        impl FloatElem for $t {
+            const DTYPE: crate::tensor::DType = crate::tensor::DType::$variant;
+            const NAN: Self = <$t>::NAN;
+            fn buffer(t: &crate::tensor::Tensor, ordinal: usize) -> Option<&DeviceBuffer<Self>> {
+                match t.storage() {
+                    crate::tensor::Storage::Cuda {
+                        data: crate::tensor::DeviceData::$variant(b),
+                        ordinal: o,
+                    } if *o == ordinal => Some(b),
+                    _ => None,
+                }
+            }
+            fn data(b: DeviceBuffer<Self>) -> crate::tensor::DeviceData {
+                crate::tensor::DeviceData::$variant(b)
+            }
         }
-    }
-    fn data(b: DeviceBuffer<Self>) -> crate::tensor::DeviceData {
-        crate::tensor::DeviceData::F16(b)
-    }
+    };
 }
-
-impl FloatElem for f32 {
-    const DTYPE: crate::tensor::DType = crate::tensor::DType::F32;
-    const NAN: Self = f32::NAN;
-    fn buffer(t: &crate::tensor::Tensor, ordinal: usize) -> Option<&DeviceBuffer<Self>> {
-        match t.storage() {
-            crate::tensor::Storage::Cuda {
-                data: crate::tensor::DeviceData::F32(b),
-                ordinal: o,
-            } if *o == ordinal => Some(b),
-            _ => None,
-        }
-    }
-    fn data(b: DeviceBuffer<Self>) -> crate::tensor::DeviceData {
-        crate::tensor::DeviceData::F32(b)
-    }
-}
+float_elem!(f16, F16);
+float_elem!(f32, F32);

@@ -312,12 +312,20 @@ impl CudaBackend {
     pub fn set_poison_outputs(&mut self, on: bool) {
         self.poison = on;
     }
-    /// An op's output buffer: zeroed, or NaN-filled under [`CudaBackend::set_poison_outputs`].
+    /// An op's output buffer: NaN-filled under [`CudaBackend::set_poison_outputs`]; else on a
+    /// GPU uninitialised (no memset per output) and on the emulated device zeroed.
     pub(crate) fn alloc_out<T: FloatElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
         if self.poison {
-            self.upload_slice(&vec![T::NAN; n])
-        } else {
-            self.alloc_zeros::<T>(n)
+            return self.upload_slice(&vec![T::NAN; n]);
+        }
+        match &self.dev {
+            // SAFETY: an op's kernels write every element of its output before anything reads
+            // it — what the op table checks on poisoned outputs for every op (an unwritten
+            // element fails as non-finite; the `skip_last` mutant shows the check works).
+            Dev::Gpu(g) => Ok(DeviceBuffer::new(BufInner::Cuda(unsafe {
+                g.stream.alloc::<T>(n)
+            }?))),
+            Dev::Emu(_) => self.alloc_zeros::<T>(n),
         }
     }
     pub fn filled_f16(&self, n: usize, value: f16) -> Result<DeviceBuffer<f16>> {
