@@ -1,14 +1,14 @@
 // Gather and layout: every op of this family is an index map — one output element per
-// thread (grid-stride), read from one source element or zero padding — stamped out for f16
-// and f32 storage by GLIP_LAYOUT_KERNELS. Upsampling reads 1 (nearest) or 4 (bilinear)
-// source elements. CPU twins: backend/cpu/ops.rs (the op of the same name).
+// thread (grid-stride), read from one source element or zero padding (`glip_gather` with a
+// source and a destination map) — stamped out for f16 and f32 storage by
+// GLIP_EXPORT_KERNEL. Bilinear upsampling reads 4 source elements; the BERT embeddings sum
+// three rows. CPU twins: backend/cpu/ops.rs (the op of the same name).
 //
 // Writes are coalesced (consecutive threads, consecutive outputs); the transposes
 // (planes <-> rows) read with a stride of C or H*W.
 #include "common.cuh"
 
-// Source index of output element i, or -1 for zero padding. One function per map; `P` is
-// GlipLayoutParams.
+// Source index of output element i, or -1 for zero padding; one function per map.
 
 // pad: planes [P, h, w] -> [P, oh, ow], zeros at the bottom and right.
 GLIP_DEVICE int64_t glip_map_pad(const GlipLayoutParams& p, int64_t i) {
