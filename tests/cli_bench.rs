@@ -63,35 +63,21 @@ fn bad_bench_arguments_are_errors() {
 /// 320×320, per stage, every op on the device.
 #[test]
 fn emulated_bench_reports_stages_with_no_fallback() {
-    let o = Command::new(env!("CARGO_BIN_EXE_glip"))
-        .arg("bench")
-        .arg("--config")
-        .arg(testdata().join("golden/12_e2e_tiny_config.yaml"))
-        .arg("--bert-config")
-        .arg(testdata().join("tiny_bert_config.json"))
-        .args([
-            "--device",
-            "emu",
-            "--no-fallback",
-            "--size",
-            "320x320",
-            "--runs",
-            "1",
-            "--tokens",
-            "8",
-            "--coco",
-            "false",
-        ])
-        .env("GLIP_EMU_CHECKS", "fast")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(out.contains("emulated CUDA device"), "{out}");
+    let config = testdata().join("golden/12_e2e_tiny_config.yaml");
+    let bert = testdata().join("tiny_bert_config.json");
+    let out = emulated_bench(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--bert-config".as_ref(),
+        bert.as_os_str(),
+        "--no-fallback".as_ref(),
+        "--size".as_ref(),
+        "320x320".as_ref(),
+        "--tokens".as_ref(),
+        "8".as_ref(),
+        "--coco".as_ref(),
+        "false".as_ref(),
+    ]);
     for stage in [
         "backbone (Swin)",
         "VLFuse x2",
@@ -109,18 +95,7 @@ fn emulated_bench_reports_stages_with_no_fallback() {
 /// interface checked against the CPU and timed on both.
 #[test]
 fn ops_mode_times_every_op_of_the_interface() {
-    let o = Command::new(env!("CARGO_BIN_EXE_glip"))
-        .args(["bench", "--ops", "--device", "emu", "--runs", "1"])
-        .env("GLIP_EMU_CHECKS", "fast")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(out.contains("emulated CUDA device"), "{out}");
+    let out = emulated_bench(&["--ops".as_ref()]);
     for op in glip_rt::backend::optable::interface_ops() {
         let line = out
             .lines()
@@ -129,4 +104,23 @@ fn ops_mode_times_every_op_of_the_interface() {
         assert!(line.contains(" ms ") && line.contains(" ok "), "{line}");
     }
     assert!(!out.contains("FAIL"), "{out}");
+}
+
+/// `glip bench --device emu --runs 1 <args>` with the emulator's fast checks: its stdout,
+/// after asserting that it succeeded on the emulated device.
+fn emulated_bench(args: &[&std::ffi::OsStr]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_glip"))
+        .args(["bench", "--device", "emu", "--runs", "1"])
+        .args(args)
+        .env("GLIP_EMU_CHECKS", "fast")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("emulated CUDA device"), "{out}");
+    out
 }

@@ -342,18 +342,25 @@ impl Glip {
     }
 }
 
+/// One walk of the constructors over `vars` with a host backend (the model built is dropped:
+/// the walk is what `vars` records).
+fn walk_on_host(vars: &Vars, cfg: &GlipConfig, bert: &BertConfig) -> Result<()> {
+    Glip::new(
+        vars,
+        cfg.clone(),
+        bert.clone(),
+        crate::backend::host_shared(),
+    )?;
+    Ok(())
+}
+
 /// Every tensor a GLIP checkpoint must hold for this configuration, with its shape (GLIP's
 /// state_dict names; spec §5), from the constructors' own walk. Buffers that are recomputed
 /// (relative_position_index, anchors, position_ids) are not listed: `glip_ignorable` accepts
 /// them when present.
 pub fn expected_keys(cfg: &GlipConfig, bert: &BertConfig) -> Result<Vec<(String, Vec<usize>)>> {
     let vars = Vars::keys_only();
-    Glip::new(
-        &vars,
-        cfg.clone(),
-        bert.clone(),
-        crate::backend::host_shared(),
-    )?;
+    walk_on_host(&vars, cfg, bert)?;
     Ok(vars.requested())
 }
 
@@ -384,12 +391,7 @@ pub fn write_taps(path: &std::path::Path, taps: &Taps) -> Result<()> {
 /// GLIP's initial values for the head scalars), e.g. for `glip convert` tests.
 pub fn random_weights(cfg: &GlipConfig, bert: &BertConfig, seed: u64) -> Result<WeightMap> {
     let vars = Vars::random_checkpoint(seed, crate::backend::host());
-    Glip::new(
-        &vars,
-        cfg.clone(),
-        bert.clone(),
-        crate::backend::host_shared(),
-    )?;
+    walk_on_host(&vars, cfg, bert)?;
     Ok(WeightMap::new(
         format!("random weights (seed {seed})"),
         vars.take_drawn().into_iter().collect(),

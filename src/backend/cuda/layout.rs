@@ -281,13 +281,32 @@ pub fn copy_rows<T: LayoutElem>(
     launch(be, op, Kernel::CopyRows, &s, x, None, y)
 }
 
-/// The padded window grid (Hp, Wp) of an h×w map for window M (ops.rs `WindowGrid`).
-fn grid(op: &'static str, h: usize, w: usize, m: usize, shift: usize) -> Result<(usize, usize)> {
-    if m == 0 || shift >= m {
-        return Err(Error::shape(op, format!("window {m} shift {shift}")));
+/// The sizes of a Swin window gather over tokens [B, h, w, C] (`n` output elements) on the
+/// padded grid (Hp, Wp) of ops.rs's `WindowGrid`, with (Hp, Wp).
+fn window_sizes(
+    op: &'static str,
+    (batch, h, w, c): (usize, usize, usize, usize),
+    window: usize,
+    shift: usize,
+    n: impl FnOnce(usize, usize) -> usize,
+) -> Result<(Sizes, usize, usize)> {
+    if window == 0 || shift >= window {
+        return Err(Error::shape(op, format!("window {window} shift {shift}")));
     }
-    let g = crate::backend::ops::WindowGrid::new(h, w, m);
-    Ok((g.hp, g.wp))
+    let g = crate::backend::ops::WindowGrid::new(h, w, window);
+    let s = Sizes {
+        n: n(g.hp, g.wp),
+        batch,
+        channels: c,
+        h,
+        w,
+        oh: g.hp,
+        ow: g.wp,
+        window,
+        shift,
+        ..Sizes::default()
+    };
+    Ok((s, g.hp, g.wp))
 }
 
 /// Tokens [B, h, w, C] → windows [B·nW, M², C] (zero-padded grid, rolled by −shift).
@@ -295,57 +314,34 @@ pub fn window_partition<T: LayoutElem>(
     be: &CudaBackend,
     x: &DeviceBuffer<T>,
     y: &mut DeviceBuffer<T>,
-    (batch, h, w, c): (usize, usize, usize, usize),
+    dims: (usize, usize, usize, usize),
     window: usize,
     shift: usize,
 ) -> Result<()> {
     let op = "window_partition";
-    let (hp, wp) = grid(op, h, w, window, shift)?;
+    let (batch, h, w, c) = dims;
+    let (s, hp, wp) = window_sizes(op, dims, window, shift, |hp, wp| batch * hp * wp * c)?;
     check_len(op, "x", x.len(), batch * h * w * c)?;
     check_len(op, "y", y.len(), batch * hp * wp * c)?;
-    let s = Sizes {
-        n: batch * hp * wp * c,
-        batch,
-        channels: c,
-        h,
-        w,
-        oh: hp,
-        ow: wp,
-        window,
-        shift,
-        ..Sizes::default()
-    };
     launch(be, op, Kernel::WindowPartition, &s, x, None, y)
 }
 
 /// y = x + the windows [B·nW, M², C] rolled back and cropped, tokens [B, h, w, C].
-#[allow(clippy::too_many_arguments)]
 pub fn window_merge_add<T: LayoutElem>(
     be: &CudaBackend,
     x: &DeviceBuffer<T>,
     windows: &DeviceBuffer<T>,
     y: &mut DeviceBuffer<T>,
-    (batch, h, w, c): (usize, usize, usize, usize),
+    dims: (usize, usize, usize, usize),
     window: usize,
     shift: usize,
 ) -> Result<()> {
     let op = "window_merge_add";
-    let (hp, wp) = grid(op, h, w, window, shift)?;
+    let (batch, h, w, c) = dims;
+    let (s, hp, wp) = window_sizes(op, dims, window, shift, |_, _| batch * h * w * c)?;
     check_len(op, "x", x.len(), batch * h * w * c)?;
     check_len(op, "windows", windows.len(), batch * hp * wp * c)?;
     check_len(op, "y", y.len(), batch * h * w * c)?;
-    let s = Sizes {
-        n: batch * h * w * c,
-        batch,
-        channels: c,
-        h,
-        w,
-        oh: hp,
-        ow: wp,
-        window,
-        shift,
-        ..Sizes::default()
-    };
     launch(be, op, Kernel::WindowMergeAdd, &s, x, Some(windows), y)
 }
 
