@@ -43,7 +43,7 @@ for line in sys.stdin:
   cp "target/$PROFILE/glip" "$staged/glip"
   while read -r kind name exe; do
     case "$kind:$name" in
-      test:parity_*|test:op_table|test:golden_*|test:gpu_gating|test:kernel_names|bench:*)
+      test:parity_*|test:op_table|test:golden_*|test:gpu_gating|test:kernel_names|test:replay|bench:*)
         cp "$exe" "$staged/$kind-$name" ;;
     esac
   done < "$list"

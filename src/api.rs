@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+use crate::backend::executor::{Executor, PlanInfo};
 use crate::backend::plan::MemoryPlan;
 pub use crate::backend::DeviceChoice;
 use crate::error::{Error, Result};
@@ -24,9 +25,8 @@ use crate::model::postprocess::{self, PostprocessConfig};
 use crate::model::FeatureMap;
 use crate::preprocess::{self, PreprocessConfig, Preprocessed, RgbImage8};
 use crate::tokenizer::{EncodedPrompt, GlipTokenizer, Prompt};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// One detection: a box in the original image's pixels, its score, the 1-based label of the
 /// phrase it grounds and that phrase's text.
@@ -194,7 +194,7 @@ impl DetectorBuilder {
             prompt: None,
             warnings,
             device_notice,
-            plans: Mutex::new(HashMap::new()),
+            executor: Executor::default(),
         })
     }
 }
@@ -237,9 +237,10 @@ pub struct Detector {
     warnings: Vec<String>,
     /// Which device `Auto` chose and why (None for an explicit choice).
     device_notice: Option<String>,
-    /// The recorded forward's memory plan per shape (CPU backend): the first frame of a
-    /// shape runs recorded (same outputs), later frames of that shape reuse the plan.
-    plans: Mutex<HashMap<PlanKey, Arc<MemoryPlan>>>,
+    /// The recorded forward (forward + post-processing) per shape: the first frame of a
+    /// shape runs recorded (same outputs), later frames of that shape replay it from one
+    /// device arena (backend/executor.rs).
+    executor: Executor<PlanKey>,
 }
 
 impl Detector {
@@ -271,12 +272,15 @@ impl Detector {
     }
     /// The memory plans recorded so far, one per input shape seen.
     pub fn memory_plans(&self) -> Vec<(PlanKey, Arc<MemoryPlan>)> {
-        let mut v: Vec<_> = match self.plans.lock() {
-            Ok(m) => m.iter().map(|(k, p)| (*k, Arc::clone(p))).collect(),
-            Err(_) => Vec::new(),
-        };
-        v.sort_by_key(|(k, _)| *k);
-        v
+        self.executor
+            .plans()
+            .into_iter()
+            .map(|(k, p)| (k, p.memory))
+            .collect()
+    }
+    /// What the executor knows of every shape seen: plans, arena, replays.
+    pub fn plans(&self) -> Vec<(PlanKey, PlanInfo)> {
+        self.executor.plans()
     }
     pub fn tokenizer(&self) -> &GlipTokenizer {
         &self.tokenizer
@@ -458,25 +462,7 @@ impl Detector {
             } else {
                 &mut none
             };
-            let mut out = self.forward(&batch, &chunk.text, t)?;
-            // GLIP sizes the score tensor by cls_logits (80 columns) and fails beyond; the
-            // scores do not depend on it, so widen it to fit the prompt's labels.
-            let max_label = chunk
-                .positive_map
-                .iter()
-                .map(|(l, _)| *l as usize)
-                .max()
-                .unwrap_or(0);
-            out.num_labels = out.num_labels.max(max_label);
-            let t_post = std::time::Instant::now();
-            let per = postprocess::postprocess(
-                &**self.model.backend(),
-                &out,
-                &chunk.positive_map,
-                &sizes,
-                &self.post,
-            )?;
-            t.timings.push(("post-processing".into(), t_post.elapsed()));
+            let (out, per) = self.forward(&batch, chunk, &sizes, t)?;
             for ((dets, x), acc) in per.iter().zip(pre).zip(all.iter_mut()) {
                 let orig = postprocess::to_original_image(dets, x.original_hw);
                 acc.extend(
@@ -506,33 +492,50 @@ impl Detector {
 }
 
 impl Detector {
-    /// The forward of one chunk: recorded (with its memory plan kept) the first time a shape
-    /// is seen, plain afterwards; recording changes no output.
+    /// The forward and post-processing of one chunk: recorded the first time a shape is
+    /// seen, replayed from the shape's arena afterwards (on a device); op by op with taps
+    /// enabled. Recording and replaying change no output.
     fn forward(
         &self,
         batch: &FeatureMap,
-        text: &TextFeatures,
+        chunk: &PromptChunk,
+        sizes: &[(usize, usize)],
         taps: &mut Taps,
-    ) -> Result<HeadOutputs> {
+    ) -> Result<(HeadOutputs, Vec<postprocess::Detections>)> {
+        let go = |be: &dyn crate::backend::ops::Backend,
+                  taps: &mut Taps|
+         -> Result<(HeadOutputs, Vec<postprocess::Detections>)> {
+            let mut out = self.model.forward_on(be, batch, &chunk.text, taps)?;
+            // GLIP sizes the score tensor by cls_logits (80 columns) and fails beyond; the
+            // scores do not depend on it, so widen it to fit the prompt's labels.
+            let max_label = chunk
+                .positive_map
+                .iter()
+                .map(|(l, _)| *l as usize)
+                .max()
+                .unwrap_or(0);
+            out.num_labels = out.num_labels.max(max_label);
+            let t_post = std::time::Instant::now();
+            let per = postprocess::postprocess(be, &out, &chunk.positive_map, sizes, &self.post)?;
+            taps.timings
+                .push(("post-processing".into(), t_post.elapsed()));
+            Ok((out, per))
+        };
+        let be = &**self.model.backend();
+        if taps.is_enabled() {
+            return go(be, taps);
+        }
         let key = PlanKey {
             batch: batch.n,
             height: batch.h,
             width: batch.w,
-            tokens: text.t,
+            tokens: chunk.text.t,
         };
-        let known = self
-            .plans
-            .lock()
-            .map(|m| m.contains_key(&key))
-            .unwrap_or(true);
-        if known || taps.is_enabled() {
-            return self.model.forward(batch, text, taps);
-        }
-        let (out, plan) = self.model.forward_planned(batch, text)?;
-        if let Ok(mut m) = self.plans.lock() {
-            m.insert(key, Arc::new(plan));
-        }
-        Ok(out)
+        self.executor.run(be, key, |be| {
+            let (out, per) = go(be, taps)?;
+            let keep = out.storage_ids();
+            Ok(((out, per), keep))
+        })
     }
 }
 

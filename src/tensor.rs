@@ -208,7 +208,6 @@ impl Tensor {
     /// buffer's allocation id with the top bit set, so the two never meet. Two tensors have
     /// the same identity while they share storage.
     pub fn storage_id(&self) -> usize {
-        const DEVICE: usize = 1 << (usize::BITS - 1);
         match &self.storage {
             Storage::Host(_) => self.host_addr().unwrap_or(0),
             Storage::Cuda { data, .. } => {
@@ -218,9 +217,14 @@ impl Tensor {
                     DeviceData::I32(b) => b.id(),
                     DeviceData::U8(b) => b.id(),
                 };
-                DEVICE | id as usize
+                Self::device_storage_id(id)
             }
         }
+    }
+    /// The [`Tensor::storage_id`] of a tensor over device buffer `id`.
+    pub fn device_storage_id(id: u64) -> usize {
+        const DEVICE: usize = 1 << (usize::BITS - 1);
+        DEVICE | id as usize
     }
     /// Bytes of the tensor's elements.
     pub fn bytes(&self) -> usize {

@@ -89,6 +89,12 @@ fn emulated_bench_reports_stages_with_no_fallback() {
     }
     // Every op has a kernel: refusing fallbacks (above) changes nothing, no op is listed.
     assert!(!out.contains("in place of the device"), "{out}");
+    // The warm-up run records the device plan; the timed run replays it from the arena.
+    assert!(out.contains("device plan: "), "{out}");
+    assert!(
+        out.contains("replays of 320x320 at 8 tokens (batch 1): 1 from the arena, 0 op by op\n"),
+        "{out}"
+    );
 }
 
 /// `glip bench --ops`: the op table in perf mode on the emulated device, every op of the

@@ -1,6 +1,7 @@
 //! The recorded forward and its memory plan (backend/plan.rs): liveness and placement on a
 //! hand-made trace, and the tiny model's real trace (same outputs as the plain forward,
-//! no two live buffers sharing arena bytes).
+//! no two live buffers sharing arena bytes); a small device forward replayed from its arena
+//! (backend/executor.rs) a thousand times.
 
 use glip_rt::backend::plan::{Interval, MemoryPlan, OpRecord};
 use glip_rt::model::glip::Taps;
@@ -11,6 +12,7 @@ fn op(reads: &[usize], writes: &[(usize, usize)]) -> OpRecord {
         op: "test",
         reads: reads.to_vec(),
         writes: writes.to_vec(),
+        allocs_after: 0,
     }
 }
 
@@ -148,4 +150,104 @@ fn the_device_forward_records_the_same_ops_and_a_valid_plan() {
     };
     assert_eq!(emu.ops, cpu.ops, "one model, the same ops on every backend");
     assert!(emu.buffers.len() > cpu.buffers.len());
+}
+
+/// A small device forward (upload, linear, GELU, LayerNorm, a residual add, an input dead
+/// after its first use) recorded once and replayed 1,000 times from its arena on the
+/// emulated device: every replay gives the op-by-op result bit for bit, and after the arena
+/// is made no replay allocates device memory (so device memory is flat). Planting the bug
+/// of a plan that puts every buffer at offset 0 changes the result: the comparison sees
+/// buffers that share bytes while live.
+#[test]
+fn a_replayed_device_forward_matches_op_by_op_and_allocates_nothing() {
+    use glip_rt::backend::cuda::{emu::EMULATOR_BUILT, CudaBackend, EmuChecks};
+    use glip_rt::backend::executor::Executor;
+    use glip_rt::backend::ops::Backend;
+    use glip_rt::backend::plan::{DeviceArena, Slot};
+    use glip_rt::tensor::Tensor;
+    use std::sync::Arc;
+    if !EMULATOR_BUILT {
+        eprintln!("skipped: this build has no emulated device");
+        return;
+    }
+    let be = CudaBackend::emulated_with(EmuChecks::Fast);
+    let mut seed = 0x9E37_79B9u32;
+    let mut rand = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    };
+    let (rows, k, n) = (24, 40, 32);
+    let x = Tensor::from_f32(&[rows, k], rand(rows * k)).unwrap();
+    let x2 = Tensor::from_f32(&[rows, n], rand(rows * n)).unwrap();
+    let w = be
+        .weight(&Tensor::from_f32(&[n, k], rand(n * k)).unwrap())
+        .unwrap();
+    let b = be
+        .weight(&Tensor::from_f32(&[n], rand(n)).unwrap())
+        .unwrap();
+    let lw = be
+        .weight(&Tensor::from_f32(&[n], rand(n)).unwrap())
+        .unwrap();
+    let lb = be
+        .weight(&Tensor::from_f32(&[n], rand(n)).unwrap())
+        .unwrap();
+    let forward = |be: &dyn Backend| -> glip_rt::Result<(Vec<f32>, Vec<usize>)> {
+        let a = be.upload(&x.to_f16()?)?;
+        let h = be.linear(&a, &w, Some(&b))?;
+        drop(a);
+        let g = be.gelu(h)?;
+        let y = be.layer_norm(&g, &lw, &lb, 1e-5)?;
+        let r = be.upload(&x2.to_f16()?)?;
+        let z = be.add(y, &r)?;
+        let z = be.add(z, &g)?;
+        Ok((be.to_host(&z)?.to_f32_vec()?, Vec::new()))
+    };
+    let ex = Executor::<u32>::default();
+    let want = ex.run(&be, 7, forward).unwrap();
+    assert!(want.iter().all(|v| v.is_finite()));
+    let own = be.own_allocations();
+    for i in 0..1000 {
+        let got = ex.run(&be, 7, forward).unwrap();
+        assert!(got == want, "replay {i} differs from the recorded run");
+    }
+    assert_eq!(
+        be.own_allocations() - own,
+        1,
+        "1,000 replays allocate the arena once and nothing else"
+    );
+    let plans = ex.plans();
+    let [(7, info)] = &plans[..] else {
+        panic!("one bucket expected, got {}", plans.len());
+    };
+    assert_eq!((info.replays, info.op_by_op), (1000, 0));
+    assert_eq!(info.broken, None);
+    let plan = info.device.clone().unwrap();
+    assert_eq!(plan.conflicts(), None);
+    assert_eq!(info.arena_bytes, Some(plan.peak_bytes));
+    let unplanned: usize = plan.buffers.iter().map(|b| b.bytes).sum();
+    assert!(
+        plan.peak_bytes < unplanned,
+        "buffers share the arena: {} of {unplanned} bytes",
+        plan.peak_bytes
+    );
+    // The planted bug: every allocation at offset 0.
+    let arena = be.new_arena(plan.peak_bytes).unwrap();
+    let zero: Arc<[Slot]> = plan
+        .slots
+        .iter()
+        .map(|s| Slot { offset: 0, ..*s })
+        .collect();
+    be.start_replay(arena, zero).unwrap();
+    let bad = forward(&be);
+    be.finish_replay().unwrap();
+    assert!(
+        bad.unwrap().0 != want,
+        "aliased buffers must change the result"
+    );
 }

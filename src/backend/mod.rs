@@ -7,6 +7,7 @@
 pub mod atss;
 pub mod cpu;
 pub mod cuda;
+pub mod executor;
 pub mod ops;
 pub mod optable;
 pub mod plan;

@@ -892,8 +892,15 @@ pub fn glip_t_rows(seed: u64) -> Result<Vec<Row>> {
     Ok(t)
 }
 
-/// The methods of [`Backend`] that compute nothing (they describe the backend).
-pub const NOT_OPS: &[&str] = &["device", "activation_dtype", "describe", "fallbacks"];
+/// The methods of [`Backend`] that compute nothing (they describe the backend or hand the
+/// executor its memory planning).
+pub const NOT_OPS: &[&str] = &[
+    "device",
+    "activation_dtype",
+    "describe",
+    "fallbacks",
+    "device_arena",
+];
 
 /// The ops of the interface, read from the trait's source (so a new op without a row fails
 /// the coverage test).

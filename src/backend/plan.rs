@@ -8,20 +8,65 @@
 //! allocation id), so an op that returns its input's storage (the CPU backend's in-place
 //! elementwise ops) extends that buffer's interval instead of starting a new one; CUDA ops
 //! write new buffers. The same forward records the same ops on every backend. Tensors the trace reads but never wrote (weights, the image, the text features)
-//! are inputs, not activations, and are not planned. The executor that replays the plan (and
-//! captures it as a CUDA graph) is the next step (issue 9).
+//! are inputs, not activations, and are not planned. On a device the recorder's trace and
+//! the allocator's log give the [`DevicePlan`] of every allocation, which the executor
+//! (backend/executor.rs) replays from one arena.
 
+use super::cuda::arena::Arena;
 use super::ops::{Backend, SelfAttention};
 use crate::error::Result;
 use crate::tensor::{DType, Device, Tensor};
 use std::cell::RefCell;
+use std::sync::Arc;
 
-/// One recorded op: what it read and what it wrote (host addresses and bytes).
+/// One recorded op: what it read and what it wrote (storage ids and bytes).
 #[derive(Clone, Debug)]
 pub struct OpRecord {
     pub op: &'static str,
     pub reads: Vec<usize>,
     pub writes: Vec<(usize, usize)>,
+    /// The backend's device allocation count when the op returned
+    /// ([`DeviceArena::allocations`]; 0 on the CPU): allocation `seq` was made during the
+    /// first op whose count exceeds it.
+    pub allocs_after: u64,
+}
+
+/// One device allocation made while a forward was recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocRecord {
+    /// Its place among all the backend's allocations ([`DeviceArena::allocations`]).
+    pub seq: u64,
+    /// The buffer's id ([`crate::backend::cuda::DeviceBuffer::id`]).
+    pub id: u64,
+    pub bytes: usize,
+}
+
+/// Where one allocation of a replayed forward lives in the arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub offset: usize,
+    pub bytes: usize,
+}
+
+/// What a backend whose memory can be planned offers the executor (the CUDA backend, GPU
+/// or emulated; backend/cuda/arena.rs).
+pub trait DeviceArena {
+    /// Device allocations made so far (every thread), arena views included.
+    fn allocations(&self) -> u64;
+    /// Of those, the ones that took device memory of their own (arenas included): what a
+    /// replayed forward never adds to.
+    fn own_allocations(&self) -> u64;
+    /// Log this thread's allocations until [`DeviceArena::finish_recording`].
+    fn start_recording(&self) -> Result<()>;
+    /// The allocations since [`DeviceArena::start_recording`], in order.
+    fn finish_recording(&self) -> Vec<AllocRecord>;
+    /// One device allocation of `bytes` for a plan's buffers.
+    fn new_arena(&self, bytes: usize) -> Result<Arc<Arena>>;
+    /// Serve this thread's allocations from `arena`, the k-th at `slots[k]`.
+    fn start_replay(&self, arena: Arc<Arena>, slots: Arc<[Slot]>) -> Result<()>;
+    /// End the replay; an error when the forward did not make exactly the planned
+    /// allocations.
+    fn finish_replay(&self) -> Result<()>;
 }
 
 /// A backend that records every op it runs on `inner`.
@@ -50,7 +95,13 @@ impl<'a> Recorder<'a> {
 
     fn log(&self, op: &'static str, reads: Vec<usize>, outs: &[&Tensor]) {
         let writes = outs.iter().map(|t| (self.id(t), t.bytes())).collect();
-        self.trace.borrow_mut().push(OpRecord { op, reads, writes });
+        let allocs_after = self.inner.device_arena().map_or(0, |a| a.allocations());
+        self.trace.borrow_mut().push(OpRecord {
+            op,
+            reads,
+            writes,
+            allocs_after,
+        });
     }
 
     fn one(&self, op: &'static str, reads: Vec<usize>, y: Result<Tensor>) -> Result<Tensor> {
@@ -127,6 +178,9 @@ impl Backend for Recorder<'_> {
     }
     fn fallbacks(&self) -> Vec<crate::backend::ops::FallbackCount> {
         self.inner.fallbacks()
+    }
+    fn device_arena(&self) -> Option<&dyn DeviceArena> {
+        self.inner.device_arena()
     }
     fn describe(&self) -> String {
         self.inner.describe()
@@ -469,41 +523,8 @@ impl MemoryPlan {
                 }
             }
         }
-        // Largest first, each at the lowest offset that fits beside the already placed
-        // buffers whose lifetimes overlap.
-        let mut order: Vec<usize> = (0..bufs.len()).collect();
-        order.sort_by(|&a, &b| bufs[b].bytes.cmp(&bufs[a].bytes).then(a.cmp(&b)));
-        let mut placed: Vec<usize> = Vec::new();
-        let mut peak = 0;
-        for &b in &order {
-            let me = bufs[b];
-            let mut clash: Vec<(usize, usize)> = placed
-                .iter()
-                .map(|&p| bufs[p])
-                .filter(|o| o.start <= me.end && me.start <= o.end)
-                .map(|o| (o.offset, o.offset + o.bytes))
-                .collect();
-            clash.sort_unstable();
-            let mut off = 0;
-            for (lo, hi) in clash {
-                if off + me.bytes <= lo {
-                    break;
-                }
-                off = off.max(hi);
-            }
-            bufs[b].offset = off;
-            peak = peak.max(off + me.bytes);
-            placed.push(b);
-        }
-        let live_bytes_bound = (0..trace.len())
-            .map(|i| {
-                bufs.iter()
-                    .filter(|b| b.start <= i && i <= b.end)
-                    .map(|b| b.bytes)
-                    .sum::<usize>()
-            })
-            .max()
-            .unwrap_or(0);
+        let peak = place(&mut bufs);
+        let live_bytes_bound = live_bytes_bound(&bufs, trace.len());
         MemoryPlan {
             ops: trace.len(),
             buffers: bufs,
@@ -515,16 +536,145 @@ impl MemoryPlan {
     /// Whether two buffers that are live at the same op overlap in the arena (never, for a
     /// valid plan).
     pub fn conflicts(&self) -> Option<(usize, usize)> {
-        for (i, a) in self.buffers.iter().enumerate() {
-            for (j, b) in self.buffers.iter().enumerate().skip(i + 1) {
-                let time = a.start <= b.end && b.start <= a.end;
-                let space = a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
-                if time && space {
-                    return Some((i, j));
-                }
+        conflicts(&self.buffers)
+    }
+}
+
+/// Largest first, each buffer at the lowest offset that fits beside the already placed
+/// buffers whose lifetimes overlap its own; returns the arena size.
+fn place(bufs: &mut [Interval]) -> usize {
+    let mut order: Vec<usize> = (0..bufs.len()).collect();
+    order.sort_by(|&a, &b| bufs[b].bytes.cmp(&bufs[a].bytes).then(a.cmp(&b)));
+    let mut placed: Vec<usize> = Vec::new();
+    let mut peak = 0;
+    for &b in &order {
+        let me = bufs[b];
+        let mut clash: Vec<(usize, usize)> = placed
+            .iter()
+            .map(|&p| bufs[p])
+            .filter(|o| o.start <= me.end && me.start <= o.end)
+            .map(|o| (o.offset, o.offset + o.bytes))
+            .collect();
+        clash.sort_unstable();
+        let mut off = 0;
+        for (lo, hi) in clash {
+            if off + me.bytes <= lo {
+                break;
+            }
+            off = off.max(hi);
+        }
+        bufs[b].offset = off;
+        peak = peak.max(off + me.bytes);
+        placed.push(b);
+    }
+    peak
+}
+
+/// The most bytes live at any of `ops` ops.
+fn live_bytes_bound(bufs: &[Interval], ops: usize) -> usize {
+    (0..=ops)
+        .map(|i| {
+            bufs.iter()
+                .filter(|b| b.start <= i && i <= b.end)
+                .map(|b| b.bytes)
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Two buffers live at the same op that overlap in the arena, if any.
+fn conflicts(bufs: &[Interval]) -> Option<(usize, usize)> {
+    for (i, a) in bufs.iter().enumerate() {
+        for (j, b) in bufs.iter().enumerate().skip(i + 1) {
+            let time = a.start <= b.end && b.start <= a.end;
+            let space = a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
+            if time && space {
+                return Some((i, j));
             }
         }
-        None
+    }
+    None
+}
+
+/// Every device allocation of one recorded forward (op outputs, op workspaces, uploads)
+/// placed in one arena, in allocation order: what a replay serves them from.
+///
+/// An allocation lives from the op that made it to the last op that read or wrote it; a
+/// workspace (never seen by the trace) only during its op; a tensor the forward returns
+/// (`keep`) to after the last op.
+#[derive(Clone, Debug)]
+pub struct DevicePlan {
+    pub ops: usize,
+    /// One interval per allocation, in allocation order (op indices; `offset` in bytes).
+    pub buffers: Vec<Interval>,
+    pub slots: Arc<[Slot]>,
+    pub peak_bytes: usize,
+    pub live_bytes_bound: usize,
+    /// Allocations made during an op whose result the trace never reads again
+    /// (workspaces and dead outputs).
+    pub transient: usize,
+}
+
+impl DevicePlan {
+    pub fn from_allocs(trace: &[OpRecord], allocs: &[AllocRecord], keep: &[usize]) -> Self {
+        use std::collections::HashMap;
+        let mut last: HashMap<usize, usize> = HashMap::new();
+        for (i, r) in trace.iter().enumerate() {
+            for &a in r.reads.iter().chain(r.writes.iter().map(|(a, _)| a)) {
+                last.insert(a, i);
+            }
+        }
+        let end_of_forward = trace.len();
+        let mut transient = 0;
+        let mut buffers: Vec<Interval> = allocs
+            .iter()
+            .map(|a| {
+                let start = trace.partition_point(|r| r.allocs_after <= a.seq);
+                let id = Tensor::device_storage_id(a.id);
+                let end = if keep.contains(&id) {
+                    end_of_forward
+                } else {
+                    match last.get(&id) {
+                        Some(&l) => l.max(start),
+                        None => start,
+                    }
+                };
+                if end == start && start < end_of_forward {
+                    transient += 1;
+                }
+                Interval {
+                    start,
+                    end,
+                    bytes: a.bytes.div_ceil(ALIGN) * ALIGN,
+                    offset: 0,
+                }
+            })
+            .collect();
+        let peak_bytes = place(&mut buffers);
+        let live_bytes_bound = live_bytes_bound(&buffers, trace.len());
+        let slots = allocs
+            .iter()
+            .zip(&buffers)
+            .map(|(a, b)| Slot {
+                offset: b.offset,
+                bytes: a.bytes,
+            })
+            .collect();
+        DevicePlan {
+            ops: trace.len(),
+            buffers,
+            slots,
+            peak_bytes,
+            live_bytes_bound,
+            transient,
+        }
+    }
+
+    /// Whether two allocations live at the same op overlap in the arena (never, for a valid
+    /// plan).
+    pub fn conflicts(&self) -> Option<(usize, usize)> {
+        conflicts(&self.buffers)
     }
 }
 

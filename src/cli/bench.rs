@@ -364,8 +364,9 @@ pub fn run(a: Args) -> Result {
                     width: pre.image.w,
                     tokens: t,
                 };
-                if let Some((_, p)) = det.memory_plans().into_iter().find(|(k, _)| *k == key) {
+                if let Some((_, info)) = det.plans().into_iter().find(|(k, _)| *k == key) {
                     let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
+                    let p = &info.memory;
                     outln!(
                         stdout,
                         "\n{name}: memory plan of {} ops, {} activation buffers: arena peak {:.1} MiB (lower bound {:.1} MiB, {:.1} MiB unplanned)",
@@ -375,6 +376,17 @@ pub fn run(a: Args) -> Result {
                         mib(p.live_bytes_bound),
                         mib(p.buffers.iter().map(|b| b.bytes).sum())
                     );
+                    if let Some(d) = &info.device {
+                        outln!(
+                            stdout,
+                            "  device plan: {} allocations ({} op workspaces or unread) in one arena of {:.1} MiB (lower bound {:.1} MiB, {:.1} MiB unplanned); later runs replay it",
+                            d.slots.len(),
+                            d.transient,
+                            mib(d.peak_bytes),
+                            mib(d.live_bytes_bound),
+                            mib(d.buffers.iter().map(|b| b.bytes).sum())
+                        );
+                    }
                 }
                 continue; // warm-up
             }
@@ -411,6 +423,25 @@ pub fn run(a: Args) -> Result {
                 (t_pre + t_run).as_secs_f64(),
             )?;
         }
+    }
+    for (k, info) in det.plans() {
+        if info.device.is_none() {
+            continue;
+        }
+        outln!(
+            stdout,
+            "\nreplays of {}x{} at {} tokens (batch {}): {} from the arena, {} op by op{}",
+            k.width,
+            k.height,
+            k.tokens,
+            k.batch,
+            info.replays,
+            info.op_by_op,
+            info.broken
+                .as_deref()
+                .map(|b| format!("; replay stopped: {b}"))
+                .unwrap_or_default()
+        );
     }
     if let Some(t) = super::fallback_table(&det.fallbacks()) {
         outln!(stdout, "\n{t}");

@@ -249,8 +249,9 @@ impl Glip {
         Ok((out, MemoryPlan::from_trace(&rec.into_trace())))
     }
 
-    /// The forward on `be` (which must hold this model's tensors).
-    fn forward_on(
+    /// The forward on `be` (which must hold this model's tensors, e.g. a recorder around
+    /// the model's backend).
+    pub fn forward_on(
         &self,
         be: &dyn Backend,
         images: &FeatureMap,

@@ -55,6 +55,16 @@ pub struct HeadOutputs {
 }
 
 impl HeadOutputs {
+    /// The storage of every tensor (what a recorded forward must keep to its end).
+    pub fn storage_ids(&self) -> Vec<usize> {
+        self.bbox_reg
+            .iter()
+            .chain(&self.centerness)
+            .chain(&self.dot_product_logits)
+            .chain([&self.proj_tokens, &self.token_bias])
+            .map(|t| t.storage_id())
+            .collect()
+    }
     /// (h, w) of every level.
     pub fn level_sizes(&self) -> Vec<(usize, usize)> {
         self.bbox_reg

@@ -169,6 +169,9 @@ impl EmuChecks {
 pub struct EmuBuffer<T> {
     ptr: NonNull<T>,
     len: usize,
+    /// False for a view into an arena: not freed here, and without canary or guard page of
+    /// its own (its neighbours in the arena are other buffers).
+    owned: bool,
 }
 
 // SAFETY: the buffer owns its mapping exclusively, like a Vec<T>.
@@ -189,7 +192,23 @@ impl<T: Copy> EmuBuffer<T> {
                 "emulated device: cannot allocate {bytes} bytes (out of memory)"
             ))
         })?;
-        Ok(EmuBuffer { ptr, len })
+        Ok(EmuBuffer {
+            ptr,
+            len,
+            owned: true,
+        })
+    }
+    /// `len` elements at `ptr` inside another emulated allocation, which must outlive the
+    /// view (a [`DeviceBuffer`](super::DeviceBuffer) view holds its arena).
+    ///
+    /// # Safety
+    /// `ptr .. ptr + len` lies inside one live emulated allocation, aligned for `T`.
+    pub(crate) unsafe fn view(ptr: NonNull<T>, len: usize) -> Self {
+        EmuBuffer {
+            ptr,
+            len,
+            owned: false,
+        }
     }
     pub fn from_slice(data: &[T]) -> Result<Self> {
         let mut b = Self::zeroed(data.len())?;
@@ -229,8 +248,10 @@ impl<T> EmuBuffer<T> {
 
 impl<T> Drop for EmuBuffer<T> {
     fn drop(&mut self) {
-        // SAFETY: ptr/bytes are exactly what glip_emu_alloc returned/was given.
-        unsafe { glip_emu_free(self.ptr.as_ptr() as *mut c_void, self.bytes()) }
+        if self.owned {
+            // SAFETY: ptr/bytes are exactly what glip_emu_alloc returned/was given.
+            unsafe { glip_emu_free(self.ptr.as_ptr() as *mut c_void, self.bytes()) }
+        }
     }
 }
 
@@ -257,6 +278,8 @@ pub(crate) struct EmuArgs {
     slots: Vec<Box<*mut c_void>>,
     /// (argument index, pointer, bytes) of every buffer argument.
     bufs: Vec<(usize, *mut c_void, usize)>,
+    /// Whether each buffer argument has a canary of its own (not an arena view).
+    canaries: Vec<bool>,
 }
 
 impl EmuArgs {
@@ -265,6 +288,7 @@ impl EmuArgs {
             args: Vec::new(),
             slots: Vec::new(),
             bufs: Vec::new(),
+            canaries: Vec::new(),
         }
     }
     /// A by-value argument; `value` must outlive the launch (the builder's lifetime does that).
@@ -274,6 +298,7 @@ impl EmuArgs {
     pub(crate) fn buffer<T: Copy>(&mut self, b: &EmuBuffer<T>) {
         let slot = Box::new(b.device_ptr());
         self.bufs.push((self.args.len(), b.device_ptr(), b.bytes()));
+        self.canaries.push(b.owned);
         self.args.push(&*slot as *const *mut c_void as *mut c_void);
         self.slots.push(slot);
     }
@@ -407,7 +432,7 @@ impl EmuDevice {
                 detail: msg,
             });
         }
-        for &(arg, ptr, bytes) in &args.bufs {
+        for (&(arg, ptr, bytes), _) in args.bufs.iter().zip(&args.canaries).filter(|(_, c)| **c) {
             // SAFETY: ptr/bytes describe a live emulated allocation.
             if unsafe { glip_emu_canary_ok(ptr, bytes) } == 0 {
                 return Err(Error::KernelCheck {

@@ -121,7 +121,7 @@ pub fn gemm_f16(
         ));
     }
     let (a, b, c) = match (&a.inner, &b.inner, &mut c.inner) {
-        (BufInner::Cuda(a), BufInner::Cuda(b), BufInner::Cuda(c)) => (a, b, c),
+        (BufInner::Cuda(a), BufInner::Cuda(b), BufInner::Cuda(c)) => (&**a, &**b, &mut **c),
         (BufInner::Emu(a), BufInner::Emu(b), BufInner::Emu(c)) => {
             return host_gemm_f16(
                 m,

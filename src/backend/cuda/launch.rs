@@ -142,7 +142,7 @@ impl<'a, T: DeviceElem> KernelArg<'a> for &'a DeviceBuffer<T> {
     fn push_to(self, l: &mut Launch<'a>) {
         match (&mut l.inner, &self.inner) {
             (LaunchInner::Cuda(a), BufInner::Cuda(s)) => {
-                a.arg(s);
+                a.arg(&**s);
             }
             (LaunchInner::Emu { args, .. }, BufInner::Emu(b)) => args.buffer(b),
             (LaunchInner::Failed(_), _) => {}
@@ -155,7 +155,7 @@ impl<'a, T: DeviceElem> KernelArg<'a> for &'a mut DeviceBuffer<T> {
     fn push_to(self, l: &mut Launch<'a>) {
         match (&mut l.inner, &mut self.inner) {
             (LaunchInner::Cuda(a), BufInner::Cuda(s)) => {
-                a.arg(s);
+                a.arg(&mut **s);
             }
             (LaunchInner::Emu { args, .. }, BufInner::Emu(b)) => args.buffer(b),
             (LaunchInner::Failed(_), _) => {}

@@ -1,9 +1,12 @@
 //! Device buffers that live either on a real GPU (cudarc) or on the emulated device; the
 //! launch wrappers and everything above them see one type.
 
+use super::arena::Arena;
 use super::emu::EmuBuffer;
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use half::f16;
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
 
 /// Element types a device buffer can hold.
 pub trait DeviceElem:
@@ -17,29 +20,55 @@ impl DeviceElem for u32 {}
 impl DeviceElem for u8 {}
 impl DeviceElem for u64 {}
 
-/// `len` elements of device memory.
+/// `len` elements of device memory: an allocation of its own, or a view at a planned offset
+/// of a forward's arena (backend/cuda/arena.rs), which it keeps alive.
 #[derive(Debug)]
 pub struct DeviceBuffer<T> {
     pub(crate) inner: BufInner<T>,
-    /// Unique per allocation in this process: what identifies the buffer in a recorded
+    /// Unique per buffer in this process: what identifies the buffer in a recorded
     /// forward (device addresses are recycled, and reading one needs the stream).
     id: u64,
+    /// The arena this buffer is a view of (None: it owns its memory). Declared after
+    /// `inner`, so the view goes before the arena it points into.
+    arena: Option<Arc<Arena>>,
 }
 
 #[derive(Debug)]
 pub(crate) enum BufInner<T> {
-    Cuda(CudaSlice<T>),
+    /// Freed by [`DeviceBuffer`]'s drop when owned; only released (never freed) when a view.
+    Cuda(ManuallyDrop<CudaSlice<T>>),
     Emu(EmuBuffer<T>),
 }
 
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 impl<T: DeviceElem> DeviceBuffer<T> {
+    /// A GPU allocation of its own.
+    pub(crate) fn cuda(s: CudaSlice<T>) -> Self {
+        Self::new(BufInner::Cuda(ManuallyDrop::new(s)))
+    }
     pub(crate) fn new(inner: BufInner<T>) -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(1);
         DeviceBuffer {
             inner,
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            id: next_id(),
+            arena: None,
         }
+    }
+    /// A view into `arena` (an `inner` made over the arena's memory, not owning it).
+    pub(crate) fn view(inner: BufInner<T>, arena: Arc<Arena>) -> Self {
+        DeviceBuffer {
+            inner,
+            id: next_id(),
+            arena: Some(arena),
+        }
+    }
+    /// Whether this buffer is a view into a forward's arena.
+    pub fn is_arena_view(&self) -> bool {
+        self.arena.is_some()
     }
     /// This allocation's identity (never reused in the process).
     pub fn id(&self) -> u64 {
@@ -57,6 +86,21 @@ impl<T: DeviceElem> DeviceBuffer<T> {
     /// Whether this buffer is emulated device memory.
     pub fn is_emulated(&self) -> bool {
         matches!(self.inner, BufInner::Emu(_))
+    }
+}
+
+impl<T> Drop for DeviceBuffer<T> {
+    fn drop(&mut self) {
+        if let BufInner::Cuda(s) = &mut self.inner {
+            // SAFETY: taken exactly once, here, and `inner` is not used afterwards.
+            let s = unsafe { ManuallyDrop::take(s) };
+            if self.arena.is_some() {
+                // A view: release its events and stream handle; the arena frees the memory.
+                let _ = s.leak();
+            } else {
+                drop(s);
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! loaded (cudarc panics on first use otherwise), so without a driver it returns
 //! `Error::NoDevice` instead.
 
+pub mod arena;
 pub mod attention;
 pub mod bi_attn;
 pub mod deform_conv;
@@ -32,7 +33,6 @@ use crate::kernels;
 use crate::tensor::{DeviceData, Tensor};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig};
-use emu::EmuBuffer;
 use half::f16;
 use launch::KernelInner;
 use memory::BufInner;
@@ -83,6 +83,8 @@ pub struct CudaBackend {
     /// Fill every op's output with NaN before its kernel runs (tests: an element a kernel
     /// forgets to write shows as non-finite instead of a plausible 0).
     poison: bool,
+    /// Plain, recording or replaying allocations (arena.rs).
+    alloc: arena::Allocator,
 }
 
 enum Dev {
@@ -121,12 +123,18 @@ impl CudaBackend {
             ));
         }
         let ctx = CudaContext::new(ordinal)?;
+        // SAFETY: every launch, copy, cuBLAS call and free of this backend goes to the one
+        // stream below, so stream order is the only synchronisation needed; without this
+        // each buffer (and each arena view of a replay) would create two CUDA events
+        // nothing waits on.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone())?;
         Ok(CudaBackend {
             ordinal,
             fallbacks: fallback::Fallbacks::new(),
             poison: false,
+            alloc: arena::Allocator::default(),
             dev: Dev::Gpu(Gpu {
                 ctx,
                 stream,
@@ -146,6 +154,7 @@ impl CudaBackend {
             ordinal: 0,
             fallbacks: fallback::Fallbacks::new(),
             poison: false,
+            alloc: arena::Allocator::default(),
             dev: Dev::Emu(EmuDevice::new(checks)),
         }
     }
@@ -274,19 +283,11 @@ impl CudaBackend {
 
     /// `n` zeroed elements on the device.
     pub fn alloc_zeros<T: DeviceElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
-        let inner = match &self.dev {
-            Dev::Gpu(g) => BufInner::Cuda(g.stream.alloc_zeros::<T>(n)?),
-            Dev::Emu(_) => BufInner::Emu(EmuBuffer::zeroed(n)?),
-        };
-        Ok(DeviceBuffer::new(inner))
+        self.alloc_with(n, arena::Init::Zeroed)
     }
     /// A device copy of `data`.
     pub fn upload_slice<T: DeviceElem>(&self, data: &[T]) -> Result<DeviceBuffer<T>> {
-        let inner = match &self.dev {
-            Dev::Gpu(g) => BufInner::Cuda(g.stream.clone_htod(data)?),
-            Dev::Emu(_) => BufInner::Emu(EmuBuffer::from_slice(data)?),
-        };
-        Ok(DeviceBuffer::new(inner))
+        self.alloc_with(data.len(), arena::Init::Copy(data))
     }
     pub fn upload_f16(&self, data: &[f16]) -> Result<DeviceBuffer<f16>> {
         self.upload_slice(data)
@@ -300,7 +301,7 @@ impl CudaBackend {
     /// A host copy of a device buffer (synchronises the stream).
     pub fn download<T: DeviceElem>(&self, b: &DeviceBuffer<T>) -> Result<Vec<T>> {
         match (&self.dev, &b.inner) {
-            (Dev::Gpu(g), BufInner::Cuda(s)) => Ok(g.stream.clone_dtoh(s)?),
+            (Dev::Gpu(g), BufInner::Cuda(s)) => Ok(g.stream.clone_dtoh(&**s)?),
             (Dev::Emu(_), BufInner::Emu(e)) => Ok(e.as_slice().to_vec()),
             _ => Err(Error::Cuda(
                 "download: the buffer belongs to another device".into(),
@@ -312,21 +313,14 @@ impl CudaBackend {
     pub fn set_poison_outputs(&mut self, on: bool) {
         self.poison = on;
     }
-    /// An op's output buffer: NaN-filled under [`CudaBackend::set_poison_outputs`]; else on a
-    /// GPU uninitialised (no memset per output) and on the emulated device zeroed.
+    /// An op's output buffer: NaN-filled under [`CudaBackend::set_poison_outputs`]; else
+    /// uninitialised on a GPU (no memset per output), zeroed on the emulated device, and in a
+    /// replay whatever the arena held.
     pub(crate) fn alloc_out<T: FloatElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
         if self.poison {
             return self.upload_slice(&vec![T::NAN; n]);
         }
-        match &self.dev {
-            // SAFETY: an op's kernels write every element of its output before anything reads
-            // it — what the op table checks on poisoned outputs for every op (an unwritten
-            // element fails as non-finite; the `skip_last` mutant shows the check works).
-            Dev::Gpu(g) => Ok(DeviceBuffer::new(BufInner::Cuda(unsafe {
-                g.stream.alloc::<T>(n)
-            }?))),
-            Dev::Emu(_) => self.alloc_zeros::<T>(n),
-        }
+        self.alloc_with(n, arena::Init::Uninit)
     }
     pub fn filled_f16(&self, n: usize, value: f16) -> Result<DeviceBuffer<f16>> {
         self.upload_f16(&vec![value; n])

@@ -112,6 +112,9 @@ impl Backend for CudaBackend {
     fn fallbacks(&self) -> Vec<crate::backend::ops::FallbackCount> {
         self.fallback_counts()
     }
+    fn device_arena(&self) -> Option<&dyn crate::backend::plan::DeviceArena> {
+        Some(self)
+    }
     fn describe(&self) -> String {
         match self.name() {
             Ok(n) if self.is_emulated() => n,

@@ -1,0 +1,87 @@
+//! The executor on the whole pipeline (backend/executor.rs): on the emulated device the
+//! first frame of a shape is recorded and later frames are replayed from the shape's arena,
+//! with the same detections as the recorded (op-by-op) frame, bit for bit, and no device
+//! allocation. Every e2e golden's model, photo and prompt, at a reduced input size (the
+//! emulated device runs the golden's own 320-pixel forward in ~45 s; golden_e2e does that).
+//! With GLIP_REQUIRE_GPU=1 (scripts/gpu-check.sh) the same on GPU 0.
+
+use glip_rt::testing::E2eGolden;
+
+#[test]
+fn replayed_frames_give_the_recorded_frames_detections_without_allocating() {
+    use glip_rt::DeviceChoice;
+    let mut devices = Vec::new();
+    if glip_rt::backend::cuda::emu::EMULATOR_BUILT {
+        devices.push(DeviceChoice::Emulated);
+    }
+    if glip_rt::testing::gpu_required() {
+        devices.push(DeviceChoice::Cuda(0));
+    }
+    if devices.is_empty() {
+        eprintln!("skipped: this build has no emulated device and no GPU is required");
+        return;
+    }
+    // The only test of this binary, so no other thread reads the environment meanwhile.
+    std::env::set_var("GLIP_EMU_CHECKS", "fast");
+    for (device, g) in devices
+        .iter()
+        .flat_map(|d| E2eGolden::all().unwrap().into_iter().map(move |g| (*d, g)))
+    {
+        let det = glip_rt::Detector::builder()
+            .config(&g.config)
+            .weights(&g.weights)
+            .bert(g.bert.clone())
+            .device(device)
+            .allow_fallback(false)
+            .input_size(96, Some(128))
+            .build()
+            .and_then(|mut d| {
+                d.set_prompt_with_phrases(&g.caption, &g.phrases)?;
+                Ok(d)
+            })
+            .unwrap();
+        let img = glip_rt::preprocess::load_image(&g.photo, true).unwrap();
+        let recorded = det.detect(&img).unwrap();
+        assert!(!recorded.is_empty(), "{}: no detections", g.name);
+        let be = det.model().backend().clone();
+        let arena = be
+            .device_arena()
+            .expect("the emulated device plans its memory");
+        let own = arena.own_allocations();
+        for frame in 1..=2 {
+            let replayed = det.detect(&img).unwrap();
+            assert!(
+                replayed == recorded,
+                "{}: frame {frame} (replayed) differs from frame 0 (recorded)",
+                g.name
+            );
+        }
+        assert_eq!(
+            arena.own_allocations() - own,
+            1,
+            "{}: two replays allocate the arena once and nothing else",
+            g.name
+        );
+        let plans = det.plans();
+        let [(key, info)] = &plans[..] else {
+            panic!("{}: one shape, {} plans", g.name, plans.len());
+        };
+        assert_eq!((info.replays, info.op_by_op), (2, 0), "{}", g.name);
+        assert_eq!(info.broken, None, "{}", g.name);
+        let plan = info.device.clone().unwrap();
+        assert_eq!(plan.conflicts(), None, "{}", g.name);
+        let unplanned: usize = plan.buffers.iter().map(|b| b.bytes).sum();
+        println!(
+            "{} on {device:?}: {key:?}: {} ops, {} allocations ({} transient) in an arena of {:.1} MiB \
+             (bound {:.1} MiB, {:.1} MiB unplanned), {} detections",
+            g.name,
+            plan.ops,
+            plan.slots.len(),
+            plan.transient,
+            plan.peak_bytes as f64 / (1 << 20) as f64,
+            plan.live_bytes_bound as f64 / (1 << 20) as f64,
+            unplanned as f64 / (1 << 20) as f64,
+            recorded.len()
+        );
+    }
+}
