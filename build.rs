@@ -256,6 +256,14 @@ const MUTANTS: &[(&str, &str, &str, &str)] = &[
         "    GLIP_GRID_STRIDE(i, p.n) {\n        const int64_t s = Src(p, i);",
         "    GLIP_GRID_STRIDE(i, p.n - 1) {\n        const int64_t s = Src(p, i);",
     ),
+    // (m) a grouped launch that misplaces a level boundary: the first tile of every level
+    // but the first is taken for its predecessor's past-the-end tile and never computed.
+    (
+        "level_edge",
+        "logits",
+        "(int)blockIdx.x >= p.levels[l + 1].first_tile) l++;",
+        "(int)blockIdx.x > p.levels[l + 1].first_tile) l++;",
+    ),
     // (k) the same in the tensor-core kernel: O not rescaled when a key tile raises the max.
     (
         "tc_no_rescale",

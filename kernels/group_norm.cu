@@ -1,6 +1,7 @@
 // GroupNorm (nn.GroupNorm: biased variance, affine, optional ReLU) over every pyramid level of
-// one GN module at once. Levels are packed in one buffer: level l is [B, C, hw_l] at element
-// offset levels[l].offset. A (level, image, group) "slab" is contiguous (cpg * hw_l elements).
+// one GN module at once. Level l is its own tensor [B, C, hw_l], at the device addresses
+// levels[l].x (input) and levels[l].y (output) of the parameters. A (level, image, group)
+// "slab" is contiguous (cpg * hw_l elements).
 //
 // Two launches, each covering all levels:
 //   stats: one block per CHUNK-element piece of a slab -> (mean, M2) of the piece, f32
@@ -11,8 +12,8 @@
 // paying five launches each. The apply pass re-reads x, which is L2-resident right after the
 // stats pass for GLIP-T sizes (P3 at B=1 is 8.6 MB of f16).
 //
-// Requirements checked by the Rust wrapper: level offsets even and cpg * hw_l even (half2
-// accesses), at most 8 levels.
+// Requirements checked by the Rust wrapper: every level's buffers hold B * C * hw_l elements
+// and start 4-byte aligned, cpg * hw_l even (half2 accesses), at most 8 levels.
 #include "common.cuh"
 
 #define GN_THREADS 256
@@ -20,7 +21,7 @@
 #define GN_PER_THREAD (GN_CHUNK / 2 / GN_THREADS)  // half2 per thread
 
 struct GnPiece {
-    int64_t base;      // first element of the piece
+    int64_t base;      // first element of the piece in its level
     int64_t slab_len;  // elements in the slab
     int64_t first;     // block index of the slab's first piece (its partials start there)
     int n;             // elements in this piece
@@ -28,6 +29,7 @@ struct GnPiece {
     int chunk;         // index of this piece in the slab
     int group;
     int hw;
+    int level;
 };
 
 // Which piece block `item` handles; false past the last one.
@@ -45,10 +47,11 @@ GLIP_DEVICE bool gn_locate(const GlipGroupNormParams& p, int64_t item, GnPiece& 
             g.nch = (int)nch;
             g.slab_len = slab_len;
             g.first = item - g.chunk;
-            g.base = p.levels[l].offset + slab * slab_len + (int64_t)g.chunk * GN_CHUNK;
+            g.base = slab * slab_len + (int64_t)g.chunk * GN_CHUNK;
             g.n = (int)min((int64_t)GN_CHUNK, slab_len - (int64_t)g.chunk * GN_CHUNK);
             g.group = (int)(slab % p.groups);
             g.hw = p.levels[l].hw;
+            g.level = l;
             return true;
         }
         start += items;
@@ -69,12 +72,13 @@ GLIP_DEVICE float gn_block_sum(float v, float* sh) {
     return t;
 }
 
-// p: levels and sizes; x: packed levels, each [B, C, hw_l] f16; partials: [pieces, 2] f32
+// p: levels (addresses of each [B, C, hw_l] f16 input) and sizes; partials: [pieces, 2] f32
 // (mean, M2 of each piece). Grid (pieces), block 256.
-extern "C" __global__ void glip_group_norm_stats_f16(GlipGroupNormParams p, const __half* __restrict__ x, float* __restrict__ partials) {
+extern "C" __global__ void glip_group_norm_stats_f16(GlipGroupNormParams p, float* __restrict__ partials) {
     __shared__ float sh[GN_THREADS / 32];
     GnPiece g;
     if (!gn_locate(p, blockIdx.x, g)) return;  // uniform per block
+    const __half* x = reinterpret_cast<const __half*>(p.levels[g.level].x);
     const __half2* x2 = reinterpret_cast<const __half2*>(x + g.base);
     const int n2 = g.n / 2;
     float2 v[GN_PER_THREAD];
@@ -102,10 +106,9 @@ extern "C" __global__ void glip_group_norm_stats_f16(GlipGroupNormParams p, cons
     }
 }
 
-// p: levels and sizes; x, y: packed levels, each [B, C, hw_l] f16 (y may not alias x);
-// partials: [pieces, 2] f32 from the stats kernel; weight, bias: [C] f32.
-// Grid (pieces), block 256.
-extern "C" __global__ void glip_group_norm_apply_f16(GlipGroupNormParams p, const __half* __restrict__ x, const float* __restrict__ partials, const float* __restrict__ weight, const float* __restrict__ bias, __half* __restrict__ y) {
+// p: levels (addresses of each [B, C, hw_l] f16 input and output) and sizes; partials:
+// [pieces, 2] f32 from the stats kernel; weight, bias: [C] f32. Grid (pieces), block 256.
+extern "C" __global__ void glip_group_norm_apply_f16(GlipGroupNormParams p, const float* __restrict__ partials, const float* __restrict__ weight, const float* __restrict__ bias) {
     __shared__ float sh[GN_THREADS / 32];
     GnPiece g;
     if (!gn_locate(p, blockIdx.x, g)) return;  // uniform per block
@@ -129,6 +132,8 @@ extern "C" __global__ void glip_group_norm_apply_f16(GlipGroupNormParams p, cons
 
     const int cpg = p.channels / p.groups;
     const int64_t first_el = (int64_t)g.chunk * GN_CHUNK;  // element index of the piece in its slab
+    const __half* x = reinterpret_cast<const __half*>(p.levels[g.level].x);
+    __half* y = reinterpret_cast<__half*>(p.levels[g.level].y);
     const __half2* x2 = reinterpret_cast<const __half2*>(x + g.base);
     __half2* y2 = reinterpret_cast<__half2*>(y + g.base);
     const int n2 = g.n / 2;

@@ -72,14 +72,16 @@ extern "C" __global__ void glip_logits_text_proj_f16(GlipLogitsParams p, const _
 #define GLIP_LG_BK 32
 // The visual operand in f16 (activations) or f32 (features beyond f16's range, e.g. golden
 // 07's ×1e6 level: GLIP's answer there is the ±clamp, which f16 storage would turn into NaN).
+// One 64-position tile (`tile`) of a level of n_pos positions whose rows land at out_row0..
+// of each image's [out_rows, n_txt] block.
 template <typename V>
-GLIP_DEVICE void glip_logits_dot(const GlipLogitsParams& p, const V* visual, const float* proj,
-                                 const float* tok_bias, float* out) {
+GLIP_DEVICE void glip_logits_dot(const GlipLogitsParams& p, const V* visual, int n_pos, int out_rows, int out_row0,
+                                 int tile, const float* proj, const float* tok_bias, float* out) {
     __shared__ float as[GLIP_LG_BK][GLIP_LG_BM + 4];
     __shared__ float bs[GLIP_LG_BK][GLIP_LG_BN + 4];
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4, tid = threadIdx.x;
-    const int m0 = blockIdx.x * GLIP_LG_BM, n0 = blockIdx.y * GLIP_LG_BN, b = blockIdx.z;
-    const int64_t vbase = (int64_t)b * p.n_pos * p.dim;
+    const int m0 = tile * GLIP_LG_BM, n0 = blockIdx.y * GLIP_LG_BN, b = blockIdx.z;
+    const int64_t vbase = (int64_t)b * n_pos * p.dim;
     const int64_t pbase = (int64_t)b * p.n_txt * p.dim;
     float acc[4][4];
 #pragma unroll
@@ -99,8 +101,8 @@ GLIP_DEVICE void glip_logits_dot(const GlipLogitsParams& p, const V* visual, con
             }
             const int gm = m0 + m, gk = k0 + k;
             float v = 0.f;
-            if (gm < p.n_pos && gk < p.dim) {
-                v = glip_to_f32(p.channel_major ? visual[vbase + (int64_t)gk * p.n_pos + gm] : visual[vbase + (int64_t)gm * p.dim + gk]);
+            if (gm < n_pos && gk < p.dim) {
+                v = glip_to_f32(p.channel_major ? visual[vbase + (int64_t)gk * n_pos + gm] : visual[vbase + (int64_t)gm * p.dim + gk]);
             }
             as[k][m] = v;
         }
@@ -127,8 +129,8 @@ GLIP_DEVICE void glip_logits_dot(const GlipLogitsParams& p, const V* visual, con
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         const int gm = m0 + ty + 16 * i;
-        if (gm >= p.n_pos) continue;
-        float* orow = out + ((int64_t)b * p.out_rows + p.out_row0 + gm) * p.n_txt;
+        if (gm >= n_pos) continue;
+        float* orow = out + ((int64_t)b * out_rows + out_row0 + gm) * p.n_txt;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             const int gn = n0 + tx + 16 * j;
@@ -138,10 +140,30 @@ GLIP_DEVICE void glip_logits_dot(const GlipLogitsParams& p, const V* visual, con
 }
 
 extern "C" __global__ void __launch_bounds__(256) glip_logits_dot_f16(GlipLogitsParams p, const __half* visual, const float* proj, const float* tok_bias, float* out) {
-    glip_logits_dot<__half>(p, visual, proj, tok_bias, out);
+    glip_logits_dot<__half>(p, visual, p.n_pos, p.out_rows, p.out_row0, blockIdx.x, proj, tok_bias, out);
 }
 extern "C" __global__ void __launch_bounds__(256) glip_logits_dot_f32(GlipLogitsParams p, const float* visual, const float* proj, const float* tok_bias, float* out) {
-    glip_logits_dot<float>(p, visual, proj, tok_bias, out);
+    glip_logits_dot<float>(p, visual, p.n_pos, p.out_rows, p.out_row0, blockIdx.x, proj, tok_bias, out);
+}
+
+// Every pyramid level in one grouped launch: level l's visual features and logits at the
+// addresses of p.levels[l]; blockIdx.x runs over the levels' 64-position tiles back to back
+// (level l from p.levels[l].first_tile). grid (sum of tiles, ceil(n_txt/64), batch).
+template <typename V>
+GLIP_DEVICE void glip_logits_dot_levels(const GlipLogitsParams& p, const float* proj, const float* tok_bias) {
+    int l = 0;
+    while (l + 1 < p.num_levels && l + 1 < 8 && (int)blockIdx.x >= p.levels[l + 1].first_tile) l++;
+    const GlipLogitsLevel& lv = p.levels[l];
+    const int tile = (int)blockIdx.x - lv.first_tile;
+    if (tile * GLIP_LG_BM >= lv.n_pos) return;  // uniform per block
+    glip_logits_dot<V>(p, reinterpret_cast<const V*>(lv.visual), lv.n_pos, lv.n_pos, 0, tile, proj, tok_bias,
+                       reinterpret_cast<float*>(lv.out));
+}
+extern "C" __global__ void __launch_bounds__(256) glip_logits_dot_levels_f16(GlipLogitsParams p, const float* proj, const float* tok_bias) {
+    glip_logits_dot_levels<__half>(p, proj, tok_bias);
+}
+extern "C" __global__ void __launch_bounds__(256) glip_logits_dot_levels_f32(GlipLogitsParams p, const float* proj, const float* tok_bias) {
+    glip_logits_dot_levels<float>(p, proj, tok_bias);
 }
 
 // scores[r, c] = mean over the tokens of the positive-map entry owning column c of

@@ -25,9 +25,12 @@ typedef struct GlipReduceParams {
     int32_t _pad;
 } GlipReduceParams;
 
-// group_norm.cu: GroupNorm over several NCHW levels in one launch.
+// group_norm.cu: GroupNorm over several NCHW levels in one launch. Each level is its own
+// tensor, reached through the device addresses below (a grouped launch, as a pointer-array
+// batched GEMM).
 typedef struct GlipGroupNormLevel {
-    int64_t offset;  // element offset of this level in the packed buffer
+    uint64_t x;      // device address of the level's input, [B, C, hw] f16
+    uint64_t y;      // device address of its output, same shape (may not alias any x)
     int32_t hw;      // H * W of the level
     int32_t _pad;
 } GlipGroupNormLevel;
@@ -73,6 +76,14 @@ typedef struct GlipBiAttnParams {
 } GlipBiAttnParams;
 
 // logits.cu: dot-product region-word logits, text projection, phrase MEAN aggregation.
+// One level of a grouped dot-product launch, reached through device addresses.
+typedef struct GlipLogitsLevel {
+    uint64_t visual;     // [B, dim, n_pos] (channel-major) or [B, n_pos, dim], f16 or f32
+    uint64_t out;        // [B, n_pos, n_txt] f32
+    int32_t n_pos;       // positions of the level (H * W)
+    int32_t first_tile;  // first blockIdx.x of the level (tiles of 64 positions)
+} GlipLogitsLevel;
+
 typedef struct GlipLogitsParams {
     int32_t batch;
     int32_t n_pos;          // image positions of this launch (one level, or all levels)
@@ -87,7 +98,8 @@ typedef struct GlipLogitsParams {
     float clamp;            // 50000
     float bias0;            // text projection: token bias offset
     float eps;              // text projection: F.normalize eps 1e-12
-    int32_t _pad;
+    int32_t num_levels;     // dot_levels: levels of the grouped launch (<= 8)
+    GlipLogitsLevel levels[8];
 } GlipLogitsParams;
 
 // nms.cu: ATSS candidate selection, decode and multi-label NMS.

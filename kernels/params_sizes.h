@@ -2,11 +2,12 @@
 #pragma once
 static_assert(sizeof(GlipElementwiseParams) == 32, "GlipElementwiseParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipReduceParams) == 24, "GlipReduceParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
-static_assert(sizeof(GlipGroupNormLevel) == 16, "GlipGroupNormLevel: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
-static_assert(sizeof(GlipGroupNormParams) == 152, "GlipGroupNormParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
+static_assert(sizeof(GlipGroupNormLevel) == 24, "GlipGroupNormLevel: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
+static_assert(sizeof(GlipGroupNormParams) == 216, "GlipGroupNormParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipDeformConvParams) == 56, "GlipDeformConvParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipBiAttnParams) == 32, "GlipBiAttnParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
-static_assert(sizeof(GlipLogitsParams) == 56, "GlipLogitsParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
+static_assert(sizeof(GlipLogitsLevel) == 24, "GlipLogitsLevel: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
+static_assert(sizeof(GlipLogitsParams) == 248, "GlipLogitsParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipNmsLevel) == 16, "GlipNmsLevel: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipNmsParams) == 248, "GlipNmsParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipGemmParams) == 16, "GlipGemmParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");

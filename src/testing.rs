@@ -536,3 +536,43 @@ pub fn golden_head_outputs(
         token_bias: Tensor::zeros(&[0]),
     })
 }
+
+/// The grouped GroupNorm kernels on levels given packed as for the CPU twin
+/// ([`crate::backend::cpu::group_norm::group_norm_levels`]): each level uploaded to a buffer
+/// of its own, outputs poisoned with NaN beforehand, the result packed back the same way.
+pub fn group_norm_levels_packed_on(
+    be: &crate::backend::cuda::CudaBackend,
+    s: &crate::backend::cpu::group_norm::GroupNormShape,
+    levels: &[crate::backend::cpu::group_norm::GnLevel],
+    x: &[half::f16],
+    weight: &[f32],
+    bias: &[f32],
+) -> Result<Vec<half::f16>> {
+    use crate::backend::cuda::group_norm::{group_norm_levels_f16, workspace_len, GnLevelBufs};
+    let len = |hw: usize| s.batch * s.channels * hw;
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for l in levels {
+        let part = x.get(l.offset..l.offset + len(l.hw)).ok_or_else(|| {
+            Error::Invalid(format!("level at {} outside the packed input", l.offset))
+        })?;
+        xs.push(be.upload_f16(part)?);
+        ys.push(be.filled_f16(len(l.hw), half::f16::NAN)?);
+    }
+    let hws: Vec<usize> = levels.iter().map(|l| l.hw).collect();
+    let (dw, db) = (be.upload_f32(weight)?, be.upload_f32(bias)?);
+    let mut ws = be.filled_f32(workspace_len(s, &hws), f32::NAN)?;
+    let mut bufs: Vec<GnLevelBufs<'_>> = xs
+        .iter()
+        .zip(ys.iter_mut())
+        .zip(&hws)
+        .map(|((x, y), &hw)| GnLevelBufs { x, y, hw })
+        .collect();
+    group_norm_levels_f16(be, s, &mut bufs, &dw, &db, &mut ws)?;
+    drop(bufs);
+    let mut out = vec![half::f16::NAN; x.len()];
+    for (l, y) in levels.iter().zip(&ys) {
+        out[l.offset..l.offset + len(l.hw)].copy_from_slice(&be.download(y)?);
+    }
+    Ok(out)
+}

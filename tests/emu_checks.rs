@@ -7,14 +7,14 @@ use glip_rt::backend::cpu::bi_attn::{bi_attn, BiAttnShape};
 use glip_rt::backend::cpu::group_norm::{GnActivation, GnLevel, GroupNormShape};
 use glip_rt::backend::cpu::nms::{self as cpu_nms, AtssConfig, Candidate, Level, PackedInputs};
 use glip_rt::backend::cuda::bi_attn::{bi_attn_f16, BiAttnWorkspace};
-use glip_rt::backend::cuda::group_norm::{group_norm_levels_f16, workspace_len};
 use glip_rt::backend::cuda::nms::{self as gpu_nms, NmsOutputs, NmsWorkspace};
 use glip_rt::backend::cuda::{CudaBackend, EmuCheck, EmuChecks};
 use glip_rt::error::Error;
 use glip_rt::testing::{max_abs_diff, Rng};
 use half::f16;
 
-/// GroupNorm over two small levels; the last piece ends exactly at the buffer's end.
+/// GroupNorm over two small levels, each in a buffer of its own; each level's last piece ends
+/// exactly at its buffer's end.
 fn group_norm_on(be: &CudaBackend) -> glip_rt::error::Result<()> {
     let s = GroupNormShape {
         activation: GnActivation::None,
@@ -33,14 +33,8 @@ fn group_norm_on(be: &CudaBackend) -> glip_rt::error::Result<()> {
     let n = 64 * 1200 + 64 * 60;
     let mut rng = Rng::new(7);
     let x: Vec<f16> = (0..n).map(|_| f16::from_f32(1.0 + rng.normal())).collect();
-    let dx = be.upload_f16(&x)?;
-    let (dw, db) = (
-        be.upload_f32(&rng.normal_vec(64, 1.0))?,
-        be.upload_f32(&rng.normal_vec(64, 0.5))?,
-    );
-    let mut ws = be.filled_f32(workspace_len(&s, &levels), f32::NAN)?;
-    let mut dy = be.filled_f16(n, f16::NAN)?;
-    group_norm_levels_f16(be, &s, &levels, &dx, &dw, &db, &mut ws, &mut dy)
+    let (w, b) = (rng.normal_vec(64, 1.0), rng.normal_vec(64, 0.5));
+    glip_rt::testing::group_norm_levels_packed_on(be, &s, &levels, &x, &w, &b).map(|_| ())
 }
 
 /// The emulated device with every check, running `mutant` (None: the real kernels).

@@ -144,8 +144,9 @@ fn head_matches_golden_07_on_every_cuda_device() {
             let Some(x) = g.get(&key) else { break };
             let x = be.upload(&x.to_f32().unwrap()).unwrap();
             let got = be
-                .dot_logits(&x, &out.proj_tokens, &out.token_bias, scale, 50_000.0)
-                .unwrap();
+                .dot_logits(&[&x], &out.proj_tokens, &out.token_bias, scale, 50_000.0)
+                .unwrap()
+                .remove(0);
             let want = &g[&format!("output/dot_product_logits.{l}")];
             check_on(
                 &name,

@@ -99,6 +99,8 @@ fn planted_bugs_in_the_new_families_are_caught_by_the_table() {
     // tell), in the SIMT kernel and in the tensor-core one.
     assert!(failing_rows("no_rescale", &["self_attention", "window_attention"]) > 0);
     assert!(failing_rows("tc_no_rescale", &["self_attention"]) > 0);
+    // logits: the grouped launch over the pyramid levels with a level boundary off by one.
+    assert!(failing_rows("level_edge", &["dot_logits"]) > 0);
 }
 
 /// A gather that leaves its last output unwritten: the poisoned output shows it as

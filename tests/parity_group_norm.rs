@@ -1,11 +1,10 @@
 //! GPU parity of kernels/group_norm.cu against the CPU twin: all five GLIP-T pyramid levels
-//! (100x168 .. 7x11) packed in one buffer, 256 channels, 16 groups, batch 1 and 2.
+//! (100x168 .. 7x11) in one grouped launch, 256 channels, 16 groups, batch 1 and 2.
 
 use glip_rt::backend::cpu::group_norm::{group_norm_levels, GnActivation, GnLevel, GroupNormShape};
-use glip_rt::backend::cuda::group_norm::{group_norm_levels_f16, workspace_len};
 use glip_rt::backend::cuda::CudaBackend;
 use glip_rt::kernels;
-use glip_rt::testing::{cuda_or_skip, max_abs_diff, nse, Rng};
+use glip_rt::testing::{cuda_or_skip, group_norm_levels_packed_on, max_abs_diff, nse, Rng};
 use half::f16;
 
 const SIZES: [(usize, usize); 5] = [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)];
@@ -34,13 +33,7 @@ fn parity(be: &CudaBackend, batch: usize, act: GnActivation, seed: u64) {
     let mut want = vec![0.0f32; off];
     group_norm_levels(&s, &levels, &xf, &gw, &gb, &mut want).unwrap();
 
-    let dx = be.upload_f16(&xh).unwrap();
-    let (dw, db) = (be.upload_f32(&gw).unwrap(), be.upload_f32(&gb).unwrap());
-    let mut ws = be.filled_f32(workspace_len(&s, &levels), f32::NAN).unwrap();
-    let mut dy = be.filled_f16(off, f16::NAN).unwrap();
-    group_norm_levels_f16(be, &s, &levels, &dx, &dw, &db, &mut ws, &mut dy).unwrap();
-    let got: Vec<f32> = be
-        .download(&dy)
+    let got: Vec<f32> = group_norm_levels_packed_on(be, &s, &levels, &xh, &gw, &gb)
         .unwrap()
         .iter()
         .map(|v| v.to_f32())

@@ -155,15 +155,17 @@ pub trait Backend {
         stride: usize,
         offset_src: (usize, usize),
     ) -> Result<Tensor>;
-    /// GroupNorm on NCHW x with `groups`, affine w, b [C].
+    /// GroupNorm with `groups` and affine w, b [C] of each NCHW tensor of `xs` (the pyramid
+    /// levels one GN module normalises: one batch and channel count, any sizes), each on its
+    /// own statistics; on a device one grouped launch for all of them.
     fn group_norm(
         &self,
-        x: &Tensor,
+        xs: &[&Tensor],
         w: &Tensor,
         b: &Tensor,
         groups: usize,
         eps: f32,
-    ) -> Result<Tensor>;
+    ) -> Result<Vec<Tensor>>;
     /// DYReLU's application (dyrelu.py:88-95): z [N, 4C] = (a1, b1, a2, b2) after
     /// h_sigmoid; y = max(x·a1' + b1', x·a2' + b2') with a1' = (a1 − 0.5)·2 + 1,
     /// b' = b − 0.5, a2' = (a2 − 0.5)·2.
@@ -178,16 +180,17 @@ pub trait Backend {
         bias_lang: &Tensor,
         bias0: f32,
     ) -> Result<(Tensor, Tensor)>;
-    /// Dot-product region-word logits of one NCHW level [B, C, H, W] against proj [B, T, C]
-    /// and token bias [B, T]: [B, H·W, T] = clamp(v·proj / scale + bias, ±clamp).
+    /// Dot-product region-word logits of each NCHW level [B, C, H_l, W_l] of `vs` against
+    /// proj [B, T, C] and token bias [B, T]: [B, H_l·W_l, T] = clamp(v·proj / scale + bias,
+    /// ±clamp); on a device one grouped launch for all levels of a dtype.
     fn dot_logits(
         &self,
-        v: &Tensor,
+        vs: &[&Tensor],
         proj: &Tensor,
         tok_bias: &Tensor,
         scale: f32,
         clamp: f32,
-    ) -> Result<Tensor>;
+    ) -> Result<Vec<Tensor>>;
     /// [B, n_l, C] parts (one per pyramid level) concatenated along the position axis →
     /// [B, Σ n_l, C] (the dot-product logits packed over the pyramid, level-major).
     fn concat_positions(&self, parts: &[&Tensor]) -> Result<Tensor>;
@@ -572,6 +575,30 @@ pub mod shape {
         Ok((b, c, n))
     }
 
+    /// (batch, channels) of the levels one GroupNorm normalises: one or more NCHW tensors of
+    /// one batch and channel count; affine w, b of C elements.
+    pub fn group_norm(xs: &[&Tensor], w: &Tensor, b: &Tensor) -> Result<(usize, usize)> {
+        const OP: &str = "group_norm";
+        let first = xs.first().ok_or_else(|| Error::shape(OP, "no levels"))?;
+        let [n, c, _, _] = first.dims::<4>(OP)?;
+        for (l, t) in xs.iter().enumerate() {
+            let [tn, tc, _, _] = t.dims::<4>(OP)?;
+            if (tn, tc) != (n, c) {
+                return Err(Error::shape(
+                    OP,
+                    format!("level {l} is {:?}, level 0 {:?}", t.shape(), first.shape()),
+                ));
+            }
+        }
+        if w.numel() != c || b.numel() != c {
+            return Err(Error::shape(
+                OP,
+                format!("affine of {} and {} for {c} channels", w.numel(), b.numel()),
+            ));
+        }
+        Ok((n, c))
+    }
+
     /// (batch, channels) of a [B, Σ H·W, C] sequence split into levels of `sizes`.
     pub fn tokens(x: &Tensor, sizes: &[(usize, usize)]) -> Result<(usize, usize)> {
         let [b, n, c] = x.dims::<3>("tokens_to_levels")?;
@@ -667,6 +694,22 @@ pub mod shape {
     }
 
     /// (batch, t, dim) of the head's dot-product logits.
+    /// (batch, tokens, dim) of the levels of a dot-product logits op (at least one).
+    pub fn dot_logits_levels(
+        vs: &[&Tensor],
+        proj: &Tensor,
+        tok_bias: &Tensor,
+    ) -> Result<(usize, usize, usize)> {
+        let first = vs
+            .first()
+            .ok_or_else(|| Error::shape("dot_logits", "no levels"))?;
+        let r = dot_logits(first, proj, tok_bias)?;
+        for v in &vs[1..] {
+            dot_logits(v, proj, tok_bias)?;
+        }
+        Ok(r)
+    }
+
     pub fn dot_logits(
         v: &Tensor,
         proj: &Tensor,

@@ -362,17 +362,34 @@ pub fn rows(seed: u64) -> Result<Vec<Row>> {
             |b, a| b.avg_pool(at(a, 0)?),
         ));
     }
-    t.push(row(
+    t.push(rows_of(
         "group_norm",
         "group_norm",
         "[2, 32, 5, 7], 16 groups",
         1e-4,
         vec![
-            Act(rounded(rng, &[2, 32, 5, 7], 2.0, 1.5)?),
             Weight(rounded(rng, &[32], 1.0, 0.0)?),
             Weight(rounded(rng, &[32], 0.5, 0.0)?),
+            Act(rounded(rng, &[2, 32, 5, 7], 2.0, 1.5)?),
         ],
-        |b, a| b.group_norm(at(a, 0)?, at(a, 1)?, at(a, 2)?, 16, 1e-5),
+        |b, a| b.group_norm(&[at(a, 2)?], at(a, 0)?, at(a, 1)?, 16, 1e-5),
+    ));
+    t.push(rows_of(
+        "group_norm",
+        "group_norm",
+        "levels [2, 32, 5, 7] [2, 32, 3, 4] [2, 32, 1, 1] in one launch, 8 groups",
+        1e-4,
+        vec![
+            Weight(rounded(rng, &[32], 1.0, 0.0)?),
+            Weight(rounded(rng, &[32], 0.5, 0.0)?),
+            Act(rounded(rng, &[2, 32, 5, 7], 2.0, 1.5)?),
+            Act(rounded(rng, &[2, 32, 3, 4], 1.0, -0.5)?),
+            Act(rounded(rng, &[2, 32, 1, 1], 3.0, 0.0)?),
+        ],
+        |b, a| {
+            let xs = [at(a, 2)?, at(a, 3)?, at(a, 4)?];
+            b.group_norm(&xs, at(a, 0)?, at(a, 1)?, 8, 1e-5)
+        },
     ));
 
     // --- gathers and layout ---
@@ -620,7 +637,7 @@ pub fn rows(seed: u64) -> Result<Vec<Row>> {
         // f32 features large enough to reach the ±50000 clamp, as golden 07's last level.
         let big = dtype == DType::F32;
         let v = rounded(rng, &[1, 32, 4, 5], if big { 1e3 } else { 1.0 }, 0.0)?;
-        t.push(row(
+        t.push(rows_of(
             "dot_logits",
             "logits",
             format!("[1, 32, 4, 5] {} x 6 tokens", dtype.name()),
@@ -635,9 +652,29 @@ pub fn rows(seed: u64) -> Result<Vec<Row>> {
                 )?),
                 Upload(rounded(rng, &[1, 6], 1.0, 0.0)?),
             ],
-            |b, a| b.dot_logits(at(a, 0)?, at(a, 1)?, at(a, 2)?, 0.8, GLIP_CLAMP),
+            |b, a| b.dot_logits(&[at(a, 0)?], at(a, 1)?, at(a, 2)?, 0.8, GLIP_CLAMP),
         ));
     }
+    // Three levels of both dtypes in one op (an f16 launch for two, an f32 one for the
+    // third), batch 2, 70 tokens (two token tiles), levels of 1, 65 and 130 positions (tile
+    // edges).
+    t.push(rows_of(
+        "dot_logits",
+        "logits",
+        "levels [2, 32, 5, 13] f16, [2, 32, 1, 1] f16, [2, 32, 10, 13] f32 x 70 tokens",
+        1e-5,
+        vec![
+            Upload(rounded(rng, &[2, 70, 32], 1.0, 0.0)?),
+            Upload(rounded(rng, &[2, 70], 1.0, 0.0)?),
+            Act(rounded(rng, &[2, 32, 5, 13], 1.0, 0.0)?),
+            Act(rounded(rng, &[2, 32, 1, 1], 1.0, 0.0)?),
+            Upload(rounded(rng, &[2, 32, 10, 13], 1.0, 0.0)?),
+        ],
+        |b, a| {
+            let vs = [at(a, 2)?, at(a, 3)?, at(a, 4)?];
+            b.dot_logits(&vs, at(a, 0)?, at(a, 1)?, 0.8, GLIP_CLAMP)
+        },
+    ));
     t.push(row(
         "phrase_scores",
         "logits",
@@ -838,29 +875,43 @@ pub fn glip_t_rows(seed: u64) -> Result<Vec<Row>> {
             )
         },
     ));
-    t.push(row(
+    t.push(rows_of(
         "group_norm",
         "group_norm",
-        "DyConv P3 [1, 256, 100, 168], 16 groups",
+        "DyConv P3..P7 of 800x1344 (256 channels), 16 groups, one launch",
         1e-4,
         vec![
-            Act(rounded(rng, &p3, 2.0, 1.5)?),
             Weight(rounded(rng, &[256], 1.0, 0.0)?),
             Weight(rounded(rng, &[256], 0.5, 0.0)?),
+            Act(rounded(rng, &p3, 2.0, 1.5)?),
+            Act(rounded(rng, &[1, 256, 50, 84], 2.0, 1.5)?),
+            Act(rounded(rng, &[1, 256, 25, 42], 2.0, 1.5)?),
+            Act(rounded(rng, &[1, 256, 13, 21], 2.0, 1.5)?),
+            Act(rounded(rng, &[1, 256, 7, 11], 2.0, 1.5)?),
         ],
-        |b, a| b.group_norm(at(a, 0)?, at(a, 1)?, at(a, 2)?, 16, 1e-5),
+        |b, a| {
+            let xs = [at(a, 2)?, at(a, 3)?, at(a, 4)?, at(a, 5)?, at(a, 6)?];
+            b.group_norm(&xs, at(a, 0)?, at(a, 1)?, 16, 1e-5)
+        },
     ));
-    t.push(row(
+    t.push(rows_of(
         "dot_logits",
         "logits",
-        "P3 [1, 256, 100, 168] x 256 tokens",
+        "P3..P7 of 800x1344 (256 channels) x 256 tokens, one launch",
         1e-5,
         vec![
-            Act(rounded(rng, &p3, 1.0, 0.0)?),
             Upload(rounded(rng, &[1, 256, 256], 0.06, 0.0)?),
             Upload(rounded(rng, &[1, 256], 1.0, 0.0)?),
+            Act(rounded(rng, &p3, 1.0, 0.0)?),
+            Act(rounded(rng, &[1, 256, 50, 84], 1.0, 0.0)?),
+            Act(rounded(rng, &[1, 256, 25, 42], 1.0, 0.0)?),
+            Act(rounded(rng, &[1, 256, 13, 21], 1.0, 0.0)?),
+            Act(rounded(rng, &[1, 256, 7, 11], 1.0, 0.0)?),
         ],
-        |b, a| b.dot_logits(at(a, 0)?, at(a, 1)?, at(a, 2)?, 0.8, GLIP_CLAMP),
+        |b, a| {
+            let vs = [at(a, 2)?, at(a, 3)?, at(a, 4)?, at(a, 5)?, at(a, 6)?];
+            b.dot_logits(&vs, at(a, 0)?, at(a, 1)?, 0.8, GLIP_CLAMP)
+        },
     ));
     let levels: Vec<Level> = [
         (100, 168, 8),

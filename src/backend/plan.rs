@@ -327,17 +327,17 @@ impl Backend for Recorder<'_> {
     }
     fn group_norm(
         &self,
-        x: &Tensor,
+        xs: &[&Tensor],
         w: &Tensor,
         b: &Tensor,
         groups: usize,
         eps: f32,
-    ) -> Result<Tensor> {
-        self.one(
-            "group_norm",
-            self.ids(&[x, w, b]),
-            self.inner.group_norm(x, w, b, groups, eps),
-        )
+    ) -> Result<Vec<Tensor>> {
+        let mut reads = self.ids(xs);
+        reads.extend(self.ids(&[w, b]));
+        let ys = self.inner.group_norm(xs, w, b, groups, eps)?;
+        self.log("group_norm", reads, &ys.iter().collect::<Vec<_>>());
+        Ok(ys)
     }
     fn dyrelu_apply(&self, x: Tensor, z: &Tensor) -> Result<Tensor> {
         let r = self.ids(&[&x, z]);
@@ -361,17 +361,17 @@ impl Backend for Recorder<'_> {
     }
     fn dot_logits(
         &self,
-        v: &Tensor,
+        vs: &[&Tensor],
         proj: &Tensor,
         tok_bias: &Tensor,
         scale: f32,
         clamp: f32,
-    ) -> Result<Tensor> {
-        self.one(
-            "dot_logits",
-            self.ids(&[v, proj, tok_bias]),
-            self.inner.dot_logits(v, proj, tok_bias, scale, clamp),
-        )
+    ) -> Result<Vec<Tensor>> {
+        let mut reads = self.ids(vs);
+        reads.extend(self.ids(&[proj, tok_bias]));
+        let ys = self.inner.dot_logits(vs, proj, tok_bias, scale, clamp)?;
+        self.log("dot_logits", reads, &ys.iter().collect::<Vec<_>>());
+        Ok(ys)
     }
     fn concat_positions(&self, parts: &[&Tensor]) -> Result<Tensor> {
         self.one(

@@ -44,8 +44,8 @@ impl DeformConvNorm {
         })
     }
 
-    /// GN(DCN(x)) with offsets/mask of a level of size `src` (h, w): [B, 18|9, src_h, src_w].
-    fn forward(
+    /// DCN(x) with offsets/mask of a level of size `src` (h, w): [B, 18|9, src_h, src_w].
+    fn conv(
         &self,
         be: &dyn Backend,
         x: &Tensor,
@@ -53,8 +53,13 @@ impl DeformConvNorm {
         mask: &Tensor,
         src: (usize, usize),
     ) -> Result<Tensor> {
-        let y = be.deform_conv3x3(x, off, mask, &self.weight, &self.bias, self.stride, src)?;
-        be.group_norm(&y, &self.gn_weight, &self.gn_bias, self.groups, self.eps)
+        be.deform_conv3x3(x, off, mask, &self.weight, &self.bias, self.stride, src)
+    }
+
+    /// The GN of every level this module convolved, in one op.
+    fn norm(&self, be: &dyn Backend, ys: &[Tensor]) -> Result<Vec<Tensor>> {
+        let ys: Vec<&Tensor> = ys.iter().collect();
+        be.group_norm(&ys, &self.gn_weight, &self.gn_bias, self.groups, self.eps)
     }
 }
 
@@ -171,13 +176,27 @@ impl DyConv {
             pre_dyrelu: Vec::new(),
             output: Vec::new(),
         };
-        for l in 0..LEVELS {
-            let [_, _, h, w] = dims[l];
-            let om = self.offset.forward(be, &x[l])?;
+        // Every level's offsets and mask, then each conv module's DCNs over the levels it
+        // reads and one GroupNorm op for all of them (one grouped launch on a device), then
+        // the fusion per level.
+        let mut offs = Vec::with_capacity(LEVELS);
+        for xl in x {
+            let om = self.offset.forward(be, xl)?;
             let (off, mask) = be.split_offset_mask(&om)?;
-            let mut terms = vec![self.convs[1].forward(be, &x[l], &off, &mask, (h, w))?];
+            offs.push((off, mask));
+            if trace {
+                out.offset_mask.push(om);
+            }
+        }
+        let hw = |l: usize| (dims[l][2], dims[l][3]);
+        let mut same = Vec::with_capacity(LEVELS);
+        let mut down = Vec::with_capacity(LEVELS - 1);
+        let mut up = Vec::with_capacity(LEVELS - 1);
+        for (l, (off, mask)) in offs.iter().enumerate() {
+            let (h, w) = hw(l);
+            same.push(self.convs[1].conv(be, &x[l], off, mask, (h, w))?);
             if l > 0 {
-                let t = self.convs[2].forward(be, &x[l - 1], &off, &mask, (h, w))?;
+                let t = self.convs[2].conv(be, &x[l - 1], off, mask, (h, w))?;
                 let [_, _, th, tw] = t.dims::<4>(OP)?;
                 if (th, tw) != (h, w) {
                     return Err(Error::shape(
@@ -188,10 +207,10 @@ impl DyConv {
                         ),
                     ));
                 }
-                terms.push(t);
+                down.push(t);
             }
             if l + 1 < LEVELS {
-                let [_, _, nh, nw] = dims[l + 1];
+                let (nh, nw) = hw(l + 1);
                 if nh * nw > h * w {
                     return Err(Error::shape(
                         OP,
@@ -201,8 +220,22 @@ impl DyConv {
                         ),
                     ));
                 }
-                let t = self.convs[0].forward(be, &x[l + 1], &off, &mask, (h, w))?;
-                terms.push(be.upsample_bilinear_ac(&t, h, w)?);
+                up.push(self.convs[0].conv(be, &x[l + 1], off, mask, (h, w))?);
+            }
+        }
+        drop(offs);
+        let mut same = self.convs[1].norm(be, &same)?.into_iter();
+        let mut down = self.convs[2].norm(be, &down)?.into_iter();
+        let mut up = self.convs[0].norm(be, &up)?.into_iter();
+        let missing = || Error::Invalid("DyConv: a level without its conv term".into());
+        for l in 0..LEVELS {
+            let (h, w) = hw(l);
+            let mut terms = vec![same.next().ok_or_else(missing)?];
+            if l > 0 {
+                terms.push(down.next().ok_or_else(missing)?);
+            }
+            if l + 1 < LEVELS {
+                terms.push(be.upsample_bilinear_ac(&up.next().ok_or_else(missing)?, h, w)?);
             }
             // DyFuse: a_k = h_sigmoid(ReLU(AttnConv(avgpool(term_k)))) per image.
             let inv = 1.0 / terms.len() as f32;
@@ -220,7 +253,6 @@ impl DyConv {
             let y = be.scale(y, inv, 0.0)?;
             if trace {
                 out.pre_dyrelu.push(be.duplicate(&y)?);
-                out.offset_mask.push(om);
             }
             out.output.push(self.relu.forward(be, y)?);
         }

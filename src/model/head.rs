@@ -202,7 +202,7 @@ impl Head {
             self.bias0,
         )?;
         let scale = self.log_scale.exp();
-        let (mut bbox_reg, mut centerness, mut logits) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut bbox_reg, mut centerness) = (Vec::new(), Vec::new());
         for (v, &s) in visual.iter().zip(&self.scales) {
             // Scale multiplies the convolution's output, bias included (layers/misc.py Scale).
             let reg = be.conv2d(v, &self.bbox_w, Some(&self.bbox_b), 1, 0)?;
@@ -213,8 +213,10 @@ impl Head {
             };
             bbox_reg.push(reg);
             centerness.push(be.conv2d(v, &self.ctr_w, Some(&self.ctr_b), 1, 0)?);
-            logits.push(be.dot_logits(v, &proj, &tok_bias, scale, GLIP_CLAMP)?);
         }
+        // Every level's region-word logits in one op (one grouped launch on a device).
+        let levels: Vec<&Tensor> = visual.iter().collect();
+        let logits = be.dot_logits(&levels, &proj, &tok_bias, scale, GLIP_CLAMP)?;
         Ok(HeadOutputs {
             batch,
             num_tokens: t,

@@ -484,28 +484,28 @@ impl Backend for CpuBackend {
     }
     fn group_norm(
         &self,
-        x: &Tensor,
+        xs: &[&Tensor],
         w: &Tensor,
         b: &Tensor,
         groups: usize,
         eps: f32,
-    ) -> Result<Tensor> {
+    ) -> Result<Vec<Tensor>> {
         use super::group_norm::{group_norm, GroupNormShape};
-        let (n, c, h, wd) = shape::nchw("group_norm", x)?;
-        let mut y = vec![0.0f32; x.numel()];
-        group_norm(
-            &GroupNormShape {
-                groups,
-                eps,
-                ..GroupNormShape::glip(n, c)
-            },
-            h * wd,
-            &values(x, "group_norm")?,
-            &values(w, "group_norm")?,
-            &values(b, "group_norm")?,
-            &mut y,
-        )?;
-        Tensor::from_f32(x.shape(), y)
+        let (n, c) = shape::group_norm(xs, w, b)?;
+        let s = GroupNormShape {
+            groups,
+            eps,
+            ..GroupNormShape::glip(n, c)
+        };
+        let (wv, bv) = (values(w, "group_norm")?, values(b, "group_norm")?);
+        xs.iter()
+            .map(|x| {
+                let (_, _, h, wd) = shape::nchw("group_norm", x)?;
+                let mut y = vec![0.0f32; x.numel()];
+                group_norm(&s, h * wd, &values(x, "group_norm")?, &wv, &bv, &mut y)?;
+                Tensor::from_f32(x.shape(), y)
+            })
+            .collect()
     }
     fn dyrelu_apply(&self, x: Tensor, z: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = shape::nchw("dyrelu_apply", &x)?;
@@ -559,27 +559,32 @@ impl Backend for CpuBackend {
     }
     fn dot_logits(
         &self,
-        v: &Tensor,
+        vs: &[&Tensor],
         proj: &Tensor,
         tok_bias: &Tensor,
         scale: f32,
         clamp: f32,
-    ) -> Result<Tensor> {
-        let (b, t, dim) = shape::dot_logits(v, proj, tok_bias)?;
-        let hw = v.numel() / (b * dim).max(1);
-        let y = super::logits::dot_logits(
-            &values(v, "dot_logits")?,
-            super::logits::VisualLayout::ChannelMajor,
-            &values(proj, "dot_logits")?,
-            &values(tok_bias, "dot_logits")?,
-            b,
-            hw,
-            t,
-            dim,
-            scale,
-            clamp,
-        )?;
-        Tensor::from_f32(&[b, hw, t], y)
+    ) -> Result<Vec<Tensor>> {
+        let (b, t, dim) = shape::dot_logits_levels(vs, proj, tok_bias)?;
+        let (pv, tv) = (values(proj, "dot_logits")?, values(tok_bias, "dot_logits")?);
+        vs.iter()
+            .map(|v| {
+                let hw = v.numel() / (b * dim).max(1);
+                let y = super::logits::dot_logits(
+                    &values(v, "dot_logits")?,
+                    super::logits::VisualLayout::ChannelMajor,
+                    &pv,
+                    &tv,
+                    b,
+                    hw,
+                    t,
+                    dim,
+                    scale,
+                    clamp,
+                )?;
+                Tensor::from_f32(&[b, hw, t], y)
+            })
+            .collect()
     }
     fn concat_positions(&self, parts: &[&Tensor]) -> Result<Tensor> {
         let (b, n, c) = shape::concat_positions(parts)?;

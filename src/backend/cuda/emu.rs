@@ -295,12 +295,28 @@ impl EmuArgs {
     pub(crate) fn value<P>(&mut self, value: &P) {
         self.args.push(value as *const P as *mut c_void);
     }
+    /// A buffer the kernel reaches through its parameters (not an argument of its own):
+    /// checked like one, reported as argument -1.
+    pub(crate) fn reached<T: Copy>(&mut self, b: &EmuBuffer<T>) {
+        self.bufs.push((usize::MAX, b.device_ptr(), b.bytes()));
+        self.canaries.push(b.owned);
+    }
     pub(crate) fn buffer<T: Copy>(&mut self, b: &EmuBuffer<T>) {
         let slot = Box::new(b.device_ptr());
         self.bufs.push((self.args.len(), b.device_ptr(), b.bytes()));
         self.canaries.push(b.owned);
         self.args.push(&*slot as *const *mut c_void as *mut c_void);
         self.slots.push(slot);
+    }
+}
+
+/// How a check names a buffer: its argument index, or a buffer reached through the
+/// parameters ([`EmuArgs::reached`]).
+fn arg_name(arg: usize) -> String {
+    if arg == usize::MAX {
+        "a buffer the parameters point to".into()
+    } else {
+        format!("argument {arg}")
     }
 }
 
@@ -438,7 +454,7 @@ impl EmuDevice {
                 return Err(Error::KernelCheck {
                     kernel: k.name.to_string(),
                     check: EmuCheck::Canary,
-                    detail: format!("the kernel wrote just outside argument {arg}"),
+                    detail: format!("the kernel wrote just outside {}", arg_name(arg)),
                 });
             }
         }
@@ -513,9 +529,11 @@ impl EmuDevice {
                         kernel: k.name.to_string(),
                         check,
                         detail: format!(
-                            "argument {arg} differs at byte {byte} between the forward run and the {what} run \
+                            "{} differs at byte {byte} between the forward run and the {what} run \
                              (0x{:02x} vs 0x{:02x})",
-                            a[byte], b[byte]
+                            arg_name(arg),
+                            a[byte],
+                            b[byte]
                         ),
                     });
                 }

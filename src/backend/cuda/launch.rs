@@ -97,6 +97,26 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// A buffer the kernel reaches through an address in its parameter block (a grouped
+    /// launch over several tensors), read only: on the emulated device it is checked like a
+    /// buffer argument (canary, snapshots of the rerun checks); on a GPU nothing is pushed.
+    pub fn reaches<T: DeviceElem>(&mut self, b: &'a DeviceBuffer<T>) -> &mut Self {
+        self.reached(&b.inner);
+        self
+    }
+    /// [`Launch::reaches`] for a buffer the kernel writes.
+    pub fn reaches_mut<T: DeviceElem>(&mut self, b: &'a mut DeviceBuffer<T>) -> &mut Self {
+        self.reached(&b.inner);
+        self
+    }
+    fn reached<T: DeviceElem>(&mut self, b: &BufInner<T>) {
+        match (&mut self.inner, b) {
+            (LaunchInner::Emu { args, .. }, BufInner::Emu(e)) => args.reached(e),
+            (LaunchInner::Cuda(_), BufInner::Cuda(_)) | (LaunchInner::Failed(_), _) => {}
+            _ => self.mismatch = Some(self.count),
+        }
+    }
+
     /// Launches the kernel.
     ///
     /// # Safety

@@ -164,6 +164,99 @@ pub fn dot<V: DotVisual>(
     Ok(())
 }
 
+/// Levels one grouped dot-product launch takes (the parameter block's array).
+pub const MAX_DOT_LEVELS: usize = 8;
+
+/// One level of [`dot_levels`]: its visual features [B, dim, n_pos] (NCHW) and its logits
+/// [B, n_pos, T].
+pub struct DotLevel<'a, V> {
+    pub visual: &'a DeviceBuffer<V>,
+    pub out: &'a mut DeviceBuffer<f32>,
+    pub n_pos: usize,
+}
+
+/// [`dot`] of every level in one grouped launch (channel-major visual features; each level
+/// writes its own [B, n_pos, T] buffer). `s.n_pos`, `out_rows`, `out_row0` are ignored.
+#[allow(clippy::too_many_arguments)]
+pub fn dot_levels<V: DotVisual>(
+    be: &CudaBackend,
+    s: &DotShape,
+    levels: &mut [DotLevel<'_, V>],
+    proj: &DeviceBuffer<f32>,
+    tok_bias: &DeviceBuffer<f32>,
+    scale: f32,
+    clamp: f32,
+) -> Result<()> {
+    const OP: &str = "logits dot_levels";
+    if levels.is_empty() || levels.len() > MAX_DOT_LEVELS {
+        return Err(Error::shape(
+            OP,
+            format!("{} levels (1..={MAX_DOT_LEVELS})", levels.len()),
+        ));
+    }
+    check_len(OP, "proj", proj.len(), s.batch * s.n_txt * s.dim)?;
+    check_len(OP, "tok_bias", tok_bias.len(), s.batch * s.n_txt)?;
+    if s.batch == 0 || s.n_txt == 0 {
+        return Ok(());
+    }
+    let mut p = GlipLogitsParams {
+        batch: to_i32(OP, "size", s.batch)?,
+        n_txt: to_i32(OP, "size", s.n_txt)?,
+        dim: to_i32(OP, "size", s.dim)?,
+        channel_major: 1,
+        num_levels: levels.len() as i32,
+        scale,
+        clamp,
+        ..Default::default()
+    };
+    let mut tiles = 0usize;
+    for (i, l) in levels.iter().enumerate() {
+        let what = |x: &str| format!("level {i} {x}");
+        check_len(
+            OP,
+            &what("visual"),
+            l.visual.len(),
+            s.batch * l.n_pos * s.dim,
+        )?;
+        check_len(OP, &what("out"), l.out.len(), s.batch * l.n_pos * s.n_txt)?;
+        to_i32(OP, "size", s.batch * l.n_pos * s.n_txt.max(s.dim))?;
+        p.levels[i].visual = be.device_address(l.visual)?;
+        p.levels[i].out = be.device_address(&*l.out)?;
+        p.levels[i].n_pos = to_i32(OP, "positions", l.n_pos)?;
+        p.levels[i].first_tile = to_i32(OP, "tiles", tiles)?;
+        tiles += l.n_pos.div_ceil(64);
+    }
+    if tiles == 0 {
+        return Ok(());
+    }
+    let grid = (
+        to_i32(OP, "tiles", tiles)? as u32,
+        s.n_txt.div_ceil(64) as u32,
+        s.batch as u32,
+    );
+    if grid.1 > 65_535 || grid.2 > 65_535 {
+        return Err(Error::shape(OP, format!("grid {grid:?} too large")));
+    }
+    let f = be.function(FAMILY, V::DOT_LEVELS_KERNEL)?;
+    let cfg = LaunchConfig {
+        grid_dim: grid,
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut l = be.launch_builder(&f);
+    l.arg(&p).arg(proj).arg(tok_bias);
+    for lv in levels.iter_mut() {
+        l.reaches(lv.visual);
+        l.reaches_mut(&mut *lv.out);
+    }
+    // SAFETY: block x belongs to the level whose tiles cover it (first_tile ascending); it
+    // reads that level's visual[..batch*n_pos*dim), proj[..batch*n_txt*dim),
+    // tok_bias[..batch*n_txt) and writes rows of its tile in that level's [B, n_pos, T]
+    // output, all guarded by n_pos / n_txt / dim, whose extents were checked above.
+    unsafe { l.launch(cfg) }?;
+    Ok(())
+}
+
 /// A positive map on the device: for every label column the entry owning it (−1 if none;
 /// the last entry wins for a repeated label, as GLIP's loop overwrites), and the entries'
 /// token ranges.
@@ -263,10 +356,13 @@ pub fn phrase_mean_f32(
 /// The visual operand types of [`dot`]: f16 activations, or f32 features.
 pub trait DotVisual: super::FloatElem {
     const DOT_KERNEL: &'static str;
+    const DOT_LEVELS_KERNEL: &'static str;
 }
 impl DotVisual for f16 {
     const DOT_KERNEL: &'static str = names::GLIP_LOGITS_DOT_F16;
+    const DOT_LEVELS_KERNEL: &'static str = names::GLIP_LOGITS_DOT_LEVELS_F16;
 }
 impl DotVisual for f32 {
     const DOT_KERNEL: &'static str = names::GLIP_LOGITS_DOT_F32;
+    const DOT_LEVELS_KERNEL: &'static str = names::GLIP_LOGITS_DOT_LEVELS_F32;
 }

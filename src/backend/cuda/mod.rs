@@ -308,6 +308,21 @@ impl CudaBackend {
             )),
         }
     }
+    /// A buffer's device address, for parameter blocks that reach several tensors (grouped
+    /// launches).
+    pub fn device_address<T: DeviceElem>(&self, b: &DeviceBuffer<T>) -> Result<u64> {
+        match (&self.dev, &b.inner) {
+            (Dev::Gpu(g), BufInner::Cuda(s)) => {
+                use cudarc::driver::DevicePtr;
+                let (p, _sync) = s.device_ptr(&g.stream);
+                Ok(p)
+            }
+            (Dev::Emu(_), BufInner::Emu(e)) => Ok(e.device_ptr() as u64),
+            _ => Err(Error::Cuda(
+                "device_address: the buffer belongs to another device".into(),
+            )),
+        }
+    }
     /// A device buffer of `n` elements filled with `value` (used to poison outputs in tests).
     /// Poison every op's output with NaN before its kernel writes it (off by default).
     pub fn set_poison_outputs(&mut self, on: bool) {

@@ -546,40 +546,60 @@ impl Backend for CudaBackend {
     }
     fn group_norm(
         &self,
-        x: &Tensor,
+        xs: &[&Tensor],
         w: &Tensor,
         b: &Tensor,
         groups: usize,
         eps: f32,
-    ) -> Result<Tensor> {
-        use crate::backend::cpu::group_norm::{GnLevel, GroupNormShape};
-        let (n, c, h, wd) = shape::nchw("group_norm", x)?;
+    ) -> Result<Vec<Tensor>> {
+        use super::group_norm::{group_norm_levels_f16, workspace_len, GnLevelBufs, MAX_LEVELS};
+        use crate::backend::cpu::group_norm::GroupNormShape;
+        const OP: &str = "group_norm";
+        let (n, c) = shape::group_norm(xs, w, b)?;
         let s = GroupNormShape {
             groups,
             eps,
             ..GroupNormShape::glip(n, c)
         };
-        let levels = [GnLevel {
-            offset: 0,
-            hw: h * wd,
-        }];
-        let mut ws = self.alloc_zeros::<f32>(super::group_norm::workspace_len(&s, &levels))?;
-        let mut y = self.alloc_out::<f16>(x.numel())?;
-        super::group_norm::group_norm_levels_f16(
-            self,
-            &s,
-            &levels,
-            self.device_f16(x, "group_norm")?,
+        let (dw, db) = (
             self.device_f32(w, "group_norm weight")?,
             self.device_f32(b, "group_norm bias")?,
-            &mut ws,
-            &mut y,
-        )?;
-        Ok(Tensor::from_device(
-            x.shape(),
-            self.ordinal,
-            DeviceData::F16(y),
-        ))
+        );
+        let mut out = Vec::with_capacity(xs.len());
+        // One grouped launch pair per MAX_LEVELS levels (GLIP-T's DyConv passes 4 or 5).
+        for part in xs.chunks(MAX_LEVELS) {
+            let hws = part
+                .iter()
+                .map(|x| shape::nchw(OP, x).map(|(_, _, h, wd)| h * wd))
+                .collect::<Result<Vec<_>>>()?;
+            let mut ws = self.alloc_zeros::<f32>(workspace_len(&s, &hws))?;
+            let mut ys = part
+                .iter()
+                .map(|x| self.alloc_out::<f16>(x.numel()))
+                .collect::<Result<Vec<_>>>()?;
+            let mut levels = part
+                .iter()
+                .zip(ys.iter_mut())
+                .zip(&hws)
+                .map(|((x, y), &hw)| {
+                    Ok(GnLevelBufs {
+                        x: self.device_f16(x, OP)?,
+                        y,
+                        hw,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            group_norm_levels_f16(self, &s, &mut levels, dw, db, &mut ws)?;
+            drop(levels);
+            for (x, y) in part.iter().zip(ys) {
+                out.push(Tensor::from_device(
+                    x.shape(),
+                    self.ordinal,
+                    DeviceData::F16(y),
+                ));
+            }
+        }
+        Ok(out)
     }
     fn dyrelu_apply(&self, x: Tensor, z: &Tensor) -> Result<Tensor> {
         let op = "dyrelu_apply";
@@ -626,38 +646,72 @@ impl Backend for CudaBackend {
     }
     fn dot_logits(
         &self,
-        v: &Tensor,
+        vs: &[&Tensor],
         proj: &Tensor,
         tok_bias: &Tensor,
         scale: f32,
         clamp: f32,
-    ) -> Result<Tensor> {
-        let (b, t, dim) = shape::dot_logits(v, proj, tok_bias)?;
-        let hw = v.numel() / (b * dim).max(1);
+    ) -> Result<Vec<Tensor>> {
+        let (b, t, dim) = shape::dot_logits_levels(vs, proj, tok_bias)?;
         let s = super::logits::DotShape {
             batch: b,
-            n_pos: hw,
+            n_pos: 0,
             n_txt: t,
             dim,
             channel_major: true,
-            out_rows: hw,
+            out_rows: 0,
             out_row0: 0,
         };
-        let mut out = self.alloc_out::<f32>((b * hw * t).max(1))?;
         let (proj, tok_bias) = (
             self.device_f32(proj, "dot_logits proj")?,
             self.device_f32(tok_bias, "dot_logits token bias")?,
         );
+        let mut out: Vec<Option<Tensor>> = vs.iter().map(|_| None).collect();
         // f16 activations; f32 features (beyond f16's range) keep their range to the clamp.
-        with_float!(v.dtype(), "dot_logits", T => {
-            let dv = self.float_buf::<T>(v, "dot_logits")?;
-            logits::dot(self, &s, dv, proj, tok_bias, scale, clamp, &mut out)
-        })?;
-        Ok(Tensor::from_device(
-            &[b, hw, t],
-            self.ordinal,
-            DeviceData::F32(out),
-        ))
+        // One grouped launch per dtype (per MAX_DOT_LEVELS levels).
+        for dtype in [DType::F16, DType::F32] {
+            let idx: Vec<usize> = (0..vs.len()).filter(|&i| vs[i].dtype() == dtype).collect();
+            for part in idx.chunks(logits::MAX_DOT_LEVELS) {
+                with_float!(dtype, "dot_logits", T => {
+                    let hws: Vec<usize> = part.iter().map(|&i| vs[i].numel() / (b * dim).max(1)).collect();
+                    let mut ys = hws
+                        .iter()
+                        .map(|hw| self.alloc_out::<f32>((b * hw * t).max(1)))
+                        .collect::<Result<Vec<_>>>()?;
+                    let mut levels = part
+                        .iter()
+                        .zip(ys.iter_mut())
+                        .zip(&hws)
+                        .map(|((&i, out), &n_pos)| {
+                            Ok(logits::DotLevel {
+                                visual: self.float_buf::<T>(vs[i], "dot_logits")?,
+                                out,
+                                n_pos,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    logits::dot_levels(self, &s, &mut levels, proj, tok_bias, scale, clamp)?;
+                    drop(levels);
+                    for ((&i, y), hw) in part.iter().zip(ys).zip(hws) {
+                        out[i] = Some(Tensor::from_device(
+                            &[b, hw, t],
+                            self.ordinal,
+                            DeviceData::F32(y),
+                        ));
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        out.into_iter()
+            .map(|o| {
+                o.ok_or(Error::DType {
+                    op: "dot_logits",
+                    expected: "f16 or f32",
+                    got: "another dtype",
+                })
+            })
+            .collect()
     }
     fn concat_positions(&self, parts: &[&Tensor]) -> Result<Tensor> {
         let op = "concat_positions";

@@ -54,20 +54,23 @@ const _: () = {
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct GlipGroupNormLevel {
-    pub offset: i64,
+    pub x: u64,
+    pub y: u64,
     pub hw: i32,
     pub _pad: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of GlipGroupNormLevel"][::core::mem::size_of::<GlipGroupNormLevel>() - 16usize];
+    ["Size of GlipGroupNormLevel"][::core::mem::size_of::<GlipGroupNormLevel>() - 24usize];
     ["Alignment of GlipGroupNormLevel"][::core::mem::align_of::<GlipGroupNormLevel>() - 8usize];
-    ["Offset of field: GlipGroupNormLevel::offset"]
-        [::core::mem::offset_of!(GlipGroupNormLevel, offset) - 0usize];
+    ["Offset of field: GlipGroupNormLevel::x"]
+        [::core::mem::offset_of!(GlipGroupNormLevel, x) - 0usize];
+    ["Offset of field: GlipGroupNormLevel::y"]
+        [::core::mem::offset_of!(GlipGroupNormLevel, y) - 8usize];
     ["Offset of field: GlipGroupNormLevel::hw"]
-        [::core::mem::offset_of!(GlipGroupNormLevel, hw) - 8usize];
+        [::core::mem::offset_of!(GlipGroupNormLevel, hw) - 16usize];
     ["Offset of field: GlipGroupNormLevel::_pad"]
-        [::core::mem::offset_of!(GlipGroupNormLevel, _pad) - 12usize];
+        [::core::mem::offset_of!(GlipGroupNormLevel, _pad) - 20usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -82,7 +85,7 @@ pub struct GlipGroupNormParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of GlipGroupNormParams"][::core::mem::size_of::<GlipGroupNormParams>() - 152usize];
+    ["Size of GlipGroupNormParams"][::core::mem::size_of::<GlipGroupNormParams>() - 216usize];
     ["Alignment of GlipGroupNormParams"][::core::mem::align_of::<GlipGroupNormParams>() - 8usize];
     ["Offset of field: GlipGroupNormParams::batch"]
         [::core::mem::offset_of!(GlipGroupNormParams, batch) - 0usize];
@@ -176,6 +179,27 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct GlipLogitsLevel {
+    pub visual: u64,
+    pub out: u64,
+    pub n_pos: i32,
+    pub first_tile: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GlipLogitsLevel"][::core::mem::size_of::<GlipLogitsLevel>() - 24usize];
+    ["Alignment of GlipLogitsLevel"][::core::mem::align_of::<GlipLogitsLevel>() - 8usize];
+    ["Offset of field: GlipLogitsLevel::visual"]
+        [::core::mem::offset_of!(GlipLogitsLevel, visual) - 0usize];
+    ["Offset of field: GlipLogitsLevel::out"]
+        [::core::mem::offset_of!(GlipLogitsLevel, out) - 8usize];
+    ["Offset of field: GlipLogitsLevel::n_pos"]
+        [::core::mem::offset_of!(GlipLogitsLevel, n_pos) - 16usize];
+    ["Offset of field: GlipLogitsLevel::first_tile"]
+        [::core::mem::offset_of!(GlipLogitsLevel, first_tile) - 20usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct GlipLogitsParams {
     pub batch: i32,
     pub n_pos: i32,
@@ -190,12 +214,13 @@ pub struct GlipLogitsParams {
     pub clamp: f32,
     pub bias0: f32,
     pub eps: f32,
-    pub _pad: i32,
+    pub num_levels: i32,
+    pub levels: [GlipLogitsLevel; 8usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of GlipLogitsParams"][::core::mem::size_of::<GlipLogitsParams>() - 56usize];
-    ["Alignment of GlipLogitsParams"][::core::mem::align_of::<GlipLogitsParams>() - 4usize];
+    ["Size of GlipLogitsParams"][::core::mem::size_of::<GlipLogitsParams>() - 248usize];
+    ["Alignment of GlipLogitsParams"][::core::mem::align_of::<GlipLogitsParams>() - 8usize];
     ["Offset of field: GlipLogitsParams::batch"]
         [::core::mem::offset_of!(GlipLogitsParams, batch) - 0usize];
     ["Offset of field: GlipLogitsParams::n_pos"]
@@ -222,8 +247,10 @@ const _: () = {
         [::core::mem::offset_of!(GlipLogitsParams, bias0) - 44usize];
     ["Offset of field: GlipLogitsParams::eps"]
         [::core::mem::offset_of!(GlipLogitsParams, eps) - 48usize];
-    ["Offset of field: GlipLogitsParams::_pad"]
-        [::core::mem::offset_of!(GlipLogitsParams, _pad) - 52usize];
+    ["Offset of field: GlipLogitsParams::num_levels"]
+        [::core::mem::offset_of!(GlipLogitsParams, num_levels) - 52usize];
+    ["Offset of field: GlipLogitsParams::levels"]
+        [::core::mem::offset_of!(GlipLogitsParams, levels) - 56usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -442,6 +469,7 @@ unsafe impl cudarc::driver::DeviceRepr for GlipGroupNormLevel {}
 unsafe impl cudarc::driver::DeviceRepr for GlipGroupNormParams {}
 unsafe impl cudarc::driver::DeviceRepr for GlipDeformConvParams {}
 unsafe impl cudarc::driver::DeviceRepr for GlipBiAttnParams {}
+unsafe impl cudarc::driver::DeviceRepr for GlipLogitsLevel {}
 unsafe impl cudarc::driver::DeviceRepr for GlipLogitsParams {}
 unsafe impl cudarc::driver::DeviceRepr for GlipNmsLevel {}
 unsafe impl cudarc::driver::DeviceRepr for GlipNmsParams {}
