@@ -42,9 +42,46 @@ fn tiny_bench_reports_every_stage() {
     }
 }
 
+/// `--json`: one JSON object on stdout (the report on stderr) with each case's latency
+/// quantiles, frames/s, stages and plan; `--iters` is `--runs`, `--batch` repeats the image.
+#[test]
+fn json_report_has_latency_quantiles_and_the_plan() {
+    let o = bench(&[
+        "--size", "96x128", "--iters", "3", "--batch", "2", "--tokens", "8", "--coco", "false",
+        "--json",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{out}\n{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["batch"], 2, "{v}");
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1, "{v}");
+    let c = &cases[0];
+    assert_eq!(
+        (c["tokens"].as_u64(), c["runs"].as_u64()),
+        (Some(8), Some(3)),
+        "{c}"
+    );
+    let (p50, p99, fps) = (
+        c["p50_ms"].as_f64().unwrap(),
+        c["p99_ms"].as_f64().unwrap(),
+        c["frames_per_s"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && fps > 0.0, "{c}");
+    assert!(c["stages_s"]["head"].as_f64().is_some(), "{c}");
+    assert!(c["activations_arena_bytes"].as_u64().unwrap() > 0, "{c}");
+    assert!(err.contains("latency over 3 runs"), "{err}");
+}
+
 #[test]
 fn bad_bench_arguments_are_errors() {
     for (args, needle) in [
+        (&["--batch", "0"][..], "--batch"),
+        (&["--batch", "9"][..], "--batch"),
         (&["--size", "big"][..], "--size"),
         (&["--device", "cuda"][..], "CUDA"),
         (&["--tokens", "1"][..], "--tokens"),

@@ -125,9 +125,15 @@ pub struct Args {
     /// Run the COCO-80 class prompt (real tokens, and padded to 256 as GLIP does).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub coco: bool,
-    /// Timed runs per prompt length (after one warm-up run).
-    #[arg(long, default_value_t = 1)]
+    /// Timed runs per prompt length (after one warm-up run, which records the shape's plan).
+    #[arg(long, alias = "iters", default_value_t = 1)]
     pub runs: usize,
+    /// Images per forward (the same random image repeated).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Print the results as one JSON object on stdout (the human report goes to stderr).
+    #[arg(long)]
+    pub json: bool,
     /// GLIP's test resize MIN,MAX (INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST) instead of the model's
     /// (800,1333 for GLIP-T): e.g. 128,128 runs GLIP-T's weights at a reduced size (the
     /// emulated device).
@@ -193,11 +199,33 @@ fn run_ops(a: &Args) -> Result {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `q`-quantile (nearest rank) of sorted seconds.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 pub fn run(a: Args) -> Result {
     if a.ops {
         return run_ops(&a);
     }
-    let mut stdout = super::out::Out::new();
+    // Post-processing (ATSS + NMS) takes up to MAX_BATCH images per call.
+    let max_batch = glip_rt::backend::atss::MAX_BATCH;
+    if a.batch == 0 || a.batch > max_batch {
+        return Err(Error::Invalid(format!(
+            "--batch {}: must be in 1..={max_batch}",
+            a.batch
+        )));
+    }
+    let mut stdout = if a.json {
+        super::out::Out::stderr()
+    } else {
+        super::out::Out::new()
+    };
+    let mut report = serde_json::json!({ "cases": [] });
     let (h, w) = a
         .size
         .split_once('x')
@@ -341,7 +369,10 @@ pub fn run(a: Args) -> Result {
         cases.push((format!("synthetic prompt, {t} tokens"), ids, mask, pm));
     }
     let num_convs = det.model().config.dyhead.num_convs;
-    let batch = std::slice::from_ref(&pre);
+    let batch = vec![pre.clone(); a.batch];
+    report["device"] = det.model().backend().describe().into();
+    report["network_input"] = serde_json::json!([pre.image.h, pre.image.w]);
+    report["batch"] = a.batch.into();
     for (name, ids, mask, positive_map) in cases {
         let s = Instant::now();
         let names = positive_map
@@ -351,19 +382,21 @@ pub fn run(a: Args) -> Result {
         let t = ids.len();
         det.set_prompt_ids(&ids, &mask, positive_map, names)?;
         let t_lang = s.elapsed();
+        let mut times: Vec<f64> = Vec::with_capacity(a.runs);
+        let mut last: Option<(Taps, usize, f64)> = None;
+        let key = PlanKey {
+            batch: a.batch,
+            height: pre.image.h,
+            width: pre.image.w,
+            tokens: t,
+        };
         for run in 0..=a.runs {
             let mut taps = Taps::disabled();
             let f = Instant::now();
-            // The warm-up run records the memory plan of this shape (on any device).
-            let (dets, _) = det.run(batch, &mut taps)?;
-            let t_run = f.elapsed();
+            // The warm-up run records this shape's plan (on any device); later runs replay it.
+            let (dets, _) = det.run(&batch, &mut taps)?;
+            let t_run = f.elapsed().as_secs_f64();
             if run == 0 {
-                let key = PlanKey {
-                    batch: 1,
-                    height: pre.image.h,
-                    width: pre.image.w,
-                    tokens: t,
-                };
                 if let Some((_, info)) = det.plans().into_iter().find(|(k, _)| *k == key) {
                     let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
                     let p = &info.memory;
@@ -390,38 +423,72 @@ pub fn run(a: Args) -> Result {
                 }
                 continue; // warm-up
             }
-            outln!(
-                stdout,
-                "\n{name}, run {run}: {} detections",
-                dets.first().map(|d| d.len()).unwrap_or(0)
-            );
-            outln!(stdout, "  {:<28} {:>9}", "stage", "seconds");
-            stage(&mut stdout, "preprocess", t_pre.as_secs_f64())?;
-            stage(
-                &mut stdout,
-                "language backbone (cached)",
-                t_lang.as_secs_f64(),
-            )?;
-            // Tower stages are summed over the layers ("tower.3 DyConv" → "DyConv xN").
-            let mut groups: Vec<(String, f64)> = Vec::new();
-            for (name, d) in &taps.timings {
-                let key = match name.split_once(' ') {
-                    Some((_, k)) if name.starts_with("tower.") => format!("{k} x{num_convs}"),
-                    _ => name.clone(),
-                };
-                match groups.iter_mut().find(|(k, _)| *k == key) {
-                    Some(g) => g.1 += d.as_secs_f64(),
-                    None => groups.push((key, d.as_secs_f64())),
-                }
+            times.push(t_run);
+            last = Some((taps, dets.first().map(|d| d.len()).unwrap_or(0), t_run));
+        }
+        let Some((taps, n_dets, t_run)) = last else {
+            continue; // --runs 0: the warm-up only
+        };
+        outln!(stdout, "\n{name}, run {}: {n_dets} detections", a.runs);
+        outln!(stdout, "  {:<28} {:>9}", "stage", "seconds");
+        stage(&mut stdout, "preprocess", t_pre.as_secs_f64())?;
+        stage(
+            &mut stdout,
+            "language backbone (cached)",
+            t_lang.as_secs_f64(),
+        )?;
+        // Tower stages are summed over the layers ("tower.3 DyConv" → "DyConv xN").
+        let mut groups: Vec<(String, f64)> = Vec::new();
+        for (name, d) in &taps.timings {
+            let key = match name.split_once(' ') {
+                Some((_, k)) if name.starts_with("tower.") => format!("{k} x{num_convs}"),
+                _ => name.clone(),
+            };
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some(g) => g.1 += d.as_secs_f64(),
+                None => groups.push((key, d.as_secs_f64())),
             }
-            for (k, s) in &groups {
-                stage(&mut stdout, k, *s)?;
-            }
-            stage(
-                &mut stdout,
-                "total per frame (no lang)",
-                (t_pre + t_run).as_secs_f64(),
-            )?;
+        }
+        for (k, s) in &groups {
+            stage(&mut stdout, k, *s)?;
+        }
+        stage(
+            &mut stdout,
+            "total per frame (no lang)",
+            t_pre.as_secs_f64() + t_run,
+        )?;
+        times.sort_by(f64::total_cmp);
+        let (p50, p99) = (quantile(&times, 0.5), quantile(&times, 0.99));
+        let total: f64 = times.iter().sum();
+        let fps = (a.batch * times.len()) as f64 / total.max(1e-12);
+        outln!(
+            stdout,
+            "  latency over {} runs (forward + post-processing, batch {}): p50 {:.3} ms, p99 {:.3} ms, {:.2} frames/s",
+            times.len(),
+            a.batch,
+            p50 * 1e3,
+            p99 * 1e3,
+            fps
+        );
+        let info = det
+            .plans()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, i)| i);
+        if let Some(cases) = report["cases"].as_array_mut() {
+            cases.push(serde_json::json!({
+                "name": name,
+                "tokens": t,
+                "runs": times.len(),
+                "p50_ms": p50 * 1e3,
+                "p99_ms": p99 * 1e3,
+                "frames_per_s": fps,
+                "detections": n_dets,
+                "stages_s": groups.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+                "activations_arena_bytes": info.as_ref().map(|i| i.memory.peak_bytes),
+                "device_arena_bytes": info.as_ref().and_then(|i| i.device.as_ref().map(|d| d.peak_bytes)),
+                "replays": info.as_ref().map(|i| i.replays),
+            }));
         }
     }
     for (k, info) in det.plans() {
@@ -443,8 +510,18 @@ pub fn run(a: Args) -> Result {
                 .unwrap_or_default()
         );
     }
-    if let Some(t) = super::fallback_table(&det.fallbacks()) {
+    let fallbacks = det.fallbacks();
+    if let Some(t) = super::fallback_table(&fallbacks) {
         outln!(stdout, "\n{t}");
+    }
+    if a.json {
+        report["fallbacks"] = fallbacks
+            .iter()
+            .map(|f| serde_json::json!({ "op": f.op, "calls": f.calls }))
+            .collect::<Vec<_>>()
+            .into();
+        let mut out = super::out::Out::new();
+        outln!(out, "{report}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,15 +23,22 @@ pub fn stdout_error(e: std::io::Error) -> Error {
     }
 }
 
-/// Line-oriented stdout for results.
+/// Line-oriented stdout for results (or stderr, for a command whose stdout carries JSON).
 pub struct Out {
-    inner: StdoutLock<'static>,
+    inner: Box<dyn Write>,
 }
 
 impl Out {
     pub fn new() -> Self {
+        let lock: StdoutLock<'static> = std::io::stdout().lock();
         Out {
-            inner: std::io::stdout().lock(),
+            inner: Box::new(lock),
+        }
+    }
+    /// The same lines on stderr.
+    pub fn stderr() -> Self {
+        Out {
+            inner: Box::new(std::io::stderr().lock()),
         }
     }
 
