@@ -24,6 +24,7 @@ use crate::model::head::HeadOutputs;
 use crate::model::postprocess::{self, PostprocessConfig};
 use crate::model::FeatureMap;
 use crate::preprocess::{self, PreprocessConfig, Preprocessed, RgbImage8};
+use crate::tensor::Tensor;
 use crate::tokenizer::{EncodedPrompt, GlipTokenizer, Prompt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,7 +57,12 @@ pub struct DetectorBuilder {
     /// Refuse per-op CPU fallback (default: allowed).
     no_fallback: bool,
     random_seed: Option<u64>,
+    /// Prompts whose text features stay cached (None: [`DEFAULT_PROMPT_CACHE`]).
+    prompt_cache: Option<usize>,
 }
+
+/// Prompts (chunks) whose BERT output a detector keeps by default.
+pub const DEFAULT_PROMPT_CACHE: usize = 8;
 
 impl DetectorBuilder {
     /// GLIP's yaml config (e.g. `glip_Swin_T_O365_GoldG.yaml`).
@@ -92,6 +98,13 @@ impl DetectorBuilder {
     /// Detections scoring below this are dropped (default 0: GLIP's full top-100).
     pub fn threshold(mut self, t: f32) -> Self {
         self.threshold = t;
+        self
+    }
+    /// How many prompt chunks keep their text features (the 12-layer BERT output, on the
+    /// model's device) for a later `set_prompt` of the same text (least recently used out;
+    /// default [`DEFAULT_PROMPT_CACHE`], at least 1).
+    pub fn prompt_cache(mut self, chunks: usize) -> Self {
+        self.prompt_cache = Some(chunks.max(1));
         self
     }
     /// Run the text with GLIP's padding to 256 tokens instead of the real tokens only (the
@@ -191,6 +204,7 @@ impl DetectorBuilder {
             post,
             threshold: self.threshold,
             pad_prompt: self.pad_prompt,
+            prompt_cache: PromptCache::new(self.prompt_cache.unwrap_or(DEFAULT_PROMPT_CACHE)),
             prompt: None,
             warnings,
             device_notice,
@@ -199,10 +213,74 @@ impl DetectorBuilder {
     }
 }
 
+/// Counts of the prompt cache ([`Detector::prompt_cache_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PromptCacheStats {
+    /// Chunks served from the cache / encoded by BERT.
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: usize,
+    pub capacity: usize,
+}
+
+/// The text features of recently used prompt chunks, most recent first, at most `capacity`:
+/// switching back to a prompt (an application cycling through queries) runs BERT once.
+struct PromptCache {
+    entries: std::collections::VecDeque<(Vec<i32>, Vec<i32>, Arc<TextFeatures>)>,
+    stats: PromptCacheStats,
+}
+
+impl PromptCache {
+    fn new(capacity: usize) -> Self {
+        PromptCache {
+            entries: std::collections::VecDeque::new(),
+            stats: PromptCacheStats {
+                capacity: capacity.max(1),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn get_or_encode(
+        &mut self,
+        ids: &[i32],
+        mask: &[i32],
+        encode: impl FnOnce() -> Result<TextFeatures>,
+    ) -> Result<Arc<TextFeatures>> {
+        if let Some(i) = self
+            .entries
+            .iter()
+            .position(|(a, b, _)| a == ids && b == mask)
+        {
+            self.stats.hits += 1;
+            let e = self
+                .entries
+                .remove(i)
+                .ok_or_else(|| Error::Invalid("prompt cache".into()))?;
+            let text = Arc::clone(&e.2);
+            self.entries.push_front(e);
+            return Ok(text);
+        }
+        let text = Arc::new(encode()?);
+        self.stats.misses += 1;
+        self.entries
+            .push_front((ids.to_vec(), mask.to_vec(), Arc::clone(&text)));
+        self.entries.truncate(self.stats.capacity);
+        Ok(text)
+    }
+
+    fn stats(&self) -> PromptCacheStats {
+        PromptCacheStats {
+            entries: self.entries.len(),
+            ..self.stats
+        }
+    }
+}
+
 struct PromptChunk {
     /// None for a prompt given as token ids ([`Detector::set_prompt_ids`]).
     encoded: Option<EncodedPrompt>,
-    text: TextFeatures,
+    text: Arc<TextFeatures>,
     /// (label, token indices) for post-processing, tokens < t.
     positive_map: Vec<(u32, Vec<usize>)>,
 }
@@ -213,14 +291,27 @@ struct ActivePrompt {
     names: Vec<(u32, String)>,
 }
 
-/// The shape a memory plan is recorded for: the network input, the batch and the prompt's
-/// tokens (one chunk).
+/// The shape a memory plan is recorded for: the network input, the batch, the prompt's
+/// tokens (one chunk) and which part of the pipeline runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PlanKey {
     pub batch: usize,
     pub height: usize,
     pub width: usize,
+    /// Tokens of the chunk (0 for [`Stage::Visual`]).
     pub tokens: usize,
+    pub stage: Stage,
+}
+
+/// The parts of the pipeline recorded and replayed as one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    /// Forward and post-processing of a prompt of one chunk.
+    Whole,
+    /// Backbone and FPN, once per image for a prompt of several chunks.
+    Visual,
+    /// Tower, head and post-processing of one chunk on the shared pyramid.
+    Grounded,
 }
 
 /// The one pipeline every front end uses (`glip detect`, `stream`, `bench`, the C ABI, the
@@ -233,6 +324,7 @@ pub struct Detector {
     post: PostprocessConfig,
     threshold: f32,
     pad_prompt: bool,
+    prompt_cache: PromptCache,
     prompt: Option<ActivePrompt>,
     warnings: Vec<String>,
     /// Which device `Auto` chose and why (None for an explicit choice).
@@ -375,10 +467,15 @@ impl Detector {
         Ok(())
     }
 
-    /// One chunk's text features on the model's backend (the prompt cache), with its
-    /// positive map cut to the tokens the model sees.
+    /// The prompt cache's counts so far.
+    pub fn prompt_cache_stats(&self) -> PromptCacheStats {
+        self.prompt_cache.stats()
+    }
+
+    /// One chunk's text features on the model's backend (from the prompt cache when this
+    /// text was encoded recently), with its positive map cut to the tokens the model sees.
     fn encode_chunk(
-        &self,
+        &mut self,
         ids: &[i32],
         mask: &[i32],
         positive_map: Vec<(u32, Vec<usize>)>,
@@ -388,9 +485,13 @@ impl Detector {
             .into_iter()
             .map(|(label, toks)| (label, toks.into_iter().filter(|&k| k < t).collect()))
             .collect();
+        let model = &self.model;
+        let text = self
+            .prompt_cache
+            .get_or_encode(ids, mask, || model.encode_text(ids, mask))?;
         Ok(PromptChunk {
             encoded: None,
-            text: self.model.encode_text(ids, mask)?,
+            text,
             positive_map,
         })
     }
@@ -455,6 +556,12 @@ impl Detector {
         let sizes: Vec<(usize, usize)> = pre.iter().map(|x| x.resized_hw).collect();
         let mut all: Vec<Vec<Detection>> = vec![Vec::new(); pre.len()];
         let mut first: Option<HeadOutputs> = None;
+        // A prompt of several chunks (over 256 tokens): the image part once, each chunk's
+        // text-dependent part on it.
+        let pyramid = match p.chunks.len() {
+            1 => None,
+            _ => Some(self.visual(&batch, taps)?),
+        };
         for chunk in &p.chunks {
             let mut none = Taps::disabled();
             let t = if first.is_none() {
@@ -462,7 +569,7 @@ impl Detector {
             } else {
                 &mut none
             };
-            let (out, per) = self.forward(&batch, chunk, &sizes, t)?;
+            let (out, per) = self.forward(&batch, chunk, &sizes, pyramid.as_deref(), t)?;
             for ((dets, x), acc) in per.iter().zip(pre).zip(all.iter_mut()) {
                 let orig = postprocess::to_original_image(dets, x.original_hw);
                 acc.extend(
@@ -492,20 +599,50 @@ impl Detector {
 }
 
 impl Detector {
-    /// The forward and post-processing of one chunk: recorded the first time a shape is
-    /// seen, replayed from the shape's arena afterwards (on a device); op by op with taps
-    /// enabled. Recording and replaying change no output.
+    /// Backbone and FPN of a batch (recorded / replayed as its own stage).
+    fn visual(&self, batch: &FeatureMap, taps: &mut Taps) -> Result<Vec<Tensor>> {
+        let be = &**self.model.backend();
+        if taps.is_enabled() {
+            return self.model.forward_visual(be, batch, taps);
+        }
+        let key = PlanKey {
+            batch: batch.n,
+            height: batch.h,
+            width: batch.w,
+            tokens: 0,
+            stage: Stage::Visual,
+        };
+        self.executor.run(be, key, |be| {
+            let p = self.model.forward_visual(be, batch, taps)?;
+            let keep = p.iter().map(|t| t.storage_id()).collect();
+            Ok((p, keep))
+        })
+    }
+
+    /// The forward and post-processing of one chunk (on `pyramid` when the image part ran
+    /// already): recorded the first time a shape is seen, replayed from the shape's arena
+    /// afterwards (on a device); op by op with taps enabled. Recording and replaying change
+    /// no output.
     fn forward(
         &self,
         batch: &FeatureMap,
         chunk: &PromptChunk,
         sizes: &[(usize, usize)],
+        pyramid: Option<&[Tensor]>,
         taps: &mut Taps,
     ) -> Result<(HeadOutputs, Vec<postprocess::Detections>)> {
         let go = |be: &dyn crate::backend::ops::Backend,
                   taps: &mut Taps|
          -> Result<(HeadOutputs, Vec<postprocess::Detections>)> {
-            let mut out = self.model.forward_on(be, batch, &chunk.text, taps)?;
+            let mut out = match pyramid {
+                Some(p) => self.model.forward_grounded(
+                    be,
+                    crate::model::glip::Pyramid::Shared(p),
+                    &chunk.text,
+                    taps,
+                )?,
+                None => self.model.forward_on(be, batch, &chunk.text, taps)?,
+            };
             // GLIP sizes the score tensor by cls_logits (80 columns) and fails beyond; the
             // scores do not depend on it, so widen it to fit the prompt's labels.
             let max_label = chunk
@@ -530,6 +667,10 @@ impl Detector {
             height: batch.h,
             width: batch.w,
             tokens: chunk.text.t,
+            stage: match pyramid {
+                Some(_) => Stage::Grounded,
+                None => Stage::Whole,
+            },
         };
         self.executor.run(be, key, |be| {
             let (out, per) = go(be, taps)?;

@@ -107,4 +107,62 @@ fn a_prompt_over_256_tokens_runs_in_chunks_with_global_labels() {
         dets.iter().any(|d| d.label > first_max),
         "later chunks must produce detections too"
     );
+    // The image part (backbone + FPN) ran once for all chunks, each chunk's text-dependent
+    // part on it; planned as a visual stage and one grounded stage per chunk length.
+    let pre = glip_rt::preprocess::preprocess_image(&photo(), det.preprocess_config()).unwrap();
+    let mut taps = glip_rt::model::glip::Taps::disabled();
+    let (again, _) = det.run(&[pre], &mut taps).unwrap();
+    assert_eq!(again[0], dets, "the same detections on the next frame");
+    let backbone = taps
+        .timings
+        .iter()
+        .filter(|(s, _)| s == "backbone (Swin)")
+        .count();
+    assert_eq!(backbone, 1, "{} chunks, one backbone", chunks.len());
+    use glip_rt::api::Stage;
+    let stages: Vec<Stage> = det.plans().iter().map(|(k, _)| k.stage).collect();
+    assert_eq!(stages.iter().filter(|s| **s == Stage::Visual).count(), 1);
+    assert!(stages.contains(&Stage::Grounded), "{stages:?}");
+    assert!(!stages.contains(&Stage::Whole), "{stages:?}");
+}
+
+/// Switching back to a prompt takes its text features from the cache (no BERT run), with
+/// the same detections; the cache keeps the most recent prompts up to its capacity.
+#[test]
+fn the_prompt_cache_serves_a_prompt_seen_before() {
+    let g = tiny();
+    let mut det = detector_for(&g);
+    let img = photo();
+    let first = det.detect(&img).unwrap();
+    let s0 = det.prompt_cache_stats();
+    assert_eq!((s0.hits, s0.misses, s0.entries), (0, 1, 1), "{s0:?}");
+    det.set_prompt("a person. a bicycle.").unwrap();
+    let other = det.detect(&img).unwrap();
+    det.set_prompt_with_phrases(&g.caption, &g.phrases).unwrap();
+    let s = det.prompt_cache_stats();
+    assert_eq!((s.hits, s.misses, s.entries), (1, 2, 2), "{s:?}");
+    assert_eq!(
+        det.detect(&img).unwrap(),
+        first,
+        "cached text features, same detections"
+    );
+    assert_ne!(other, first);
+    // A cache of one: the second prompt pushes the first out.
+    let mut small = Detector::builder()
+        .config(&g.config)
+        .weights(&g.weights)
+        .bert(g.bert.clone())
+        .device(glip_rt::DeviceChoice::Cpu)
+        .prompt_cache(1)
+        .build()
+        .unwrap();
+    for p in ["a person.", "a bicycle.", "a person."] {
+        small.set_prompt(p).unwrap();
+    }
+    let s = small.prompt_cache_stats();
+    assert_eq!(
+        (s.hits, s.misses, s.entries, s.capacity),
+        (0, 3, 1, 1),
+        "{s:?}"
+    );
 }

@@ -84,4 +84,45 @@ fn replayed_frames_give_the_recorded_frames_detections_without_allocating() {
             recorded.len()
         );
     }
+    // A prompt over 256 tokens (golden 01's 130 class names): the image part is its own
+    // stage, recorded and replayed once per frame; each chunk's grounded part replays too.
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(glip_rt::testing::testdata().join("golden/01_tokenizer.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let caption = meta["prompts"]["long"]["caption"].as_str().unwrap();
+    let g = E2eGolden::load("12_e2e_tiny").unwrap();
+    for device in devices {
+        let mut det = glip_rt::Detector::builder()
+            .config(&g.config)
+            .weights(&g.weights)
+            .bert(g.bert.clone())
+            .device(device)
+            .allow_fallback(false)
+            .input_size(64, Some(96))
+            .build()
+            .unwrap();
+        det.set_prompt(caption).unwrap();
+        assert!(det.prompt_chunks().len() >= 2);
+        let img = glip_rt::preprocess::load_image(&g.photo, true).unwrap();
+        let recorded = det.detect(&img).unwrap();
+        let replayed = det.detect(&img).unwrap();
+        assert!(
+            replayed == recorded,
+            "{device:?}: long prompt, replay differs"
+        );
+        for (key, info) in det.plans() {
+            assert_eq!(
+                (info.replays, info.op_by_op, info.broken.as_deref()),
+                (1, 0, None),
+                "{device:?} {key:?}"
+            );
+        }
+        println!(
+            "long prompt on {device:?}: {} plans replayed, {} detections",
+            det.plans().len(),
+            recorded.len()
+        );
+    }
 }

@@ -389,6 +389,7 @@ pub fn run(a: Args) -> Result {
             height: pre.image.h,
             width: pre.image.w,
             tokens: t,
+            stage: glip_rt::api::Stage::Whole,
         };
         for run in 0..=a.runs {
             let mut taps = Taps::disabled();

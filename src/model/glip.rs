@@ -33,6 +33,28 @@ pub struct TextFeatures {
     pub hidden: Tensor,
 }
 
+/// The pyramid P3..P7 handed to [`Glip::forward_grounded`]: owned (released once the first
+/// tower layer has read it) or shared by the chunks of a long prompt.
+pub enum Pyramid<'a> {
+    Owned(Vec<Tensor>),
+    Shared(&'a [Tensor]),
+}
+
+impl Pyramid<'_> {
+    pub fn levels(&self) -> &[Tensor] {
+        match self {
+            Pyramid::Owned(v) => v,
+            Pyramid::Shared(s) => s,
+        }
+    }
+}
+
+impl From<Vec<Tensor>> for Pyramid<'_> {
+    fn from(v: Vec<Tensor>) -> Self {
+        Pyramid::Owned(v)
+    }
+}
+
 /// Records intermediate tensors by name when enabled, under the golden's names
 /// (`tower.{k}` is the k-th module of GLIP's dyhead_tower: VLFuse, BertEncoderLayer, DyConv, …).
 #[derive(Default)]
@@ -250,7 +272,7 @@ impl Glip {
     }
 
     /// The forward on `be` (which must hold this model's tensors, e.g. a recorder around
-    /// the model's backend).
+    /// the model's backend): [`Glip::forward_visual`], then [`Glip::forward_grounded`].
     pub fn forward_on(
         &self,
         be: &dyn Backend,
@@ -258,9 +280,18 @@ impl Glip {
         text: &TextFeatures,
         taps: &mut Taps,
     ) -> Result<HeadOutputs> {
-        let b = images.n;
-        let t = text.t;
-        let hd = self.bert_config.hidden_size;
+        let pyramid = self.forward_visual(be, images, taps)?;
+        self.forward_grounded(be, pyramid.into(), text, taps)
+    }
+
+    /// The part of the forward that does not depend on the prompt: backbone and FPN, giving
+    /// the pyramid P3..P7 (computed once per image for a prompt of several chunks).
+    pub fn forward_visual(
+        &self,
+        be: &dyn Backend,
+        images: &FeatureMap,
+        taps: &mut Taps,
+    ) -> Result<Vec<Tensor>> {
         let t0 = std::time::Instant::now();
         // The image goes up in the backend's activation dtype (half the bytes on CUDA).
         let image = match be.activation_dtype() {
@@ -288,6 +319,25 @@ impl Glip {
         for (i, p) in pyramid.iter().enumerate() {
             taps.tensor(be, format!("fpn.p{}", i + 3), p)?;
         }
+        Ok(pyramid.into())
+    }
+
+    /// The prompt-dependent part: the VL-DyHead tower and the head on the pyramid of
+    /// [`Glip::forward_visual`] (borrowed, so several chunks of one prompt share it).
+    pub fn forward_grounded(
+        &self,
+        be: &dyn Backend,
+        pyramid: Pyramid<'_>,
+        text: &TextFeatures,
+        taps: &mut Taps,
+    ) -> Result<HeadOutputs> {
+        let p0 = pyramid
+            .levels()
+            .first()
+            .ok_or_else(|| Error::shape("Glip::forward", "an empty pyramid"))?;
+        let b = p0.shape().first().copied().unwrap_or(0);
+        let t = text.t;
+        let hd = self.bert_config.hidden_size;
         if text.hidden.shape() != [1, t, hd] || text.hidden.device() != be.device() {
             return Err(Error::shape(
                 "Glip::forward",
@@ -305,10 +355,15 @@ impl Glip {
         let mut lang = be.repeat_batch(&text.hidden, b)?;
         let mask: Vec<i32> = (0..b).flat_map(|_| text.mask.iter().copied()).collect();
         let mask = be.upload(&Tensor::from_i32(&[b, t], mask)?)?;
-        let mut visual: Vec<Tensor> = pyramid.into();
+        let mut pyramid = pyramid;
+        let mut visual: Vec<Tensor> = Vec::new();
         for (i, layer) in self.tower.iter().enumerate() {
             let t0 = std::time::Instant::now();
-            let (v, l) = layer.fuse.forward(be, &visual, &lang, &mask)?;
+            let cur: &[Tensor] = if i == 0 { pyramid.levels() } else { &visual };
+            let (v, l) = layer.fuse.forward(be, cur, &lang, &mask)?;
+            if i == 0 {
+                pyramid = Pyramid::Shared(&[]); // an owned pyramid is not read again
+            }
             taps.time(format!("tower.{i} VLFuse"), t0);
             for (k, m) in v.iter().enumerate() {
                 taps.tensor(be, format!("tower.{}.VLFuse.visual.{k}", 3 * i), m)?;
@@ -330,7 +385,12 @@ impl Glip {
             }
         }
         let t0 = std::time::Instant::now();
-        let out = self.head.forward(be, &visual, &lang)?;
+        let last = if self.tower.is_empty() {
+            pyramid.levels()
+        } else {
+            &visual
+        };
+        let out = self.head.forward(be, last, &lang)?;
         taps.time("head", t0);
         for (l, (reg, ctr)) in out.bbox_reg.iter().zip(&out.centerness).enumerate() {
             taps.tensor(be, format!("bbox_reg.{l}"), reg)?;
