@@ -278,15 +278,20 @@ impl E2eGolden {
     /// The one pipeline ([`crate::Detector`]) on the golden's model, on `device` (no CPU
     /// fallback), with the golden's caption and phrases as the prompt.
     pub fn detector(&self, device: crate::DeviceChoice) -> Result<crate::Detector> {
-        let mut det = crate::Detector::builder()
+        let mut det = self.detector_builder(device).build()?;
+        det.set_prompt_with_phrases(&self.caption, &self.phrases)?;
+        Ok(det)
+    }
+
+    /// The builder of [`E2eGolden::detector`] (the golden's model on `device`, no CPU
+    /// fallback), for a test to change before building; no prompt set.
+    pub fn detector_builder(&self, device: crate::DeviceChoice) -> crate::api::DetectorBuilder {
+        crate::Detector::builder()
             .config(&self.config)
             .weights(&self.weights)
             .bert(self.bert.clone())
             .device(device)
             .allow_fallback(false)
-            .build()?;
-        det.set_prompt_with_phrases(&self.caption, &self.phrases)?;
-        Ok(det)
     }
 
     /// The golden's tensors.

@@ -148,11 +148,8 @@ fn the_prompt_cache_serves_a_prompt_seen_before() {
     );
     assert_ne!(other, first);
     // A cache of one: the second prompt pushes the first out.
-    let mut small = Detector::builder()
-        .config(&g.config)
-        .weights(&g.weights)
-        .bert(g.bert.clone())
-        .device(glip_rt::DeviceChoice::Cpu)
+    let mut small = g
+        .detector_builder(glip_rt::DeviceChoice::Cpu)
         .prompt_cache(1)
         .build()
         .unwrap();

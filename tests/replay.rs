@@ -27,19 +27,12 @@ fn replayed_frames_give_the_recorded_frames_detections_without_allocating() {
         .iter()
         .flat_map(|d| E2eGolden::all().unwrap().into_iter().map(move |g| (*d, g)))
     {
-        let det = glip_rt::Detector::builder()
-            .config(&g.config)
-            .weights(&g.weights)
-            .bert(g.bert.clone())
-            .device(device)
-            .allow_fallback(false)
+        let mut det = g
+            .detector_builder(device)
             .input_size(96, Some(128))
             .build()
-            .and_then(|mut d| {
-                d.set_prompt_with_phrases(&g.caption, &g.phrases)?;
-                Ok(d)
-            })
             .unwrap();
+        det.set_prompt_with_phrases(&g.caption, &g.phrases).unwrap();
         let img = glip_rt::preprocess::load_image(&g.photo, true).unwrap();
         let recorded = det.detect(&img).unwrap();
         assert!(!recorded.is_empty(), "{}: no detections", g.name);
@@ -94,12 +87,8 @@ fn replayed_frames_give_the_recorded_frames_detections_without_allocating() {
     let caption = meta["prompts"]["long"]["caption"].as_str().unwrap();
     let g = E2eGolden::load("12_e2e_tiny").unwrap();
     for device in devices {
-        let mut det = glip_rt::Detector::builder()
-            .config(&g.config)
-            .weights(&g.weights)
-            .bert(g.bert.clone())
-            .device(device)
-            .allow_fallback(false)
+        let mut det = g
+            .detector_builder(device)
             .input_size(64, Some(96))
             .build()
             .unwrap();

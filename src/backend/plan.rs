@@ -110,6 +110,18 @@ impl<'a> Recorder<'a> {
         Ok(y)
     }
 
+    /// [`Recorder::one`] for an op of several outputs.
+    fn many(
+        &self,
+        op: &'static str,
+        reads: Vec<usize>,
+        ys: Result<Vec<Tensor>>,
+    ) -> Result<Vec<Tensor>> {
+        let ys = ys?;
+        self.log(op, reads, &ys.iter().collect::<Vec<_>>());
+        Ok(ys)
+    }
+
     fn ids(&self, ts: &[&Tensor]) -> Vec<usize> {
         ts.iter().map(|t| self.id(t)).collect()
     }
@@ -239,13 +251,11 @@ impl Backend for Recorder<'_> {
         )
     }
     fn tokens_to_levels(&self, x: &Tensor, sizes: &[(usize, usize)]) -> Result<Vec<Tensor>> {
-        let ys = self.inner.tokens_to_levels(x, sizes)?;
-        self.log(
+        self.many(
             "tokens_to_levels",
             self.ids(&[x]),
-            &ys.iter().collect::<Vec<_>>(),
-        );
-        Ok(ys)
+            self.inner.tokens_to_levels(x, sizes),
+        )
     }
     fn bi_attn(
         &self,
@@ -333,11 +343,11 @@ impl Backend for Recorder<'_> {
         groups: usize,
         eps: f32,
     ) -> Result<Vec<Tensor>> {
-        let mut reads = self.ids(xs);
-        reads.extend(self.ids(&[w, b]));
-        let ys = self.inner.group_norm(xs, w, b, groups, eps)?;
-        self.log("group_norm", reads, &ys.iter().collect::<Vec<_>>());
-        Ok(ys)
+        self.many(
+            "group_norm",
+            self.ids(&[xs, &[w, b]].concat()),
+            self.inner.group_norm(xs, w, b, groups, eps),
+        )
     }
     fn dyrelu_apply(&self, x: Tensor, z: &Tensor) -> Result<Tensor> {
         let r = self.ids(&[&x, z]);
@@ -367,11 +377,11 @@ impl Backend for Recorder<'_> {
         scale: f32,
         clamp: f32,
     ) -> Result<Vec<Tensor>> {
-        let mut reads = self.ids(vs);
-        reads.extend(self.ids(&[proj, tok_bias]));
-        let ys = self.inner.dot_logits(vs, proj, tok_bias, scale, clamp)?;
-        self.log("dot_logits", reads, &ys.iter().collect::<Vec<_>>());
-        Ok(ys)
+        self.many(
+            "dot_logits",
+            self.ids(&[vs, &[proj, tok_bias]].concat()),
+            self.inner.dot_logits(vs, proj, tok_bias, scale, clamp),
+        )
     }
     fn concat_positions(&self, parts: &[&Tensor]) -> Result<Tensor> {
         self.one(

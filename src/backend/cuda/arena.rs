@@ -129,6 +129,18 @@ impl Allocator {
             .lock()
             .map_err(|_| Error::Cuda("allocator state poisoned".into()))
     }
+
+    /// From plain allocation to `mode`: one recording or replay at a time per backend.
+    fn enter(&self, mode: Mode) -> Result<()> {
+        let mut st = self.lock()?;
+        if !matches!(st.mode, Mode::Plain) {
+            return Err(Error::Cuda(
+                "another forward is being recorded or replayed".into(),
+            ));
+        }
+        st.mode = mode;
+        Ok(())
+    }
 }
 
 impl CudaBackend {
@@ -249,17 +261,10 @@ impl crate::backend::plan::DeviceArena for CudaBackend {
     }
 
     fn start_recording(&self) -> Result<()> {
-        let mut st = self.alloc.lock()?;
-        if !matches!(st.mode, Mode::Plain) {
-            return Err(Error::Cuda(
-                "another forward is being recorded or replayed".into(),
-            ));
-        }
-        st.mode = Mode::Record {
+        self.alloc.enter(Mode::Record {
             thread: std::thread::current().id(),
             log: Vec::new(),
-        };
-        Ok(())
+        })
     }
 
     fn finish_recording(&self) -> Vec<AllocRecord> {
@@ -299,19 +304,12 @@ impl crate::backend::plan::DeviceArena for CudaBackend {
     }
 
     fn start_replay(&self, arena: Arc<Arena>, slots: Arc<[Slot]>) -> Result<()> {
-        let mut st = self.alloc.lock()?;
-        if !matches!(st.mode, Mode::Plain) {
-            return Err(Error::Cuda(
-                "another forward is being recorded or replayed".into(),
-            ));
-        }
-        st.mode = Mode::Replay {
+        self.alloc.enter(Mode::Replay {
             thread: std::thread::current().id(),
             arena,
             slots,
             next: 0,
-        };
-        Ok(())
+        })
     }
 
     fn finish_replay(&self) -> Result<()> {

@@ -141,20 +141,8 @@ pub fn dot<V: DotVisual>(
         clamp,
         ..Default::default()
     };
-    let grid = (
-        s.n_pos.div_ceil(64) as u32,
-        s.n_txt.div_ceil(64) as u32,
-        s.batch as u32,
-    );
-    if grid.1 > 65_535 || grid.2 > 65_535 {
-        return Err(Error::shape(OP, format!("grid {grid:?} too large")));
-    }
+    let cfg = dot_config(OP, s.n_pos.div_ceil(64), s)?;
     let f = be.function(FAMILY, V::DOT_KERNEL)?;
-    let cfg = LaunchConfig {
-        grid_dim: grid,
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
     let mut l = be.launch_builder(&f);
     l.arg(&p).arg(visual).arg(proj).arg(tok_bias).arg(out);
     // SAFETY: the kernel reads visual[..batch*n_pos*dim), proj[..batch*n_txt*dim),
@@ -162,6 +150,23 @@ pub fn dot<V: DotVisual>(
     // [out_rows, n_txt] block, all guarded by bounds checks against the params checked above.
     unsafe { l.launch(cfg) }?;
     Ok(())
+}
+
+/// The dot kernels' launch: `tiles` 64-position tiles × 64-token tiles × images, 256 threads.
+fn dot_config(op: &'static str, tiles: usize, s: &DotShape) -> Result<LaunchConfig> {
+    let grid = (
+        to_i32(op, "tiles", tiles)? as u32,
+        s.n_txt.div_ceil(64) as u32,
+        s.batch as u32,
+    );
+    if grid.1 > 65_535 || grid.2 > 65_535 {
+        return Err(Error::shape(op, format!("grid {grid:?} too large")));
+    }
+    Ok(LaunchConfig {
+        grid_dim: grid,
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    })
 }
 
 /// Levels one grouped dot-product launch takes (the parameter block's array).
@@ -229,20 +234,8 @@ pub fn dot_levels<V: DotVisual>(
     if tiles == 0 {
         return Ok(());
     }
-    let grid = (
-        to_i32(OP, "tiles", tiles)? as u32,
-        s.n_txt.div_ceil(64) as u32,
-        s.batch as u32,
-    );
-    if grid.1 > 65_535 || grid.2 > 65_535 {
-        return Err(Error::shape(OP, format!("grid {grid:?} too large")));
-    }
+    let cfg = dot_config(OP, tiles, s)?;
     let f = be.function(FAMILY, V::DOT_LEVELS_KERNEL)?;
-    let cfg = LaunchConfig {
-        grid_dim: grid,
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
     let mut l = be.launch_builder(&f);
     l.arg(&p).arg(proj).arg(tok_bias);
     for lv in levels.iter_mut() {
