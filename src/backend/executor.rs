@@ -97,6 +97,12 @@ impl<K: Copy + Eq + Hash + Ord> Executor<K> {
                     _ => None,
                 };
                 let (out, keep) = r?;
+                if dev.is_some() && allocs.is_none() {
+                    // Another thread was recording or replaying on this device: its
+                    // allocations were not logged, so this frame plans nothing (a later one
+                    // records).
+                    return Ok(out);
+                }
                 let trace = rec.into_trace();
                 let info = PlanInfo {
                     memory: Arc::new(MemoryPlan::from_trace(&trace)),
