@@ -26,6 +26,17 @@ pub enum Arg {
     Host(Tensor),
 }
 
+impl Arg {
+    /// `x` as an f16 activation, or uploaded as f32 (the ops that take either).
+    fn of(dtype: DType, x: Tensor) -> Arg {
+        if dtype == DType::F16 {
+            Arg::Act(x)
+        } else {
+            Arg::Upload(x)
+        }
+    }
+}
+
 /// What a row's op gives back, to compare.
 pub type Outputs = Vec<Tensor>;
 type RunFn = dyn Fn(&dyn Backend, &[Tensor]) -> Result<Outputs> + Send + Sync;
@@ -447,11 +458,7 @@ pub fn rows(seed: u64) -> Result<Vec<Row>> {
     // The pyramid packed into tokens and back (f16 activations; f32 for the logits).
     for dtype in [DType::F16, DType::F32] {
         let x = rounded(rng, &[2, 6, 4, 5], 1.0, 0.0)?;
-        let arg = if dtype == DType::F16 {
-            Act(x)
-        } else {
-            Upload(x)
-        };
+        let arg = Arg::of(dtype, x);
         t.push(row(
             "levels_to_tokens",
             "layout",
@@ -465,11 +472,7 @@ pub fn rows(seed: u64) -> Result<Vec<Row>> {
             },
         ));
         let x = rounded(rng, &[2, 26, 6], 1.0, 0.0)?;
-        let arg = if dtype == DType::F16 {
-            Act(x)
-        } else {
-            Upload(x)
-        };
+        let arg = Arg::of(dtype, x);
         t.push(rows_of(
             "tokens_to_levels",
             "layout",
@@ -479,11 +482,7 @@ pub fn rows(seed: u64) -> Result<Vec<Row>> {
             |b, a| b.tokens_to_levels(at(a, 0)?, &[(4, 5), (2, 3)]),
         ));
         let x = rounded(rng, &[2, 5, 5], 1.0, 0.0)?;
-        let arg = if dtype == DType::F16 {
-            Act(x)
-        } else {
-            Upload(x)
-        };
+        let arg = Arg::of(dtype, x);
         t.push(row(
             "concat_positions",
             "layout",
@@ -643,7 +642,7 @@ pub fn rows(seed: u64) -> Result<Vec<Row>> {
             format!("[1, 32, 4, 5] {} x 6 tokens", dtype.name()),
             1e-5,
             vec![
-                if big { Upload(v) } else { Act(v) },
+                Arg::of(dtype, v),
                 Upload(rounded(
                     rng,
                     &[1, 6, 32],
