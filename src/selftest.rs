@@ -2,9 +2,11 @@
 //! emulated device (`glip doctor --emulate`: it runs every launch six times on one core).
 //! Each family's check is its rows of the op table (backend/optable.rs): every op that family
 //! runs, on the device and on the CPU backend from the same random inputs, within the row's
-//! tolerance; on a GPU also the rows at GLIP-T's sizes (`optable::glip_t_rows`). The `ops`
-//! line is the whole table.
+//! tolerance; on a GPU also the rows at GLIP-T's sizes (`optable::glip_t_rows`); and the
+//! family's kernel rows (backend/cuda/kernel_rows: the wrappers' own parameters against the
+//! CPU twins, at reduced sizes). The `ops` line is the whole op table.
 
+use crate::backend::cuda::kernel_rows::{self, Scale};
 use crate::backend::cuda::CudaBackend;
 use crate::backend::optable::{self, Row};
 use crate::error::Result;
@@ -62,17 +64,27 @@ fn family(be: &CudaBackend, family: &'static str) -> Result<Check> {
         .into_iter()
         .filter(|r| family == "ops" || r.family.split('+').any(|f| f == family))
         .collect();
+    let mut verdicts: Vec<optable::Verdict> = rows.iter().map(|r| optable::check(r, be)).collect();
+    // The family's kernel rows (the wrappers' own parameters) at their reduced sizes: their
+    // GLIP-T-sized twins take minutes of CPU, so those run in the op-table test on a GPU.
+    if family != "ops" {
+        verdicts.extend(
+            kernel_rows::rows(Scale::Reduced)
+                .iter()
+                .filter(|r| r.family == family)
+                .map(|r| kernel_rows::check(r, be)),
+        );
+    }
     let mut worst = 0.0f64;
     let mut failed = Vec::new();
-    for r in &rows {
-        let v = optable::check(r, be);
+    for v in &verdicts {
         worst = worst.max(v.nse);
         if !v.passed {
             failed.push(format!(
                 "{} {}: {}",
                 v.op,
                 v.case,
-                v.problem.unwrap_or_default()
+                v.problem.clone().unwrap_or_default()
             ));
         }
     }
@@ -81,18 +93,19 @@ fn family(be: &CudaBackend, family: &'static str) -> Result<Check> {
     ops.dedup();
     Ok(Check {
         family,
-        passed: failed.is_empty() && !rows.is_empty(),
+        passed: failed.is_empty() && !verdicts.is_empty(),
         figure: if failed.is_empty() {
             format!(
-                "op table: {} rows of {} ops, worst nse {worst:.1e} (each within its row's tolerance)",
+                "op table: {} rows of {} ops and {} kernel rows, worst nse {worst:.1e} (each within its row's tolerance)",
                 rows.len(),
-                ops.len()
+                ops.len(),
+                verdicts.len() - rows.len()
             )
         } else {
             format!(
                 "op table: {} of {} rows fail: {}",
                 failed.len(),
-                rows.len(),
+                verdicts.len(),
                 failed.join("; ")
             )
         },

@@ -128,7 +128,7 @@ fn bi_attn_error(be: &CudaBackend) -> glip_rt::error::Result<f32> {
 fn wrong_shuffle_width_is_caught_by_the_parity_test() {
     // A wrong width is deterministic and race-free: every schedule agrees, so the emulator's
     // reruns pass; the lanes of a row then disagree on the running max and the parity
-    // against the CPU twin (what tests/parity_bi_attn.rs asserts, ≤ 2e-2) fails.
+    // against the CPU twin (what the bi_attn kernel rows assert, ≤ 2e-2) fails.
     let real = bi_attn_error(&device(None)).expect("the real kernels pass every check");
     println!("real bi_attn: max |diff| {real:.2e}");
     assert!(real <= 2e-2);
@@ -301,4 +301,18 @@ fn wrong_fragment_layout_is_caught_by_the_parity_test() {
         }
         Err(e) => panic!("unexpected error: {e}"),
     }
+}
+
+/// The tensor-core GEMM's wrapper refuses rows that are not a multiple of 8 halves (its
+/// 16-byte cp.async loads), with an error, on any device.
+#[test]
+fn tensor_core_gemm_refuses_unaligned_rows() {
+    use glip_rt::backend::cuda::gemm::gemm_bias_f16;
+    let be = glip_rt::testing::cuda_device("tensor_core_gemm_refuses_unaligned_rows");
+    let a = be.filled_f16(12, f16::ONE).unwrap();
+    let b = be.filled_f16(12, f16::ONE).unwrap();
+    let bias = be.filled_f32(4, 0.0).unwrap();
+    let mut c = be.filled_f16(12, f16::ZERO).unwrap();
+    let e = gemm_bias_f16(&be, 3, 4, 3, &a, &b, true, &bias, &mut c).unwrap_err();
+    assert!(e.to_string().contains("multiple of 8"), "{e}");
 }

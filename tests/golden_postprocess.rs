@@ -222,3 +222,44 @@ fn glip_topk_order_reproduces_final_glip_order() {
     };
     assert_eq!(key(d), key(&plain[0].detections));
 }
+
+/// Golden 09's head outputs through the op interface on every backend (on a device: the
+/// phrase_scores and atss_postprocess kernels, only the final rows read back): the kept sets
+/// equal the CPU backend's exactly, scores and boxes within f32 rounding.
+#[test]
+fn golden_09_through_the_op_interface_on_every_backend() {
+    use glip_rt::backend::Backend;
+    use glip_rt::model::postprocess::postprocess;
+    let g = load_golden("09_atss_postprocess").unwrap();
+    let map = golden_positive_map(&json()).unwrap();
+    let on = |be: &dyn Backend| golden_head_outputs(&g, be, 80).unwrap();
+    let cfg = PostprocessConfig::default();
+    let sizes = [(120, 150)];
+    let run = |be: &dyn Backend| -> Vec<Vec<Detection>> {
+        postprocess(be, &on(be), &map, &sizes, &cfg)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.detections)
+            .collect()
+    };
+    let want = run(&CpuBackend);
+    assert_eq!(want[0].len(), 100);
+    for (name, be) in glip_rt::testing::test_backends() {
+        let got = run(&*be);
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (g, w) in got.iter().zip(&want) {
+            let key = |d: &Detection| (d.level, d.anchor, d.label);
+            assert_eq!(
+                g.iter().map(key).collect::<Vec<_>>(),
+                w.iter().map(key).collect::<Vec<_>>(),
+                "{name}: kept (level, anchor, label) in order"
+            );
+            for (x, y) in g.iter().zip(w) {
+                assert!((x.score - y.score).abs() <= 1e-5, "{name}: score");
+                for k in 0..4 {
+                    assert!((x.bbox[k] - y.bbox[k]).abs() <= 1e-3, "{name}: box");
+                }
+            }
+        }
+    }
+}

@@ -1,8 +1,12 @@
 //! The op table (backend/optable.rs) on every device backend: every op of the interface has
 //! a row, every row agrees with the CPU backend within its tolerance (the emulated device in
 //! CI, a GPU when present), and a planted bug in each kernel family added with the table is
-//! caught by its rows.
+//! caught by its rows. The kernel rows (backend/cuda/kernel_rows) reach the launch wrappers'
+//! own parameters the op interface does not (image-axis splits, packed logits rows, batch-8
+//! ATSS, GEMM tails), each against its CPU twin: on a GPU at GLIP-T's sizes, on the emulated
+//! device at reduced ones, one test per family so they run side by side.
 
+use glip_rt::backend::cuda::kernel_rows::{self, Scale};
 use glip_rt::backend::cuda::{CudaBackend, EmuChecks};
 use glip_rt::backend::optable::{self, check, interface_ops, rows};
 use glip_rt::testing::test_backends;
@@ -51,6 +55,75 @@ fn every_row_matches_the_cpu_on_every_device() {
         }
         assert!(failed.is_empty(), "{name}: {failed:#?}");
         assert!(be.fallbacks().is_empty(), "{name}: {:?}", be.fallbacks());
+    }
+}
+
+/// Every kernel row of `family` on the device (a GPU, else the emulated one) within its
+/// tolerance of the CPU twin.
+fn kernel_rows_of(family: &str) {
+    let be = glip_rt::testing::cuda_device(&format!("kernel rows of {family}"));
+    let rows: Vec<_> = kernel_rows::rows(Scale::of(&be))
+        .into_iter()
+        .filter(|r| r.family == family)
+        .collect();
+    assert!(!rows.is_empty(), "no kernel rows of {family}");
+    let mut failed = Vec::new();
+    for row in &rows {
+        let v = kernel_rows::check(row, &be);
+        println!(
+            "{:<28} {:<80} nse {:.1e} max |diff| {:.1e} {}",
+            v.op,
+            v.case,
+            v.nse,
+            v.max_abs,
+            if v.passed { "ok" } else { "FAIL" }
+        );
+        if !v.passed {
+            failed.push(format!("{} {}: {:?}", v.op, v.case, v.problem));
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+macro_rules! kernel_row_tests {
+    ($($test:ident: $family:literal,)*) => {$(
+        #[test]
+        fn $test() {
+            kernel_rows_of($family);
+        }
+    )*};
+}
+
+kernel_row_tests! {
+    kernel_rows_of_elementwise: "elementwise",
+    kernel_rows_of_gemm: "gemm",
+    kernel_rows_of_bi_attn: "bi_attn",
+    kernel_rows_of_deform_conv: "deform_conv",
+    kernel_rows_of_group_norm: "group_norm",
+    kernel_rows_of_logits: "logits",
+    kernel_rows_of_nms: "nms",
+}
+
+/// The kernel rows catch planted bugs: GroupNorm's loop one element past its piece, and the
+/// tensor-core GEMM's A fragments loaded in the wrong layout.
+#[test]
+fn planted_bugs_are_caught_by_the_kernel_rows() {
+    for (mutant, family) in [("off_by_one", "group_norm"), ("ldmatrix_layout", "gemm")] {
+        let mut be = CudaBackend::emulated_with(EmuChecks::Fast);
+        be.emulator_mut()
+            .expect("emulated")
+            .set_mutant(Some(mutant))
+            .expect("mutant compiled in");
+        let failing = kernel_rows::rows(Scale::Reduced)
+            .iter()
+            .filter(|r| r.family == family)
+            .filter(|r| {
+                let v = kernel_rows::check(r, &be);
+                println!("{mutant}: {} {} -> {:?}", v.op, v.case, v.problem);
+                !v.passed
+            })
+            .count();
+        assert!(failing > 0, "{mutant} passed every {family} kernel row");
     }
 }
 

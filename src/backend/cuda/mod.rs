@@ -14,6 +14,7 @@ pub mod elementwise;
 pub mod emu;
 pub mod fallback;
 pub mod gemm;
+pub mod kernel_rows;
 pub mod group_norm;
 pub mod launch;
 pub mod layout;
