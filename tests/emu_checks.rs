@@ -316,3 +316,20 @@ fn tensor_core_gemm_refuses_unaligned_rows() {
     let e = gemm_bias_f16(&be, 3, 4, 3, &a, &b, true, &bias, &mut c).unwrap_err();
     assert!(e.to_string().contains("multiple of 8"), "{e}");
 }
+
+/// Scratch memory (`alloc_scratch`: workspaces the kernels write before reading) starts as
+/// 0xFF bytes on the emulated device — NaN as a float, −1 as an integer — so a kernel that
+/// reads an element nothing wrote gives a visibly wrong result instead of a lucky zero.
+#[test]
+fn scratch_memory_starts_as_garbage_on_the_emulated_device() {
+    let be = CudaBackend::emulated_with(EmuChecks::Fast);
+    let f = be.alloc_scratch::<f32>(5).unwrap();
+    assert!(be.download(&f).unwrap().iter().all(|v| v.is_nan()));
+    let h = be.alloc_scratch::<f16>(3).unwrap();
+    assert!(be.download(&h).unwrap().iter().all(|v| v.is_nan()));
+    let i = be.alloc_scratch::<i32>(4).unwrap();
+    assert_eq!(be.download(&i).unwrap(), vec![-1; 4]);
+    // Zeroed memory stays zero.
+    let z = be.alloc_zeros::<f32>(4).unwrap();
+    assert_eq!(be.download(&z).unwrap(), vec![0.0; 4]);
+}

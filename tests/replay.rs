@@ -1,7 +1,7 @@
 //! The executor on the whole pipeline (backend/executor.rs): on the emulated device the
 //! first frame of a shape is recorded and later frames are replayed from the shape's arena,
 //! with the same detections as the recorded (op-by-op) frame, bit for bit, and no device
-//! allocation. Every e2e golden's model, photo and prompt, at a reduced input size (the
+//! allocation or memset. Every e2e golden's model, photo and prompt, at a reduced input size (the
 //! emulated device runs the golden's own 320-pixel forward in ~45 s; golden_e2e does that).
 //! With GLIP_REQUIRE_GPU=1 (scripts/gpu-check.sh) the same on GPU 0 instead.
 
@@ -41,7 +41,7 @@ fn replayed_frames_give_the_recorded_frames_detections_without_allocating() {
         let arena = be
             .device_arena()
             .expect("the emulated device plans its memory");
-        let own = arena.own_allocations();
+        let (own, zeroed) = (arena.own_allocations(), arena.zeroed_allocations());
         for frame in 1..=2 {
             let replayed = det.detect(&img).unwrap();
             assert!(
@@ -54,6 +54,14 @@ fn replayed_frames_give_the_recorded_frames_detections_without_allocating() {
             arena.own_allocations() - own,
             1,
             "{}: two replays allocate the arena once and nothing else",
+            g.name
+        );
+        // Workspaces are written before they are read: no memset per frame (on the emulated
+        // device their memory starts as 0xFF bytes, so a read of an unwritten element shows).
+        assert_eq!(
+            arena.zeroed_allocations() - zeroed,
+            0,
+            "{}: a replayed frame zeroes memory",
             g.name
         );
         let plans = det.plans();

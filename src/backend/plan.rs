@@ -56,6 +56,9 @@ pub trait DeviceArena {
     /// Of those, the ones that took device memory of their own (arenas included): what a
     /// replayed forward never adds to.
     fn own_allocations(&self) -> u64;
+    /// Of all, the ones that were zeroed (a memset each on a GPU): what a replayed forward
+    /// does not need (its workspaces are written before they are read).
+    fn zeroed_allocations(&self) -> u64;
     /// Log this thread's allocations until [`DeviceArena::finish_recording`].
     fn start_recording(&self) -> Result<()>;
     /// The allocations since [`DeviceArena::start_recording`], in order.

@@ -96,6 +96,8 @@ struct State {
     count: u64,
     /// Of those, the ones that got device memory of their own (not an arena view).
     own: u64,
+    /// Of all, the ones zeroed (a memset on a GPU).
+    zeroed: u64,
     mode: Mode,
 }
 
@@ -117,7 +119,7 @@ enum Mode {
 
 /// How a new buffer starts.
 pub(crate) enum Init<'a, T> {
-    /// Whatever the memory holds (op outputs: the op writes every element).
+    /// Whatever the memory holds (op outputs and kernel scratch: written before read).
     Uninit,
     Zeroed,
     Copy(&'a [T]),
@@ -159,6 +161,7 @@ impl CudaBackend {
             let mut st = self.alloc.lock()?;
             let seq = st.count;
             st.count += 1;
+            st.zeroed += u64::from(matches!(init, Init::Zeroed));
             match &mut st.mode {
                 Mode::Replay {
                     thread,
@@ -216,15 +219,18 @@ impl CudaBackend {
         Ok(match (&self.dev, init) {
             (Dev::Gpu(g), Init::Zeroed) => DeviceBuffer::cuda(g.stream.alloc_zeros::<T>(n)?),
             (Dev::Gpu(g), Init::Copy(d)) => DeviceBuffer::cuda(g.stream.clone_htod(d)?),
-            // SAFETY: Uninit is asked for op outputs only, whose kernels write every element
-            // before anything reads it — what the op table checks on poisoned outputs for
+            // SAFETY: Uninit is asked for op outputs and kernel scratch, which kernels write
+            // before anything reads them — what the op table checks on poisoned outputs for
             // every op (an unwritten element fails as non-finite; the `skip_last` mutant shows
-            // the check works).
+            // the check works), and every emulated run on scratch that starts as 0xFF bytes.
             (Dev::Gpu(g), Init::Uninit) => DeviceBuffer::cuda(unsafe { g.stream.alloc::<T>(n) }?),
             (Dev::Emu(_), Init::Copy(d)) => {
                 DeviceBuffer::new(BufInner::Emu(EmuBuffer::from_slice(d)?))
             }
-            (Dev::Emu(_), _) => DeviceBuffer::new(BufInner::Emu(EmuBuffer::zeroed(n)?)),
+            (Dev::Emu(_), Init::Zeroed) => DeviceBuffer::new(BufInner::Emu(EmuBuffer::zeroed(n)?)),
+            // Uninitialised memory is 0xFF bytes here (NaN, −1): a read of what no kernel
+            // wrote shows in the results instead of passing for a zero.
+            (Dev::Emu(_), Init::Uninit) => DeviceBuffer::new(BufInner::Emu(EmuBuffer::garbage(n)?)),
         })
     }
 
@@ -258,6 +264,10 @@ impl crate::backend::plan::DeviceArena for CudaBackend {
 
     fn own_allocations(&self) -> u64 {
         self.alloc.lock().map(|s| s.own).unwrap_or(0)
+    }
+
+    fn zeroed_allocations(&self) -> u64 {
+        self.alloc.lock().map(|s| s.zeroed).unwrap_or(0)
     }
 
     fn start_recording(&self) -> Result<()> {

@@ -161,7 +161,7 @@ pub fn window_attention_f16(
             ids
         }
         None => {
-            none = be.alloc_zeros::<i32>(1)?;
+            none = be.alloc_scratch::<i32>(1)?;
             &none
         }
     };

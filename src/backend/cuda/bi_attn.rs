@@ -42,9 +42,9 @@ impl BiAttnWorkspace {
         let rows = s.batch * s.heads * img_splits * s.n_txt;
         Ok(BiAttnWorkspace {
             img_splits,
-            m: be.alloc_zeros::<f32>(rows)?,
-            l: be.alloc_zeros::<f32>(rows)?,
-            acc: be.alloc_zeros::<f32>(rows * HEAD_DIM)?,
+            m: be.alloc_scratch::<f32>(rows)?,
+            l: be.alloc_scratch::<f32>(rows)?,
+            acc: be.alloc_scratch::<f32>(rows * HEAD_DIM)?,
         })
     }
 }

@@ -210,6 +210,24 @@ impl<T: Copy> EmuBuffer<T> {
             owned: false,
         }
     }
+    /// Memory whose every byte is 0xFF (NaN as f16 and f32, −1 as an integer): what an
+    /// uninitialised allocation holds here, so a kernel that reads what nothing wrote shows
+    /// it instead of reading zeros.
+    pub fn garbage(len: usize) -> Result<Self> {
+        let b = Self::zeroed(len)?;
+        if len > 0 {
+            // SAFETY: the allocation holds len * size_of::<T>() bytes (checked in `zeroed`),
+            // exclusively ours; every DeviceElem is plain data for which any bytes are valid.
+            unsafe {
+                std::ptr::write_bytes(
+                    b.ptr.as_ptr() as *mut u8,
+                    0xFF,
+                    len * std::mem::size_of::<T>(),
+                )
+            };
+        }
+        Ok(b)
+    }
     pub fn from_slice(data: &[T]) -> Result<Self> {
         let mut b = Self::zeroed(data.len())?;
         b.as_mut_slice().copy_from_slice(data);

@@ -14,8 +14,8 @@ pub mod elementwise;
 pub mod emu;
 pub mod fallback;
 pub mod gemm;
-pub mod kernel_rows;
 pub mod group_norm;
+pub mod kernel_rows;
 pub mod launch;
 pub mod layout;
 pub mod logits;
@@ -283,6 +283,12 @@ impl CudaBackend {
     }
 
     /// `n` zeroed elements on the device.
+    /// Scratch memory a kernel writes before any kernel reads it (workspaces, partials):
+    /// no memset, on a GPU or in a replay; 0xFF bytes on the emulated device, so a read of
+    /// an element nothing wrote shows.
+    pub fn alloc_scratch<T: DeviceElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
+        self.alloc_with(n, arena::Init::Uninit)
+    }
     pub fn alloc_zeros<T: DeviceElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
         self.alloc_with(n, arena::Init::Zeroed)
     }
@@ -330,8 +336,8 @@ impl CudaBackend {
         self.poison = on;
     }
     /// An op's output buffer: NaN-filled under [`CudaBackend::set_poison_outputs`]; else
-    /// uninitialised on a GPU (no memset per output), zeroed on the emulated device, and in a
-    /// replay whatever the arena held.
+    /// uninitialised on a GPU (no memset per output), 0xFF bytes on the emulated device, and
+    /// in a replay whatever the arena held.
     pub(crate) fn alloc_out<T: FloatElem>(&self, n: usize) -> Result<DeviceBuffer<T>> {
         if self.poison {
             return self.upload_slice(&vec![T::NAN; n]);

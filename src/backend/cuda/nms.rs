@@ -120,15 +120,15 @@ impl NmsWorkspace {
         let (b, mc, ss, cb, nl) = dims(p);
         let s = be;
         Ok(NmsWorkspace {
-            cand_boxes: s.alloc_zeros(b * mc * 4)?,
-            cand_scores: s.alloc_zeros(b * mc)?,
-            cand_labels: s.alloc_zeros(b * mc)?,
-            cand_pos: s.alloc_zeros(b * mc)?,
-            level_counts: s.alloc_zeros(b * nl)?,
-            sort_keys: s.alloc_zeros(b * ss)?,
-            sorted_count: s.alloc_zeros(b)?,
-            mask: s.alloc_zeros(b * mc * cb)?,
-            keep_sorted: s.alloc_zeros(b * mc)?,
+            cand_boxes: s.alloc_scratch(b * mc * 4)?,
+            cand_scores: s.alloc_scratch(b * mc)?,
+            cand_labels: s.alloc_scratch(b * mc)?,
+            cand_pos: s.alloc_scratch(b * mc)?,
+            level_counts: s.alloc_scratch(b * nl)?,
+            sort_keys: s.alloc_scratch(b * ss)?,
+            sorted_count: s.alloc_scratch(b)?,
+            mask: s.alloc_scratch(b * mc * cb)?,
+            keep_sorted: s.alloc_scratch(b * mc)?,
         })
     }
     fn fits(&self, p: &GlipNmsParams) -> bool {
@@ -165,11 +165,11 @@ impl NmsOutputs {
         let (b, mc, ..) = dims(p);
         let s = be;
         Ok(NmsOutputs {
-            boxes: s.alloc_zeros(b * mc * 4)?,
-            scores: s.alloc_zeros(b * mc)?,
-            labels: s.alloc_zeros(b * mc)?,
-            pos: s.alloc_zeros(b * mc)?,
-            count: s.alloc_zeros(b)?,
+            boxes: s.alloc_scratch(b * mc * 4)?,
+            scores: s.alloc_scratch(b * mc)?,
+            labels: s.alloc_scratch(b * mc)?,
+            pos: s.alloc_scratch(b * mc)?,
+            count: s.alloc_scratch(b)?,
         })
     }
 

@@ -572,7 +572,7 @@ impl Backend for CudaBackend {
                 .iter()
                 .map(|x| shape::nchw(OP, x).map(|(_, _, h, wd)| h * wd))
                 .collect::<Result<Vec<_>>>()?;
-            let mut ws = self.alloc_zeros::<f32>(workspace_len(&s, &hws))?;
+            let mut ws = self.alloc_scratch::<f32>(workspace_len(&s, &hws))?;
             let mut ys = part
                 .iter()
                 .map(|x| self.alloc_out::<f16>(x.numel()))
