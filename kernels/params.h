@@ -111,7 +111,7 @@ typedef struct GlipNmsLevel {
 } GlipNmsLevel;
 
 typedef struct GlipNmsParams {
-    int32_t batch;              // <= 8
+    int32_t batch;              // <= 16 (backend/atss.rs MAX_BATCH: img_h, img_w)
     int32_t num_levels;         // <= 8
     int32_t num_labels;         // columns of the score tensor (80)
     int32_t n_pos;              // positions over all levels
@@ -125,8 +125,8 @@ typedef struct GlipNmsParams {
     float nms_thresh;           // 0.6
     float min_size;             // remove_small_boxes (0)
     float bbox_clip;            // ln(1000/16)
-    float img_h[8];             // per image: un-padded resized size
-    float img_w[8];
+    float img_h[16];            // per image: un-padded resized size
+    float img_w[16];
     GlipNmsLevel levels[8];
 } GlipNmsParams;
 

@@ -9,7 +9,7 @@ static_assert(sizeof(GlipBiAttnParams) == 32, "GlipBiAttnParams: params.h and sr
 static_assert(sizeof(GlipLogitsLevel) == 24, "GlipLogitsLevel: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipLogitsParams) == 248, "GlipLogitsParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipNmsLevel) == 16, "GlipNmsLevel: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
-static_assert(sizeof(GlipNmsParams) == 248, "GlipNmsParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
+static_assert(sizeof(GlipNmsParams) == 312, "GlipNmsParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipGemmParams) == 16, "GlipGemmParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipLayoutParams) == 88, "GlipLayoutParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");
 static_assert(sizeof(GlipAttnParams) == 56, "GlipAttnParams: params.h and src/backend/cuda/params.rs disagree; run scripts/gen-params.sh");

@@ -81,7 +81,7 @@ fn json_report_has_latency_quantiles_and_the_plan() {
 fn bad_bench_arguments_are_errors() {
     for (args, needle) in [
         (&["--batch", "0"][..], "--batch"),
-        (&["--batch", "9"][..], "--batch"),
+        (&["--batch", "17"][..], "--batch"),
         (&["--size", "big"][..], "--size"),
         (&["--device", "cuda"][..], "CUDA"),
         (&["--tokens", "1"][..], "--tokens"),
@@ -132,6 +132,16 @@ fn emulated_bench_reports_stages_with_no_fallback() {
         out.contains("replays of 320x320 at 8 tokens (batch 1): 1 from the arena, 0 op by op\n"),
         "{out}"
     );
+    // The instance's device memory: a peak above the weights it holds.
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("device memory of this instance: peak "))
+        .unwrap_or_else(|| panic!("no device memory line:\n{out}"));
+    let mib: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|w| w.parse::<f64>().ok())
+        .collect();
+    assert!(mib.len() == 3 && mib[0] >= mib[1] && mib[1] > 0.0, "{line}");
 }
 
 /// `glip bench --ops`: the op table in perf mode on the emulated device, every op of the

@@ -212,15 +212,27 @@ fn a_replayed_device_forward_matches_op_by_op_and_allocates_nothing() {
     let want = ex.run(&be, 7, forward).unwrap();
     assert!(want.iter().all(|v| v.is_finite()));
     let own = be.own_allocations();
+    let weights = be.memory().held;
+    let mut held = Vec::new();
     for i in 0..1000 {
         let got = ex.run(&be, 7, forward).unwrap();
         assert!(got == want, "replay {i} differs from the recorded run");
+        held.push(be.memory().held);
     }
     assert_eq!(
         be.own_allocations() - own,
         1,
         "1,000 replays allocate the arena once and nothing else"
     );
+    // Device memory stays flat: the weights and the arena, the same after every replay.
+    let arena = ex.plans()[0].1.arena_bytes.unwrap();
+    assert!(
+        held.iter().all(|&h| h == weights + arena),
+        "device memory over 1,000 replays: first {:?}, last {:?}, weights {weights} + arena {arena}",
+        &held[..3],
+        &held[held.len() - 3..]
+    );
+    assert!(be.memory().peak >= weights + arena);
     let plans = ex.plans();
     let [(7, info)] = &plans[..] else {
         panic!("one bucket expected, got {}", plans.len());

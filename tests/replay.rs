@@ -42,6 +42,7 @@ fn replayed_frames_give_the_recorded_frames_detections_without_allocating() {
             .device_arena()
             .expect("the emulated device plans its memory");
         let (own, zeroed) = (arena.own_allocations(), arena.zeroed_allocations());
+        let mut held = Vec::new();
         for frame in 1..=2 {
             let replayed = det.detect(&img).unwrap();
             assert!(
@@ -49,7 +50,9 @@ fn replayed_frames_give_the_recorded_frames_detections_without_allocating() {
                 "{}: frame {frame} (replayed) differs from frame 0 (recorded)",
                 g.name
             );
+            held.push(arena.memory().held);
         }
+        assert_eq!(held[0], held[1], "{}: device memory grew", g.name);
         assert_eq!(
             arena.own_allocations() - own,
             1,

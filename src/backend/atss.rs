@@ -6,8 +6,9 @@
 
 use crate::error::{Error, Result};
 
-/// At most this many images per batched kernel launch (GlipNmsParams holds 8 image sizes).
-pub const MAX_BATCH: usize = 8;
+/// At most this many images per batched kernel launch (GlipNmsParams holds 16 image sizes):
+/// a batch of 16 frames is one post-processing call.
+pub const MAX_BATCH: usize = 16;
 /// At most this many pyramid levels (GlipNmsParams holds 8 levels).
 pub const MAX_LEVELS: usize = 8;
 

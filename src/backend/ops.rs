@@ -255,13 +255,13 @@ pub trait Backend {
     fn describe(&self) -> String {
         self.device().name().to_string()
     }
-    /// The ops this backend ran on the CPU in place of its device so far (none for the CPU
-    /// backend itself).
     /// Planned device memory (record/replay of a forward in one arena), where the backend has
     /// it (CUDA).
     fn device_arena(&self) -> Option<&dyn crate::backend::plan::DeviceArena> {
         None
     }
+    /// The ops this backend ran on the CPU in place of its device so far (none for the CPU
+    /// backend itself).
     fn fallbacks(&self) -> Vec<FallbackCount> {
         Vec::new()
     }

@@ -48,6 +48,16 @@ pub struct Slot {
     pub bytes: usize,
 }
 
+/// Device memory of one backend: its own allocations (weights, cached prompts, buffers of
+/// op-by-op runs) and its arenas, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceMemory {
+    /// Held now.
+    pub held: usize,
+    /// The most held at once so far.
+    pub peak: usize,
+}
+
 /// What a backend whose memory can be planned offers the executor (the CUDA backend, GPU
 /// or emulated; backend/cuda/arena.rs).
 pub trait DeviceArena {
@@ -59,6 +69,8 @@ pub trait DeviceArena {
     /// Of all, the ones that were zeroed (a memset each on a GPU): what a replayed forward
     /// does not need (its workspaces are written before they are read).
     fn zeroed_allocations(&self) -> u64;
+    /// The device memory this backend holds now and the most it held at once.
+    fn memory(&self) -> DeviceMemory;
     /// Log this thread's allocations until [`DeviceArena::finish_recording`].
     fn start_recording(&self) -> Result<()>;
     /// The allocations since [`DeviceArena::start_recording`], in order.

@@ -308,6 +308,12 @@ pub fn run(a: Args) -> Result {
         t0.elapsed().as_secs_f64(),
         rayon::current_num_threads()
     );
+    // The device memory of the weights (what the backend holds once the model is built).
+    let weights_bytes = det
+        .model()
+        .backend()
+        .device_arena()
+        .map(|d| d.memory().held);
     let mut rng = Rng::new(2);
     let pixels: Vec<u8> = (0..h * w * 3)
         .map(|_| (rng.next_u64() >> 56) as u8)
@@ -510,6 +516,22 @@ pub fn run(a: Args) -> Result {
                 .map(|b| format!("; replay stopped: {b}"))
                 .unwrap_or_default()
         );
+    }
+    let mem = det.model().backend().device_arena().map(|d| d.memory());
+    if let (Some(m), Some(w)) = (mem, weights_bytes) {
+        let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
+        outln!(
+            stdout,
+            "\ndevice memory of this instance: peak {:.1} MiB ({:.1} MiB of weights; arenas, cached prompts and op-by-op buffers the rest), {:.1} MiB held after the runs",
+            mib(m.peak),
+            mib(w),
+            mib(m.held)
+        );
+        report["device_memory"] = serde_json::json!({
+            "peak_bytes": m.peak,
+            "weights_bytes": w,
+            "held_bytes": m.held,
+        });
     }
     let fallbacks = det.fallbacks();
     if let Some(t) = super::fallback_table(&fallbacks) {

@@ -14,9 +14,9 @@
 //! [`DevicePlan`]: crate::backend::plan::DevicePlan
 
 use super::emu::EmuBuffer;
-use super::memory::{BufInner, DeviceBuffer, DeviceElem};
+use super::memory::{BufInner, DeviceBuffer, DeviceElem, Held, MemGauge};
 use super::{CudaBackend, Dev};
-use crate::backend::plan::{AllocRecord, Slot};
+use crate::backend::plan::{AllocRecord, DeviceMemory, Slot};
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use std::mem::ManuallyDrop;
@@ -28,6 +28,7 @@ use std::thread::ThreadId;
 pub struct Arena {
     bytes: usize,
     mem: ArenaMem,
+    _held: Held,
 }
 
 enum ArenaMem {
@@ -88,6 +89,8 @@ impl Arena {
 #[derive(Default)]
 pub(crate) struct Allocator {
     state: Mutex<State>,
+    /// Bytes of device memory held: own allocations and arenas.
+    gauge: Arc<MemGauge>,
 }
 
 #[derive(Default)]
@@ -216,6 +219,7 @@ impl CudaBackend {
 
     /// A buffer with memory of its own.
     fn alloc_own<T: DeviceElem>(&self, n: usize, init: Init<'_, T>) -> Result<DeviceBuffer<T>> {
+        let held = self.alloc.gauge.hold(n * std::mem::size_of::<T>());
         Ok(match (&self.dev, init) {
             (Dev::Gpu(g), Init::Zeroed) => DeviceBuffer::cuda(g.stream.alloc_zeros::<T>(n)?),
             (Dev::Gpu(g), Init::Copy(d)) => DeviceBuffer::cuda(g.stream.clone_htod(d)?),
@@ -231,7 +235,8 @@ impl CudaBackend {
             // Uninitialised memory is 0xFF bytes here (NaN, −1): a read of what no kernel
             // wrote shows in the results instead of passing for a zero.
             (Dev::Emu(_), Init::Uninit) => DeviceBuffer::new(BufInner::Emu(EmuBuffer::garbage(n)?)),
-        })
+        }
+        .held_by(held))
     }
 
     fn fill_zero<T: DeviceElem>(&self, b: &mut DeviceBuffer<T>) -> Result<()> {
@@ -268,6 +273,13 @@ impl crate::backend::plan::DeviceArena for CudaBackend {
 
     fn zeroed_allocations(&self) -> u64 {
         self.alloc.lock().map(|s| s.zeroed).unwrap_or(0)
+    }
+
+    fn memory(&self) -> DeviceMemory {
+        DeviceMemory {
+            held: self.alloc.gauge.live(),
+            peak: self.alloc.gauge.peak(),
+        }
     }
 
     fn start_recording(&self) -> Result<()> {
@@ -310,7 +322,11 @@ impl crate::backend::plan::DeviceArena for CudaBackend {
         if let Ok(mut st) = self.alloc.lock() {
             st.own += 1;
         }
-        Ok(Arc::new(Arena { bytes, mem }))
+        Ok(Arc::new(Arena {
+            bytes,
+            mem,
+            _held: self.alloc.gauge.hold(bytes),
+        }))
     }
 
     fn start_replay(&self, arena: Arc<Arena>, slots: Arc<[Slot]>) -> Result<()> {

@@ -6,6 +6,7 @@ use super::emu::EmuBuffer;
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use half::f16;
 use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Element types a device buffer can hold.
@@ -31,6 +32,49 @@ pub struct DeviceBuffer<T> {
     /// The arena this buffer is a view of (None: it owns its memory). Declared after
     /// `inner`, so the view goes before the arena it points into.
     arena: Option<Arc<Arena>>,
+    /// Its bytes on the backend's gauge, while it owns memory.
+    held: Option<Held>,
+}
+
+/// The device memory one backend holds: its own allocations (weights, cached prompts,
+/// op-by-op buffers) and its arenas; arena views add nothing.
+#[derive(Debug, Default)]
+pub struct MemGauge {
+    live: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl MemGauge {
+    /// Counts `bytes` as held until the returned guard drops.
+    pub(crate) fn hold(self: &Arc<Self>, bytes: usize) -> Held {
+        let now = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        Held {
+            gauge: Arc::clone(self),
+            bytes,
+        }
+    }
+    /// Bytes held now.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+    /// The most bytes held at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes counted on a [`MemGauge`] until dropped.
+#[derive(Debug)]
+pub(crate) struct Held {
+    gauge: Arc<MemGauge>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.live.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -56,7 +100,13 @@ impl<T: DeviceElem> DeviceBuffer<T> {
             inner,
             id: next_id(),
             arena: None,
+            held: None,
         }
+    }
+    /// This buffer's bytes counted on a gauge while it lives.
+    pub(crate) fn held_by(mut self, h: Held) -> Self {
+        self.held = Some(h);
+        self
     }
     /// A view into `arena` (an `inner` made over the arena's memory, not owning it).
     pub(crate) fn view(inner: BufInner<T>, arena: Arc<Arena>) -> Self {
@@ -64,6 +114,7 @@ impl<T: DeviceElem> DeviceBuffer<T> {
             inner,
             id: next_id(),
             arena: Some(arena),
+            held: None,
         }
     }
     /// Whether this buffer is a view into a forward's arena.

@@ -16,6 +16,12 @@ const FAMILY: &str = "nms";
 /// Per-image candidate capacity the kernels support (num_levels × pre_nms_top_n).
 pub const MAX_CANDIDATES: usize = 8192;
 
+/// The image slots of the parameter block (params.h `img_h`, `img_w`): what MAX_BATCH is.
+const fn slots<const N: usize>(_: fn(&GlipNmsParams) -> &[f32; N]) -> usize {
+    N
+}
+const _: () = assert!(slots(|p| &p.img_h) == MAX_BATCH && slots(|p| &p.img_w) == MAX_BATCH);
+
 /// Launch parameters for a batch: `image_hw` the (h, w) of each resized, un-padded image.
 pub fn params(
     levels: &[Level],
@@ -77,9 +83,9 @@ pub fn params(
         bbox_clip: bbox_clip(),
         ..Default::default()
     };
-    for (b, &(h, w)) in image_hw.iter().enumerate() {
-        p.img_h[b] = h;
-        p.img_w[b] = w;
+    for ((&(h, w), ph), pw) in image_hw.iter().zip(&mut p.img_h).zip(&mut p.img_w) {
+        *ph = h;
+        *pw = w;
     }
     for (l, lv) in levels.iter().enumerate() {
         p.levels[l] = GlipNmsLevel {
@@ -407,7 +413,10 @@ mod tests {
                 max_candidates: 8192,
                 ..p
             },
-            GlipNmsParams { batch: 9, ..p },
+            GlipNmsParams {
+                batch: MAX_BATCH as i32 + 1,
+                ..p
+            },
         ];
         for q in &bad {
             assert!(check_params(q).is_err());

@@ -288,13 +288,13 @@ pub struct GlipNmsParams {
     pub nms_thresh: f32,
     pub min_size: f32,
     pub bbox_clip: f32,
-    pub img_h: [f32; 8usize],
-    pub img_w: [f32; 8usize],
+    pub img_h: [f32; 16usize],
+    pub img_w: [f32; 16usize],
     pub levels: [GlipNmsLevel; 8usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of GlipNmsParams"][::core::mem::size_of::<GlipNmsParams>() - 248usize];
+    ["Size of GlipNmsParams"][::core::mem::size_of::<GlipNmsParams>() - 312usize];
     ["Alignment of GlipNmsParams"][::core::mem::align_of::<GlipNmsParams>() - 4usize];
     ["Offset of field: GlipNmsParams::batch"]
         [::core::mem::offset_of!(GlipNmsParams, batch) - 0usize];
@@ -327,9 +327,9 @@ const _: () = {
     ["Offset of field: GlipNmsParams::img_h"]
         [::core::mem::offset_of!(GlipNmsParams, img_h) - 56usize];
     ["Offset of field: GlipNmsParams::img_w"]
-        [::core::mem::offset_of!(GlipNmsParams, img_w) - 88usize];
+        [::core::mem::offset_of!(GlipNmsParams, img_w) - 120usize];
     ["Offset of field: GlipNmsParams::levels"]
-        [::core::mem::offset_of!(GlipNmsParams, levels) - 120usize];
+        [::core::mem::offset_of!(GlipNmsParams, levels) - 184usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -1,6 +1,6 @@
 //! The kernel rows of the op table (backend/optable.rs): the launch wrappers' own parameters,
 //! which the op interface does not reach, each against its CPU twin. Image-axis splits of
-//! bi_attn, logits written level by level into one packed buffer (`out_row0`), batch-8 ATSS
+//! bi_attn, logits written level by level into one packed buffer (`out_row0`), batch-16 ATSS
 //! post-processing with kept sets compared exactly, GEMM tails in m, n and k, the five GLIP-T
 //! GroupNorm levels in one launch, the deformable conv reading a finer level's offsets.
 //!

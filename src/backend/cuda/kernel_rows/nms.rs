@@ -1,12 +1,14 @@
 //! nms: the batched ATSS post-processing kernels (candidates, per-level radix top-k, batched
-//! NMS, the final top-N) against the CPU twin, kept sets compared exactly: batch 8 with
+//! NMS, the final top-N) against the CPU twin, kept sets compared exactly: batch 16 with
 //! multi-label NMS, batch 2 class-agnostic, the no-cut path, random centerness with sparse
 //! candidates. GLIP-T's 800×1344 padded (22 400 positions, 80 labels, 5 000 candidates per
 //! image) on a GPU; 200×336 on the emulated device (1 430 positions, still over the per-level
 //! top-k, so the radix select runs).
 
 use super::{kernel_row, twin, Compared, KernelRow, Scale, Tol};
-use crate::backend::cpu::nms::{self as cpu, iou, AtssConfig, Candidate, Level, PackedInputs};
+use crate::backend::cpu::nms::{
+    self as cpu, iou, AtssConfig, Candidate, Level, PackedInputs, MAX_BATCH,
+};
 use crate::backend::cuda::nms::{self as gpu, NmsOutputs, NmsWorkspace};
 use crate::backend::cuda::CudaBackend;
 use crate::error::{Error, Result};
@@ -153,7 +155,14 @@ fn margin(inp: &PackedInputs, hw: (f32, f32), b: usize, cfg: &AtssConfig) -> Res
 
 pub(super) fn rows(scale: Scale, t: &mut Vec<KernelRow>) {
     let cases = [
-        ("multi-label", 8, AtssConfig::default(), 1, Draw::Exact),
+        // The largest batch one call takes (MAX_BATCH images, each its own size).
+        (
+            "multi-label",
+            MAX_BATCH,
+            AtssConfig::default(),
+            1,
+            Draw::Exact,
+        ),
         (
             "class-agnostic",
             2,
