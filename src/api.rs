@@ -652,10 +652,9 @@ impl Detector {
                 .max()
                 .unwrap_or(0);
             out.num_labels = out.num_labels.max(max_label);
-            let t_post = std::time::Instant::now();
+            let t_post = taps.start(be);
             let per = postprocess::postprocess(be, &out, &chunk.positive_map, sizes, &self.post)?;
-            taps.timings
-                .push(("post-processing".into(), t_post.elapsed()));
+            taps.time(be, "post-processing", t_post);
             Ok((out, per))
         };
         let be = &**self.model.backend();

@@ -73,6 +73,13 @@ fn json_report_has_latency_quantiles_and_the_plan() {
     );
     assert!(0.0 < p50 && p50 <= p99 && fps > 0.0, "{c}");
     assert!(c["stages_s"]["head"].as_f64().is_some(), "{c}");
+    // The CPU has no device clock: no device stage times.
+    assert!(
+        c["stages_device_s"]
+            .as_object()
+            .is_some_and(|m| m.is_empty()),
+        "{c}"
+    );
     assert!(c["activations_arena_bytes"].as_u64().unwrap() > 0, "{c}");
     assert!(err.contains("latency over 3 runs"), "{err}");
 }
@@ -122,8 +129,21 @@ fn emulated_bench_reports_stages_with_no_fallback() {
         "head",
         "post-processing",
     ] {
-        assert!(out.contains(stage), "missing stage {stage}:\n{out}");
+        // Each stage with its time on the device's clock next to the host's.
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(stage))
+            .unwrap_or_else(|| panic!("missing stage {stage}:\n{out}"));
+        let secs: Vec<f64> = line[2 + stage.len()..]
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert!(
+            secs.len() == 2 && secs[1] > 0.0 && secs[1] <= secs[0] + 1e-3,
+            "{line}"
+        );
     }
+    assert!(out.contains("seconds  device s"), "{out}");
     // Every op has a kernel: refusing fallbacks (above) changes nothing, no op is listed.
     assert!(!out.contains("in place of the device"), "{out}");
     // The warm-up run records the device plan; the timed run replays it from the arena.

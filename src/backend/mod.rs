@@ -5,6 +5,7 @@
 //! test compares against, and the fallback when there is no GPU.
 
 pub mod atss;
+pub mod clock;
 pub mod cpu;
 pub mod cuda;
 pub mod executor;

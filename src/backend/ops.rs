@@ -260,6 +260,10 @@ pub trait Backend {
     fn device_arena(&self) -> Option<&dyn crate::backend::plan::DeviceArena> {
         None
     }
+    /// The device's clock for stage times (CUDA events on a GPU), where the backend has one.
+    fn stage_clock(&self) -> Option<&dyn crate::backend::clock::StageClock> {
+        None
+    }
     /// The ops this backend ran on the CPU in place of its device so far (none for the CPU
     /// backend itself).
     fn fallbacks(&self) -> Vec<FallbackCount> {

@@ -950,6 +950,7 @@ pub const NOT_OPS: &[&str] = &[
     "describe",
     "fallbacks",
     "device_arena",
+    "stage_clock",
 ];
 
 /// The ops of the interface, read from the trait's source (so a new op without a row fails

@@ -209,6 +209,9 @@ impl Backend for Recorder<'_> {
     fn device_arena(&self) -> Option<&dyn DeviceArena> {
         self.inner.device_arena()
     }
+    fn stage_clock(&self) -> Option<&dyn crate::backend::clock::StageClock> {
+        self.inner.stage_clock()
+    }
     fn describe(&self) -> String {
         self.inner.describe()
     }

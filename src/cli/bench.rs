@@ -98,6 +98,22 @@ const COCO80: [&str; 80] = [
 /// (description, token ids, attention mask, positive map) of one benchmarked prompt.
 type Case = (String, Vec<i32>, Vec<i32>, Vec<(u32, Vec<usize>)>);
 
+/// Stage times summed over the tower's layers ("tower.3 DyConv" → "DyConv xN"), in order.
+fn group_stages(timings: &[(String, std::time::Duration)], layers: usize) -> Vec<(String, f64)> {
+    let mut groups: Vec<(String, f64)> = Vec::new();
+    for (name, d) in timings {
+        let key = match name.split_once(' ') {
+            Some((_, k)) if name.starts_with("tower.") => format!("{k} x{layers}"),
+            _ => name.clone(),
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some(g) => g.1 += d.as_secs_f64(),
+            None => groups.push((key, d.as_secs_f64())),
+        }
+    }
+    groups
+}
+
 /// A stage's line: name and seconds.
 fn stage(out: &mut super::out::Out, name: &str, secs: f64) -> std::result::Result<(), Error> {
     out.line(format_args!("  {name:<28} {secs:>9.3}"))
@@ -437,27 +453,31 @@ pub fn run(a: Args) -> Result {
             continue; // --runs 0: the warm-up only
         };
         outln!(stdout, "\n{name}, run {}: {n_dets} detections", a.runs);
-        outln!(stdout, "  {:<28} {:>9}", "stage", "seconds");
+        // Each stage's time on the device's clock (CUDA events on a GPU) next to the host's.
+        let device_groups = group_stages(&taps.device_timings()?, num_convs);
+        if device_groups.is_empty() {
+            outln!(stdout, "  {:<28} {:>9}", "stage", "seconds");
+        } else {
+            outln!(
+                stdout,
+                "  {:<28} {:>9} {:>9}",
+                "stage",
+                "seconds",
+                "device s"
+            );
+        }
         stage(&mut stdout, "preprocess", t_pre.as_secs_f64())?;
         stage(
             &mut stdout,
             "language backbone (cached)",
             t_lang.as_secs_f64(),
         )?;
-        // Tower stages are summed over the layers ("tower.3 DyConv" → "DyConv xN").
-        let mut groups: Vec<(String, f64)> = Vec::new();
-        for (name, d) in &taps.timings {
-            let key = match name.split_once(' ') {
-                Some((_, k)) if name.starts_with("tower.") => format!("{k} x{num_convs}"),
-                _ => name.clone(),
-            };
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some(g) => g.1 += d.as_secs_f64(),
-                None => groups.push((key, d.as_secs_f64())),
-            }
-        }
+        let groups = group_stages(&taps.timings, num_convs);
         for (k, s) in &groups {
-            stage(&mut stdout, k, *s)?;
+            match device_groups.iter().find(|(d, _)| d == k) {
+                Some((_, d)) => outln!(stdout, "  {k:<28} {s:>9.3} {d:>9.4}"),
+                None => stage(&mut stdout, k, *s)?,
+            }
         }
         stage(
             &mut stdout,
@@ -492,6 +512,7 @@ pub fn run(a: Args) -> Result {
                 "frames_per_s": fps,
                 "detections": n_dets,
                 "stages_s": groups.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+                "stages_device_s": device_groups.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
                 "activations_arena_bytes": info.as_ref().map(|i| i.memory.peak_bytes),
                 "device_arena_bytes": info.as_ref().and_then(|i| i.device.as_ref().map(|d| d.peak_bytes)),
                 "replays": info.as_ref().map(|i| i.replays),

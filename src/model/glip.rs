@@ -15,6 +15,7 @@ use super::swin::Swin;
 use super::vars::Vars;
 use super::vlfuse::VLFuse;
 use super::{FeatureMap, WeightMap};
+use crate::backend::clock::StageMark;
 use crate::backend::Backend;
 pub use crate::backend::SharedBackend;
 use crate::error::{Error, Result};
@@ -63,6 +64,14 @@ pub struct Taps {
     pub tensors: Vec<(String, Tensor)>,
     /// Wall time of each stage of the last forward (always recorded; cheap).
     pub timings: Vec<(String, std::time::Duration)>,
+    /// Each stage's start and end on the device's clock, where the backend has one.
+    marks: Vec<(String, StageMark, StageMark)>,
+}
+
+/// When a stage started: on the host's clock and, on a device, in its queue of work.
+pub struct StageStart {
+    at: std::time::Instant,
+    mark: Option<StageMark>,
 }
 
 impl Taps {
@@ -86,8 +95,30 @@ impl Taps {
         }
         Ok(())
     }
-    fn time(&mut self, stage: impl Into<String>, since: std::time::Instant) {
-        self.timings.push((stage.into(), since.elapsed()));
+    /// The start of a stage on `be`.
+    pub fn start(&self, be: &dyn Backend) -> StageStart {
+        StageStart {
+            at: std::time::Instant::now(),
+            mark: be.stage_clock().and_then(|c| c.mark().ok()),
+        }
+    }
+    /// The end of `stage`, started at `start`: its wall time now, its device time (where
+    /// `be` has a clock) when [`Taps::device_timings`] reads it.
+    pub fn time(&mut self, be: &dyn Backend, stage: impl Into<String>, start: StageStart) {
+        let stage = stage.into();
+        self.timings.push((stage.clone(), start.at.elapsed()));
+        let end = be.stage_clock().and_then(|c| c.mark().ok());
+        if let (Some(a), Some(b)) = (start.mark, end) {
+            self.marks.push((stage, a, b));
+        }
+    }
+    /// Each stage's time on the device's clock (GPU time between CUDA events; waits for the
+    /// work marked), in stage order; empty on a backend without a clock.
+    pub fn device_timings(&self) -> Result<Vec<(String, std::time::Duration)>> {
+        self.marks
+            .iter()
+            .map(|(s, a, b)| Ok((s.clone(), a.until(b)?)))
+            .collect()
     }
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
@@ -292,14 +323,14 @@ impl Glip {
         images: &FeatureMap,
         taps: &mut Taps,
     ) -> Result<Vec<Tensor>> {
-        let t0 = std::time::Instant::now();
+        let t0 = taps.start(be);
         // The image goes up in the backend's activation dtype (half the bytes on CUDA).
         let image = match be.activation_dtype() {
             crate::tensor::DType::F16 => images.to_tensor()?.to_f16()?,
             _ => images.to_tensor()?,
         };
         let stages = self.swin.forward(be, &be.upload(&image)?)?;
-        taps.time("backbone (Swin)", t0);
+        taps.time(be, "backbone (Swin)", t0);
         for (i, s) in stages.iter().enumerate() {
             taps.tensor(be, format!("backbone.stage{}", i + 2), s)?;
         }
@@ -310,12 +341,12 @@ impl Glip {
                 format!("backbone gave {n} stages, the FPN needs 3"),
             ));
         }
-        let t0 = std::time::Instant::now();
+        let t0 = taps.start(be);
         let pyramid = self
             .fpn
             .forward(be, &stages[n - 3], &stages[n - 2], &stages[n - 1])?;
         drop(stages);
-        taps.time("fpn", t0);
+        taps.time(be, "fpn", t0);
         for (i, p) in pyramid.iter().enumerate() {
             taps.tensor(be, format!("fpn.p{}", i + 3), p)?;
         }
@@ -358,40 +389,40 @@ impl Glip {
         let mut pyramid = pyramid;
         let mut visual: Vec<Tensor> = Vec::new();
         for (i, layer) in self.tower.iter().enumerate() {
-            let t0 = std::time::Instant::now();
+            let t0 = taps.start(be);
             let cur: &[Tensor] = if i == 0 { pyramid.levels() } else { &visual };
             let (v, l) = layer.fuse.forward(be, cur, &lang, &mask)?;
             if i == 0 {
                 pyramid = Pyramid::Shared(&[]); // an owned pyramid is not read again
             }
-            taps.time(format!("tower.{i} VLFuse"), t0);
+            taps.time(be, format!("tower.{i} VLFuse"), t0);
             for (k, m) in v.iter().enumerate() {
                 taps.tensor(be, format!("tower.{}.VLFuse.visual.{k}", 3 * i), m)?;
             }
             taps.tensor(be, format!("tower.{}.VLFuse.lang_hidden", 3 * i), &l)?;
-            let t0 = std::time::Instant::now();
+            let t0 = taps.start(be);
             lang = layer.bert.forward(be, &l, &mask)?;
-            taps.time(format!("tower.{i} BertEncoderLayer"), t0);
+            taps.time(be, format!("tower.{i} BertEncoderLayer"), t0);
             taps.tensor(
                 be,
                 format!("tower.{}.BertEncoderLayer.lang_hidden", 3 * i + 1),
                 &lang,
             )?;
-            let t0 = std::time::Instant::now();
+            let t0 = taps.start(be);
             visual = layer.dyconv.forward(be, &v)?;
-            taps.time(format!("tower.{i} DyConv"), t0);
+            taps.time(be, format!("tower.{i} DyConv"), t0);
             for (k, m) in visual.iter().enumerate() {
                 taps.tensor(be, format!("tower.{}.DyConv.visual.{k}", 3 * i + 2), m)?;
             }
         }
-        let t0 = std::time::Instant::now();
+        let t0 = taps.start(be);
         let last = if self.tower.is_empty() {
             pyramid.levels()
         } else {
             &visual
         };
         let out = self.head.forward(be, last, &lang)?;
-        taps.time("head", t0);
+        taps.time(be, "head", t0);
         for (l, (reg, ctr)) in out.bbox_reg.iter().zip(&out.centerness).enumerate() {
             taps.tensor(be, format!("bbox_reg.{l}"), reg)?;
             taps.tensor(be, format!("centerness.{l}"), ctr)?;

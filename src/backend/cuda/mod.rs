@@ -456,3 +456,17 @@ impl CudaBackend {
         }
     }
 }
+
+impl crate::backend::clock::StageClock for CudaBackend {
+    fn mark(&self) -> Result<crate::backend::clock::StageMark> {
+        use crate::backend::clock::StageMark;
+        match &self.dev {
+            // Timing enabled (the default flags): the event's time is read after the frame.
+            Dev::Gpu(g) => Ok(StageMark::Event(g.stream.record_event(Some(
+                cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT,
+            ))?)),
+            // Every emulated launch has finished when it returns.
+            Dev::Emu(_) => Ok(StageMark::Host(std::time::Instant::now())),
+        }
+    }
+}

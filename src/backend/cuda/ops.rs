@@ -115,6 +115,9 @@ impl Backend for CudaBackend {
     fn device_arena(&self) -> Option<&dyn crate::backend::plan::DeviceArena> {
         Some(self)
     }
+    fn stage_clock(&self) -> Option<&dyn crate::backend::clock::StageClock> {
+        Some(self)
+    }
     fn describe(&self) -> String {
         match self.name() {
             Ok(n) if self.is_emulated() => n,
