@@ -48,12 +48,6 @@ pub fn cuda_device(test: &str) -> CudaBackend {
     CudaBackend::emulated()
 }
 
-/// Whether a kernel test runs on the emulated device: it then uses reduced shapes (the
-/// emulator runs every launch six times on one core).
-pub fn reduced(be: &CudaBackend) -> bool {
-    be.is_emulated()
-}
-
 /// The repository's test data directory.
 pub fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata")
