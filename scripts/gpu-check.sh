@@ -45,13 +45,13 @@ for line in sys.stdin:
         print("bench", m["target"]["name"], m["executable"])
 ' >> "$list"
   # Keep the test executables the run half uses on the GPU (the op table with its kernel rows, the
-  # end-to-end and head goldens, the replay, the gate); strip debug info. Module goldens that
+  # end-to-end and head goldens, the replay, its CUDA graphs, the gate); strip debug info. Module goldens that
   # golden_e2e's per-tap table covers stay home (bundle size).
   local staged="$CARRY/stage"; mkdir -p "$staged"
   cp "target/$PROFILE/glip" "$staged/glip"
   while read -r kind name exe; do
     case "$kind:$name" in
-      test:op_table|test:golden_e2e|test:golden_head|test:gpu_gating|test:replay)
+      test:op_table|test:golden_e2e|test:golden_head|test:gpu_gating|test:replay|test:graphs)
         cp "$exe" "$staged/$kind-$name" ;;
       # Kernel benches with a PyTorch baseline to compare against (the others' ops are timed
       # by `glip bench --ops`, the whole model by `glip bench`).
@@ -127,7 +127,7 @@ run() {
   # The executor and the op table first, then GLIP-T on the GPU: latency at 256 and 32
   # tokens (batch 1) and throughput at batch 16, 640x640 (replays after one recording run).
   # (The op table's kernel rows run at GLIP-T's sizes here: their CPU twins take a while.)
-  for t in "$bin"/test-op_table "$bin"/test-replay; do
+  for t in "$bin"/test-op_table "$bin"/test-replay "$bin"/test-graphs; do
     local name; name="$(basename "$t")"; cap=$(budget 150)
     if (( cap )); then
       timeout "$cap" "$t" --test-threads=1 > "$out/$name.log" 2>&1; rc=$?
@@ -141,6 +141,13 @@ run() {
       > "$out/bench-glip-t.json" 2> "$out/bench-glip-t.txt"; rc=$?
     row "bench GLIP-T 800x1333 b1" "$([[ $rc == 0 ]] && echo DONE || echo FAIL)" "$(grep 'latency over' "$out/bench-glip-t.txt" | tr -s ' ' | paste -sd';')"
   else skip "bench GLIP-T 800x1333 b1"; fi
+  # The same at 32 tokens with replays launch by launch: what the CUDA graphs save.
+  cap=$(budget 45)
+  if (( cap )); then
+    GLIP_CUDA_GRAPHS=0 timeout "$cap" "$bin/glip" "${glipt[@]}" --size 800x1333 --tokens 32 --iters 20 \
+      > "$out/bench-glip-t-nographs.json" 2> "$out/bench-glip-t-nographs.txt"; rc=$?
+    row "bench GLIP-T b1 32 tok, no graphs" "$([[ $rc == 0 ]] && echo DONE || echo FAIL)" "$(grep 'latency over' "$out/bench-glip-t-nographs.txt" | tr -s ' ')"
+  else skip "bench GLIP-T b1 32 tok, no graphs"; fi
   cap=$(budget 60)
   if (( cap )); then
     timeout "$cap" "$bin/glip" "${glipt[@]}" --size 640x640 --resize 640,640 --tokens 32 --batch 16 --iters 10 \

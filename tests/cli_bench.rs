@@ -149,8 +149,22 @@ fn emulated_bench_reports_stages_with_no_fallback() {
     // The warm-up run records the device plan; the timed run replays it from the arena.
     assert!(out.contains("device plan: "), "{out}");
     assert!(
-        out.contains("replays of 320x320 at 8 tokens (batch 1): 1 from the arena, 0 op by op\n"),
+        out.contains("replays of 320x320 at 8 tokens (batch 1): 2 from the arena, 0 op by op\n"),
         "{out}"
+    );
+    // The timed replay captured the frame as a CUDA graph (a recorded launch list here) and
+    // ran it; the stage-table run, whose stage marks cut the frame, captured again.
+    let graphs = out
+        .lines()
+        .find(|l| l.starts_with("  CUDA graphs: "))
+        .unwrap_or_else(|| panic!("no CUDA graphs line:\n{out}"));
+    let n: Vec<u64> = graphs
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        n.len() == 5 && n[0] > 1 && !graphs.contains("graphs off"),
+        "{graphs}"
     );
     // The instance's device memory: a peak above the weights it holds.
     let line = out

@@ -38,6 +38,8 @@ pub struct PlanInfo {
     pub op_by_op: u64,
     /// Why replays stopped for this bucket, if they did.
     pub broken: Option<String>,
+    /// What the replays' CUDA graphs did (device backends, once the arena exists).
+    pub graphs: Option<super::cuda::graph::GraphStats>,
 }
 
 struct Entry {
@@ -68,7 +70,14 @@ impl<K: Copy + Eq + Hash + Ord> Executor<K> {
     /// Every bucket seen so far, in key order.
     pub fn plans(&self) -> Vec<(K, PlanInfo)> {
         let mut v: Vec<_> = match self.entries.lock() {
-            Ok(m) => m.iter().map(|(k, e)| (*k, e.info.clone())).collect(),
+            Ok(m) => m
+                .iter()
+                .map(|(k, e)| {
+                    let mut info = e.info.clone();
+                    info.graphs = e.arena.as_ref().map(|a| a.graph_stats());
+                    (*k, info)
+                })
+                .collect(),
             Err(_) => Vec::new(),
         };
         v.sort_by_key(|(k, _)| *k);
@@ -111,6 +120,7 @@ impl<K: Copy + Eq + Hash + Ord> Executor<K> {
                     replays: 0,
                     op_by_op: 0,
                     broken: None,
+                    graphs: None,
                 };
                 if let Ok(mut m) = self.entries.lock() {
                     m.entry(key).or_insert(Entry { info, arena: None });

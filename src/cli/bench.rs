@@ -405,7 +405,7 @@ pub fn run(a: Args) -> Result {
         det.set_prompt_ids(&ids, &mask, positive_map, names)?;
         let t_lang = s.elapsed();
         let mut times: Vec<f64> = Vec::with_capacity(a.runs);
-        let mut last: Option<(Taps, usize, f64)> = None;
+        let mut last: Option<usize> = None;
         let key = PlanKey {
             batch: a.batch,
             height: pre.image.h,
@@ -447,12 +447,23 @@ pub fn run(a: Args) -> Result {
                 continue; // warm-up
             }
             times.push(t_run);
-            last = Some((taps, dets.first().map(|d| d.len()).unwrap_or(0), t_run));
+            last = Some(dets.first().map(|d| d.len()).unwrap_or(0));
         }
-        let Some((taps, n_dets, t_run)) = last else {
+        let Some(n_dets) = last else {
             continue; // --runs 0: the warm-up only
         };
-        outln!(stdout, "\n{name}, run {}: {n_dets} detections", a.runs);
+        // The stage table from one more run that also marks each stage on the device's
+        // clock (CUDA events): marks cut a replay's CUDA graph, so the timed runs above
+        // have none.
+        let mut taps = Taps::timed();
+        let f = Instant::now();
+        det.run(&batch, &mut taps)?;
+        let t_run = f.elapsed().as_secs_f64();
+        outln!(
+            stdout,
+            "\n{name}, run {}: {n_dets} detections; stages of one more run:",
+            a.runs
+        );
         // Each stage's time on the device's clock (CUDA events on a GPU) next to the host's.
         let device_groups = group_stages(&taps.device_timings()?, num_convs);
         if device_groups.is_empty() {
@@ -516,6 +527,14 @@ pub fn run(a: Args) -> Result {
                 "activations_arena_bytes": info.as_ref().map(|i| i.memory.peak_bytes),
                 "device_arena_bytes": info.as_ref().and_then(|i| i.device.as_ref().map(|d| d.peak_bytes)),
                 "replays": info.as_ref().map(|i| i.replays),
+                "graphs": info.as_ref().and_then(|i| i.graphs.as_ref()).map(|g| serde_json::json!({
+                    "captured": g.captured,
+                    "graph_launches": g.graph_launches,
+                    "launches_in_graphs": g.launches_in_graphs,
+                    "launches": g.launches,
+                    "misses": g.misses,
+                    "off": g.off,
+                })),
             }));
         }
     }
@@ -537,6 +556,26 @@ pub fn run(a: Args) -> Result {
                 .map(|b| format!("; replay stopped: {b}"))
                 .unwrap_or_default()
         );
+        if let Some(g) = info
+            .graphs
+            .as_ref()
+            .filter(|g| g.captured > 0 || g.off.is_some())
+        {
+            outln!(
+                stdout,
+                "  CUDA graphs: {} segments captured, {} graph launches standing for {} launches, \
+                 {} launches one by one, {} segments that differed{}",
+                g.captured,
+                g.graph_launches,
+                g.launches_in_graphs,
+                g.launches,
+                g.misses,
+                g.off
+                    .as_deref()
+                    .map(|o| format!("; graphs off: {o}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     let mem = det.model().backend().device_arena().map(|d| d.memory());
     if let (Some(m), Some(w)) = (mem, weights_bytes) {

@@ -61,6 +61,9 @@ impl From<Vec<Tensor>> for Pyramid<'_> {
 #[derive(Default)]
 pub struct Taps {
     enabled: bool,
+    /// Mark each stage on the device's clock too ([`Taps::timed`]). Off by default: a mark
+    /// is a point where the host meets the stream, which cuts a replay's CUDA graph.
+    device_clock: bool,
     pub tensors: Vec<(String, Tensor)>,
     /// Wall time of each stage of the last forward (always recorded; cheap).
     pub timings: Vec<(String, std::time::Duration)>,
@@ -81,6 +84,13 @@ impl Taps {
             ..Taps::default()
         }
     }
+    /// No tensors, each stage's time on the host's clock and on the device's.
+    pub fn timed() -> Self {
+        Taps {
+            device_clock: true,
+            ..Taps::default()
+        }
+    }
     pub fn disabled() -> Self {
         Taps::default()
     }
@@ -97,20 +107,31 @@ impl Taps {
     }
     /// The start of a stage on `be`.
     pub fn start(&self, be: &dyn Backend) -> StageStart {
+        // The device mark first: on a device that holds launches back for a CUDA graph,
+        // marking runs what the last stage held back, which is not this stage's host time.
+        let mark = self.mark(be);
         StageStart {
             at: std::time::Instant::now(),
-            mark: be.stage_clock().and_then(|c| c.mark().ok()),
+            mark,
         }
     }
     /// The end of `stage`, started at `start`: its wall time now, its device time (where
     /// `be` has a clock) when [`Taps::device_timings`] reads it.
     pub fn time(&mut self, be: &dyn Backend, stage: impl Into<String>, start: StageStart) {
         let stage = stage.into();
+        // The end mark runs what the stage held back (CUDA graphs) before the host time is
+        // read, so the stage's host time includes its launches.
+        let end = self.mark(be);
         self.timings.push((stage.clone(), start.at.elapsed()));
-        let end = be.stage_clock().and_then(|c| c.mark().ok());
         if let (Some(a), Some(b)) = (start.mark, end) {
             self.marks.push((stage, a, b));
         }
+    }
+    fn mark(&self, be: &dyn Backend) -> Option<StageMark> {
+        if !self.device_clock {
+            return None;
+        }
+        be.stage_clock().and_then(|c| c.mark().ok())
     }
     /// Each stage's time on the device's clock (GPU time between CUDA events; waits for the
     /// work marked), in stage order; empty on a backend without a clock.

@@ -29,6 +29,9 @@ pub struct Arena {
     bytes: usize,
     mem: ArenaMem,
     _held: Held,
+    /// The CUDA graphs of the replays from this arena (graph.rs): their launches point
+    /// into it, so they live and die with it.
+    pub(crate) graphs: Mutex<super::graph::Segments>,
 }
 
 enum ArenaMem {
@@ -50,6 +53,10 @@ impl Arena {
     /// Its size in bytes.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+    /// What the replays' CUDA graphs did so far.
+    pub fn graph_stats(&self) -> super::graph::GraphStats {
+        self.graphs.lock().map(|s| s.stats()).unwrap_or_default()
     }
 
     /// `len` elements of `T` at byte `offset`.
@@ -90,7 +97,7 @@ impl Arena {
 pub(crate) struct Allocator {
     state: Mutex<State>,
     /// Bytes of device memory held: own allocations and arenas.
-    gauge: Arc<MemGauge>,
+    pub(crate) gauge: Arc<MemGauge>,
 }
 
 #[derive(Default)]
@@ -219,6 +226,7 @@ impl CudaBackend {
 
     /// A buffer with memory of its own.
     fn alloc_own<T: DeviceElem>(&self, n: usize, init: Init<'_, T>) -> Result<DeviceBuffer<T>> {
+        self.boundary()?;
         let held = self.alloc.gauge.hold(n * std::mem::size_of::<T>());
         Ok(match (&self.dev, init) {
             (Dev::Gpu(g), Init::Zeroed) => DeviceBuffer::cuda(g.stream.alloc_zeros::<T>(n)?),
@@ -240,6 +248,7 @@ impl CudaBackend {
     }
 
     fn fill_zero<T: DeviceElem>(&self, b: &mut DeviceBuffer<T>) -> Result<()> {
+        self.boundary()?;
         match (&self.dev, &mut b.inner) {
             (Dev::Gpu(g), BufInner::Cuda(s)) => Ok(g.stream.memset_zeros(&mut **s)?),
             (Dev::Emu(_), BufInner::Emu(e)) => {
@@ -251,6 +260,11 @@ impl CudaBackend {
     }
 
     fn copy_in<T: DeviceElem>(&self, b: &mut DeviceBuffer<T>, data: &[T]) -> Result<()> {
+        // Inside a replay with graphs the copy is staged and joins the segment's graph.
+        if self.graph_upload(b, data)? {
+            return Ok(());
+        }
+        self.boundary()?;
         match (&self.dev, &mut b.inner) {
             (Dev::Gpu(g), BufInner::Cuda(s)) => Ok(g.stream.memcpy_htod(data, &mut **s)?),
             (Dev::Emu(_), BufInner::Emu(e)) => {
@@ -326,19 +340,24 @@ impl crate::backend::plan::DeviceArena for CudaBackend {
             bytes,
             mem,
             _held: self.alloc.gauge.hold(bytes),
+            graphs: Mutex::new(Default::default()),
         }))
     }
 
     fn start_replay(&self, arena: Arc<Arena>, slots: Arc<[Slot]>) -> Result<()> {
         self.alloc.enter(Mode::Replay {
             thread: std::thread::current().id(),
-            arena,
+            arena: Arc::clone(&arena),
             slots,
             next: 0,
-        })
+        })?;
+        self.graph_begin(&arena);
+        Ok(())
     }
 
     fn finish_replay(&self) -> Result<()> {
+        // The frame's last segment runs first (its work is the frame's).
+        let graphs = self.graph_end();
         let me = std::thread::current().id();
         let mut st = self.alloc.lock()?;
         match std::mem::take(&mut st.mode) {
@@ -354,7 +373,7 @@ impl crate::backend::plan::DeviceArena for CudaBackend {
                         slots.len()
                     )));
                 }
-                Ok(())
+                graphs
             }
             other => {
                 st.mode = other;

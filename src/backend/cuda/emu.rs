@@ -21,8 +21,9 @@
 //! non-existent lanes, and misaligned wmma/ldmatrix/cp.async pointers. What only a GPU can
 //! tell (timing, FMA contraction, the device's libm ulps) is listed in docs/kernels.md.
 
+use super::graph::LaunchShape;
+use super::launch::ArgBlock;
 use crate::error::{Error, Result};
-use cudarc::driver::LaunchConfig;
 use std::ffi::{c_char, c_void, CString};
 use std::fmt;
 use std::ptr::NonNull;
@@ -286,55 +287,36 @@ pub struct EmuKernel {
     tramp: EmuTramp,
 }
 
-/// The arguments of one emulated launch, in kernel order.
-pub(crate) struct EmuArgs {
-    /// args[i] points at argument i's value (a params struct, a scalar, or a slot below).
-    args: Vec<*mut c_void>,
-    /// Device pointers of buffer arguments, boxed so their addresses stay put while the Vec
-    /// grows (args[] points into them).
-    #[allow(clippy::vec_box)]
-    slots: Vec<Box<*mut c_void>>,
-    /// (argument index, pointer, bytes) of every buffer argument.
-    bufs: Vec<(usize, *mut c_void, usize)>,
-    /// Whether each buffer argument has a canary of its own (not an arena view).
-    canaries: Vec<bool>,
+/// A buffer an emulated launch touches: its argument index (None: reached through the
+/// parameters), where it is, and whether it has a canary of its own (not an arena view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EmuBufArg {
+    arg: Option<usize>,
+    ptr: usize,
+    bytes: usize,
+    canary: bool,
 }
 
-impl EmuArgs {
-    pub(crate) fn new() -> Self {
-        EmuArgs {
-            args: Vec::new(),
-            slots: Vec::new(),
-            bufs: Vec::new(),
-            canaries: Vec::new(),
+impl EmuBufArg {
+    pub(crate) fn of<T: Copy>(b: &EmuBuffer<T>, arg: Option<usize>) -> Self {
+        EmuBufArg {
+            arg,
+            ptr: b.device_ptr() as usize,
+            bytes: b.bytes(),
+            canary: b.owned,
         }
     }
-    /// A by-value argument; `value` must outlive the launch (the builder's lifetime does that).
-    pub(crate) fn value<P>(&mut self, value: &P) {
-        self.args.push(value as *const P as *mut c_void);
-    }
-    /// A buffer the kernel reaches through its parameters (not an argument of its own):
-    /// checked like one, reported as argument -1.
-    pub(crate) fn reached<T: Copy>(&mut self, b: &EmuBuffer<T>) {
-        self.bufs.push((usize::MAX, b.device_ptr(), b.bytes()));
-        self.canaries.push(b.owned);
-    }
-    pub(crate) fn buffer<T: Copy>(&mut self, b: &EmuBuffer<T>) {
-        let slot = Box::new(b.device_ptr());
-        self.bufs.push((self.args.len(), b.device_ptr(), b.bytes()));
-        self.canaries.push(b.owned);
-        self.args.push(&*slot as *const *mut c_void as *mut c_void);
-        self.slots.push(slot);
+    fn ptr(&self) -> *mut c_void {
+        self.ptr as *mut c_void
     }
 }
 
 /// How a check names a buffer: its argument index, or a buffer reached through the
-/// parameters ([`EmuArgs::reached`]).
-fn arg_name(arg: usize) -> String {
-    if arg == usize::MAX {
-        "a buffer the parameters point to".into()
-    } else {
-        format!("argument {arg}")
+/// parameters ([`Launch::reaches`](super::Launch::reaches)).
+fn arg_name(arg: Option<usize>) -> String {
+    match arg {
+        None => "a buffer the parameters point to".into(),
+        Some(i) => format!("argument {i}"),
     }
 }
 
@@ -413,22 +395,23 @@ impl EmuDevice {
         Ok(EmuKernel { name, tramp })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         k: &EmuKernel,
-        args: &mut EmuArgs,
-        cfg: &LaunchConfig,
+        args: &mut [*mut c_void],
+        touched: &[EmuBufArg],
+        shape: &LaunchShape,
         policy: Policy,
         fill: i32,
     ) -> Result<()> {
         let name = CString::new(k.name).map_err(|_| Error::Cuda("kernel name".into()))?;
-        let bufs: Vec<GlipEmuBuf> = args
-            .bufs
+        let bufs: Vec<GlipEmuBuf> = touched
             .iter()
-            .map(|&(arg, ptr, bytes)| GlipEmuBuf {
-                ptr,
-                bytes,
-                arg: arg as i32,
+            .map(|b| GlipEmuBuf {
+                ptr: b.ptr(),
+                bytes: b.bytes,
+                arg: b.arg.map_or(-1, |i| i as i32),
                 _pad: 0,
             })
             .collect();
@@ -436,12 +419,12 @@ impl EmuDevice {
         let l = GlipEmuLaunch {
             kernel: name.as_ptr(),
             tramp: k.tramp,
-            args: args.args.as_mut_ptr(),
-            nargs: args.args.len() as i32,
+            args: args.as_mut_ptr(),
+            nargs: args.len() as i32,
             _pad0: 0,
-            grid: [cfg.grid_dim.0, cfg.grid_dim.1, cfg.grid_dim.2],
-            block: [cfg.block_dim.0, cfg.block_dim.1, cfg.block_dim.2],
-            dyn_smem: cfg.shared_mem_bytes as u64,
+            grid: shape.grid,
+            block: shape.block,
+            dyn_smem: u64::from(shape.smem),
             policy: policy as i32,
             smem_fill: fill,
             seed,
@@ -451,7 +434,7 @@ impl EmuDevice {
         };
         let mut err = vec![0 as c_char; 4096];
         // SAFETY: every argument pointer points at a live value of the kernel's parameter
-        // type (the launch builder's borrows keep them alive); the trampoline's arity was
+        // type (the launch's argument block, borrowed for the call); the trampoline's arity was
         // checked against the argument count; buffers are emulated device allocations whose
         // lengths the wrapper checked against what the kernel indexes.
         let rc = unsafe { glip_emu_launch(&l, err.as_mut_ptr(), err.len()) };
@@ -466,49 +449,53 @@ impl EmuDevice {
                 detail: msg,
             });
         }
-        for (&(arg, ptr, bytes), _) in args.bufs.iter().zip(&args.canaries).filter(|(_, c)| **c) {
+        for b in touched.iter().filter(|b| b.canary) {
             // SAFETY: ptr/bytes describe a live emulated allocation.
-            if unsafe { glip_emu_canary_ok(ptr, bytes) } == 0 {
+            if unsafe { glip_emu_canary_ok(b.ptr(), b.bytes) } == 0 {
                 return Err(Error::KernelCheck {
                     kernel: k.name.to_string(),
                     check: EmuCheck::Canary,
-                    detail: format!("the kernel wrote just outside {}", arg_name(arg)),
+                    detail: format!("the kernel wrote just outside {}", arg_name(b.arg)),
                 });
             }
         }
         Ok(())
     }
 
-    /// Launch `k` on `args` with every check of `self.checks`.
+    /// Launch `k` on `args` with every check of `self.checks`; `touched` are the buffers
+    /// the launch passes or reaches.
     pub(crate) fn launch(
         &self,
         k: &EmuKernel,
-        args: &mut EmuArgs,
-        cfg: &LaunchConfig,
+        block: &mut ArgBlock,
+        touched: &[EmuBufArg],
+        shape: &LaunchShape,
     ) -> Result<()> {
+        let mut ptrs = block.pointers();
+        let args = &mut ptrs[..];
         // SAFETY: a null argument array asks the trampoline for its arity only.
         let arity = unsafe { (k.tramp)(std::ptr::null_mut(), 0) };
-        if arity as usize != args.args.len() {
+        if arity as usize != args.len() {
             return Err(Error::KernelCheck {
                 kernel: k.name.to_string(),
                 check: EmuCheck::Launch,
                 detail: format!(
                     "the kernel takes {arity} arguments, the launch passed {}",
-                    args.args.len()
+                    args.len()
                 ),
             });
         }
         if self.checks == EmuChecks::Fast {
-            return self.run(k, args, cfg, Policy::Forward, 0);
+            return self.run(k, args, touched, shape, Policy::Forward, 0);
         }
         // Distinct buffers (an argument may be passed twice, e.g. in place).
-        let mut uniq: Vec<(usize, *mut c_void, usize)> = Vec::new();
-        for &b in &args.bufs {
-            if !uniq.iter().any(|u| u.1 == b.1) {
-                uniq.push(b);
+        let mut uniq: Vec<(Option<usize>, *mut c_void, usize)> = Vec::new();
+        for b in touched {
+            if !uniq.iter().any(|u| u.1 == b.ptr()) {
+                uniq.push((b.arg, b.ptr(), b.bytes));
             }
         }
-        let snap = |u: &[(usize, *mut c_void, usize)]| -> Vec<Vec<u8>> {
+        let snap = |u: &[(Option<usize>, *mut c_void, usize)]| -> Vec<Vec<u8>> {
             u.iter()
                 .map(|&(_, p, n)| {
                     // SAFETY: p..p+n is a live emulated allocation.
@@ -516,29 +503,30 @@ impl EmuDevice {
                 })
                 .collect()
         };
-        let restore = |u: &[(usize, *mut c_void, usize)], s: &[Vec<u8>]| {
+        let restore = |u: &[(Option<usize>, *mut c_void, usize)], s: &[Vec<u8>]| {
             for (&(_, p, n), data) in u.iter().zip(s) {
                 // SAFETY: as above; no launch is running.
                 unsafe { std::slice::from_raw_parts_mut(p as *mut u8, n) }.copy_from_slice(data);
             }
         };
         let before = snap(&uniq);
-        self.run(k, args, cfg, Policy::Forward, 0)?;
+        self.run(k, args, touched, shape, Policy::Forward, 0)?;
         let base = snap(&uniq);
         for (what, policy, fill, check) in VARIANTS {
             restore(&uniq, &before);
-            self.run(k, args, cfg, policy, fill).map_err(|e| match e {
-                Error::KernelCheck {
-                    kernel,
-                    check,
-                    detail,
-                } => Error::KernelCheck {
-                    kernel,
-                    check,
-                    detail: format!("{detail} (in the {what} run)"),
-                },
-                e => e,
-            })?;
+            self.run(k, args, touched, shape, policy, fill)
+                .map_err(|e| match e {
+                    Error::KernelCheck {
+                        kernel,
+                        check,
+                        detail,
+                    } => Error::KernelCheck {
+                        kernel,
+                        check,
+                        detail: format!("{detail} (in the {what} run)"),
+                    },
+                    e => e,
+                })?;
             let got = snap(&uniq);
             for ((&(arg, _, _), a), b) in uniq.iter().zip(&base).zip(&got) {
                 if let Some(byte) = a.iter().zip(b).position(|(x, y)| x != y) {

@@ -2,13 +2,11 @@
 //! with CUBLAS_COMPUTE_32F; on the emulated device a host GEMM with the same contract stands
 //! in); ones with a fused bias epilogue through kernels/gemm.cu on tensor cores.
 
-use super::memory::BufInner;
 use super::params::GlipGemmParams;
 use super::DeviceBuffer;
 use super::{check_len, to_i32, CudaBackend};
 use crate::error::{Error, Result};
 use crate::kernels::names;
-use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
 use cudarc::driver::LaunchConfig;
 use half::f16;
 
@@ -120,47 +118,23 @@ pub fn gemm_f16(
             ),
         ));
     }
-    let (a, b, c) = match (&a.inner, &b.inner, &mut c.inner) {
-        (BufInner::Cuda(a), BufInner::Cuda(b), BufInner::Cuda(c)) => (&**a, &**b, &mut **c),
-        (BufInner::Emu(a), BufInner::Emu(b), BufInner::Emu(c)) => {
-            return host_gemm_f16(
-                m,
-                n,
-                k,
-                a.as_slice(),
-                b.as_slice(),
-                b_transposed,
-                c.as_mut_slice(),
-            );
-        }
-        _ => return Err(Error::Cuda("gemm_f16: buffers of different devices".into())),
+    let call = super::graph::GemmCall {
+        m,
+        n,
+        k,
+        a: be.device_address(a)?,
+        b: be.device_address(b)?,
+        c: be.device_address(c)?,
+        b_transposed,
     };
-    // cuBLAS is column-major: a row-major C[m,n] is a column-major Cᵀ[n,m] = op(B)ᵀ · Aᵀ,
-    // so pass B first.
-    let cfg = GemmConfig {
-        transa: if b_transposed {
-            cublasOperation_t::CUBLAS_OP_T
-        } else {
-            cublasOperation_t::CUBLAS_OP_N
-        },
-        transb: cublasOperation_t::CUBLAS_OP_N,
-        m: n as i32,
-        n: m as i32,
-        k: k as i32,
-        alpha: f16::ONE,
-        lda: if b_transposed { k as i32 } else { n as i32 },
-        ldb: k as i32,
-        beta: f16::ZERO,
-        ldc: n as i32,
-    };
-    // SAFETY: the extents of a, b and c were checked against m, n, k above.
-    unsafe { be.blas()?.gemm(cfg, b, a, c) }?;
-    Ok(())
+    // SAFETY: the extents of a, b and c were checked against m, n, k above; the buffers are
+    // borrowed for the call, and a graph runs held-back work before the frame's buffers go.
+    unsafe { be.submit(super::graph::Work::Gemm(call)) }
 }
 
 /// The emulated device's cuBLAS: row-major c = a · op(b) from f16 inputs, the CPU backend's
 /// f32 GEMM, one rounding to f16.
-fn host_gemm_f16(
+pub(crate) fn host_gemm_f16(
     m: usize,
     n: usize,
     k: usize,

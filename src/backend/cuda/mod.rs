@@ -14,6 +14,7 @@ pub mod elementwise;
 pub mod emu;
 pub mod fallback;
 pub mod gemm;
+pub mod graph;
 pub mod group_norm;
 pub mod kernel_rows;
 pub mod launch;
@@ -86,6 +87,10 @@ pub struct CudaBackend {
     poison: bool,
     /// Plain, recording or replaying allocations (arena.rs).
     alloc: arena::Allocator,
+    /// Replays run as CUDA graphs (graph.rs).
+    graphs: bool,
+    /// The replay in progress and its graph segment (graph.rs).
+    frames: graph::Frames,
 }
 
 enum Dev {
@@ -98,6 +103,17 @@ struct Gpu {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Where graphs are captured (graph.rs), made by the first capture.
+    capture: Mutex<Option<Arc<graph::CaptureStream>>>,
+}
+
+/// Whether replays run as CUDA graphs by default: `GLIP_CUDA_GRAPHS=0` (or `off`) turns
+/// them off.
+fn graphs_from_env() -> bool {
+    !matches!(
+        std::env::var("GLIP_CUDA_GRAPHS").as_deref(),
+        Ok("0") | Ok("off")
+    )
 }
 
 /// What the emulated device reports as its name.
@@ -136,11 +152,14 @@ impl CudaBackend {
             fallbacks: fallback::Fallbacks::new(),
             poison: false,
             alloc: arena::Allocator::default(),
+            graphs: graphs_from_env(),
+            frames: graph::Frames::default(),
             dev: Dev::Gpu(Gpu {
                 ctx,
                 stream,
                 blas,
                 modules: Mutex::new(HashMap::new()),
+                capture: Mutex::new(None),
             }),
         })
     }
@@ -156,6 +175,8 @@ impl CudaBackend {
             fallbacks: fallback::Fallbacks::new(),
             poison: false,
             alloc: arena::Allocator::default(),
+            graphs: graphs_from_env(),
+            frames: graph::Frames::default(),
             dev: Dev::Emu(EmuDevice::new(checks)),
         }
     }
@@ -199,9 +220,6 @@ impl CudaBackend {
     pub fn stream(&self) -> Result<&Arc<CudaStream>> {
         Ok(&self.gpu("the CUDA stream")?.stream)
     }
-    pub(crate) fn blas(&self) -> Result<&CudaBlas> {
-        Ok(&self.gpu("cuBLAS")?.blas)
-    }
     pub fn name(&self) -> Result<String> {
         match &self.dev {
             Dev::Gpu(g) => Ok(g.ctx.name()?),
@@ -224,6 +242,7 @@ impl CudaBackend {
     }
     /// Waits for the stream (the emulated device runs every launch synchronously).
     pub fn synchronize(&self) -> Result<()> {
+        self.boundary()?;
         match &self.dev {
             Dev::Gpu(g) => Ok(g.stream.synchronize()?),
             Dev::Emu(_) => Ok(()),
@@ -275,11 +294,15 @@ impl CudaBackend {
 
     /// A launch of `k` on this device's stream; push the arguments in kernel order.
     pub fn launch_builder<'a>(&'a self, k: &'a Kernel) -> Launch<'a> {
-        match (&self.dev, &k.inner) {
-            (Dev::Gpu(g), KernelInner::Cuda(f)) => Launch::cuda(&g.stream, f, &k.name),
-            (Dev::Emu(e), KernelInner::Emu(ek)) => Launch::emu(e, *ek, &k.name),
-            _ => Launch::failed(&k.name, "the kernel was loaded by another device"),
-        }
+        let ok = matches!(
+            (&self.dev, &k.inner),
+            (Dev::Gpu(_), KernelInner::Cuda(_)) | (Dev::Emu(_), KernelInner::Emu(_))
+        );
+        Launch::new(
+            self,
+            k,
+            (!ok).then_some("the kernel was loaded by another device"),
+        )
     }
 
     /// `n` zeroed elements on the device.
@@ -307,6 +330,7 @@ impl CudaBackend {
     }
     /// A host copy of a device buffer (synchronises the stream).
     pub fn download<T: DeviceElem>(&self, b: &DeviceBuffer<T>) -> Result<Vec<T>> {
+        self.boundary()?;
         match (&self.dev, &b.inner) {
             (Dev::Gpu(g), BufInner::Cuda(s)) => Ok(g.stream.clone_dtoh(&**s)?),
             (Dev::Emu(_), BufInner::Emu(e)) => Ok(e.as_slice().to_vec()),
@@ -460,6 +484,7 @@ impl CudaBackend {
 impl crate::backend::clock::StageClock for CudaBackend {
     fn mark(&self) -> Result<crate::backend::clock::StageMark> {
         use crate::backend::clock::StageMark;
+        self.boundary()?;
         match &self.dev {
             // Timing enabled (the default flags): the event's time is read after the frame.
             Dev::Gpu(g) => Ok(StageMark::Event(g.stream.record_event(Some(
