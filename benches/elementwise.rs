@@ -2,7 +2,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glip_rt::backend::cpu::{elementwise as cpu, CpuBackend};
-use glip_rt::backend::cuda::{elementwise as gpu, CudaBackend};
+use glip_rt::backend::cuda::{elementwise as gpu, CudaBackend, InOut};
 use glip_rt::backend::Backend;
 use glip_rt::testing::Rng;
 use glip_rt::{DType, Tensor};
@@ -62,7 +62,7 @@ fn cuda_benches(c: &mut Criterion) {
     g.throughput(Throughput::Bytes((3 * N * 2) as u64));
     g.bench_function(BenchmarkId::new("axpby_f16", N), |bch| {
         bch.iter(|| {
-            gpu::axpby_f16(&be, 0.5, &da, 0.5, &db, &mut y, N).unwrap();
+            gpu::axpby_f16(&be, 0.5, InOut::Apart(&da, &mut y), 0.5, &db, N).unwrap();
             be.synchronize().unwrap();
         })
     });

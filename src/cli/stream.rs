@@ -2,11 +2,14 @@
 //! `ffmpeg … -f rawvideo -pix_fmt rgb24 - | glip stream --width W --height H …`).
 //!
 //! A bad frame gives a JSON line with an `error` for that frame and the stream goes on;
-//! every frame read gets exactly one line, flushed as soon as it is written.
+//! every frame read gets exactly one line, flushed as soon as it is written. Frames are read,
+//! decoded and preprocessed on a reader thread a few frames ahead of the model, so that host
+//! work overlaps the forward of the frame before.
 
 use super::crate_result::Result;
 use glip_rt::api::Detection;
-use glip_rt::preprocess::{decode_image, RgbImage8};
+use glip_rt::model::glip::Taps;
+use glip_rt::preprocess::{decode_image, preprocess_image, RgbImage8};
 use glip_rt::{limits, Error};
 use std::io::Read;
 use std::process::ExitCode;
@@ -111,75 +114,37 @@ pub fn run(a: Args) -> Result {
     det.set_prompt(&a.prompt)?;
     let exif = det.preprocess_config().exif_orientation;
 
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
+    // Frames are read, decoded and preprocessed on a thread of their own, up to
+    // READ_AHEAD frames ahead, while this thread runs the model on the frame before: on a
+    // GPU the host work of the next frame overlaps the current forward.
+    let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
+    let pre_cfg = det.preprocess_config().clone();
+    std::thread::Builder::new()
+        .name("glip-stream-reader".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            for frame in 0u64.. {
+                let Some((image, fatal)) = read_frame(&mut input, raw_size, exif, frame) else {
+                    break;
+                };
+                let pre = image.and_then(|img| preprocess_image(&img, &pre_cfg));
+                // The receiver is gone when the output closed: stop reading.
+                if tx.send((frame, pre, fatal)).is_err() || fatal {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Error::Invalid(format!("cannot start the frame reader: {e}")))?;
     let mut out = super::out::Out::new();
     let mut errors = 0u64;
-    for frame in 0u64.. {
-        // Read one frame; an error that leaves the stream position unknown ends the stream.
-        let (image, fatal): (glip_rt::Result<RgbImage8>, bool) = match raw_size {
-            Some((w, h)) => {
-                let mut buf = vec![0u8; w * h * 3];
-                match read_full(&mut input, &mut buf) {
-                    Ok(false) => break,
-                    Ok(true) => (RgbImage8::new(w, h, buf), false),
-                    Err(e) => (
-                        Err(Error::Image {
-                            what: format!("frame {frame}"),
-                            msg: e.to_string(),
-                        }),
-                        true,
-                    ),
-                }
-            }
-            None => {
-                let mut len = [0u8; 4];
-                match read_full(&mut input, &mut len) {
-                    Ok(false) => break,
-                    Err(e) => (
-                        Err(Error::Image {
-                            what: format!("frame {frame}"),
-                            msg: e.to_string(),
-                        }),
-                        true,
-                    ),
-                    Ok(true) => {
-                        let n = u32::from_le_bytes(len) as usize;
-                        if n > MAX_ENCODED {
-                            (
-                                Err(Error::Image {
-                                    what: format!("frame {frame}"),
-                                    msg: format!("length prefix {n} exceeds {MAX_ENCODED} bytes"),
-                                }),
-                                true,
-                            )
-                        } else {
-                            let mut buf = vec![0u8; n];
-                            match read_full(&mut input, &mut buf) {
-                                Ok(true) | Ok(false) if n == 0 => (
-                                    Err(Error::Image {
-                                        what: format!("frame {frame}"),
-                                        msg: "empty frame".into(),
-                                    }),
-                                    false,
-                                ),
-                                Ok(_) => {
-                                    (decode_image(&buf, &format!("frame {frame}"), exif), false)
-                                }
-                                Err(e) => (
-                                    Err(Error::Image {
-                                        what: format!("frame {frame}"),
-                                        msg: e.to_string(),
-                                    }),
-                                    true,
-                                ),
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        let result = image.and_then(|img| det.detect(&img));
+    // Ends when the reader does (end of input, or a frame that loses the stream position).
+    for (frame, pre, fatal) in rx {
+        let result = pre.and_then(|p| {
+            let (mut dets, _) = det.run(std::slice::from_ref(&p), &mut Taps::disabled())?;
+            dets.pop()
+                .ok_or_else(|| Error::Invalid("empty batch result".into()))
+        });
         let line = match &result {
             Ok(d) => FrameLine {
                 frame,
@@ -207,4 +172,78 @@ pub fn run(a: Args) -> Result {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Frames the reader may hold ahead of the model (each one preprocessed image).
+const READ_AHEAD: usize = 2;
+
+/// One frame of `input`: its image or why it is bad, and whether the stream position is lost
+/// (the stream must end); None at a clean end of input.
+fn read_frame(
+    input: &mut impl Read,
+    raw_size: Option<(usize, usize)>,
+    exif: bool,
+    frame: u64,
+) -> Option<(glip_rt::Result<RgbImage8>, bool)> {
+    let (image, fatal): (glip_rt::Result<RgbImage8>, bool) = match raw_size {
+        Some((w, h)) => {
+            let mut buf = vec![0u8; w * h * 3];
+            match read_full(input, &mut buf) {
+                Ok(false) => return None,
+                Ok(true) => (RgbImage8::new(w, h, buf), false),
+                Err(e) => (
+                    Err(Error::Image {
+                        what: format!("frame {frame}"),
+                        msg: e.to_string(),
+                    }),
+                    true,
+                ),
+            }
+        }
+        None => {
+            let mut len = [0u8; 4];
+            match read_full(input, &mut len) {
+                Ok(false) => return None,
+                Err(e) => (
+                    Err(Error::Image {
+                        what: format!("frame {frame}"),
+                        msg: e.to_string(),
+                    }),
+                    true,
+                ),
+                Ok(true) => {
+                    let n = u32::from_le_bytes(len) as usize;
+                    if n > MAX_ENCODED {
+                        (
+                            Err(Error::Image {
+                                what: format!("frame {frame}"),
+                                msg: format!("length prefix {n} exceeds {MAX_ENCODED} bytes"),
+                            }),
+                            true,
+                        )
+                    } else {
+                        let mut buf = vec![0u8; n];
+                        match read_full(input, &mut buf) {
+                            Ok(true) | Ok(false) if n == 0 => (
+                                Err(Error::Image {
+                                    what: format!("frame {frame}"),
+                                    msg: "empty frame".into(),
+                                }),
+                                false,
+                            ),
+                            Ok(_) => (decode_image(&buf, &format!("frame {frame}"), exif), false),
+                            Err(e) => (
+                                Err(Error::Image {
+                                    what: format!("frame {frame}"),
+                                    msg: e.to_string(),
+                                }),
+                                true,
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Some((image, fatal))
 }

@@ -698,8 +698,11 @@ impl CudaBackend {
         match &self.dev {
             Dev::Gpu(_) => {
                 let c = self.capture_stream()?;
+                // Relaxed: the capturing thread may still make calls the driver deems unsafe
+                // in capture (the first replay page-locks its staging buffers mid-segment);
+                // nothing of ours touches the capture stream but the segment's work.
                 c.stream
-                    .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+                    .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
                 Ok(())
             }
             Dev::Emu(_) => Ok(()),

@@ -89,6 +89,25 @@ impl ArgBlock {
     }
 }
 
+/// An elementwise kernel's input and output: two buffers, or one buffer the kernel updates
+/// in place. In place is race-free only for kernels where each output element is computed
+/// by the thread that reads the same input element, and nothing else reads it (the
+/// elementwise kernels); the emulated device's reordered runs check that.
+pub enum InOut<'a, T> {
+    Apart(&'a DeviceBuffer<T>, &'a mut DeviceBuffer<T>),
+    Same(&'a mut DeviceBuffer<T>),
+}
+
+impl<T: DeviceElem> InOut<'_, T> {
+    /// Elements of the input and of the output.
+    pub fn lens(&self) -> (usize, usize) {
+        match self {
+            InOut::Apart(x, y) => (x.len(), y.len()),
+            InOut::Same(y) => (y.len(), y.len()),
+        }
+    }
+}
+
 /// Arguments of one launch, in kernel order.
 pub struct Launch<'a> {
     be: &'a CudaBackend,
@@ -123,6 +142,22 @@ impl<'a> Launch<'a> {
     /// The next argument: `&params`, `&scalar`, `&buffer` or `&mut buffer`.
     pub fn arg<A: KernelArg<'a>>(&mut self, a: A) -> &mut Self {
         a.push_to(self);
+        self
+    }
+
+    /// The input of `io` as the next argument (its output follows with [`Launch::output`]).
+    pub fn input<T: DeviceElem>(&mut self, io: &InOut<'a, T>) -> &mut Self {
+        match io {
+            InOut::Apart(x, _) => self.buffer(&x.inner),
+            InOut::Same(y) => self.buffer(&y.inner),
+        }
+        self
+    }
+    /// The output of `io` as the next argument.
+    pub fn output<T: DeviceElem>(&mut self, io: InOut<'a, T>) -> &mut Self {
+        match io {
+            InOut::Apart(_, y) | InOut::Same(y) => self.buffer(&y.inner),
+        }
         self
     }
 

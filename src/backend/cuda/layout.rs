@@ -5,7 +5,7 @@
 
 use super::memory::{DeviceBuffer, FloatElem};
 use super::params::GlipLayoutParams;
-use super::{check_len, launch_1d, to_i32, CudaBackend};
+use super::{check_len, launch_1d, to_i32, CudaBackend, InOut};
 use crate::error::{Error, Result};
 use crate::kernels::names;
 use half::f16;
@@ -130,9 +130,8 @@ fn launch<T: LayoutElem>(
     op: &'static str,
     k: Kernel,
     s: &Sizes,
-    x: &DeviceBuffer<T>,
+    xy: InOut<'_, T>,
     extra: Option<&DeviceBuffer<T>>,
-    y: &mut DeviceBuffer<T>,
 ) -> Result<()> {
     if s.n == 0 {
         return Ok(());
@@ -140,11 +139,11 @@ fn launch<T: LayoutElem>(
     let p = s.params(op)?;
     let f = be.function(FAMILY, T::kernel(KernelName(k)))?;
     let mut l = be.launch_builder(&f);
-    l.arg(&p).arg(x);
+    l.arg(&p).input(&xy);
     if let Some(e) = extra {
         l.arg(e);
     }
-    l.arg(y);
+    l.output(xy);
     // SAFETY: every caller checked x (and the windows) against the largest source index of
     // its map and y against the largest destination index, for these sizes.
     unsafe { l.launch(launch_1d(s.n, BLOCK)) }
@@ -173,7 +172,7 @@ pub fn pad<T: LayoutElem>(
         ow,
         ..Sizes::default()
     };
-    launch(be, op, Kernel::Pad, &s, x, None, y)
+    launch(be, op, Kernel::Pad, &s, InOut::Apart(x, y), None)
 }
 
 /// Planes [B, C, h·w] → rows [B, dst_rows, C] starting at `row0` (NCHW → NHWC, one pyramid
@@ -243,7 +242,7 @@ fn transpose<T: LayoutElem>(
         w,
         ..Sizes::default()
     };
-    launch(be, op, k, &s, x, None, y)
+    launch(be, op, k, &s, InOut::Apart(x, y), None)
 }
 
 /// `rows` rows of C per image from [B, src_rows, C] (src_rows 0: image 0 for every image)
@@ -278,7 +277,7 @@ pub fn copy_rows<T: LayoutElem>(
         channels: c,
         ..Sizes::default()
     };
-    launch(be, op, Kernel::CopyRows, &s, x, None, y)
+    launch(be, op, Kernel::CopyRows, &s, InOut::Apart(x, y), None)
 }
 
 /// The sizes of a Swin window gather over tokens [B, h, w, C] (`n` output elements) on the
@@ -323,15 +322,21 @@ pub fn window_partition<T: LayoutElem>(
     let (s, hp, wp) = window_sizes(op, dims, window, shift, |hp, wp| batch * hp * wp * c)?;
     check_len(op, "x", x.len(), batch * h * w * c)?;
     check_len(op, "y", y.len(), batch * hp * wp * c)?;
-    launch(be, op, Kernel::WindowPartition, &s, x, None, y)
+    launch(
+        be,
+        op,
+        Kernel::WindowPartition,
+        &s,
+        InOut::Apart(x, y),
+        None,
+    )
 }
 
 /// y = x + the windows [B·nW, M², C] rolled back and cropped, tokens [B, h, w, C].
 pub fn window_merge_add<T: LayoutElem>(
     be: &CudaBackend,
-    x: &DeviceBuffer<T>,
+    xy: InOut<'_, T>,
     windows: &DeviceBuffer<T>,
-    y: &mut DeviceBuffer<T>,
     dims: (usize, usize, usize, usize),
     window: usize,
     shift: usize,
@@ -339,10 +344,11 @@ pub fn window_merge_add<T: LayoutElem>(
     let op = "window_merge_add";
     let (batch, h, w, c) = dims;
     let (s, hp, wp) = window_sizes(op, dims, window, shift, |_, _| batch * h * w * c)?;
-    check_len(op, "x", x.len(), batch * h * w * c)?;
+    let (lx, ly) = xy.lens();
+    check_len(op, "x", lx, batch * h * w * c)?;
     check_len(op, "windows", windows.len(), batch * hp * wp * c)?;
-    check_len(op, "y", y.len(), batch * h * w * c)?;
-    launch(be, op, Kernel::WindowMergeAdd, &s, x, Some(windows), y)
+    check_len(op, "y", ly, batch * h * w * c)?;
+    launch(be, op, Kernel::WindowMergeAdd, &s, xy, Some(windows))
 }
 
 /// Swin's PatchMerging gather [B, h, w, C] → [B, ⌈h/2⌉, ⌈w/2⌉, 4C].
@@ -366,7 +372,7 @@ pub fn patch_merge<T: LayoutElem>(
         ow,
         ..Sizes::default()
     };
-    launch(be, op, Kernel::PatchMerge, &s, x, None, y)
+    launch(be, op, Kernel::PatchMerge, &s, InOut::Apart(x, y), None)
 }
 
 /// How [`upsample`] resamples.
@@ -422,7 +428,7 @@ pub fn upsample<T: LayoutElem>(
         scale_w,
         ..Sizes::default()
     };
-    launch(be, op, k, &s, x, None, y)
+    launch(be, op, k, &s, InOut::Apart(x, y), None)
 }
 
 /// A k×k convolution's geometry on an NCHW input (PyTorch's output size rule).
@@ -491,7 +497,7 @@ pub fn im2col<T: LayoutElem>(
         cols: g.cols(),
         ..Sizes::default()
     };
-    launch(be, op, Kernel::Im2col, &s, x, None, y)
+    launch(be, op, Kernel::Im2col, &s, InOut::Apart(x, y), None)
 }
 
 /// BERT embeddings: ids [rows] i32 (every id < vocab, checked by the caller against the

@@ -163,6 +163,9 @@ pub trait FloatElem: DeviceElem {
     const NAN: Self;
     /// The buffer of a tensor on device `ordinal` holding this type, if it does.
     fn buffer(t: &crate::tensor::Tensor, ordinal: usize) -> Option<&DeviceBuffer<Self>>;
+    /// The same, to write (an op computing in place).
+    fn buffer_mut(t: &mut crate::tensor::Tensor, ordinal: usize)
+        -> Option<&mut DeviceBuffer<Self>>;
     /// The tensor storage of a buffer of this type.
     fn data(b: DeviceBuffer<Self>) -> crate::tensor::DeviceData;
 }
@@ -175,6 +178,18 @@ macro_rules! float_elem {
             const NAN: Self = <$t>::NAN;
             fn buffer(t: &crate::tensor::Tensor, ordinal: usize) -> Option<&DeviceBuffer<Self>> {
                 match t.storage() {
+                    crate::tensor::Storage::Cuda {
+                        data: crate::tensor::DeviceData::$variant(b),
+                        ordinal: o,
+                    } if *o == ordinal => Some(b),
+                    _ => None,
+                }
+            }
+            fn buffer_mut(
+                t: &mut crate::tensor::Tensor,
+                ordinal: usize,
+            ) -> Option<&mut DeviceBuffer<Self>> {
+                match t.storage_mut() {
                     crate::tensor::Storage::Cuda {
                         data: crate::tensor::DeviceData::$variant(b),
                         ordinal: o,

@@ -27,7 +27,7 @@ pub mod params;
 pub mod reduce;
 
 pub use emu::{EmuCheck, EmuChecks, EmuDevice};
-pub use launch::{Kernel, KernelArg, KernelParam, Launch};
+pub use launch::{InOut, Kernel, KernelArg, KernelParam, Launch};
 pub use memory::{DeviceBuffer, DeviceElem, FloatElem};
 
 use crate::error::{Error, Result};

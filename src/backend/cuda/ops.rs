@@ -4,7 +4,7 @@
 //! (backend/cuda/fallback.rs: counted, or refused with `Error::NotOnDevice` naming it).
 
 use super::{attention, layout};
-use super::{elementwise, gemm, logits, nms, reduce, CudaBackend, DeviceBuffer, FloatElem};
+use super::{elementwise, gemm, logits, nms, reduce, CudaBackend, DeviceBuffer, FloatElem, InOut};
 use crate::backend::atss::{AtssConfig, Candidate, Level, PositiveMapCsr};
 use crate::backend::ops::{shape, Backend, SelfAttention, WindowGrid};
 use crate::error::{Error, Result};
@@ -89,16 +89,27 @@ impl CudaBackend {
     }
 
     /// An activation of the elementwise family on f16 x → a new f16 tensor.
-    fn unary(&self, x: &Tensor, op: &'static str, f: elementwise::Unary) -> Result<Tensor> {
+    fn unary(&self, x: Tensor, op: &'static str, f: elementwise::Unary) -> Result<Tensor> {
         let n = x.numel();
-        let dx = self.device_f16(x, op)?;
-        let mut y = self.alloc_out::<f16>(n.max(1))?;
-        elementwise::unary_f16(self, f, dx, &mut y, n)?;
-        Ok(Tensor::from_device(
-            x.shape(),
-            self.ordinal,
-            DeviceData::F16(y),
-        ))
+        self.in_place(x, op, |y| {
+            elementwise::unary_f16(self, f, InOut::Same(y), n)
+        })
+    }
+
+    /// An op that takes its input by value computes in its buffer, as the CPU backend does:
+    /// one memory plan describes both backends (plan.rs), and no output is allocated.
+    fn in_place<T: FloatElem>(
+        &self,
+        mut x: Tensor,
+        op: &'static str,
+        f: impl FnOnce(&mut DeviceBuffer<T>) -> Result<()>,
+    ) -> Result<Tensor> {
+        // The same check (and message) as for an input by reference.
+        self.float_buf::<T>(&x, op)?;
+        let b = T::buffer_mut(&mut x, self.ordinal)
+            .ok_or_else(|| Error::Cuda(format!("{op}: the input left this device")))?;
+        f(b)?;
+        Ok(x)
     }
 }
 
@@ -188,7 +199,7 @@ impl Backend for CudaBackend {
         let n = a.numel();
         let (da, db) = (self.device_f16(a, "axpby")?, self.device_f16(b, "axpby")?);
         let mut y = self.alloc_out::<f16>(n)?;
-        elementwise::axpby_f16(self, alpha, da, beta, db, &mut y, n)?;
+        elementwise::axpby_f16(self, alpha, InOut::Apart(da, &mut y), beta, db, n)?;
         Ok(Tensor::from_device(
             a.shape(),
             self.ordinal,
@@ -232,10 +243,10 @@ impl Backend for CudaBackend {
         })
     }
     fn clamp(&self, x: Tensor, bound: f32) -> Result<Tensor> {
-        self.unary(&x, "clamp", elementwise::Unary::Clamp(bound))
+        self.unary(x, "clamp", elementwise::Unary::Clamp(bound))
     }
     fn gelu(&self, x: Tensor) -> Result<Tensor> {
-        self.unary(&x, "gelu", elementwise::Unary::Gelu)
+        self.unary(x, "gelu", elementwise::Unary::Gelu)
     }
     fn duplicate(&self, x: &Tensor) -> Result<Tensor> {
         let op = "duplicate";
@@ -317,21 +328,25 @@ impl Backend for CudaBackend {
     }
     fn scale(&self, x: Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
         let n = x.numel();
-        let dx = self.device_f16(&x, "scale")?;
-        let mut y = self.alloc_out::<f16>(n)?;
-        elementwise::scale_f16(self, alpha, dx, beta, &mut y, n)?;
-        Ok(Tensor::from_device(
-            x.shape(),
-            self.ordinal,
-            DeviceData::F16(y),
-        ))
+        self.in_place(x, "scale", |y| {
+            elementwise::scale_f16(self, alpha, InOut::Same(y), beta, n)
+        })
+    }
+    fn add(&self, a: Tensor, b: &Tensor) -> Result<Tensor> {
+        shape::same("add", &a, b)?;
+        let n = a.numel();
+        let db = self.device_f16(b, "add")?;
+        self.in_place(a, "add", |y| {
+            elementwise::axpby_f16(self, 1.0, InOut::Same(y), 1.0, db, n)
+        })
     }
     fn add_channel_scaled(&self, a: Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
         let op = "add_channel_scaled";
         let c = shape::channel_scaled(&a, g, b)?;
         let (dg, db) = (self.device_f32(g, op)?, self.device_f16(b, op)?);
-        self.derive::<f16>(op, &a, a.shape(), |da, y| {
-            elementwise::add_channel_scaled_f16(self, da, dg, db, y, a.numel(), c)
+        let n = a.numel();
+        self.in_place(a, op, |y| {
+            elementwise::add_channel_scaled_f16(self, InOut::Same(y), dg, db, n, c)
         })
     }
     fn levels_to_tokens(&self, levels: &[&Tensor]) -> Result<Tensor> {
@@ -472,10 +487,10 @@ impl Backend for CudaBackend {
         self.upsample(x, "upsample_bilinear_ac", mode, oh, ow)
     }
     fn relu(&self, x: Tensor) -> Result<Tensor> {
-        self.unary(&x, "relu", elementwise::Unary::Relu)
+        self.unary(x, "relu", elementwise::Unary::Relu)
     }
     fn h_sigmoid(&self, x: Tensor) -> Result<Tensor> {
-        self.unary(&x, "h_sigmoid", elementwise::Unary::HSigmoid)
+        self.unary(x, "h_sigmoid", elementwise::Unary::HSigmoid)
     }
     fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {
         let op = "avg_pool";
@@ -491,8 +506,9 @@ impl Backend for CudaBackend {
         let op = "scale_images";
         let n = shape::per_image(op, &x, a)?;
         let da = self.device_f16(a, op)?;
-        self.derive::<f16>(op, &x, x.shape(), |dx, y| {
-            elementwise::scale_images_f16(self, dx, da, y, n, x.numel() / n)
+        let per = x.numel() / n;
+        self.in_place(x, op, |y| {
+            elementwise::scale_images_f16(self, InOut::Same(y), da, n, per)
         })
     }
     fn split_offset_mask(&self, om: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -614,8 +630,8 @@ impl Backend for CudaBackend {
             ));
         }
         let dz = self.device_f16(z, op)?;
-        self.derive::<f16>(op, &x, x.shape(), |dx, y| {
-            elementwise::dyrelu_apply_f16(self, dx, dz, y, (n, c, h * w))
+        self.in_place(x, op, |y| {
+            elementwise::dyrelu_apply_f16(self, InOut::Same(y), dz, (n, c, h * w))
         })
     }
     fn text_projection(
@@ -826,8 +842,8 @@ impl Backend for CudaBackend {
         }
         with_float!(x.dtype(), op, T => {
             let dw = self.float_buf::<T>(windows, op)?;
-            self.derive::<T>(op, &x, x.shape(), |dx, y| {
-                layout::window_merge_add(self, dx, dw, y, (b, h, w, c), window, shift)
+            self.in_place::<T>(x, op, |y| {
+                layout::window_merge_add(self, InOut::Same(y), dw, (b, h, w, c), window, shift)
             })
         })
     }

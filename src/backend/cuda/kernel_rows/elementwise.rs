@@ -4,6 +4,7 @@
 use super::{kernel_row, to_f32, Compared, KernelRow, Scale, Tol};
 use crate::backend::cpu::elementwise as cpu;
 use crate::backend::cuda::elementwise as gpu;
+use crate::backend::cuda::InOut;
 use crate::testing::Rng;
 use half::f16;
 
@@ -51,9 +52,14 @@ pub(super) fn rows(scale: Scale, t: &mut Vec<KernelRow>) {
             let b = cpu::cast_f32_f16(&rng.normal_vec(n, 3.0));
             let (da, db) = (be.upload_f16(&a)?, be.upload_f16(&b)?);
             let mut y = be.filled_f16(n, f16::NAN)?;
-            gpu::axpby_f16(be, 0.75, &da, -1.5, &db, &mut y, n)?;
+            gpu::axpby_f16(be, 0.75, InOut::Apart(&da, &mut y), -1.5, &db, n)?;
             let mut s = be.filled_f16(n, f16::NAN)?;
-            gpu::scale_f16(be, 1.25, &da, 0.5, &mut s, n)?;
+            gpu::scale_f16(be, 1.25, InOut::Apart(&da, &mut s), 0.5, n)?;
+            // The same two in place (the ops that take their input by value).
+            let mut yi = be.upload_f16(&a)?;
+            gpu::axpby_f16(be, 0.75, InOut::Same(&mut yi), -1.5, &db, n)?;
+            let mut si = be.upload_f16(&a)?;
+            gpu::scale_f16(be, 1.25, InOut::Same(&mut si), 0.5, n)?;
             Ok(vec![
                 Compared {
                     name: "axpby".into(),
@@ -64,6 +70,18 @@ pub(super) fn rows(scale: Scale, t: &mut Vec<KernelRow>) {
                 Compared {
                     name: "scale".into(),
                     device: to_f32(&be.download(&s)?),
+                    twin: to_f32(&cpu::scale_f16(1.25, &a, 0.5)),
+                    tol: Tol::EXACT,
+                },
+                Compared {
+                    name: "axpby in place".into(),
+                    device: to_f32(&be.download(&yi)?),
+                    twin: to_f32(&super::twin(cpu::axpby_f16(0.75, &a, -1.5, &b))?),
+                    tol: Tol::EXACT,
+                },
+                Compared {
+                    name: "scale in place".into(),
+                    device: to_f32(&be.download(&si)?),
                     twin: to_f32(&cpu::scale_f16(1.25, &a, 0.5)),
                     tol: Tol::EXACT,
                 },
