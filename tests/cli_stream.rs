@@ -115,3 +115,85 @@ fn raw_input_needs_a_frame_size() {
     assert!(!ok && lines.is_empty());
     assert!(err.contains("--width"), "{err}");
 }
+
+#[test]
+fn every_pixel_format_reaches_the_model_as_its_rgb() {
+    use glip_rt::pixfmt::PixFmt;
+    let g = tiny();
+    let img = load_image(&g.photo, true).unwrap();
+    let (w, h) = (img.width, img.height);
+    let (ws, hs) = (w.to_string(), h.to_string());
+    let stream = |fmt: &str, frame: Vec<u8>| {
+        let args = [
+            "--input",
+            "raw",
+            "--width",
+            &ws,
+            "--height",
+            &hs,
+            "--pix-fmt",
+            fmt,
+        ];
+        let (ok, lines, err) = run(&g, &args, frame);
+        assert!(ok && lines.len() == 1, "{fmt}: {err}");
+        lines[0]["detections"].clone()
+    };
+    let want = stream("rgb24", img.data.clone());
+    assert_eq!(want.as_array().unwrap().len(), g.num_final);
+    let px = |f: fn(&[u8]) -> Vec<u8>| -> Vec<u8> { img.data.chunks(3).flat_map(f).collect() };
+    for (fmt, frame) in [
+        ("bgr24", px(|p| vec![p[2], p[1], p[0]])),
+        ("rgba", px(|p| vec![p[0], p[1], p[2], 255])),
+        ("bgra", px(|p| vec![p[2], p[1], p[0], 0])),
+    ] {
+        assert_eq!(
+            stream(fmt, frame),
+            want,
+            "{fmt}: other detections than rgb24"
+        );
+    }
+    // Luma-only and YUV frames: the same detections as their own RGB (PixFmt::to_rgb's
+    // unit tests check that conversion) sent as rgb24.
+    let yuv: Vec<u8> = (0..PixFmt::Yuv420p.frame_bytes(w, h).unwrap())
+        .map(|i| (i * 7 % 200 + 20) as u8)
+        .collect();
+    let gray = img.data.chunks(3).map(|p| p[1]).collect::<Vec<u8>>();
+    for (f, frame) in [
+        (PixFmt::Gray, gray),
+        (PixFmt::Yuv420p, yuv.clone()),
+        (PixFmt::Nv12, yuv),
+    ] {
+        let rgb = f.to_rgb(w, h, &frame).unwrap().data;
+        assert_eq!(stream(f.name(), frame), stream("rgb24", rgb), "{f:?}");
+    }
+    // A frame one byte short at the end of input is an error line for that frame.
+    let mut two = img.data.clone();
+    two.extend_from_slice(&img.data[..img.data.len() - 1]);
+    let (ok, lines, err) = run(
+        &g,
+        &["--input", "raw", "--width", &ws, "--height", &hs],
+        two,
+    );
+    assert!(
+        !ok && lines.len() == 2 && lines[1]["error"].is_string(),
+        "{err}"
+    );
+    // Encoded frames carry their format; an unknown format is refused by name.
+    let (ok, _, err) = run(&g, &["--input", "encoded", "--pix-fmt", "nv12"], Vec::new());
+    assert!(!ok && err.contains("--input raw only"), "{err}");
+    let args = [
+        "--input",
+        "raw",
+        "--width",
+        "4",
+        "--height",
+        "4",
+        "--pix-fmt",
+        "yuyv422",
+    ];
+    let (ok, _, err) = run(&g, &args, Vec::new());
+    assert!(
+        !ok && err.contains("unknown pixel format `yuyv422`"),
+        "{err}"
+    );
+}

@@ -9,6 +9,7 @@
 use super::crate_result::Result;
 use glip_rt::api::Detection;
 use glip_rt::model::glip::Taps;
+use glip_rt::pixfmt::PixFmt;
 use glip_rt::preprocess::{decode_image, preprocess_image, RgbImage8};
 use glip_rt::{limits, Error};
 use std::io::Read;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
 pub enum Input {
-    /// Raw RGB24 frames of --width x --height, back to back.
+    /// Raw frames of --width x --height in --pix-fmt, back to back.
     Raw,
     /// Encoded images (JPEG/PNG/WebP), each preceded by its byte length (u32 little endian).
     Encoded,
@@ -37,6 +38,15 @@ pub struct Args {
     /// Frame height for --input raw.
     #[arg(long)]
     pub height: Option<usize>,
+    /// Pixel format of raw frames, as ffmpeg names it: rgb24, bgr24, rgba, bgra, gray, nv12,
+    /// yuv420p (YUV as ffmpeg writes it by default: BT.601, limited range, 4:2:0). Default
+    /// rgb24.
+    #[arg(long, value_parser = parse_pix_fmt)]
+    pub pix_fmt: Option<PixFmt>,
+}
+
+fn parse_pix_fmt(s: &str) -> std::result::Result<PixFmt, String> {
+    s.parse()
 }
 
 #[derive(serde::Serialize)]
@@ -72,6 +82,16 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
 }
 
 pub fn run(a: Args) -> Result {
+    let pix_fmt = match (a.input, a.pix_fmt) {
+        (Input::Raw, f) => f.unwrap_or(PixFmt::Rgb24),
+        (Input::Encoded, Some(f)) => {
+            return Err(Error::Invalid(format!(
+                "--pix-fmt {} applies to --input raw only (encoded frames carry their format)",
+                f.name()
+            )))
+        }
+        (Input::Encoded, None) => PixFmt::Rgb24,
+    };
     let raw_size = match a.input {
         Input::Raw => match (a.width, a.height) {
             (Some(w), Some(h)) if w > 0 && h > 0 => {
@@ -94,7 +114,11 @@ pub fn run(a: Args) -> Result {
                     limits::MAX_IMAGE_PIXELS,
                     "pixels",
                 )?;
-                Some((w, h))
+                let bytes = pix_fmt.frame_bytes(w, h).ok_or_else(|| Error::Limit {
+                    what: format!("{w}x{h} {}", pix_fmt.name()),
+                    msg: "the frame size overflows".into(),
+                })?;
+                Some((w, h, bytes))
             }
             _ => {
                 return Err(Error::Invalid(
@@ -125,7 +149,8 @@ pub fn run(a: Args) -> Result {
             let stdin = std::io::stdin();
             let mut input = stdin.lock();
             for frame in 0u64.. {
-                let Some((image, fatal)) = read_frame(&mut input, raw_size, exif, frame) else {
+                let Some((image, fatal)) = read_frame(&mut input, raw_size, pix_fmt, exif, frame)
+                else {
                     break;
                 };
                 let pre = image.and_then(|img| preprocess_image(&img, &pre_cfg));
@@ -181,16 +206,17 @@ const READ_AHEAD: usize = 2;
 /// (the stream must end); None at a clean end of input.
 fn read_frame(
     input: &mut impl Read,
-    raw_size: Option<(usize, usize)>,
+    raw_size: Option<(usize, usize, usize)>,
+    pix_fmt: PixFmt,
     exif: bool,
     frame: u64,
 ) -> Option<(glip_rt::Result<RgbImage8>, bool)> {
     let (image, fatal): (glip_rt::Result<RgbImage8>, bool) = match raw_size {
-        Some((w, h)) => {
-            let mut buf = vec![0u8; w * h * 3];
+        Some((w, h, bytes)) => {
+            let mut buf = vec![0u8; bytes];
             match read_full(input, &mut buf) {
                 Ok(false) => return None,
-                Ok(true) => (RgbImage8::new(w, h, buf), false),
+                Ok(true) => (pix_fmt.to_rgb(w, h, &buf), false),
                 Err(e) => (
                     Err(Error::Image {
                         what: format!("frame {frame}"),
