@@ -17,6 +17,7 @@ pub mod selftest;
 pub mod tensor;
 pub mod testing;
 pub mod weights;
+pub mod y4m;
 pub mod yaml_guard;
 
 pub mod preprocess;

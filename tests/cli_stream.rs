@@ -197,3 +197,51 @@ fn every_pixel_format_reaches_the_model_as_its_rgb() {
         "{err}"
     );
 }
+
+#[test]
+fn y4m_streams_give_timed_lines() {
+    use glip_rt::pixfmt::PixFmt;
+    let g = tiny();
+    let img = load_image(&g.photo, true).unwrap();
+    let (w, h) = (img.width, img.height);
+    let yuv: Vec<u8> = (0..PixFmt::Yuv420p.frame_bytes(w, h).unwrap())
+        .map(|i| (i * 11 % 200 + 20) as u8)
+        .collect();
+    let header = format!("YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg XYSCSS=420JPEG\n");
+    let mut input = header.clone().into_bytes();
+    for marker in ["FRAME\n", "FRAME Ixyz\n"] {
+        input.extend_from_slice(marker.as_bytes());
+        input.extend_from_slice(&yuv);
+    }
+    let (ok, lines, err) = run(&g, &["--input", "y4m"], input.clone());
+    assert!(ok && lines.len() == 2, "{err}");
+    // The same detections as the frame's RGB sent raw; the time from the header's rate.
+    let rgb = PixFmt::Yuv420p.to_rgb(w, h, &yuv).unwrap().data;
+    let (ws, hs) = (w.to_string(), h.to_string());
+    let raw = ["--input", "raw", "--width", &ws, "--height", &hs];
+    let (_, want, _) = run(&g, &raw, rgb);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["detections"], want[0]["detections"], "frame {i}");
+        assert_eq!(l["time"].as_f64(), Some(i as f64 / 25.0), "{l}");
+    }
+    // A line that is not a FRAME line: an error line for that frame, and the stream ends
+    // (where the next frame starts is unknown), with what was produced kept.
+    input.extend_from_slice(b"FRAMX\n");
+    input.extend_from_slice(&yuv);
+    let (ok, lines, err) = run(&g, &["--input", "y4m"], input);
+    assert!(!ok && !err.contains("panicked"), "{err}");
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected a FRAME line"),
+        "{}",
+        lines[2]
+    );
+    // A bad header is the command's error, named; raw-only flags are refused.
+    let (ok, lines, err) = run(&g, &["--input", "y4m"], b"YUV4MPEG2 W4 H4 C444\n".to_vec());
+    assert!(!ok && lines.is_empty() && err.contains("C444"), "{err}");
+    let (ok, _, err) = run(&g, &["--input", "y4m", "--width", "4"], header.into_bytes());
+    assert!(!ok && err.contains("--input raw only"), "{err}");
+}

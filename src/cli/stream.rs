@@ -12,7 +12,7 @@ use glip_rt::model::glip::Taps;
 use glip_rt::pixfmt::PixFmt;
 use glip_rt::preprocess::{decode_image, preprocess_image, RgbImage8};
 use glip_rt::{limits, Error};
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::process::ExitCode;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -21,6 +21,8 @@ pub enum Input {
     Raw,
     /// Encoded images (JPEG/PNG/WebP), each preceded by its byte length (u32 little endian).
     Encoded,
+    /// A YUV4MPEG2 stream (`ffmpeg -f yuv4mpegpipe`): size, rate and format from its header.
+    Y4m,
 }
 
 #[derive(clap::Args, Debug)]
@@ -52,6 +54,9 @@ fn parse_pix_fmt(s: &str) -> std::result::Result<PixFmt, String> {
 #[derive(serde::Serialize)]
 struct FrameLine<'a> {
     frame: u64,
+    /// Seconds from the stream's start, where the input says (a y4m frame rate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detections: Option<&'a [Detection]>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,15 +89,35 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
 pub fn run(a: Args) -> Result {
     let pix_fmt = match (a.input, a.pix_fmt) {
         (Input::Raw, f) => f.unwrap_or(PixFmt::Rgb24),
-        (Input::Encoded, Some(f)) => {
+        (_, Some(f)) => {
             return Err(Error::Invalid(format!(
-                "--pix-fmt {} applies to --input raw only (encoded frames carry their format)",
+                "--pix-fmt {} applies to --input raw only (encoded frames and y4m streams \
+                 carry their format)",
                 f.name()
             )))
         }
-        (Input::Encoded, None) => PixFmt::Rgb24,
+        (_, None) => PixFmt::Rgb24,
+    };
+    // A y4m stream's header, read before anything else (stdin's buffer is shared, so the
+    // reader thread goes on where this read stopped).
+    let y4m = match a.input {
+        Input::Y4m => {
+            if a.width.is_some() || a.height.is_some() {
+                return Err(Error::Invalid(
+                    "--width/--height apply to --input raw only (a y4m header gives the size)"
+                        .into(),
+                ));
+            }
+            Some(glip_rt::y4m::Header::read(&mut std::io::stdin().lock())?)
+        }
+        _ => None,
+    };
+    let (pix_fmt, raw_size) = match &y4m {
+        Some(h) => (h.pix_fmt, Some((h.width, h.height, h.frame_bytes()?))),
+        None => (pix_fmt, None),
     };
     let raw_size = match a.input {
+        Input::Y4m => raw_size,
         Input::Raw => match (a.width, a.height) {
             (Some(w), Some(h)) if w > 0 && h > 0 => {
                 // Checked before anything is allocated: an overflowing product once made a
@@ -148,8 +173,10 @@ pub fn run(a: Args) -> Result {
         .spawn(move || {
             let stdin = std::io::stdin();
             let mut input = stdin.lock();
+            let is_y4m = y4m.is_some();
             for frame in 0u64.. {
-                let Some((image, fatal)) = read_frame(&mut input, raw_size, pix_fmt, exif, frame)
+                let Some((image, fatal)) =
+                    read_frame(&mut input, raw_size, pix_fmt, is_y4m, exif, frame)
                 else {
                     break;
                 };
@@ -173,6 +200,7 @@ pub fn run(a: Args) -> Result {
         let line = match &result {
             Ok(d) => FrameLine {
                 frame,
+                time: y4m.and_then(|h| h.time_of(frame)),
                 detections: Some(d),
                 error: None,
             },
@@ -180,6 +208,7 @@ pub fn run(a: Args) -> Result {
                 errors += 1;
                 FrameLine {
                     frame,
+                    time: y4m.and_then(|h| h.time_of(frame)),
                     detections: None,
                     error: Some(e.to_string()),
                 }
@@ -204,13 +233,23 @@ const READ_AHEAD: usize = 2;
 
 /// One frame of `input`: its image or why it is bad, and whether the stream position is lost
 /// (the stream must end); None at a clean end of input.
+#[allow(clippy::too_many_arguments)]
 fn read_frame(
-    input: &mut impl Read,
+    input: &mut impl BufRead,
     raw_size: Option<(usize, usize, usize)>,
     pix_fmt: PixFmt,
+    y4m: bool,
     exif: bool,
     frame: u64,
 ) -> Option<(glip_rt::Result<RgbImage8>, bool)> {
+    if y4m {
+        match glip_rt::y4m::read_frame_marker(input) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            // Not a FRAME line: where the next frame starts is unknown.
+            Err(e) => return Some((Err(e), true)),
+        }
+    }
     let (image, fatal): (glip_rt::Result<RgbImage8>, bool) = match raw_size {
         Some((w, h, bytes)) => {
             let mut buf = vec![0u8; bytes];
