@@ -215,6 +215,17 @@ fn y4m_streams_give_timed_lines() {
     }
     let (ok, lines, err) = run(&g, &["--input", "y4m"], input.clone());
     assert!(ok && lines.len() == 2, "{err}");
+    // The throughput line at the end, on stderr.
+    let done = err
+        .lines()
+        .find(|l| l.contains("stream done: "))
+        .unwrap_or_else(|| panic!("no throughput line:\n{err}"));
+    assert!(
+        done.contains("2 frames (0 with errors)") && done.contains("frames/s, latency p50 "),
+        "{done}"
+    );
+    let (ok, _, err) = run(&g, &["--input", "y4m", "--stats-every=-1"], Vec::new());
+    assert!(!ok && err.contains("--stats-every -1"), "{err}");
     // The same detections as the frame's RGB sent raw; the time from the header's rate.
     let rgb = PixFmt::Yuv420p.to_rgb(w, h, &yuv).unwrap().data;
     let (ws, hs) = (w.to_string(), h.to_string());

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod detect;
 pub mod doctor;
 pub mod stream;
+pub mod throughput;
 pub mod tokenize;
 
 use clap::{Parser, Subcommand};

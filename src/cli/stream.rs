@@ -14,6 +14,7 @@ use glip_rt::preprocess::{decode_image, preprocess_image, RgbImage8};
 use glip_rt::{limits, Error};
 use std::io::{BufRead, Read};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
 pub enum Input {
@@ -45,6 +46,10 @@ pub struct Args {
     /// rgb24.
     #[arg(long, value_parser = parse_pix_fmt)]
     pub pix_fmt: Option<PixFmt>,
+    /// Seconds between throughput lines on stderr (frames/s, latency p50/p99 of the
+    /// interval); 0: only the line at the end.
+    #[arg(long, default_value_t = 5.0)]
+    pub stats_every: f64,
 }
 
 fn parse_pix_fmt(s: &str) -> std::result::Result<PixFmt, String> {
@@ -87,6 +92,15 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
 }
 
 pub fn run(a: Args) -> Result {
+    let every = match a.stats_every {
+        s if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
+        0.0 => None,
+        s => {
+            return Err(Error::Invalid(format!(
+                "--stats-every {s}: give seconds (0 for the end only)"
+            )))
+        }
+    };
     let pix_fmt = match (a.input, a.pix_fmt) {
         (Input::Raw, f) => f.unwrap_or(PixFmt::Rgb24),
         (_, Some(f)) => {
@@ -188,10 +202,13 @@ pub fn run(a: Args) -> Result {
             }
         })
         .map_err(|e| Error::Invalid(format!("cannot start the frame reader: {e}")))?;
+    let mut throughput = super::throughput::Throughput::new(every);
     let mut out = super::out::Out::new();
     let mut errors = 0u64;
     // Ends when the reader does (end of input, or a frame that loses the stream position).
     for (frame, pre, fatal) in rx {
+        // Latency: from the model taking the frame to its line written.
+        let took = Instant::now();
         let result = pre.and_then(|p| {
             let (mut dets, _) = det.run(std::slice::from_ref(&p), &mut Taps::disabled())?;
             dets.pop()
@@ -217,10 +234,14 @@ pub fn run(a: Args) -> Result {
         let text =
             serde_json::to_string(&line).map_err(|e| Error::Invalid(format!("json: {e}")))?;
         outln!(out, "{text}");
+        if let Some(l) = throughput.frame(took.elapsed(), result.is_ok()) {
+            say!("{l}");
+        }
         if fatal {
             break;
         }
     }
+    say!("{}", throughput.summary());
     Ok(if errors == 0 {
         ExitCode::SUCCESS
     } else {
