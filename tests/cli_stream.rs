@@ -256,3 +256,66 @@ fn y4m_streams_give_timed_lines() {
     let (ok, _, err) = run(&g, &["--input", "y4m", "--width", "4"], header.into_bytes());
     assert!(!ok && err.contains("--input raw only"), "{err}");
 }
+
+#[test]
+fn batched_frames_give_the_single_frames_lines() {
+    let g = tiny();
+    let img = load_image(&g.photo, true).unwrap();
+    let (ws, hs) = (img.width.to_string(), img.height.to_string());
+    // Three good frames and a bad one in the middle (a wrong-size encoded frame is not
+    // possible raw; a flipped photo gives other detections, so order mistakes show).
+    let flipped: Vec<u8> = img
+        .data
+        .chunks(3 * img.width)
+        .rev()
+        .flatten()
+        .copied()
+        .collect();
+    let mut input = Vec::new();
+    for f in [&img.data, &flipped, &img.data] {
+        input.extend_from_slice(f);
+    }
+    input.extend_from_slice(&img.data[..100]);
+    let raw = ["--input", "raw", "--width", &ws, "--height", &hs];
+    let (_, one, _) = run(&g, &raw, input.clone());
+    assert_eq!(one.len(), 4);
+    assert_ne!(one[0]["detections"], one[1]["detections"]);
+    for batch in ["2", "3", "16"] {
+        let mut args = raw.to_vec();
+        args.extend(["--batch", batch]);
+        let (ok, lines, err) = run(&g, &args, input.clone());
+        assert!(!ok && !err.contains("panicked"), "{err}");
+        // The same lines in the same order; a batched forward sums in another order, so
+        // scores and boxes agree to float rounding, not bit for bit.
+        assert_eq!(lines.len(), one.len(), "--batch {batch}");
+        for (l, o) in lines.iter().zip(&one) {
+            assert_eq!(l["frame"], o["frame"], "--batch {batch}");
+            assert_eq!(l["error"], o["error"], "--batch {batch}");
+            let (a, b) = (&l["detections"], &o["detections"]);
+            assert_eq!(a.is_array(), b.is_array());
+            let (a, b) = (
+                a.as_array().cloned().unwrap_or_default(),
+                b.as_array().cloned().unwrap_or_default(),
+            );
+            assert_eq!(a.len(), b.len(), "--batch {batch} frame {}", o["frame"]);
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x["label"], y["label"], "--batch {batch}");
+                let close = |u: &serde_json::Value, v: &serde_json::Value, tol: f64| {
+                    (u.as_f64().unwrap() - v.as_f64().unwrap()).abs() <= tol
+                };
+                assert!(
+                    close(&x["score"], &y["score"], 1e-4),
+                    "--batch {batch}: {x} vs {y}"
+                );
+                for k in 0..4 {
+                    assert!(
+                        close(&x["bbox"][k], &y["bbox"][k], 1e-2),
+                        "--batch {batch}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+    let (ok, _, err) = run(&g, &["--input", "raw", "--batch", "17"], Vec::new());
+    assert!(!ok && err.contains("--batch 17"), "{err}");
+}

@@ -46,6 +46,9 @@ pub struct Args {
     /// rgb24.
     #[arg(long, value_parser = parse_pix_fmt)]
     pub pix_fmt: Option<PixFmt>,
+    /// Frames per forward (1..=16): a batch is filled unless the input ends first.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Seconds between throughput lines on stderr (frames/s, latency p50/p99 of the
     /// interval); 0: only the line at the end.
     #[arg(long, default_value_t = 5.0)]
@@ -92,6 +95,14 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
 }
 
 pub fn run(a: Args) -> Result {
+    // Post-processing (ATSS + NMS) takes up to MAX_BATCH images per call.
+    let max_batch = glip_rt::backend::atss::MAX_BATCH;
+    if !(1..=max_batch).contains(&a.batch) {
+        return Err(Error::Invalid(format!(
+            "--batch {}: must be in 1..={max_batch}",
+            a.batch
+        )));
+    }
     let every = match a.stats_every {
         s if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
         0.0 => None,
@@ -205,39 +216,76 @@ pub fn run(a: Args) -> Result {
     let mut throughput = super::throughput::Throughput::new(every);
     let mut out = super::out::Out::new();
     let mut errors = 0u64;
+    let mut frames = rx.into_iter();
     // Ends when the reader does (end of input, or a frame that loses the stream position).
-    for (frame, pre, fatal) in rx {
-        // Latency: from the model taking the frame to its line written.
-        let took = Instant::now();
-        let result = pre.and_then(|p| {
-            let (mut dets, _) = det.run(std::slice::from_ref(&p), &mut Taps::disabled())?;
-            dets.pop()
-                .ok_or_else(|| Error::Invalid("empty batch result".into()))
-        });
-        let line = match &result {
-            Ok(d) => FrameLine {
-                frame,
-                time: y4m.and_then(|h| h.time_of(frame)),
-                detections: Some(d),
-                error: None,
-            },
-            Err(e) => {
-                errors += 1;
-                FrameLine {
-                    frame,
-                    time: y4m.and_then(|h| h.time_of(frame)),
-                    detections: None,
-                    error: Some(e.to_string()),
-                }
+    loop {
+        // Up to --batch frames, in order; a frame that loses the position ends the group
+        // and the stream.
+        let mut group = Vec::with_capacity(a.batch);
+        let mut end = false;
+        while group.len() < a.batch {
+            let Some(item) = frames.next() else {
+                end = true;
+                break;
+            };
+            let fatal = item.2;
+            group.push(item);
+            if fatal {
+                end = true;
+                break;
             }
-        };
-        let text =
-            serde_json::to_string(&line).map_err(|e| Error::Invalid(format!("json: {e}")))?;
-        outln!(out, "{text}");
-        if let Some(l) = throughput.frame(took.elapsed(), result.is_ok()) {
-            say!("{l}");
         }
-        if fatal {
+        if group.is_empty() {
+            break;
+        }
+        // Latency: from the model taking the frames to their lines written.
+        let took = Instant::now();
+        let (ok, bad): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .map(|(frame, pre, _)| (frame, pre))
+            .partition(|(_, pre)| pre.is_ok());
+        let mut results: Vec<(u64, std::result::Result<Vec<Detection>, String>)> = bad
+            .into_iter()
+            .map(|(frame, pre)| {
+                (
+                    frame,
+                    Err(pre.err().map(|e| e.to_string()).unwrap_or_default()),
+                )
+            })
+            .collect();
+        let (ids, pres): (Vec<u64>, Vec<_>) = ok
+            .into_iter()
+            .filter_map(|(frame, pre)| pre.ok().map(|p| (frame, p)))
+            .unzip();
+        if !pres.is_empty() {
+            match det.run(&pres, &mut Taps::disabled()) {
+                Ok((dets, _)) if dets.len() == ids.len() => {
+                    results.extend(ids.into_iter().zip(dets.into_iter().map(Ok)))
+                }
+                Ok(_) => results.extend(
+                    ids.into_iter()
+                        .map(|f| (f, Err("the batch gave another number of results".into()))),
+                ),
+                Err(e) => results.extend(ids.into_iter().map(|f| (f, Err(e.to_string())))),
+            }
+        }
+        results.sort_by_key(|(frame, _)| *frame);
+        for (frame, result) in &results {
+            let line = FrameLine {
+                frame: *frame,
+                time: y4m.and_then(|h| h.time_of(*frame)),
+                detections: result.as_ref().ok().map(|d| d.as_slice()),
+                error: result.as_ref().err().cloned(),
+            };
+            errors += u64::from(result.is_err());
+            let text =
+                serde_json::to_string(&line).map_err(|e| Error::Invalid(format!("json: {e}")))?;
+            outln!(out, "{text}");
+            if let Some(l) = throughput.frame(took.elapsed(), result.is_ok()) {
+                say!("{l}");
+            }
+        }
+        if end {
             break;
         }
     }
