@@ -2,9 +2,11 @@
 //! GEMMs, which the arena places at the same addresses every frame, run as a few graph
 //! launches instead of one launch each.
 //!
-//! A replay is cut into *segments* at every point where the host meets the stream: an
-//! upload, a download, a memset, a stage-clock event, a synchronisation and the end of the
-//! frame. The launches between two such points are one segment:
+//! A replay is cut into *segments* at every point where the host needs the stream: a
+//! download, a memset, a stage-clock event, a synchronisation and the end of the frame.
+//! Uploads do not cut: an upload inside a replay is copied into its staging buffer of the
+//! arena (page-locked on a GPU) and joins the segment as a host-to-device copy
+//! ([`CudaBackend::graph_upload`]). The work between two cuts is one segment:
 //!
 //! 1. The first time a segment is seen it is *captured*: its launches go to a private
 //!    capture stream (with its own cuBLAS handle and workspace) in stream capture, so they do
@@ -649,8 +651,9 @@ impl CudaBackend {
         }
     }
 
-    /// The host meets the stream (upload, download, memset, event, synchronisation, end of
-    /// the replay): the segment so far runs, as its graph where it has one.
+    /// The host needs the stream (download, memset, event, synchronisation, an upload with
+    /// graphs off, the end of the replay): the segment so far runs, as its graph where it
+    /// has one.
     pub(crate) fn boundary(&self) -> Result<()> {
         let me = std::thread::current().id();
         let mut st = self.frames.lock()?;
