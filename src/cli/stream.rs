@@ -240,23 +240,18 @@ pub fn run(a: Args) -> Result {
         }
         // Latency: from the model taking the frames to their lines written.
         let took = Instant::now();
-        let (ok, bad): (Vec<_>, Vec<_>) = group
-            .into_iter()
-            .map(|(frame, pre, _)| (frame, pre))
-            .partition(|(_, pre)| pre.is_ok());
-        let mut results: Vec<(u64, std::result::Result<Vec<Detection>, String>)> = bad
-            .into_iter()
-            .map(|(frame, pre)| {
-                (
-                    frame,
-                    Err(pre.err().map(|e| e.to_string()).unwrap_or_default()),
-                )
-            })
-            .collect();
-        let (ids, pres): (Vec<u64>, Vec<_>) = ok
-            .into_iter()
-            .filter_map(|(frame, pre)| pre.ok().map(|p| (frame, p)))
-            .unzip();
+        // Frames that failed to read or preprocess keep their error; the others run together.
+        let mut results: Vec<(u64, std::result::Result<Vec<Detection>, String>)> = Vec::new();
+        let (mut ids, mut pres) = (Vec::new(), Vec::new());
+        for (frame, pre, _) in group {
+            match pre {
+                Ok(p) => {
+                    ids.push(frame);
+                    pres.push(p);
+                }
+                Err(e) => results.push((frame, Err(e.to_string()))),
+            }
+        }
         if !pres.is_empty() {
             match det.run(&pres, &mut Taps::disabled()) {
                 Ok((dets, _)) if dets.len() == ids.len() => {

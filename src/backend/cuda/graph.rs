@@ -218,7 +218,7 @@ impl Work {
 
     fn what(&self) -> String {
         match self {
-            Work::Kernel { kernel, .. } => kernel.name.clone(),
+            Work::Kernel { kernel, .. } => kernel.name.to_string(),
             Work::Gemm(g) => format!("cuBLAS GEMM {}x{}x{}", g.m, g.n, g.k),
             Work::Upload { bytes, .. } => format!("an upload of {bytes} bytes"),
         }

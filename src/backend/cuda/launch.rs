@@ -17,7 +17,8 @@ use std::marker::PhantomData;
 /// A kernel of one device.
 #[derive(Clone)]
 pub struct Kernel {
-    pub(crate) name: String,
+    /// Shared, so that a launch (which keeps its kernel) clones it without allocating.
+    pub(crate) name: std::sync::Arc<str>,
     pub(crate) inner: KernelInner,
 }
 

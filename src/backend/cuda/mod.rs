@@ -254,7 +254,7 @@ impl CudaBackend {
         let g = match &self.dev {
             Dev::Emu(e) => {
                 return Ok(Kernel {
-                    name: name.to_string(),
+                    name: Arc::from(name),
                     inner: KernelInner::Emu(e.function(name)?),
                 })
             }
@@ -287,7 +287,7 @@ impl CudaBackend {
             .load_function(name)
             .map_err(|e| Error::Cuda(format!("kernel `{name}` in `{family}`: {e:?}")))?;
         Ok(Kernel {
-            name: name.to_string(),
+            name: Arc::from(name),
             inner: KernelInner::Cuda(f),
         })
     }
