@@ -68,6 +68,18 @@ for line in sys.stdin:
   tar -C "$staged" -cf - . | xz -T1 -9e --memlimit-compress=2GiB > "$CARRY/bundle.tar.xz"
   rm -rf "$staged"
   cp scripts/baselines/*.py "$CARRY/"
+  # The original GLIP (PyTorch) on the same card: its Python sources from a GLIP checkout
+  # outside the project (GLIP_SRC, default /work/glip-src; the model's code and GLIP-T's
+  # yaml, ~0.2 MiB packed) and the one package the GPU image lacks (yacs, pure Python).
+  local glip_src="${GLIP_SRC:-/work/glip-src}"
+  if [[ -d "$glip_src/maskrcnn_benchmark" ]]; then
+    (cd "$glip_src" && find maskrcnn_benchmark -name '*.py' -print0 \
+      | tar --null -T - -cf - configs/pretrain/glip_Swin_T_O365_GoldG.yaml) \
+      | xz -9 > "$CARRY/glip-src.tar.xz"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$CARRY/whl" yacs==0.1.8
+  else
+    echo "gpu-check build: no GLIP checkout at $glip_src (GLIP_SRC): PyTorch GLIP-T will not run there" >&2
+  fi
   du -sh "$CARRY"
   local tree_mb carry_mb
   tree_mb=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
@@ -141,6 +153,14 @@ run() {
       > "$out/bench-glip-t.json" 2> "$out/bench-glip-t.txt"; rc=$?
     row "bench GLIP-T 800x1333 b1" "$([[ $rc == 0 ]] && echo DONE || echo FAIL)" "$(grep 'latency over' "$out/bench-glip-t.txt" | tr -s ' ' | paste -sd';')"
   else skip "bench GLIP-T 800x1333 b1"; fi
+  # GLIP-T end to end on the GPU against the CPU at 800x1333 (the same random weights, 32
+  # tokens): every tap's relative error and the detections; fails above the bound.
+  cap=$(budget 75)
+  if (( cap )); then
+    timeout "$cap" "$bin/glip" "${glipt[@]}" --size 800x1333 --tokens 32 --iters 2 --check-cpu \
+      > "$out/parity-glip-t.json" 2> "$out/parity-glip-t.txt"; rc=$?
+    row "GLIP-T 800x1333 GPU vs CPU" "$([[ $rc == 0 ]] && echo PASS || echo FAIL)" "$(grep '  parity: ' "$out/parity-glip-t.txt" | cut -c 12- | cut -d';' -f1)"
+  else skip "GLIP-T 800x1333 GPU vs CPU"; fi
   # The same at 32 tokens with replays launch by launch: what the CUDA graphs save.
   cap=$(budget 45)
   if (( cap )); then
@@ -154,6 +174,21 @@ run() {
       > "$out/bench-glip-t-b16.json" 2> "$out/bench-glip-t-b16.txt"; rc=$?
     row "bench GLIP-T 640x640 b16" "$([[ $rc == 0 ]] && echo DONE || echo FAIL)" "$(grep 'latency over' "$out/bench-glip-t-b16.txt" | tr -s ' ')"
   else skip "bench GLIP-T 640x640 b16"; fi
+
+  # The original GLIP-T in PyTorch on the same card (fp32, the COCO prompt padded to 256
+  # tokens as GLIP runs it): the anchor of the summary's ratio.
+  cap=$(budget 100)
+  if (( cap )) && [[ -e "$CARRY/glip-src.tar.xz" ]]; then
+    local gsrc="$ROOT/target/glip-src"; rm -rf "$gsrc"; mkdir -p "$gsrc"
+    xz -dc "$CARRY/glip-src.tar.xz" | tar -C "$gsrc" -xf -
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$ROOT/target/pysite" "$CARRY"/whl/*.whl > "$out/pip.log" 2>&1
+    PYTHONPATH="$ROOT/target/pysite" PYTHONUNBUFFERED=1 timeout "$cap" python3 "$CARRY/glip_torch.py" \
+      --glip-src "$gsrc" --device cuda --warmup 3 --runs 20 --json "$out/glip_torch_cuda.json" \
+      > "$out/glip_torch_cuda.log" 2>&1; rc=$?
+    row "PyTorch GLIP-T 800x1333 (fp32)" "$([[ $rc == 0 ]] && echo DONE || echo FAIL)" "$(grep -E '^GPU: ' "$out/glip_torch_cuda.log" || tail -1 "$out/glip_torch_cuda.log")"
+  elif (( cap )); then row "PyTorch GLIP-T" "SKIP" "no GLIP sources carried (gpu-check build without GLIP_SRC)"
+  else skip "PyTorch GLIP-T"; fi
 
   for t in "$bin"/test-golden_e2e "$bin"/test-*; do
     local name; name="$(basename "$t")"
@@ -218,7 +253,7 @@ run() {
   # GLIP-T at 256 tokens against its FLOP floor (~708 GMAC, spec section 7) at the card's
   # dense f16 tensor rate (H100 SXM 989 TFLOP/s, PCIe 756; H200 989), and PyTorch when its
   # GPU run exists (not yet carried: row says so).
-  python3 - "$out/bench-glip-t.json" "$out/nvidia-smi.txt" > "$out/glip-t-floor.txt" 2>&1 <<'PY' || true
+  python3 - "$out/bench-glip-t.json" "$out/nvidia-smi.txt" "$out/glip_torch_cuda.json" > "$out/glip-t-floor.txt" 2>&1 <<'PY' || true
 import json, sys
 try:
     r = json.load(open(sys.argv[1]))
@@ -226,10 +261,17 @@ except Exception as e:
     print(f"no GLIP-T bench result ({e})"); sys.exit(0)
 smi = open(sys.argv[2]).read()
 peak = 756e12 if "PCIe" in smi else 989e12
+try:
+    torch_ms = json.load(open(sys.argv[3]))["median_s"] * 1e3
+except Exception:
+    torch_ms = None
 for c in r.get("cases", []):
     gmac = 708 if c["tokens"] == 256 else None
     floor = f", floor {2 * gmac * 1e9 / peak * 1e3:.2f} ms ({2 * gmac * 1e9 / peak * 1e3 / c['p50_ms']:.0%} of it)" if gmac else ""
-    print(f"GLIP-T {r['network_input']} {c['tokens']} tokens batch {r['batch']}: p50 {c['p50_ms']:.2f} ms, p99 {c['p99_ms']:.2f} ms, {c['frames_per_s']:.1f} frames/s{floor}; PyTorch GLIP-T on this card: not measured")
+    # PyTorch GLIP always runs 256 tokens: the ratio is stated against that.
+    pt = (f"; PyTorch GLIP-T (256 tokens, fp32) {torch_ms:.2f} ms = {torch_ms / c['p50_ms']:.1f}x this"
+          if torch_ms else "; PyTorch GLIP-T on this card: no result")
+    print(f"GLIP-T {r['network_input']} {c['tokens']} tokens batch {r['batch']}: p50 {c['p50_ms']:.2f} ms, p99 {c['p99_ms']:.2f} ms, {c['frames_per_s']:.1f} frames/s{floor}{pt}")
 PY
   cat "$out/glip-t-floor.txt" | tee -a "$summary"
   python3 "$CARRY/summarize.py" "$out" "$ROOT/target/criterion" > "$out/perf-table.md" 2>&1 || true

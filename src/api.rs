@@ -41,7 +41,7 @@ pub struct Detection {
 }
 
 /// Where the model comes from and how it runs.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct DetectorBuilder {
     config: Option<PathBuf>,
     preset: Option<GlipConfig>,

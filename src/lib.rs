@@ -11,6 +11,7 @@ pub mod error;
 pub mod kernels;
 pub mod limits;
 pub mod model;
+pub mod parity;
 pub mod pixfmt;
 pub mod pth;
 pub mod selftest;

@@ -121,7 +121,35 @@ fn emulated_bench_reports_stages_with_no_fallback() {
         "8".as_ref(),
         "--coco".as_ref(),
         "false".as_ref(),
+        "--check-cpu".as_ref(),
     ]);
+    // --check-cpu: one frame on the CPU with the same weights, every tap compared.
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("  parity: "))
+        .unwrap_or_else(|| panic!("no parity line:\n{out}"));
+    let taps: usize = line["  parity: ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0);
+    // Swin's 4 stages, 5 FPN levels, BERT and each tower layer's taps, the head's per level.
+    assert!(taps > 20 && line.ends_with(": PASS"), "{line}");
+    let rows = out
+        .lines()
+        .skip_while(|l| !l.contains("the device against the CPU"))
+        .skip(2)
+        .take_while(|l| !l.starts_with("  parity: "))
+        .filter(|l| {
+            let v: Vec<f64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            v.len() == 3 && v[2] <= 1e-2
+        })
+        .count();
+    assert_eq!(rows, taps, "{out}");
     for stage in [
         "backbone (Swin)",
         "VLFuse x2",

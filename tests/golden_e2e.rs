@@ -12,17 +12,13 @@
 use glip_rt::model::glip::{Glip, SharedBackend, Taps};
 use glip_rt::model::postprocess::{self, Detection, PostprocessConfig};
 use glip_rt::model::FeatureMap;
+use glip_rt::parity;
 use glip_rt::testing::{
     assert_close, pre_nms_candidates, test_backends, E2eGolden, DEVICE_TAP_REL,
 };
 use std::collections::HashMap;
 
 type Golden = HashMap<String, glip_rt::Tensor>;
-
-/// Final detections on a CUDA device: matched share, IoU and score tolerance.
-const DEVICE_MATCHED: f32 = 0.98;
-const DEVICE_IOU: f32 = 0.95;
-const DEVICE_SCORE: f32 = 2e-2;
 
 fn model_on(g: &E2eGolden, be: SharedBackend) -> Glip {
     g.model_on(be).unwrap()
@@ -95,33 +91,16 @@ fn check_set_exact(what: &str, got: &[Detection], t: &Golden, prefix: &str) {
     );
 }
 
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    // GLIP's TO_REMOVE = 1 box convention (x2 − x1 + 1).
-    let area = |r: &[f32; 4]| (r[2] - r[0] + 1.0).max(0.0) * (r[3] - r[1] + 1.0).max(0.0);
-    let w = (a[2].min(b[2]) - a[0].max(b[0]) + 1.0).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1]) + 1.0).max(0.0);
-    let inter = w * h;
-    inter / (area(a) + area(b) - inter).max(f32::MIN_POSITIVE)
-}
-
-/// A device's contract: each golden detection matched (greedily, once) by one with the same
-/// label, IoU ≥ 0.95 and a score within 2e-2; at least 98 % matched. Returns the share.
+/// A device's contract: the golden's detections matched one to one (same label, IoU and
+/// score within `parity`'s tolerances), at least `parity::DEVICE_MATCHED` of them. Returns
+/// the share.
 fn check_set_matched(what: &str, got: &[Detection], t: &Golden, prefix: &str) -> f32 {
-    let want = golden_set(t, prefix);
-    let mut used = vec![false; got.len()];
-    let mut matched = 0usize;
-    for (key, score, b) in &want {
-        let hit = got.iter().enumerate().position(|(i, d)| {
-            !used[i]
-                && d.label == key.2
-                && (d.score - score).abs() <= DEVICE_SCORE
-                && iou(&d.bbox, b) >= DEVICE_IOU
-        });
-        if let Some(i) = hit {
-            used[i] = true;
-            matched += 1;
-        }
-    }
+    let want: Vec<parity::Scored> = golden_set(t, prefix)
+        .into_iter()
+        .map(|(key, score, b)| (key.2, score, b))
+        .collect();
+    let got: Vec<parity::Scored> = got.iter().map(|d| (d.label, d.score, d.bbox)).collect();
+    let matched = parity::matched(&got, &want);
     let share = matched as f32 / want.len().max(1) as f32;
     println!(
         "{what}: {} detections ({} in the golden), {matched} matched ({:.1} %)",
@@ -130,7 +109,7 @@ fn check_set_matched(what: &str, got: &[Detection], t: &Golden, prefix: &str) ->
         100.0 * share
     );
     assert!(
-        share >= DEVICE_MATCHED,
+        parity::enough_matched(matched, want.len()),
         "{what}: only {matched} of {} golden detections matched",
         want.len()
     );

@@ -7,7 +7,7 @@ use glip_rt::model::glip::Taps;
 use glip_rt::preprocess::{preprocess_image, RgbImage8};
 use glip_rt::testing::Rng;
 use glip_rt::tokenizer::{GlipTokenizer, Prompt};
-use glip_rt::{limits, Detector, Error};
+use glip_rt::{limits, Detector, DeviceChoice, Error};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -159,6 +159,12 @@ pub struct Args {
     /// after checking each against the CPU, instead of the model.
     #[arg(long)]
     pub ops: bool,
+    /// After each prompt's timed runs, run one frame on the CPU too (the same random
+    /// weights) and compare every intermediate and the detections; fail when a tap's relative
+    /// error ‖got − want‖₂ / ‖want‖₂ exceeds 1e-2 or under 98 % of the CPU's detections are
+    /// matched (same label, IoU ≥ 0.95, score within 2e-2).
+    #[arg(long)]
+    pub check_cpu: bool,
 }
 
 /// `glip bench --ops`: the op table's rows, checked and timed on the device and the CPU.
@@ -308,6 +314,9 @@ pub fn run(a: Args) -> Result {
     if let Some(p) = &a.bert_config {
         builder = builder.bert_config(p);
     }
+    let cpu_builder = a
+        .check_cpu
+        .then(|| builder.clone().device(DeviceChoice::Cpu));
     let t0 = Instant::now();
     let mut det = builder.build()?;
     if let Some(n) = det.device_notice() {
@@ -390,6 +399,25 @@ pub fn run(a: Args) -> Result {
             .collect();
         cases.push((format!("synthetic prompt, {t} tokens"), ids, mask, pm));
     }
+    // The CPU twin of `det` for --check-cpu (none when `det` runs on the CPU already).
+    let mut cpu_det = match cpu_builder {
+        Some(_) if det.device() == glip_rt::tensor::Device::Cpu => {
+            say!("--check-cpu: the model runs on the CPU already; nothing to compare");
+            None
+        }
+        Some(b) => {
+            let t0 = Instant::now();
+            let d = b.build()?;
+            outln!(
+                stdout,
+                "--check-cpu: the same weights on the CPU, built in {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
+            Some(d)
+        }
+        None => None,
+    };
+    let mut parity_ok = true;
     let num_convs = det.model().config.dyhead.num_convs;
     let batch = vec![pre.clone(); a.batch];
     report["device"] = det.model().backend().describe().into();
@@ -397,15 +425,20 @@ pub fn run(a: Args) -> Result {
     report["batch"] = a.batch.into();
     for (name, ids, mask, positive_map) in cases {
         let s = Instant::now();
-        let names = positive_map
+        let names: Vec<(u32, String)> = positive_map
             .iter()
             .map(|(l, _)| (*l, format!("label {l}")))
             .collect();
         let t = ids.len();
-        det.set_prompt_ids(&ids, &mask, positive_map, names)?;
+        det.set_prompt_ids(&ids, &mask, positive_map.clone(), names.clone())?;
         let t_lang = s.elapsed();
+        if let Some(c) = cpu_det.as_mut() {
+            c.set_prompt_ids(&ids, &mask, positive_map, names)?;
+        }
         let mut times: Vec<f64> = Vec::with_capacity(a.runs);
         let mut last: Option<usize> = None;
+        // The first image's detections of the last timed (replayed) run, for --check-cpu.
+        let mut replayed: Vec<glip_rt::api::Detection> = Vec::new();
         let key = PlanKey {
             batch: a.batch,
             height: pre.image.h,
@@ -448,8 +481,21 @@ pub fn run(a: Args) -> Result {
             }
             times.push(t_run);
             last = Some(dets.first().map(|d| d.len()).unwrap_or(0));
+            replayed = dets.into_iter().next().unwrap_or_default();
         }
+        let parity = match &cpu_det {
+            Some(c) => {
+                let r = last.is_some().then_some(replayed.as_slice());
+                let p = check_against(&det, c, &batch[..1], r, &mut stdout, &name)?;
+                parity_ok &= p["pass"].as_bool().unwrap_or(false);
+                Some(p)
+            }
+            None => None,
+        };
         let Some(n_dets) = last else {
+            if let (Some(p), Some(cases)) = (parity, report["cases"].as_array_mut()) {
+                cases.push(serde_json::json!({ "name": name, "tokens": t, "parity": p }));
+            }
             continue; // --runs 0: the warm-up only
         };
         // The stage table from one more run that also marks each stage on the device's
@@ -535,6 +581,7 @@ pub fn run(a: Args) -> Result {
                     "misses": g.misses,
                     "off": g.off,
                 })),
+                "parity": parity,
             }));
         }
     }
@@ -606,5 +653,103 @@ pub fn run(a: Args) -> Result {
         let mut out = super::out::Out::new();
         outln!(out, "{report}");
     }
+    if !parity_ok {
+        say!("--check-cpu: the device's results differ from the CPU's (see the table above)");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One frame on `det` and on its CPU twin `cpu` (same weights, same prompt), every tap and
+/// the detections compared (`glip_rt::parity`); the table goes to `out`, the figures come
+/// back as JSON with `"pass"`.
+fn check_against(
+    det: &Detector,
+    cpu: &Detector,
+    batch: &[glip_rt::preprocess::Preprocessed],
+    replayed: Option<&[glip_rt::api::Detection]>,
+    out: &mut super::out::Out,
+    name: &str,
+) -> std::result::Result<serde_json::Value, Error> {
+    use glip_rt::parity;
+    let t0 = Instant::now();
+    let mut want = Taps::enabled();
+    let (want_dets, _) = cpu.run(batch, &mut want)?;
+    let t_cpu = t0.elapsed().as_secs_f64();
+    let mut got = Taps::enabled();
+    let (got_dets, _) = det.run(batch, &mut got)?;
+    let diffs = parity::compare_taps(&got, &want)?;
+    let worst = diffs.iter().max_by(|a, b| a.rel_l2.total_cmp(&b.rel_l2));
+    let worst_max = diffs.iter().max_by(|a, b| a.rel.total_cmp(&b.rel));
+    let scored = |d: &[glip_rt::api::Detection]| -> Vec<parity::Scored> {
+        d.iter().map(|x| (x.label, x.score, x.bbox)).collect()
+    };
+    let (g, w) = (
+        scored(got_dets.first().map(Vec::as_slice).unwrap_or(&[])),
+        scored(want_dets.first().map(Vec::as_slice).unwrap_or(&[])),
+    );
+    let matched = parity::matched(&g, &w);
+    // The timed runs replay the recorded plan (CUDA graphs on a GPU), while a run with taps
+    // goes op by op: their detections are checked too.
+    let r = replayed.map(scored);
+    let matched_replayed = r.as_ref().map(|r| parity::matched(r, &w));
+    let taps_ok = !diffs.is_empty() && diffs.iter().all(parity::TapDiff::within);
+    let pass = taps_ok
+        && parity::enough_matched(matched, w.len())
+        && matched_replayed.is_none_or(|m| parity::enough_matched(m, w.len()));
+    outln!(
+        out,
+        "\n{name}: the device against the CPU (one frame; the CPU took {t_cpu:.1} s)"
+    );
+    outln!(
+        out,
+        "  {:<44} {:>11} {:>11} {:>11}",
+        "tap",
+        "max |diff|",
+        "rel (inf)",
+        "rel (l2)"
+    );
+    for d in &diffs {
+        outln!(
+            out,
+            "  {:<44} {:>11.3e} {:>11.3e} {:>11.3e}{}",
+            d.name,
+            d.max_abs,
+            d.rel,
+            d.rel_l2,
+            if d.within() { "" } else { "  over the bound" }
+        );
+    }
+    outln!(
+        out,
+        "  parity: {} taps, worst relative error (l2) {:.2e} ({}; bound {:.0e}), worst (inf) {:.2e} ({}); detections: {} on the CPU, {} on the device ({matched} matched){}: {}",
+        diffs.len(),
+        worst.map_or(0.0, |d| d.rel_l2),
+        worst.map_or("none", |d| d.name.as_str()),
+        parity::DEVICE_TAP_REL_L2,
+        worst_max.map_or(0.0, |d| d.rel),
+        worst_max.map_or("none", |d| d.name.as_str()),
+        w.len(),
+        g.len(),
+        match (&r, matched_replayed) {
+            (Some(r), Some(m)) => format!(", {} in the last timed run ({m} matched)", r.len()),
+            _ => String::new(),
+        },
+        if pass { "PASS" } else { "FAIL" }
+    );
+    Ok(serde_json::json!({
+        "pass": pass,
+        "taps": diffs.len(),
+        "worst_rel_l2": worst.map(|d| d.rel_l2),
+        "worst_tap": worst.map(|d| d.name.clone()),
+        "bound_rel_l2": parity::DEVICE_TAP_REL_L2,
+        "worst_rel_inf": worst_max.map(|d| d.rel),
+        "worst_tap_inf": worst_max.map(|d| d.name.clone()),
+        "taps_within_inf_1e-2": diffs.iter().filter(|d| d.within_max()).count(),
+        "detections_device": g.len(),
+        "detections_cpu": w.len(),
+        "matched": matched,
+        "detections_replayed": r.as_ref().map(Vec::len),
+        "matched_replayed": matched_replayed,
+    }))
 }

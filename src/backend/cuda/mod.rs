@@ -103,6 +103,10 @@ struct Gpu {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Every kernel looked up so far, by name: a launch asks for its kernel each time, and
+    /// `cuModuleGetFunction` (plus a name allocation) per launch would cost host time on the
+    /// path a replay takes per frame.
+    functions: Mutex<HashMap<String, Kernel>>,
     /// Where graphs are captured (graph.rs), made by the first capture.
     capture: Mutex<Option<Arc<graph::CaptureStream>>>,
 }
@@ -159,6 +163,7 @@ impl CudaBackend {
                 stream,
                 blas,
                 modules: Mutex::new(HashMap::new()),
+                functions: Mutex::new(HashMap::new()),
                 capture: Mutex::new(None),
             }),
         })
@@ -263,6 +268,13 @@ impl CudaBackend {
         if !kernels::COMPILED {
             return Err(Error::KernelsNotCompiled);
         }
+        let mut functions = g
+            .functions
+            .lock()
+            .map_err(|_| Error::Cuda("kernel cache poisoned".into()))?;
+        if let Some(k) = functions.get(name) {
+            return Ok(k.clone());
+        }
         let module = {
             let mut mods = g
                 .modules
@@ -286,10 +298,12 @@ impl CudaBackend {
         let f = module
             .load_function(name)
             .map_err(|e| Error::Cuda(format!("kernel `{name}` in `{family}`: {e:?}")))?;
-        Ok(Kernel {
+        let k = Kernel {
             name: Arc::from(name),
             inner: KernelInner::Cuda(f),
-        })
+        };
+        functions.insert(name.to_string(), k.clone());
+        Ok(k)
     }
 
     /// A launch of `k` on this device's stream; push the arguments in kernel order.

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Speed anchor: the ORIGINAL microsoft/GLIP GLIP-T forward pass on CPU (PyTorch).
+"""Speed anchor: the ORIGINAL microsoft/GLIP GLIP-T forward pass (PyTorch), on the CPU
+or a GPU (--device cuda).
 
 This script times GLIP's own Python code (maskrcnn_benchmark, microsoft/GLIP
-commit 9dda955) on the CPU, so that glip-rt's CPU backend can be compared to it.
+commit 9dda955) on the CPU, so that glip-rt's CPU backend can be compared to it,
+and on a GPU (scripts/gpu-check.sh runs it on the lent card, from the GLIP
+sources and wheels `gpu-check.sh build` packs), against glip-rt's CUDA backend.
 No GLIP code is copied into this project: the script imports a GLIP checkout
 that lives OUTSIDE the project (``--glip-src``) and only injects run-time
 stand-ins for the pieces that cannot run on a CPU (see "Stand-ins" below).
@@ -24,8 +27,17 @@ Environment set-up (what the reference numbers were measured with)
 
 Run
 ---
-    /work/glip-venv/bin/python scripts/baselines/glip_torch_cpu.py \
+    /work/glip-venv/bin/python scripts/baselines/glip_torch.py \
         --glip-src /work/glip-src --threads 2 --json glip_torch_cpu.json
+    # on a GPU (fp32, as GLIP's own test script runs; --amp for fp16 autocast):
+    python3 scripts/baselines/glip_torch.py --glip-src /work/glip-src --device cuda \
+        --runs 20 --json glip_torch_cuda.json
+
+transformers 5.x (the GPU machine's image: 5.17.0, tokenizers 0.23.2) also runs
+it: the names GLIP imports that 5.x removed are put back (see "Compatibility
+shims"); checked on the CPU with torch 2.11.0, torchvision 0.26.0, transformers
+5.17.0, timm 1.0.31 (the image's versions), where pycocotools, ftfy and
+prettytable are missing and stubbed.
 
 Model: configs/pretrain/glip_Swin_T_O365_GoldG.yaml (GLIP-T: Swin-T + FPN,
 BERT-base language backbone, 6-layer VL DyHead), MODEL.DEVICE=cpu, RANDOM
@@ -81,6 +93,14 @@ Stand-ins (run-time only; same as /work/shared/golden/README.md "How GLIP was ru
   (random init).  Attention implementation: ``--bert-attn`` (default "sdpa",
   what transformers 4.46.3's from_pretrained picks for BERT on torch >= 2.1;
   "eager" is what the goldens used; forward-identical up to fp32 rounding).
+* transformers 5.x: ``apply_chunking_to_forward``, ``prune_linear_layer``,
+  ``find_pruneable_heads_and_indices`` put back in ``transformers.modeling_utils``;
+  ``PreTrainedModel.get_extended_attention_mask`` (4.x's encoder formula) and the
+  tokenizer's ``batch_encode_plus`` (= ``__call__`` on a list) put back.
+* On a GPU: the stage times come from one extra forward with a synchronisation at
+  each stage's start and end; the timed forwards have none (one at the end). The
+  ml_nms stand-in runs on the host's copy of the IoU matrix (GLIP's CUDA kernel
+  is not built): random weights send no candidates to it.
 * Compatibility shims (no-ops for the computation): ``torch._six``,
   ``torch.hub._download_url_to_file``, ``np.float = float``, stub modules
   ``cv2``, ``matplotlib``(+``.pyplot``), ``nltk``, ``inflect`` (visualisation /
@@ -151,6 +171,11 @@ def install_shims(glip_src):
     if not hasattr(torch.hub, "_download_url_to_file"):
         torch.hub._download_url_to_file = torch.hub.download_url_to_file
     stub_roots = ("cv2", "matplotlib", "nltk", "inflect")
+    # Imported by GLIP's dataset/evaluation modules at import time, never called on the
+    # forward path: stubbed only where they are not installed (the GPU machine's image).
+    import importlib.util
+    stub_roots += tuple(n for n in ("pycocotools", "ftfy", "prettytable", "lvis")
+                        if importlib.util.find_spec(n) is None)
 
     class _StubFinder:  # any `import <root>[.sub...]` of a stubbed package gets a stub
         def find_spec(self, fullname, path=None, target=None):
@@ -170,11 +195,14 @@ def install_shims(glip_src):
             del sys.modules[name]
     sys.meta_path.insert(0, _StubFinder())
 
+    install_transformers_compat()
     sys.path.insert(0, os.path.abspath(glip_src))
     import maskrcnn_benchmark  # noqa: F401  (package __init__ only)
 
     calls = {"modulated_deform_conv": 0, "dcn_offset_quirk": 0, "ml_nms": 0}
-    dcn_time = [0.0]  # seconds spent in torchvision.ops.deform_conv2d
+    # seconds spent in torchvision.ops.deform_conv2d; [1]: a synchronisation to call around
+    # it (set for the staged forward on a GPU, where a kernel's host time is not its time)
+    dcn_time = [0.0, None]
 
     # ---- maskrcnn_benchmark._C stand-in -------------------------------------------
     def modulated_deform_conv(input, offset, mask, weight, bias=None, stride=1, padding=0,
@@ -191,10 +219,14 @@ def install_shims(glip_src):
             cm = kh * kw * deformable_groups
             offset = offset.contiguous().reshape(n, -1)[:, : co * oh * ow].reshape(n, co, oh, ow)
             mask = mask.contiguous().reshape(n, -1)[:, : cm * oh * ow].reshape(n, cm, oh, ow)
+        if dcn_time[1]:
+            dcn_time[1]()
         t0 = time.perf_counter()
         out = torchvision.ops.deform_conv2d(
             input, offset, weight, bias, stride=(stride, stride), padding=(padding, padding),
             dilation=(dilation, dilation), mask=mask)
+        if dcn_time[1]:
+            dcn_time[1]()
         dcn_time[0] += time.perf_counter() - t0
         return out
 
@@ -203,7 +235,7 @@ def install_shims(glip_src):
         IoU(+1 widths) > thresh, return kept indices in ascending order."""
         calls["ml_nms"] += 1
         if boxes.numel() == 0:
-            return torch.empty(0, dtype=torch.long)
+            return torch.empty(0, dtype=torch.long, device=boxes.device)
         order = torch.argsort(scores, descending=True, stable=True)
         b = boxes[order]
         lab = labels[order]
@@ -217,7 +249,7 @@ def install_shims(glip_src):
         iou = inter / (area[:, None] + area[None, :] - inter)
         sup = (iou > thresh) & (lab[:, None] == lab[None, :])
         removed = torch.zeros(len(b), dtype=torch.bool)
-        sup_list = sup.tolist()
+        sup_list = sup.cpu().tolist()
         keep = []
         for i in range(len(b)):
             if removed[i]:
@@ -266,6 +298,56 @@ def install_shims(glip_src):
     return calls, dcn_time
 
 
+def install_transformers_compat():
+    """GLIP was written against transformers 4.x; the GPU machine's image has 5.x. Names GLIP
+    imports that 5.x moved or removed are put back where GLIP looks for them (no-ops for the
+    computation: each is the same function)."""
+    import transformers.modeling_utils as mu
+
+    if not hasattr(mu, "apply_chunking_to_forward"):
+        try:
+            from transformers.pytorch_utils import apply_chunking_to_forward
+        except ImportError:
+            import torch
+
+            def apply_chunking_to_forward(forward_fn, chunk_size, chunk_dim, *input_tensors):
+                # transformers 4.x: forward_fn over chunks of chunk_size along chunk_dim
+                # (GLIP's BERT layer passes chunk_size_feed_forward = 0: one call).
+                if chunk_size > 0:
+                    n = input_tensors[0].shape[chunk_dim] // chunk_size
+                    parts = zip(*(t.chunk(n, dim=chunk_dim) for t in input_tensors))
+                    return torch.cat([forward_fn(*p) for p in parts], dim=chunk_dim)
+                return forward_fn(*input_tensors)
+        mu.apply_chunking_to_forward = apply_chunking_to_forward
+    if not hasattr(mu.PreTrainedModel, "get_extended_attention_mask"):
+        import torch
+
+        def get_extended_attention_mask(self, attention_mask, input_shape, device=None,
+                                        dtype=None):
+            # transformers 4.x (encoder case): [B, T] or [B, T, T] 0/1 mask -> additive mask
+            # broadcast over heads, 0 where attended and dtype's minimum where masked.
+            dtype = dtype or self.dtype
+            if attention_mask.dim() == 3:
+                ext = attention_mask[:, None, :, :]
+            elif attention_mask.dim() == 2:
+                ext = attention_mask[:, None, None, :]
+            else:
+                raise ValueError(f"attention_mask of shape {tuple(attention_mask.shape)}")
+            ext = ext.to(dtype=dtype)
+            return (1.0 - ext) * torch.finfo(dtype).min
+
+        mu.PreTrainedModel.get_extended_attention_mask = get_extended_attention_mask
+    # GLIP's own BERT layer imports the head-pruning helpers; pruning is never called.
+    for name in ("prune_linear_layer", "find_pruneable_heads_and_indices"):
+        if not hasattr(mu, name):
+            import transformers.pytorch_utils as pu
+
+            def _not_on_this_path(*a, _name=name, **k):
+                raise NotImplementedError(f"{_name}: head pruning is not on GLIP's forward path")
+
+            setattr(mu, name, getattr(pu, name, _not_on_this_path))
+
+
 def install_hub_standins(tokenizer_dir, bert_attn):
     import transformers
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -275,6 +357,9 @@ def install_hub_standins(tokenizer_dir, bert_attn):
         tok = BertTokenizerFast.from_pretrained(tokenizer_dir)
         tok._tokenizer.no_truncation()
         tok._tokenizer.no_padding()
+        if not hasattr(type(tok), "batch_encode_plus"):
+            # transformers 5.x removed it; it was __call__ on a list of texts.
+            type(tok).batch_encode_plus = lambda self, texts, **kw: self(list(texts), **kw)
         return tok
 
     def cfg_from_pretrained(cls, name, *a, **k):
@@ -297,15 +382,27 @@ def install_hub_standins(tokenizer_dir, bert_attn):
 
 # --------------------------------------------------------------------------- timing
 class StageTimer:
-    def __init__(self):
+    """Wall time of wrapped modules' forwards. On a GPU `sync` (torch.cuda.synchronize) is
+    called at each start and end, and only while `on`: the staged forward, not the timed
+    ones."""
+
+    def __init__(self, sync=None):
         self.acc = {}
+        self.sync = sync
+        self.on = True
 
     def wrap(self, name, module):
         orig = module.forward
 
         def timed(*a, **k):
+            if not self.on:
+                return orig(*a, **k)
+            if self.sync:
+                self.sync()
             t0 = time.perf_counter()
             out = orig(*a, **k)
+            if self.sync:
+                self.sync()
             self.acc[name] = self.acc.get(name, 0.0) + time.perf_counter() - t0
             return out
 
@@ -326,7 +423,10 @@ def rss_mib():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--glip-src", required=True, help="path to a microsoft/GLIP checkout")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--amp", action="store_true",
+                    help="fp16 autocast on a GPU (GLIP's test script runs fp32)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (--device cpu)")
     ap.add_argument("--json", default=None, help="write results here")
     ap.add_argument("--runs", type=int, default=3, help="timed forwards (median reported)")
     ap.add_argument("--warmup", type=int, default=1)
@@ -342,6 +442,10 @@ def main():
     args = ap.parse_args()
     if not os.path.isdir(args.tokenizer_dir):
         args.tokenizer_dir = "/work/shared/models/bert-base-uncased"
+    if not os.path.isdir(args.tokenizer_dir):
+        # glip-rt's own copy of the tokenizer (tokenizer.json), in the tracked tree
+        args.tokenizer_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                          "..", "assets", "bert-base-uncased")
 
     import warnings
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -366,13 +470,17 @@ def main():
     from maskrcnn_benchmark.engine.inference import create_queries_and_maps
 
     cfg.merge_from_file(os.path.join(args.glip_src, args.config))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu"])
+    cfg.merge_from_list(["MODEL.DEVICE", args.device])
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no GPU")
+    sync = torch.cuda.synchronize if cuda else None
     cfg.freeze()
 
     rss0 = rss_mib()
     t0 = time.perf_counter()
     model = build_detection_model(cfg)
-    model.to("cpu").eval()
+    model.to(args.device).eval()
     build_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
     rss_model = rss_mib()
@@ -383,14 +491,16 @@ def main():
     transform = build_transforms(cfg, is_train=False)
     t0 = time.perf_counter()
     image = transform(img)
-    images = to_image_list(image, cfg.DATALOADER.SIZE_DIVISIBILITY)
+    images = to_image_list(image, cfg.DATALOADER.SIZE_DIVISIBILITY).to(args.device)
+    if sync:
+        sync()
     preprocess_s = time.perf_counter() - t0
 
     # COCO 80-class prompt, exactly as GLIP's eval path builds it
     caption, label_to_token = create_queries_and_maps(list(range(1, 81)), list(COCO80), cfg=cfg)
     n_real_tokens = len(model.tokenizer(caption)["input_ids"])
 
-    timer = StageTimer()
+    timer = StageTimer(sync)
     timer.wrap("backbone", model.backbone)
     timer.wrap("backbone.body (Swin-T)", model.backbone.body)
     timer.wrap("backbone.fpn", model.backbone.fpn)
@@ -409,15 +519,25 @@ def main():
         timer.wrap(name, m)
     lang_attn = type(model.language_backbone.body.model.encoder.layer[0].attention.self).__name__
 
-    def forward():
+    import contextlib
+    amp = (torch.autocast("cuda", dtype=torch.float16) if cuda and args.amp
+           else contextlib.nullcontext())
+
+    def forward(staged=True):
         timer.reset()
+        timer.on = staged
         dcn_time[0] = 0.0
+        dcn_time[1] = sync if staged else None
         with open("/proc/loadavg") as f:
             load_before = float(f.read().split()[0])
+        if sync:
+            sync()
         c = time.process_time()
         t = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), amp:
             out = model(images, captions=[caption], positive_map=label_to_token)
+        if sync:
+            sync()
         wall = time.perf_counter() - t
         acc = dict(timer.acc)
         acc["  of which deform_conv2d (78 DCN calls)"] = dcn_time[0]
@@ -430,19 +550,34 @@ def main():
         wt, _, out = forward()
         print(f"warm-up forward {i}: {wt:.3f} s", flush=True)
     totals, stages = [], []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     for i in range(args.runs):
-        tt, st, out = forward()
+        # on a GPU the timed forwards have no per-stage synchronisation
+        tt, st, out = forward(staged=not cuda)
         totals.append(tt)
         stages.append(st)
         print(f"timed forward {i}: {tt:.3f} s (process CPU {cpu_log[-1]['process_cpu_s']:.1f} s, "
               f"loadavg before {cpu_log[-1]['loadavg1_before']:.2f})", flush=True)
     n_det = len(out[0])
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB
+    gpu = {}
+    if cuda:
+        gpu = {"name": torch.cuda.get_device_name(),
+               "peak_allocated_mib": torch.cuda.max_memory_allocated() / 2**20,
+               "peak_reserved_mib": torch.cuda.max_memory_reserved() / 2**20}
+        # the stage table from one more forward, synchronised at every stage boundary
+        staged_total, staged, _ = forward(staged=True)
+        print(f"staged forward: {staged_total * 1e3:.2f} ms", flush=True)
+        stages_for_table, totals_for_table = [staged], [staged_total]
+    else:
+        stages_for_table, totals_for_table = stages, totals
 
     med = statistics.median(totals)
-    stage_med = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
+    stage_med = {k: statistics.median(s[k] for s in stages_for_table) for k in stages_for_table[0]}
     top = ["backbone", "language_backbone (BERT)", "rpn"]
-    other = statistics.median(t - sum(s[k] for k in top) for t, s in zip(totals, stages))
+    other = statistics.median(t - sum(s[k] for k in top)
+                              for t, s in zip(totals_for_table, stages_for_table))
     stage_med["other (tokenizer, glue)"] = other
 
     order = ["backbone", "backbone.body (Swin-T)", "backbone.fpn", "language_backbone (BERT)",
@@ -450,17 +585,23 @@ def main():
              "  of which deform_conv2d (78 DCN calls)", "rpn.anchor_generator",
              "rpn.box_selector_test (ATSS post)", "other (tokenizer, glue)"]
     print()
-    print(f"GLIP-T (microsoft/GLIP, PyTorch {torch.__version__}) CPU forward, "
-          f"{args.threads} thread(s), input {list(images.tensors.shape)} "
+    where = (f"{gpu['name']} forward ({'fp16 autocast' if args.amp else 'fp32'})" if cuda
+             else f"CPU forward, {args.threads} thread(s)")
+    print(f"GLIP-T (microsoft/GLIP, PyTorch {torch.__version__}) {where}, "
+          f"input {list(images.tensors.shape)} "
           f"(image {args.height}x{args.width} -> {list(image.shape[1:])}), "
           f"{256} tokens ({n_real_tokens} real), random weights")
-    print(f"{'stage':46s} {'median s':>10s} {'share':>7s}")
+    print(f"{'stage':46s} {'median s' if not cuda else 'staged s':>10s} {'share':>7s}")
     print("-" * 65)
     for k in order:
         ind = "    " if "tower" in k or "deform" in k else ("  " if "." in k.split(" ")[0] else "")
-        print(f"{ind + k.strip():46s} {stage_med[k]:10.3f} {100 * stage_med[k] / med:6.1f}%")
+        share = stage_med[k] / (med if not cuda else totals_for_table[0])
+        print(f"{ind + k.strip():46s} {stage_med[k]:10.4f} {100 * share:6.1f}%")
     print("-" * 65)
-    print(f"{'TOTAL model forward (median of %d)' % args.runs:46s} {med:10.3f}")
+    print(f"{'TOTAL model forward (median of %d)' % args.runs:46s} {med:10.4f}")
+    if cuda:
+        print(f"GPU: p50 {1e3 * med:.2f} ms, p99 {1e3 * sorted(totals)[min(len(totals) - 1, int(0.99 * len(totals)))]:.2f} ms, "
+              f"peak allocated {gpu['peak_allocated_mib']:.0f} MiB")
     print(f"all timed runs: {', '.join(f'{t:.3f}' for t in totals)} s (min {min(totals):.3f} s)")
     print("NOTE: the machine must be otherwise idle; a cpu/wall ratio well below the thread "
           "count or a loadavg above it means another process competed for the cores")
@@ -470,7 +611,10 @@ def main():
     print(f"stand-in calls (all forwards): {calls}; language backbone attention: {lang_attn}")
 
     res = {
-        "what": "microsoft/GLIP GLIP-T forward on CPU (original PyTorch code, random weights)",
+        "what": f"microsoft/GLIP GLIP-T forward on {args.device} (original PyTorch code, random weights)",
+        "device": args.device,
+        "amp": bool(cuda and args.amp),
+        "gpu": gpu,
         "config": args.config,
         "threads": args.threads,
         "input_tensor_shape": list(images.tensors.shape),
