@@ -25,5 +25,6 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
 fi
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
-GLIP_CUDA_ARCHS="${GLIP_CUDA_ARCHS:-87,90}" cargo check --release --target "$target" --all-targets
+# The runtime only: the GStreamer element would need an aarch64 GStreamer to link against.
+GLIP_CUDA_ARCHS="${GLIP_CUDA_ARCHS:-87,90}" cargo check --release --target "$target" --all-targets -p glip-rt
 echo "aarch64 check: ok"

@@ -45,13 +45,13 @@ for line in sys.stdin:
         print("bench", m["target"]["name"], m["executable"])
 ' >> "$list"
   # Keep the test executables the run half uses on the GPU (the op table with its kernel rows, the
-  # end-to-end and head goldens, the replay, its CUDA graphs, the gate); strip debug info. Module goldens that
+  # end-to-end and head goldens, the replay, its CUDA graphs, the gate, frames from device memory); strip debug info. Module goldens that
   # golden_e2e's per-tap table covers stay home (bundle size).
   local staged="$CARRY/stage"; mkdir -p "$staged"
   cp "target/$PROFILE/glip" "$staged/glip"
   while read -r kind name exe; do
     case "$kind:$name" in
-      test:op_table|test:golden_e2e|test:golden_head|test:gpu_gating|test:replay|test:graphs)
+      test:op_table|test:golden_e2e|test:golden_head|test:gpu_gating|test:replay|test:graphs|test:device_frames)
         cp "$exe" "$staged/$kind-$name" ;;
       # Kernel benches with a PyTorch baseline to compare against (the others' ops are timed
       # by `glip bench --ops`, the whole model by `glip bench`).

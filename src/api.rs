@@ -532,6 +532,71 @@ impl Detector {
             .ok_or_else(|| Error::Invalid("empty batch result".into()))
     }
 
+    /// Detect in one raw video frame of `format`, given as its planes in memory order, each
+    /// with its row stride in bytes (see [`PixFmt::planes`](crate::pixfmt::PixFmt::planes)).
+    pub fn detect_frame(
+        &self,
+        format: crate::pixfmt::PixFmt,
+        width: usize,
+        height: usize,
+        planes: &[(&[u8], usize)],
+    ) -> Result<Vec<Detection>> {
+        check_frame_size(width, height)?;
+        let packed = format.pack(width, height, planes)?;
+        self.detect(&format.to_rgb(width, height, &packed)?)
+    }
+
+    /// [`Detector::detect_frame`] on a frame in device memory: `planes` are (device address,
+    /// row stride) in memory order. Copied to the host on `stream` after the work queued
+    /// there (backend/frames.rs). An error on a backend without device memory (the CPU).
+    ///
+    /// # Safety
+    /// Each address is device memory of this detector's CUDA context holding its plane at
+    /// its stride; `stream` is null or a live stream of that context.
+    pub unsafe fn detect_device_frame(
+        &self,
+        format: crate::pixfmt::PixFmt,
+        width: usize,
+        height: usize,
+        planes: &[(u64, usize)],
+        stream: *mut std::ffi::c_void,
+    ) -> Result<Vec<Detection>> {
+        check_frame_size(width, height)?;
+        let be = self.model.backend();
+        let frames = be.device_frames().ok_or_else(|| {
+            Error::NoDevice(format!(
+                "frames in device memory need the CUDA backend on a GPU; this detector runs on {}",
+                be.describe()
+            ))
+        })?;
+        let layout = format
+            .planes(width, height)
+            .ok_or_else(|| Error::Invalid("frame size overflows".into()))?;
+        if planes.len() != layout.len() {
+            return Err(Error::Invalid(format!(
+                "a {} frame has {} planes, {} given",
+                format.name(),
+                layout.len(),
+                planes.len()
+            )));
+        }
+        let device: Vec<crate::backend::frames::DevicePlane> = layout
+            .iter()
+            .zip(planes)
+            .map(
+                |(&(row_bytes, rows), &(ptr, stride))| crate::backend::frames::DevicePlane {
+                    ptr,
+                    stride,
+                    row_bytes,
+                    rows,
+                },
+            )
+            .collect();
+        // SAFETY: forwarded caller contract.
+        let packed = unsafe { frames.planes_to_host(&device, stream) }?;
+        self.detect(&format.to_rgb(width, height, &packed)?)
+    }
+
     /// Detect in several frames with one forward pass. As in GLIP, the images are zero-padded
     /// to the batch's largest size, which changes results slightly compared with one at a time.
     pub fn detect_batch(&self, images: &[RgbImage8]) -> Result<Vec<Vec<Detection>>> {
@@ -677,6 +742,22 @@ impl Detector {
             Ok(((out, per), keep))
         })
     }
+}
+
+/// A frame's size, checked before any of it is read or allocated.
+pub(crate) fn check_frame_size(width: usize, height: usize) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(Error::Invalid(format!(
+            "zero-size frame of {width}x{height} pixels: both sides must be at least 1"
+        )));
+    }
+    crate::limits::checked_size(
+        "frame width x height",
+        &[width, height],
+        crate::limits::MAX_IMAGE_PIXELS,
+        "pixels",
+    )?;
+    Ok(())
 }
 
 /// Zero-pad preprocessed images to the batch's largest padded size and stack them (GLIP's

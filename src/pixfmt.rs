@@ -65,6 +65,131 @@ impl PixFmt {
         }
     }
 
+    /// Each plane's packed row length in bytes and its number of rows, in memory order (one
+    /// plane for packed RGB and gray; Y and interleaved UV for NV12; Y, U, V for I420). None
+    /// when a size overflows.
+    pub fn planes(self, width: usize, height: usize) -> Option<Vec<(usize, usize)>> {
+        let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
+        Some(match self {
+            PixFmt::Rgb24 | PixFmt::Bgr24 => vec![(width.checked_mul(3)?, height)],
+            PixFmt::Rgba | PixFmt::Bgra => vec![(width.checked_mul(4)?, height)],
+            PixFmt::Gray => vec![(width, height)],
+            PixFmt::Nv12 => vec![(width, height), (cw.checked_mul(2)?, ch)],
+            PixFmt::Yuv420p => vec![(width, height), (cw, ch), (cw, ch)],
+        })
+    }
+
+    /// The bytes a plane of `rows` rows of `row_bytes` spans at `stride` bytes per row (the
+    /// last row need not be padded). None when it overflows or `stride < row_bytes`.
+    pub fn plane_span(row_bytes: usize, rows: usize, stride: usize) -> Option<usize> {
+        if stride < row_bytes {
+            return None;
+        }
+        match rows {
+            0 => Some(0),
+            r => stride.checked_mul(r - 1)?.checked_add(row_bytes),
+        }
+    }
+
+    /// A frame given as separate planes, each with its row stride in bytes (what video
+    /// frameworks hand out: padded rows, planes apart), packed into the layout
+    /// [`PixFmt::to_rgb`] takes. Each plane must span [`PixFmt::plane_span`] bytes.
+    pub fn pack(self, width: usize, height: usize, planes: &[(&[u8], usize)]) -> Result<Vec<u8>> {
+        let bad = |msg: String| Error::Image {
+            what: format!("{width}x{height} {} frame", self.name()),
+            msg,
+        };
+        let layout = self
+            .planes(width, height)
+            .ok_or_else(|| bad("the size overflows".into()))?;
+        if planes.len() != layout.len() {
+            return Err(bad(format!(
+                "{} planes given, the format has {}",
+                planes.len(),
+                layout.len()
+            )));
+        }
+        let total = self
+            .frame_bytes(width, height)
+            .ok_or_else(|| bad("the size overflows".into()))?;
+        let mut out = Vec::with_capacity(total);
+        for (i, (&(row, rows), &(data, stride))) in layout.iter().zip(planes).enumerate() {
+            let span = Self::plane_span(row, rows, stride).ok_or_else(|| {
+                bad(format!(
+                    "plane {i}: stride {stride} is under its row of {row} bytes"
+                ))
+            })?;
+            if data.len() < span {
+                return Err(bad(format!(
+                    "plane {i}: {} bytes given, {rows} rows at stride {stride} span {span}",
+                    data.len()
+                )));
+            }
+            for r in 0..rows {
+                out.extend_from_slice(&data[r * stride..r * stride + row]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// An RGB24 image in this format, packed (a plain encoder for tests and tools: BT.601
+    /// limited range as [`PixFmt::to_rgb`] reads it, each 2×2 block's chroma taken from its
+    /// top-left pixel, alpha 255).
+    pub fn from_rgb(self, img: &RgbImage8) -> Vec<u8> {
+        let (w, h) = (img.width, img.height);
+        let px = |x: usize, y: usize| -> [u8; 3] {
+            let i = 3 * (y * w + x);
+            [img.data[i], img.data[i + 1], img.data[i + 2]]
+        };
+        let d = &img.data;
+        match self {
+            PixFmt::Rgb24 => d.clone(),
+            PixFmt::Bgr24 => d.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect(),
+            PixFmt::Rgba => d
+                .chunks_exact(3)
+                .flat_map(|p| [p[0], p[1], p[2], 255])
+                .collect(),
+            PixFmt::Bgra => d
+                .chunks_exact(3)
+                .flat_map(|p| [p[2], p[1], p[0], 255])
+                .collect(),
+            // Full-range luma, as to_rgb reads gray.
+            PixFmt::Gray => d
+                .chunks_exact(3)
+                .map(|p| {
+                    let [r, g, b] = [p[0], p[1], p[2]].map(f32::from);
+                    (0.299 * r + 0.587 * g + 0.114 * b)
+                        .round()
+                        .clamp(0.0, 255.0) as u8
+                })
+                .collect(),
+            PixFmt::Nv12 | PixFmt::Yuv420p => {
+                let mut out: Vec<u8> = (0..h)
+                    .flat_map(|y| (0..w).map(move |x| (x, y)))
+                    .map(|(x, y)| {
+                        let [r, g, b] = px(x, y);
+                        rgb_to_yuv(r, g, b)[0]
+                    })
+                    .collect();
+                let (mut us, mut vs) = (Vec::new(), Vec::new());
+                for by in 0..h.div_ceil(2) {
+                    for bx in 0..w.div_ceil(2) {
+                        let [r, g, b] = px(2 * bx, 2 * by);
+                        let [_, u, v] = rgb_to_yuv(r, g, b);
+                        us.push(u);
+                        vs.push(v);
+                    }
+                }
+                if self == PixFmt::Nv12 {
+                    out.extend(us.iter().zip(&vs).flat_map(|(u, v)| [*u, *v]));
+                } else {
+                    out.extend(us.iter().chain(&vs));
+                }
+                out
+            }
+        }
+    }
+
     /// A `width`×`height` frame of this format as RGB24.
     pub fn to_rgb(self, width: usize, height: usize, data: &[u8]) -> Result<RgbImage8> {
         let need = self
@@ -152,23 +277,27 @@ fn bt601_limited(y: u8, u: u8, v: u8) -> [u8; 3] {
     [r, g, b].map(|x| x.round().clamp(0.0, 255.0) as u8)
 }
 
+/// RGB → limited-range BT.601 YUV, the inverse of [`bt601_limited`] (what an encoder such
+/// as ffmpeg's swscale writes).
+fn rgb_to_yuv(r: u8, g: u8, b: u8) -> [u8; 3] {
+    let [r, g, b] = [r, g, b].map(f32::from);
+    let y = 0.299 * r + 0.587 * g + 0.114 * b;
+    let u = (b - y) / 1.772;
+    let v = (r - y) / 1.402;
+    [
+        16.0 + 219.0 / 255.0 * y,
+        128.0 + 224.0 / 255.0 * u,
+        128.0 + 224.0 / 255.0 * v,
+    ]
+    .map(|x| x.round().clamp(0.0, 255.0) as u8)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// RGB → limited-range BT.601 YUV, the inverse of [`bt601_limited`] (what an encoder
-    /// such as ffmpeg's swscale writes), for the tests.
     fn rgb_to_yuv(p: [u8; 3]) -> [u8; 3] {
-        let [r, g, b] = p.map(f32::from);
-        let y = 0.299 * r + 0.587 * g + 0.114 * b;
-        let u = (b - y) / 1.772;
-        let v = (r - y) / 1.402;
-        [
-            16.0 + 219.0 / 255.0 * y,
-            128.0 + 224.0 / 255.0 * u,
-            128.0 + 224.0 / 255.0 * v,
-        ]
-        .map(|x| x.round().clamp(0.0, 255.0) as u8)
+        super::rgb_to_yuv(p[0], p[1], p[2])
     }
 
     #[test]
@@ -189,6 +318,66 @@ mod tests {
                     "{yuv:?} -> {got:?}, want {rgb:?}"
                 );
             }
+        }
+    }
+
+    /// `packed` laid out plane by plane at each plane's row + `pad` bytes per row, the
+    /// padding filled with 0xEE (what a reader that ignores the stride would pick up).
+    fn strided(f: PixFmt, w: usize, h: usize, packed: &[u8], pad: usize) -> Vec<(Vec<u8>, usize)> {
+        let mut at = 0;
+        f.planes(w, h)
+            .unwrap()
+            .into_iter()
+            .map(|(row, rows)| {
+                let stride = row + pad;
+                let mut p = vec![0xEE; stride * rows];
+                for r in 0..rows {
+                    p[r * stride..r * stride + row].copy_from_slice(&packed[at..at + row]);
+                    at += row;
+                }
+                (p, stride)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn strided_planes_pack_to_the_packed_frame() {
+        let (w, h) = (7, 5);
+        let img =
+            RgbImage8::new(w, h, (0..w * h * 3).map(|i| (i * 53 % 256) as u8).collect()).unwrap();
+        for f in PixFmt::ALL {
+            let packed = f.from_rgb(&img);
+            assert_eq!(Some(packed.len()), f.frame_bytes(w, h), "{f:?}");
+            let sum: usize = f.planes(w, h).unwrap().iter().map(|(r, n)| r * n).sum();
+            assert_eq!(sum, packed.len(), "{f:?}");
+            for pad in [0, 3, 64] {
+                let planes = strided(f, w, h, &packed, pad);
+                let refs: Vec<(&[u8], usize)> =
+                    planes.iter().map(|(p, s)| (p.as_slice(), *s)).collect();
+                assert_eq!(f.pack(w, h, &refs).unwrap(), packed, "{f:?} pad {pad}");
+                // The last row needs no padding.
+                let trimmed: Vec<(&[u8], usize)> = refs
+                    .iter()
+                    .map(|(p, s)| (&p[..p.len() - pad], *s))
+                    .collect();
+                assert_eq!(f.pack(w, h, &trimmed).unwrap(), packed, "{f:?} pad {pad}");
+            }
+            // A stride under the row, a plane one byte short, a plane missing: errors.
+            let planes = strided(f, w, h, &packed, 0);
+            let mut refs: Vec<(&[u8], usize)> =
+                planes.iter().map(|(p, s)| (p.as_slice(), *s)).collect();
+            let (p0, s0) = refs[0];
+            refs[0] = (p0, s0 - 1);
+            assert!(f.pack(w, h, &refs).is_err(), "{f:?}");
+            refs[0] = (&p0[..p0.len() - 1], s0);
+            assert!(f.pack(w, h, &refs).is_err(), "{f:?}");
+            refs[0] = (p0, s0);
+            refs.pop();
+            assert!(f.pack(w, h, &refs).is_err(), "{f:?}");
+        }
+        // RGB formats encode losslessly.
+        for f in [PixFmt::Rgb24, PixFmt::Bgr24, PixFmt::Rgba, PixFmt::Bgra] {
+            assert_eq!(f.to_rgb(w, h, &f.from_rgb(&img)).unwrap().data, img.data);
         }
     }
 

@@ -389,7 +389,9 @@ fn build_c_driver(dir: &Path) -> (PathBuf, PathBuf) {
         .arg(&out)
         .arg(format!("-L{}", lib.display()))
         .arg("-lglip_rt")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        // DT_RPATH (not RUNPATH): found before LD_LIBRARY_PATH, where cargo test lists
+        // target/<profile> too, whose libglip_rt.so may be an older build's.
+        .arg(format!("-Wl,--disable-new-dtags,-rpath,{}", lib.display()))
         .status()
         .unwrap();
     assert!(st.success(), "{cc} failed to build tests/c/bad_inputs.c");

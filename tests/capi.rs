@@ -2,8 +2,9 @@
 //! on the golden photo and compares with the Rust API.
 
 use glip_rt::api::Detector;
+use glip_rt::pixfmt::PixFmt;
 use glip_rt::preprocess::load_image;
-use glip_rt::testing::{testdata, E2eGolden};
+use glip_rt::testing::{testdata, E2eGolden, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,33 +22,249 @@ fn lib_dir() -> PathBuf {
 
 #[test]
 fn c_program_detects_like_the_rust_api() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let lib = lib_dir();
-    let dir = std::env::temp_dir().join(format!("glip-capi-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exe = dir.join("detect");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let st = Command::new(&cc)
-        .arg("-std=c99")
-        .arg("-Wall")
-        .arg("-Werror")
-        .arg("-I")
-        .arg(root.join("include"))
-        .arg(root.join("tests/c/detect.c"))
-        .arg("-o")
-        .arg(&exe)
-        .arg(format!("-L{}", lib.display()))
-        .arg("-lglip_rt")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .status()
-        .unwrap();
-    assert!(st.success(), "{cc} failed to build tests/c/detect.c");
+    let tmp = TempDir::new("glip-capi");
+    let dir = tmp.path().to_path_buf();
+    let exe = build_c("detect", &dir);
 
     for g in E2eGolden::all().unwrap() {
         c_program_on_golden(&exe, &dir, &g);
     }
-    // Tests leave nothing behind.
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// tests/c/<name>.c built against include/glip.h and the cdylib (C99, warnings as errors,
+/// pthreads), into `dir`.
+fn build_c(name: &str, dir: &Path) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let lib = lib_dir();
+    let exe = dir.join(name);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let st = Command::new(&cc)
+        .args([
+            "-std=c99",
+            "-D_POSIX_C_SOURCE=200809L",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+        ])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join(format!("tests/c/{name}.c")))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lglip_rt")
+        .arg("-lpthread")
+        // DT_RPATH (not RUNPATH): found before LD_LIBRARY_PATH, where cargo test lists
+        // target/<profile> too, whose libglip_rt.so may be an older build's.
+        .arg(format!("-Wl,--disable-new-dtags,-rpath,{}", lib.display()))
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cc} failed to build tests/c/{name}.c");
+    exe
+}
+
+/// Every pixel format through `glip_detector_detect_frame`, rows packed and padded (the
+/// padding 0xEE): the same detections, bit for bit, as the Rust API on the frame's RGB; and
+/// `glip_detector_detect_cuda` on a CPU detector is refused with GLIP_STATUS_DEVICE.
+#[test]
+fn c_frames_in_every_format_and_stride_detect_like_the_rust_api() {
+    let tmp = TempDir::new("glip-capi-frames");
+    let exe = build_c("frames", tmp.path());
+    for g in E2eGolden::all().unwrap() {
+        let img = load_image(&g.photo, true).unwrap();
+        let (w, h) = (img.width, img.height);
+        let mut det = Detector::builder()
+            .config(&g.config)
+            .weights(&g.weights)
+            .bert_config(testdata().join("tiny_bert_config.json"))
+            .device(glip_rt::DeviceChoice::Cpu)
+            .build()
+            .unwrap();
+        det.set_prompt(&g.caption).unwrap();
+        for f in PixFmt::ALL {
+            let packed = f.from_rgb(&img);
+            let file = tmp.join("frame.raw");
+            std::fs::write(&file, &packed).unwrap();
+            let want = det.detect(&f.to_rgb(w, h, &packed).unwrap()).unwrap();
+            assert!(
+                !want.is_empty(),
+                "{} {}: no detections to compare",
+                g.name,
+                f.name()
+            );
+            for pad in ["0", "37"] {
+                let out = Command::new(&exe)
+                    .arg("detect")
+                    .arg(&g.config)
+                    .arg(&g.weights)
+                    .arg(testdata().join("tiny_bert_config.json"))
+                    .arg(&g.caption)
+                    .arg(f.name())
+                    .arg(w.to_string())
+                    .arg(h.to_string())
+                    .arg(&file)
+                    .arg(pad)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                let what = format!("{} {} pad {pad}", g.name, f.name());
+                assert!(
+                    out.status.success(),
+                    "{what}: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    text.contains(&format!("count {}\n", want.len())),
+                    "{what}: {text}"
+                );
+                let rows: Vec<Vec<f32>> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("det "))
+                    .map(|l| l.split(' ').map(|v| v.parse::<f32>().unwrap()).collect())
+                    .collect();
+                assert_eq!(rows.len(), want.len().min(128), "{what}");
+                for (r, d) in rows.iter().zip(&want) {
+                    let expect = [
+                        d.label as f32,
+                        d.score,
+                        d.bbox[0],
+                        d.bbox[1],
+                        d.bbox[2],
+                        d.bbox[3],
+                    ];
+                    assert_eq!(
+                        r.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        expect.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{what}: {r:?} vs {expect:?}"
+                    );
+                }
+                let cuda = text.lines().find(|l| l.starts_with("cuda ")).unwrap_or("");
+                assert!(
+                    cuda.starts_with("cuda 6 ") && cuda.contains("CUDA backend on a GPU"),
+                    "{what}: {cuda}"
+                );
+            }
+        }
+    }
+}
+
+/// Two detectors on two threads at once (the two end-to-end goldens, or one twice): every
+/// result equals that detector's result alone, and each thread's glip_last_error is its own.
+#[test]
+fn c_two_detectors_on_two_threads() {
+    let tmp = TempDir::new("glip-capi-threads");
+    let exe = build_c("frames", tmp.path());
+    let goldens = E2eGolden::all().unwrap();
+    let pick = [&goldens[0], goldens.last().unwrap()];
+    let mut cmd = Command::new(&exe);
+    cmd.args(["threads", "3"])
+        .arg(testdata().join("tiny_bert_config.json"));
+    for (k, g) in pick.iter().enumerate() {
+        let img = load_image(&g.photo, true).unwrap();
+        let raw = tmp.join(&format!("photo{k}.rgb"));
+        std::fs::write(&raw, &img.data).unwrap();
+        cmd.arg(&g.config)
+            .arg(&g.weights)
+            .arg(&g.caption)
+            .arg(&raw)
+            .arg(img.width.to_string())
+            .arg(img.height.to_string());
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.starts_with("threads ok "),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Each failure's status: a bad argument, a missing file, a bad prompt.
+#[test]
+fn c_abi_failures_have_their_status() {
+    use glip_rt::capi::*;
+    let g = testdata().join("golden");
+    let path = |p: std::path::PathBuf| std::ffi::CString::new(p.display().to_string()).unwrap();
+    let (cfg, w, bert) = (
+        path(g.join("12_e2e_tiny_config.yaml")),
+        path(g.join("12_e2e_tiny_weights.safetensors")),
+        path(testdata().join("tiny_bert_config.json")),
+    );
+    let missing = path(g.join("no-such-weights.safetensors"));
+    // SAFETY: NUL-terminated strings or NULL, as glip.h asks; handles freed once.
+    unsafe {
+        let none = glip_detector_new(
+            cfg.as_ptr(),
+            missing.as_ptr(),
+            bert.as_ptr(),
+            std::ptr::null(),
+        );
+        assert!(none.is_null());
+        assert_eq!(glip_last_error_code(), GlipStatus::Io);
+        let none = glip_detector_new_on(
+            cfg.as_ptr(),
+            w.as_ptr(),
+            bert.as_ptr(),
+            std::ptr::null(),
+            c"tpu".as_ptr(),
+        );
+        assert!(none.is_null());
+        assert_eq!(glip_last_error_code(), GlipStatus::InvalidArgument);
+        let d = glip_detector_new_on(
+            cfg.as_ptr(),
+            w.as_ptr(),
+            bert.as_ptr(),
+            std::ptr::null(),
+            c"cpu".as_ptr(),
+        );
+        assert!(!d.is_null());
+        assert_eq!(
+            glip_detector_set_prompt(d, c"".as_ptr()),
+            GlipStatus::Prompt
+        );
+        assert_eq!(
+            glip_detector_set_prompt(d, c"a cat.".as_ptr()),
+            GlipStatus::Ok
+        );
+        let mut out = [GlipDetection::default(); 4];
+        let mut count = 0u32;
+        let px = [0u8; 12];
+        // A format that is not one, a stride under the row, a plane missing: bad arguments.
+        for (format, stride, planes) in [(7, 0, 1), (0, 5, 1), (5, 0, 1)] {
+            let mut f = GlipFrame {
+                format,
+                width: 2,
+                height: 2,
+                planes: [std::ptr::null(); 3],
+                strides: [stride, 0, 0],
+            };
+            for p in f.planes.iter_mut().take(planes) {
+                *p = px.as_ptr();
+            }
+            let st = glip_detector_detect_frame(d, &f, out.as_mut_ptr(), 4, &mut count);
+            assert_eq!(
+                st,
+                GlipStatus::InvalidArgument,
+                "format {format} stride {stride}"
+            );
+        }
+        let f = GlipFrame {
+            format: 0,
+            width: 2,
+            height: 2,
+            planes: [px.as_ptr(), std::ptr::null(), std::ptr::null()],
+            strides: [0; 3],
+        };
+        assert_eq!(
+            glip_detector_detect_frame(d, &f, out.as_mut_ptr(), 4, &mut count),
+            GlipStatus::Ok
+        );
+        assert_eq!(
+            glip_detector_detect_cuda(d, &f, std::ptr::null_mut(), out.as_mut_ptr(), 4, &mut count),
+            GlipStatus::Device
+        );
+        glip_detector_free(d);
+    }
 }
 
 /// The C program (tests/c/detect.c) on a golden's photo and caption vs the Rust API.

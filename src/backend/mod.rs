@@ -9,6 +9,7 @@ pub mod clock;
 pub mod cpu;
 pub mod cuda;
 pub mod executor;
+pub mod frames;
 pub mod ops;
 pub mod optable;
 pub mod plan;

@@ -264,6 +264,10 @@ pub trait Backend {
     fn stage_clock(&self) -> Option<&dyn crate::backend::clock::StageClock> {
         None
     }
+    /// Reading frames from device memory (CUDA on a GPU), where the backend can.
+    fn device_frames(&self) -> Option<&dyn crate::backend::frames::DeviceFrames> {
+        None
+    }
     /// The ops this backend ran on the CPU in place of its device so far (none for the CPU
     /// backend itself).
     fn fallbacks(&self) -> Vec<FallbackCount> {

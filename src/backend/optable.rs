@@ -942,8 +942,8 @@ pub fn glip_t_rows(seed: u64) -> Result<Vec<Row>> {
     Ok(t)
 }
 
-/// The methods of [`Backend`] that compute nothing (they describe the backend or hand the
-/// executor its memory planning).
+/// The methods of [`Backend`] that compute nothing (they describe the backend, hand the
+/// executor its memory planning, or read a caller's device memory).
 pub const NOT_OPS: &[&str] = &[
     "device",
     "activation_dtype",
@@ -951,6 +951,7 @@ pub const NOT_OPS: &[&str] = &[
     "fallbacks",
     "device_arena",
     "stage_clock",
+    "device_frames",
 ];
 
 /// The ops of the interface, read from the trait's source (so a new op without a row fails

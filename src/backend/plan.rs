@@ -212,6 +212,9 @@ impl Backend for Recorder<'_> {
     fn stage_clock(&self) -> Option<&dyn crate::backend::clock::StageClock> {
         self.inner.stage_clock()
     }
+    fn device_frames(&self) -> Option<&dyn crate::backend::frames::DeviceFrames> {
+        self.inner.device_frames()
+    }
     fn describe(&self) -> String {
         self.inner.describe()
     }

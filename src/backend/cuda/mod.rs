@@ -13,6 +13,7 @@ pub mod deform_conv;
 pub mod elementwise;
 pub mod emu;
 pub mod fallback;
+pub mod frames;
 pub mod gemm;
 pub mod graph;
 pub mod group_norm;

@@ -129,6 +129,9 @@ impl Backend for CudaBackend {
     fn stage_clock(&self) -> Option<&dyn crate::backend::clock::StageClock> {
         Some(self)
     }
+    fn device_frames(&self) -> Option<&dyn crate::backend::frames::DeviceFrames> {
+        Some(self)
+    }
     fn describe(&self) -> String {
         match self.name() {
             Ok(n) if self.is_emulated() => n,
