@@ -50,6 +50,16 @@ fn run(
     desc: &str,
     on_buffer: impl Fn(usize, &gst::BufferRef, &gst::Pipeline) + Send + Sync + 'static,
 ) -> Run {
+    run_fed(desc, |_| {}, on_buffer)
+}
+
+/// [`run`], with `feed` called on a thread of its own once the pipeline plays (to push
+/// buffers into an appsrc).
+fn run_fed(
+    desc: &str,
+    feed: impl FnOnce(&gst::Pipeline) + Send + 'static,
+    on_buffer: impl Fn(usize, &gst::BufferRef, &gst::Pipeline) + Send + Sync + 'static,
+) -> Run {
     init();
     let pipeline = match gst::parse::launch(desc) {
         Ok(p) => p.downcast::<gst::Pipeline>().unwrap(),
@@ -81,9 +91,12 @@ fn run(
         });
     }
     let bus = pipeline.bus().unwrap();
-    if pipeline.set_state(gst::State::Playing).is_err() {
-        // The error message on the bus says why.
-    }
+    // A failure to start is answered on the bus (the loop below reads why).
+    let started = pipeline.set_state(gst::State::Playing).is_ok();
+    let feeder = started.then(|| {
+        let p = pipeline.clone();
+        std::thread::spawn(move || feed(&p))
+    });
     for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
         use gst::MessageView;
         let mut o = out.lock().unwrap();
@@ -103,6 +116,9 @@ fn run(
         }
     }
     pipeline.set_state(gst::State::Null).unwrap();
+    if let Some(f) = feeder {
+        f.join().unwrap();
+    }
     let run = std::mem::take(&mut *out.lock().unwrap());
     run
 }
@@ -318,6 +334,49 @@ fn prompt_changes_while_playing() {
         "{t}: {} of {}",
         after.len(),
         before.len()
+    );
+}
+
+/// A buffer shorter than its caps say (between two good frames): a warning naming the frame,
+/// and it passes on without detections; the frames around it keep theirs.
+#[test]
+fn a_short_buffer_is_a_warning_and_the_stream_goes_on() {
+    let g = golden();
+    let (w, h) = (32usize, 24usize);
+    let desc = format!(
+        "appsrc name=src format=time caps=video/x-raw,format=RGB,width={w},height={h},framerate=0/1 ! \
+         glipdetect {} prompt=\"{}\" ! fakesink name=sink signal-handoffs=true sync=false",
+        model_props(&g),
+        g.caption
+    );
+    let feed = move |p: &gst::Pipeline| {
+        let src = p.by_name("src").unwrap();
+        for (i, bytes) in [w * h * 3, 10, w * h * 3].into_iter().enumerate() {
+            let pixels: Vec<u8> = (0..bytes).map(|k| (k * 7 % 251) as u8).collect();
+            let mut buf = gst::Buffer::from_mut_slice(pixels);
+            buf.get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(100 * i as u64));
+            let _ = src.emit_by_name::<gst::FlowReturn>("push-buffer", &[&buf]);
+        }
+        let _ = src.emit_by_name::<gst::FlowReturn>("end-of-stream", &[]);
+    };
+    let r = run_fed(&desc, feed, |_, _, _| {});
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.buffers.len(), 3, "every buffer passes on");
+    let metas: Vec<usize> = r.buffers.iter().map(|b| rois(b.as_ref()).len()).collect();
+    assert!(metas[0] > 0 && metas[1] == 0 && metas[2] > 0, "{metas:?}");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("frame 1") && w.contains("10 bytes")),
+        "{:?}",
+        r.warnings
+    );
+    assert_eq!(
+        r.buffers[1].size(),
+        10,
+        "the bad buffer passes on unchanged"
     );
 }
 

@@ -333,34 +333,18 @@ impl BaseTransformImpl for GlipDetect {
             return Err(gst::FlowError::NotNegotiated);
         };
         let (w, h) = (info.width() as usize, info.height() as usize);
-        let dets = {
-            let frame =
-                gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info).map_err(|_| {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Format,
-                        ["cannot map the frame"]
-                    );
-                    gst::FlowError::Error
-                })?;
-            let mut planes: Vec<(&[u8], usize)> = Vec::with_capacity(3);
-            for i in 0..frame.n_planes() {
-                let data = frame.plane_data(i).map_err(|_| gst::FlowError::Error)?;
-                let stride = usize::try_from(frame.plane_stride()[i as usize])
-                    .map_err(|_| gst::FlowError::NotSupported)?;
-                planes.push((data, stride));
-            }
-            match state.det.detect_frame(format, w, h, &planes) {
-                Ok(d) => d,
-                Err(e) => {
-                    // One bad frame: reported, passed on without detections; the stream goes on.
-                    gst::element_imp_warning!(
-                        self,
-                        gst::StreamError::Decode,
-                        ("frame {}: {e}", state.frames)
-                    );
-                    Vec::new()
-                }
+        // A frame that cannot be read (a buffer shorter than its caps say, a negative
+        // stride) or detected in: a warning, and it passes on without detections; the stream
+        // goes on.
+        let dets = match Self::detect_in(&state.det, buf, &info, format) {
+            Ok(d) => d,
+            Err(e) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Decode,
+                    ("frame {}: {e}", state.frames)
+                );
+                Vec::new()
             }
         };
         let frame_no = state.frames;
@@ -396,6 +380,41 @@ impl BaseTransformImpl for GlipDetect {
         // Nobody listening is not an error.
         let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+impl GlipDetect {
+    /// The detector's detections in `buf`, a frame of `info` read as `format`.
+    fn detect_in(
+        det: &Detector,
+        buf: &gst::BufferRef,
+        info: &gst_video::VideoInfo,
+        format: PixFmt,
+    ) -> Result<Vec<glip_rt::api::Detection>, String> {
+        let frame =
+            gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
+                format!(
+                    "a buffer of {} bytes is not a {}x{} {:?} frame",
+                    buf.size(),
+                    info.width(),
+                    info.height(),
+                    info.format()
+                )
+            })?;
+        let mut planes: Vec<(&[u8], usize)> = Vec::with_capacity(3);
+        for i in 0..frame.n_planes() {
+            let data = frame.plane_data(i).map_err(|e| format!("plane {i}: {e}"))?;
+            let stride = usize::try_from(frame.plane_stride()[i as usize])
+                .map_err(|_| format!("plane {i}: a negative stride"))?;
+            planes.push((data, stride));
+        }
+        det.detect_frame(
+            format,
+            info.width() as usize,
+            info.height() as usize,
+            &planes,
+        )
+        .map_err(|e| e.to_string())
     }
 }
 
