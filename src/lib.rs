@@ -7,6 +7,7 @@
 pub mod api;
 pub mod backend;
 pub mod capi;
+pub mod cocoeval;
 pub mod error;
 pub mod kernels;
 pub mod limits;

@@ -22,6 +22,9 @@ pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
 pub const MAX_WEIGHTS_FILE_BYTES: u64 = 16 << 30;
 /// Largest text file: yaml config, BERT config.json, tokenizer.json.
 pub const MAX_TEXT_FILE_BYTES: u64 = 64 << 20;
+/// Largest annotation or results JSON (COCO's instances_val2017.json is 25 MB, LVIS v1's
+/// val set about 200 MB).
+pub const MAX_ANNOTATION_FILE_BYTES: u64 = 2 << 30;
 /// Deepest nesting accepted in a pickle or a yaml config (real files nest fewer than 12 deep).
 pub const MAX_NESTING: usize = 100;
 /// Largest `data.pkl` of a checkpoint (GLIP's are a few hundred KB).

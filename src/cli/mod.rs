@@ -4,6 +4,7 @@
 #[macro_use]
 pub mod out;
 pub mod bench;
+pub mod coco_eval;
 pub mod convert;
 pub mod detect;
 pub mod doctor;
@@ -36,6 +37,8 @@ pub enum Command {
     Detect(detect::Args),
     /// Convert a PyTorch GLIP checkpoint (.pth) to safetensors, without Python.
     Convert(convert::Args),
+    /// COCO's bbox evaluation (AP/AR as pycocotools) of a results file against ground truth.
+    CocoEval(coco_eval::Args),
     /// Tokenize a prompt as GLIP does: ids, tokens, and the tokens of each phrase (JSON).
     Tokenize(tokenize::Args),
 }
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> crate_result::Result {
         Command::Detect(a) => detect::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Tokenize(a) => tokenize::run(a),
+        Command::CocoEval(a) => coco_eval::run(a),
     }
 }
 

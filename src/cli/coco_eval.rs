@@ -1,0 +1,44 @@
+//! `glip coco-eval`: COCO's bounding-box evaluation of any detector's results (pycocotools'
+//! numbers; `glip_rt::cocoeval`).
+
+use super::crate_result::Result;
+use glip_rt::cocoeval::CocoGt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Ground truth: a COCO instances file (images, categories, annotations).
+    #[arg(long)]
+    pub gt: PathBuf,
+    /// Detections: a COCO results file (a list of image_id, category_id, bbox [x, y, w, h],
+    /// score).
+    #[arg(long)]
+    pub dt: PathBuf,
+    /// Print one JSON object (the 12 numbers by name and as `stats`) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The 12 numbers' names, in pycocotools' order.
+const NAMES: [&str; 12] = [
+    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+];
+
+pub fn run(a: Args) -> Result {
+    let gt = CocoGt::load(&a.gt)?;
+    let res = gt.load_results(&a.dt)?;
+    let stats = gt.evaluate(&res, &a.dt)?;
+    let mut out = super::out::Out::new();
+    if a.json {
+        let mut j = serde_json::Map::new();
+        for (n, v) in NAMES.iter().zip(stats.0) {
+            j.insert((*n).into(), v.into());
+        }
+        j.insert("stats".into(), stats.0.to_vec().into());
+        outln!(out, "{}", serde_json::Value::Object(j));
+    } else {
+        outln!(out, "{}", stats.table().trim_end_matches('\n'));
+    }
+    Ok(ExitCode::SUCCESS)
+}

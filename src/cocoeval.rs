@@ -1,0 +1,559 @@
+//! COCO's bounding-box evaluation (pycocotools' `COCOeval` with `iouType='bbox'`), so that
+//! `glip coco-eval` and `glip eval` give the 12 numbers pycocotools gives: IoU thresholds
+//! 0.50:0.05:0.95, 101 recall points, maxDets 1/10/100, area ranges all/small/medium/large,
+//! crowd ground truth matched by intersection over the detection's area and never used up,
+//! ignored ground truth (crowd or outside the area range) and the detections matched to it
+//! left out, unmatched detections outside the area range left out, precision made monotone
+//! and read at each recall point (0 past the last one reached), each mean over the entries
+//! that exist (-1 when none does).
+//!
+//! Reproduced as pycocotools computes it, quirks included: a ground-truth box's area is its
+//! annotation's `area` field (not its box's), a detection's is w×h; ties in score keep file
+//! order (stable sorts); thresholds are numpy's `linspace` values; a ground truth whose id
+//! is 0 counts as unmatched. Checked against pycocotools on the fixtures under
+//! `tests/testdata/cocoeval/` (made by `scripts/make_cocoeval_fixtures.py`).
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One ground-truth box.
+#[derive(Clone, Debug)]
+struct Gt {
+    id: u64,
+    image: u64,
+    category: u64,
+    /// [x, y, w, h]
+    bbox: [f64; 4],
+    area: f64,
+    crowd: bool,
+}
+
+/// One detection.
+#[derive(Clone, Debug)]
+struct Dt {
+    id: u64,
+    image: u64,
+    category: u64,
+    bbox: [f64; 4],
+    area: f64,
+    score: f64,
+}
+
+/// A ground-truth file (COCO instances format): images, categories, annotations.
+pub struct CocoGt {
+    images: Vec<u64>,
+    categories: Vec<(u64, String)>,
+    anns: Vec<Gt>,
+}
+
+/// The 12 numbers, in pycocotools' order (AP, AP50, AP75, AP small/medium/large, AR1, AR10,
+/// AR100, AR small/medium/large).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats(pub [f64; 12]);
+
+fn bad(file: &Path, what: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("{}: {what}", file.display()))
+}
+
+fn read_json(file: &Path) -> Result<serde_json::Value> {
+    let bytes = crate::limits::read_file(
+        file,
+        crate::limits::MAX_ANNOTATION_FILE_BYTES,
+        "annotation file",
+    )?;
+    serde_json::from_slice(&bytes).map_err(|e| bad(file, format!("not JSON: {e}")))
+}
+
+fn num(file: &Path, v: &serde_json::Value, at: &str, field: &str) -> Result<f64> {
+    v.get(field)
+        .and_then(serde_json::Value::as_f64)
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| {
+            bad(
+                file,
+                format!("{at}: `{field}` is missing or not a finite number"),
+            )
+        })
+}
+
+fn id(file: &Path, v: &serde_json::Value, at: &str, field: &str) -> Result<u64> {
+    v.get(field)
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| {
+            bad(
+                file,
+                format!("{at}: `{field}` is missing or not a non-negative integer"),
+            )
+        })
+}
+
+fn bbox(file: &Path, v: &serde_json::Value, at: &str) -> Result<[f64; 4]> {
+    let b = v
+        .get("bbox")
+        .and_then(serde_json::Value::as_array)
+        .filter(|b| b.len() == 4)
+        .ok_or_else(|| bad(file, format!("{at}: `bbox` is missing or not [x, y, w, h]")))?;
+    let mut out = [0.0; 4];
+    for (o, x) in out.iter_mut().zip(b) {
+        *o = x.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+            bad(
+                file,
+                format!("{at}: `bbox` holds a value that is not a finite number"),
+            )
+        })?;
+    }
+    Ok(out)
+}
+
+impl CocoGt {
+    /// Reads a COCO instances file (`images`, `categories`, `annotations` with `id`,
+    /// `image_id`, `category_id`, `bbox`, `area`, optional `iscrowd`).
+    pub fn load(file: &Path) -> Result<CocoGt> {
+        let j = read_json(file)?;
+        let list = |key: &str| -> Result<&Vec<serde_json::Value>> {
+            j.get(key)
+                .and_then(serde_json::Value::as_array)
+                .ok_or_else(|| {
+                    bad(
+                        file,
+                        format!("`{key}` is missing or not a list (not a COCO instances file?)"),
+                    )
+                })
+        };
+        let images = list("images")?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| id(file, v, &format!("images[{i}]"), "id"))
+            .collect::<Result<Vec<_>>>()?;
+        if images.is_empty() {
+            return Err(bad(file, "`images` is empty: nothing to evaluate"));
+        }
+        let categories = list("categories")?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let at = format!("categories[{i}]");
+                let name = v
+                    .get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("");
+                Ok((id(file, v, &at, "id")?, name.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let anns = list("annotations")?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let at = format!("annotations[{i}]");
+                Ok(Gt {
+                    id: id(file, v, &at, "id")?,
+                    image: id(file, v, &at, "image_id")?,
+                    category: id(file, v, &at, "category_id")?,
+                    bbox: bbox(file, v, &at)?,
+                    area: num(file, v, &at, "area")?,
+                    crowd: v
+                        .get("iscrowd")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0)
+                        != 0,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CocoGt {
+            images,
+            categories,
+            anns,
+        })
+    }
+
+    /// The categories (id, name) in file order.
+    pub fn categories(&self) -> &[(u64, String)] {
+        &self.categories
+    }
+
+    /// Reads a results file: a list of detections (`image_id`, `category_id`, `bbox`,
+    /// `score`), checked by [`CocoGt::evaluate`].
+    pub fn load_results(&self, file: &Path) -> Result<Vec<serde_json::Value>> {
+        match read_json(file)? {
+            serde_json::Value::Array(list) => Ok(list),
+            _ => Err(bad(file, "not a list of detections (COCO results format)")),
+        }
+    }
+
+    /// Evaluates `results` (from [`CocoGt::load_results`]; `file` names them in errors) as
+    /// pycocotools' `loadRes` + `COCOeval` do: detection ids 1.. in file order, area w×h;
+    /// every image must be one of the ground truth's.
+    pub fn evaluate(&self, results: &[serde_json::Value], file: &Path) -> Result<Stats> {
+        let images: std::collections::HashSet<u64> = self.images.iter().copied().collect();
+        let mut dts = Vec::with_capacity(results.len());
+        for (i, v) in results.iter().enumerate() {
+            let at = format!("[{i}]");
+            let b = bbox(file, v, &at)?;
+            let d = Dt {
+                id: i as u64 + 1,
+                image: id(file, v, &at, "image_id")?,
+                category: id(file, v, &at, "category_id")?,
+                bbox: b,
+                area: b[2] * b[3],
+                score: num(file, v, &at, "score")?,
+            };
+            if !images.contains(&d.image) {
+                return Err(bad(
+                    file,
+                    format!(
+                        "{at}: image_id {} is not an image of the ground truth",
+                        d.image
+                    ),
+                ));
+            }
+            dts.push(d);
+        }
+        Ok(evaluate(self, &dts))
+    }
+}
+
+/// numpy's `linspace(start, stop, num)`: `start + i * step`, the last value `stop` exactly.
+fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
+    let step = (stop - start) / (num - 1) as f64;
+    let mut v: Vec<f64> = (0..num).map(|i| i as f64 * step + start).collect();
+    v[num - 1] = stop;
+    v
+}
+
+const MAX_DETS: [usize; 3] = [1, 10, 100];
+const AREAS: [(f64, f64); 4] = [
+    (0.0, 1e10),
+    (0.0, 32.0 * 32.0),
+    (32.0 * 32.0, 96.0 * 96.0),
+    (96.0 * 96.0, 1e10),
+];
+
+/// maskApi.c's bbIou: IoU of [x, y, w, h] boxes; for crowd ground truth the union is the
+/// detection's area.
+fn iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
+    let w = (d[2] + d[0]).min(g[2] + g[0]) - d[0].max(g[0]);
+    if w <= 0.0 {
+        return 0.0;
+    }
+    let h = (d[3] + d[1]).min(g[3] + g[1]) - d[1].max(g[1]);
+    if h <= 0.0 {
+        return 0.0;
+    }
+    let i = w * h;
+    let da = d[2] * d[3];
+    let u = if crowd { da } else { da + g[2] * g[3] - i };
+    i / u
+}
+
+/// One image's ground truth and detections of one category, and their IoUs [d][g].
+type ImgCat<'a> = (Vec<&'a Gt>, Vec<&'a Dt>, Vec<Vec<f64>>);
+
+/// One image and category at one area range (pycocotools' `evaluateImg`).
+struct ImgEval {
+    /// [T][D]: the id of the ground truth matched at each threshold (0: none).
+    dt_matches: Vec<Vec<u64>>,
+    dt_ignore: Vec<Vec<bool>>,
+    dt_scores: Vec<f64>,
+    gt_ignore: Vec<bool>,
+}
+
+fn evaluate_img(
+    gts: &[&Gt],
+    dts: &[&Dt],
+    ious: &[Vec<f64>],
+    area: (f64, f64),
+    thresholds: &[f64],
+) -> Option<ImgEval> {
+    if gts.is_empty() && dts.is_empty() {
+        return None;
+    }
+    let ignored: Vec<bool> = gts
+        .iter()
+        .map(|g| g.crowd || g.area < area.0 || g.area > area.1)
+        .collect();
+    // Ground truth not ignored first (stable).
+    let mut gorder: Vec<usize> = (0..gts.len()).collect();
+    gorder.sort_by_key(|&i| ignored[i]);
+    let gt_ignore: Vec<bool> = gorder.iter().map(|&i| ignored[i]).collect();
+    let crowd: Vec<bool> = gorder.iter().map(|&i| gts[i].crowd).collect();
+    let (t, g, d) = (thresholds.len(), gts.len(), dts.len());
+    let mut gtm = vec![vec![0u64; g]; t];
+    let mut dt_matches = vec![vec![0u64; d]; t];
+    let mut dt_ignore = vec![vec![false; d]; t];
+    if !ious.is_empty() && g > 0 {
+        for (ti, &thr) in thresholds.iter().enumerate() {
+            for (di, det) in dts.iter().enumerate() {
+                let mut best = thr.min(1.0 - 1e-10);
+                let mut m: Option<usize> = None;
+                for (gi, &go) in gorder.iter().enumerate() {
+                    if gtm[ti][gi] > 0 && !crowd[gi] {
+                        continue;
+                    }
+                    if let Some(mi) = m {
+                        if !gt_ignore[mi] && gt_ignore[gi] {
+                            break;
+                        }
+                    }
+                    let v = ious[di][go];
+                    if v < best {
+                        continue;
+                    }
+                    best = v;
+                    m = Some(gi);
+                }
+                if let Some(mi) = m {
+                    dt_ignore[ti][di] = gt_ignore[mi];
+                    dt_matches[ti][di] = gts[gorder[mi]].id;
+                    gtm[ti][mi] = det.id;
+                }
+            }
+        }
+    }
+    for (ti, row) in dt_ignore.iter_mut().enumerate() {
+        for (di, ig) in row.iter_mut().enumerate() {
+            let out = dts[di].area < area.0 || dts[di].area > area.1;
+            *ig = *ig || (dt_matches[ti][di] == 0 && out);
+        }
+    }
+    Some(ImgEval {
+        dt_matches,
+        dt_ignore,
+        dt_scores: dts.iter().map(|d| d.score).collect(),
+        gt_ignore,
+    })
+}
+
+fn evaluate(gt: &CocoGt, dts: &[Dt]) -> Stats {
+    let thresholds = linspace(0.5, 0.95, 10);
+    let recall_points = linspace(0.0, 1.0, 101);
+    let mut img_ids = gt.images.clone();
+    img_ids.sort_unstable();
+    img_ids.dedup();
+    let mut cat_ids: Vec<u64> = gt.categories.iter().map(|c| c.0).collect();
+    cat_ids.sort_unstable();
+    cat_ids.dedup();
+    let in_imgs: std::collections::HashSet<u64> = img_ids.iter().copied().collect();
+    let in_cats: std::collections::HashSet<u64> = cat_ids.iter().copied().collect();
+    // Per (image, category), in file order (pycocotools groups by image, keeping file order).
+    let mut gmap: HashMap<(u64, u64), Vec<&Gt>> = HashMap::new();
+    for a in &gt.anns {
+        if in_imgs.contains(&a.image) && in_cats.contains(&a.category) {
+            gmap.entry((a.image, a.category)).or_default().push(a);
+        }
+    }
+    let mut dmap: HashMap<(u64, u64), Vec<&Dt>> = HashMap::new();
+    for d in dts {
+        if in_imgs.contains(&d.image) && in_cats.contains(&d.category) {
+            dmap.entry((d.image, d.category)).or_default().push(d);
+        }
+    }
+    let max_det = MAX_DETS[MAX_DETS.len() - 1];
+    let (t_n, r_n, k_n, a_n, m_n) = (
+        thresholds.len(),
+        recall_points.len(),
+        cat_ids.len(),
+        AREAS.len(),
+        MAX_DETS.len(),
+    );
+    // precision[t][r][k][a][m], recall[t][k][a][m], -1 where nothing was evaluated.
+    let pidx = |t: usize, r: usize, k: usize, a: usize, m: usize| {
+        (((t * r_n + r) * k_n + k) * a_n + a) * m_n + m
+    };
+    let ridx = |t: usize, k: usize, a: usize, m: usize| ((t * k_n + k) * a_n + a) * m_n + m;
+    let mut precision = vec![-1.0f64; t_n * r_n * k_n * a_n * m_n];
+    let mut recall = vec![-1.0f64; t_n * k_n * a_n * m_n];
+    let empty_g: Vec<&Gt> = Vec::new();
+    let empty_d: Vec<&Dt> = Vec::new();
+    for (k, &cat) in cat_ids.iter().enumerate() {
+        // Each image's detections by score (stable), cut to maxDets[-1]; their IoUs.
+        let per_img: Vec<ImgCat> = img_ids
+            .iter()
+            .map(|&img| {
+                let g = gmap.get(&(img, cat)).unwrap_or(&empty_g).clone();
+                let mut d = dmap.get(&(img, cat)).unwrap_or(&empty_d).clone();
+                d.sort_by(|a, b| b.score.total_cmp(&a.score));
+                d.truncate(max_det);
+                let ious = if g.is_empty() || d.is_empty() {
+                    Vec::new()
+                } else {
+                    d.iter()
+                        .map(|dd| {
+                            g.iter()
+                                .map(|gg| iou(&dd.bbox, &gg.bbox, gg.crowd))
+                                .collect()
+                        })
+                        .collect()
+                };
+                (g, d, ious)
+            })
+            .collect();
+        for (a, &area) in AREAS.iter().enumerate() {
+            let evals: Vec<ImgEval> = per_img
+                .iter()
+                .filter_map(|(g, d, ious)| evaluate_img(g, d, ious, area, &thresholds))
+                .collect();
+            if evals.is_empty() {
+                continue;
+            }
+            for (m, &md) in MAX_DETS.iter().enumerate() {
+                let mut scores: Vec<f64> = Vec::new();
+                let mut matched: Vec<Vec<bool>> = vec![Vec::new(); t_n];
+                let mut ign: Vec<Vec<bool>> = vec![Vec::new(); t_n];
+                for e in &evals {
+                    let n = e.dt_scores.len().min(md);
+                    scores.extend(&e.dt_scores[..n]);
+                    for t in 0..t_n {
+                        matched[t].extend(e.dt_matches[t][..n].iter().map(|&x| x != 0));
+                        ign[t].extend(&e.dt_ignore[t][..n]);
+                    }
+                }
+                let npig = evals
+                    .iter()
+                    .flat_map(|e| e.gt_ignore.iter())
+                    .filter(|&&ig| !ig)
+                    .count();
+                if npig == 0 {
+                    continue;
+                }
+                let mut order: Vec<usize> = (0..scores.len()).collect();
+                order.sort_by(|&x, &y| scores[y].total_cmp(&scores[x]));
+                for t in 0..t_n {
+                    let (mut tp, mut fp) = (0.0f64, 0.0f64);
+                    let mut rc = Vec::with_capacity(order.len());
+                    let mut pr = Vec::with_capacity(order.len());
+                    for &i in &order {
+                        if ign[t][i] {
+                            // Neither a true nor a false positive: the sums stay.
+                        } else if matched[t][i] {
+                            tp += 1.0;
+                        } else {
+                            fp += 1.0;
+                        }
+                        rc.push(tp / npig as f64);
+                        pr.push(tp / (fp + tp + f64::EPSILON));
+                    }
+                    recall[ridx(t, k, a, m)] = rc.last().copied().unwrap_or(0.0);
+                    for i in (1..pr.len()).rev() {
+                        if pr[i] > pr[i - 1] {
+                            pr[i - 1] = pr[i];
+                        }
+                    }
+                    for (r, &thr) in recall_points.iter().enumerate() {
+                        // searchsorted(rc, thr, 'left'): the first recall reaching thr.
+                        let pi = rc.partition_point(|&x| x < thr);
+                        precision[pidx(t, r, k, a, m)] = pr.get(pi).copied().unwrap_or(0.0);
+                    }
+                }
+            }
+        }
+    }
+    let mean = |v: Vec<f64>| -> f64 {
+        let kept: Vec<f64> = v.into_iter().filter(|&x| x > -1.0).collect();
+        if kept.is_empty() {
+            -1.0
+        } else {
+            kept.iter().sum::<f64>() / kept.len() as f64
+        }
+    };
+    let ap = |thr: Option<usize>, a: usize, m: usize| {
+        let mut v = Vec::new();
+        for t in 0..t_n {
+            if thr.is_some_and(|x| x != t) {
+                continue;
+            }
+            for r in 0..r_n {
+                for k in 0..k_n {
+                    v.push(precision[pidx(t, r, k, a, m)]);
+                }
+            }
+        }
+        mean(v)
+    };
+    let ar = |a: usize, m: usize| {
+        let mut v = Vec::new();
+        for t in 0..t_n {
+            for k in 0..k_n {
+                v.push(recall[ridx(t, k, a, m)]);
+            }
+        }
+        mean(v)
+    };
+    Stats([
+        ap(None, 0, 2),
+        ap(Some(0), 0, 2),
+        ap(Some(5), 0, 2),
+        ap(None, 1, 2),
+        ap(None, 2, 2),
+        ap(None, 3, 2),
+        ar(0, 0),
+        ar(0, 1),
+        ar(0, 2),
+        ar(1, 2),
+        ar(2, 2),
+        ar(3, 2),
+    ])
+}
+
+impl Stats {
+    /// The 12 lines pycocotools' `summarize()` prints.
+    pub fn table(&self) -> String {
+        let rows: [(bool, Option<f64>, &str, usize); 12] = [
+            (true, None, "all", 100),
+            (true, Some(0.5), "all", 100),
+            (true, Some(0.75), "all", 100),
+            (true, None, "small", 100),
+            (true, None, "medium", 100),
+            (true, None, "large", 100),
+            (false, None, "all", 1),
+            (false, None, "all", 10),
+            (false, None, "all", 100),
+            (false, None, "small", 100),
+            (false, None, "medium", 100),
+            (false, None, "large", 100),
+        ];
+        let mut out = String::new();
+        for ((ap, thr, area, md), v) in rows.iter().zip(self.0) {
+            let (title, ty) = if *ap {
+                ("Average Precision", "(AP)")
+            } else {
+                ("Average Recall", "(AR)")
+            };
+            let iou = match thr {
+                Some(t) => format!("{t:0.2}"),
+                None => "0.50:0.95".to_string(),
+            };
+            out.push_str(&format!(
+                " {title:<18} {ty} @[ IoU={iou:<9} | area={area:>6} | maxDets={md:>3} ] = {v:0.3}\n"
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linspace_is_numpys() {
+        let t = linspace(0.5, 0.95, 10);
+        assert_eq!(t[0], 0.5);
+        assert_eq!(t[9], 0.95);
+        // numpy: np.linspace(.5, .95, 10)[5] == 0.75 and [1] == 0.55.
+        assert_eq!(t[5], 0.75);
+        assert_eq!(t[1], 0.55);
+        let r = linspace(0.0, 1.0, 101);
+        assert_eq!(r[100], 1.0);
+        assert_eq!(r[7], 0.07);
+    }
+
+    #[test]
+    fn crowd_iou_divides_by_the_detection() {
+        let d = [0.0, 0.0, 10.0, 10.0];
+        let g = [5.0, 0.0, 10.0, 10.0];
+        assert_eq!(iou(&d, &g, false), 50.0 / 150.0);
+        assert_eq!(iou(&d, &g, true), 0.5);
+        assert_eq!(iou(&d, &[20.0, 0.0, 5.0, 5.0], false), 0.0);
+    }
+}
