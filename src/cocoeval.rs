@@ -43,6 +43,8 @@ struct Dt {
 /// A ground-truth file (COCO instances format): images, categories, annotations.
 pub struct CocoGt {
     images: Vec<u64>,
+    /// Each image's `file_name`, where given.
+    files: Vec<Option<String>>,
     categories: Vec<(u64, String)>,
     anns: Vec<Gt>,
 }
@@ -126,6 +128,14 @@ impl CocoGt {
             .enumerate()
             .map(|(i, v)| id(file, v, &format!("images[{i}]"), "id"))
             .collect::<Result<Vec<_>>>()?;
+        let files = list("images")?
+            .iter()
+            .map(|v| {
+                v.get("file_name")
+                    .and_then(serde_json::Value::as_str)
+                    .map(String::from)
+            })
+            .collect();
         if images.is_empty() {
             return Err(bad(file, "`images` is empty: nothing to evaluate"));
         }
@@ -162,9 +172,19 @@ impl CocoGt {
             .collect::<Result<Vec<_>>>()?;
         Ok(CocoGt {
             images,
+            files,
             categories,
             anns,
         })
+    }
+
+    /// The images (id, file_name where given) in file order.
+    pub fn images(&self) -> Vec<(u64, Option<&str>)> {
+        self.images
+            .iter()
+            .zip(&self.files)
+            .map(|(&i, f)| (i, f.as_deref()))
+            .collect()
     }
 
     /// The categories (id, name) in file order.

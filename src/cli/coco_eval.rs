@@ -31,14 +31,19 @@ pub fn run(a: Args) -> Result {
     let stats = gt.evaluate(&res, &a.dt)?;
     let mut out = super::out::Out::new();
     if a.json {
-        let mut j = serde_json::Map::new();
-        for (n, v) in NAMES.iter().zip(stats.0) {
-            j.insert((*n).into(), v.into());
-        }
-        j.insert("stats".into(), stats.0.to_vec().into());
-        outln!(out, "{}", serde_json::Value::Object(j));
+        outln!(out, "{}", stats_json(&stats));
     } else {
         outln!(out, "{}", stats.table().trim_end_matches('\n'));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The 12 numbers by name and as `stats`, one JSON object.
+pub fn stats_json(stats: &glip_rt::cocoeval::Stats) -> serde_json::Value {
+    let mut j = serde_json::Map::new();
+    for (n, v) in NAMES.iter().zip(stats.0) {
+        j.insert((*n).into(), v.into());
+    }
+    j.insert("stats".into(), stats.0.to_vec().into());
+    serde_json::Value::Object(j)
 }

@@ -8,6 +8,7 @@ pub mod coco_eval;
 pub mod convert;
 pub mod detect;
 pub mod doctor;
+pub mod eval;
 pub mod stream;
 pub mod throughput;
 pub mod tokenize;
@@ -37,6 +38,9 @@ pub enum Command {
     Detect(detect::Args),
     /// Convert a PyTorch GLIP checkpoint (.pth) to safetensors, without Python.
     Convert(convert::Args),
+    /// GLIP's zero-shot evaluation on a COCO-format dataset: detect every image with the
+    /// category names as the prompt, write COCO results, print COCO's AP/AR (resumable).
+    Eval(eval::Args),
     /// COCO's bbox evaluation (AP/AR as pycocotools) of a results file against ground truth.
     CocoEval(coco_eval::Args),
     /// Tokenize a prompt as GLIP does: ids, tokens, and the tokens of each phrase (JSON).
@@ -52,6 +56,7 @@ pub fn run(cli: Cli) -> crate_result::Result {
         Command::Convert(a) => convert::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::CocoEval(a) => coco_eval::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
 
