@@ -738,8 +738,9 @@ fn corpus(f: &Files) -> Vec<Case> {
             .keeps(&good_line),
     );
     v.push(
-        detect("detect: directory as image", &["--image", &a_dir, &photo])
-            .says("directory")
+        // A folder is read for its images; one without any is an error naming it.
+        detect("detect: folder without images", &["--image", &a_dir, &photo])
+            .says("no jpg/jpeg/png/webp files in this folder")
             .keeps(&good_line),
     );
     v.push(

@@ -168,7 +168,7 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 #[test]
 fn photo_gives_the_golden_detections() {
     for g in E2eGolden::all().unwrap() {
-        let o = Run::golden(&g, &["--format", "json", "--device", "cpu"]).exec();
+        let o = Run::golden(&g, &["--format", "jsonl", "--device", "cpu"]).exec();
         let tol = 1e-3 * g.box_scale().0.max(g.box_scale().1).max(1.0);
         assert_eq!(
             match_golden(&g, &o, 1e-5, Some(tol)),
@@ -185,7 +185,7 @@ fn photo_gives_the_golden_detections() {
 #[test]
 fn emulated_device_gives_the_golden_detections_and_lists_its_fallbacks() {
     let g = E2eGolden::load("12_e2e_tiny").unwrap();
-    let o = Run::golden(&g, &["--format", "json", "--device", "emu", "-v"])
+    let o = Run::golden(&g, &["--format", "jsonl", "--device", "emu", "-v"])
         .env("GLIP_EMU_CHECKS", "fast")
         .exec();
     let matched = match_golden(&g, &o, 2e-2, None);
@@ -199,7 +199,7 @@ fn emulated_device_gives_the_golden_detections_and_lists_its_fallbacks() {
     let falling = glip_rt::backend::cuda::ops::CPU_FALLBACK_OPS;
     let o = Run::golden(
         &g,
-        &["--format", "json", "--device", "emu", "--no-fallback"],
+        &["--format", "jsonl", "--device", "emu", "--no-fallback"],
     )
     .env("GLIP_EMU_CHECKS", "fast")
     .exec();
@@ -405,4 +405,101 @@ fn auto_says_which_device_once() {
         !stderr(&o).contains("running on"),
         "an explicit device needs no notice"
     );
+}
+
+/// `glip detect` on folders (with and without --recursive) and patterns, in every format: the
+/// images found in name order, a bad file reported and skipped with a non-zero exit, COCO
+/// results with the file name's number as image id and xywh with GLIP's +1, the same
+/// detections as one-line-per-image JSON.
+#[test]
+fn folders_patterns_and_every_format() {
+    let goldens = E2eGolden::all().unwrap();
+    let (a, b) = (&goldens[0], goldens.last().unwrap());
+    let tmp = glip_rt::testing::TempDir::new("glip-detect-folders");
+    let dir = tmp.join("photos");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::copy(&a.photo, dir.join("7.png")).unwrap();
+    std::fs::copy(&b.photo, dir.join("sub/000000000042.png")).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+    std::fs::write(dir.join("zz_broken.png"), "not a png either").unwrap();
+    let bert = testdata().join("tiny_bert_config.json");
+    let run = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_glip"))
+            .arg("detect")
+            .arg("--config")
+            .arg(&a.config)
+            .arg("--weights")
+            .arg(&a.weights)
+            .arg("--bert-config")
+            .arg(&bert)
+            .args(["--device", "cpu", "--prompt", "person. cup. rocket."])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let d = dir.to_str().unwrap();
+    let out = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    // The folder alone: 7.png and the broken file (reported, exit 1), not notes.txt or sub/.
+    let o = run(&["--image", d, "--format", "jsonl"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("zz_broken.png"), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = out(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0]["image"].as_str().unwrap().ends_with("7.png"));
+    // Recursive, as one JSON document: both photos in name order.
+    let o = run(&["--image", d, "-r", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let names: Vec<&str> = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["image"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.len() == 2
+            && names[0].ends_with("7.png")
+            && names[1].ends_with("sub/000000000042.png"),
+        "{names:?}"
+    );
+    // COCO results of the same run: ids from the file names, xywh with +1, same detections.
+    let o = run(&["--image", d, "-r", "--format", "coco"]);
+    let coco: Vec<serde_json::Value> = serde_json::from_str(&out(&o)).unwrap();
+    for (img, id) in doc.as_array().unwrap().iter().zip([7u64, 42]) {
+        let dets = img["detections"].as_array().unwrap();
+        let mine: Vec<&serde_json::Value> = coco.iter().filter(|c| c["image_id"] == id).collect();
+        assert_eq!(mine.len(), dets.len(), "image {id}");
+        assert!(!dets.is_empty());
+        for (c, d) in mine.iter().zip(dets) {
+            let b: Vec<f64> = d["bbox"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let w: Vec<f64> = c["bbox"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(c["category_id"], d["label"]);
+            assert_eq!(c["score"], d["score"]);
+            assert!(
+                (w[0] - b[0]).abs() < 1e-9 && (w[2] - (b[2] - b[0] + 1.0)).abs() < 1e-3,
+                "{w:?} {b:?}"
+            );
+            assert!((w[3] - (b[3] - b[1] + 1.0)).abs() < 1e-3, "{w:?} {b:?}");
+        }
+    }
+    // Patterns: one that matches, one that matches nothing (an error naming it).
+    let pat = format!("{d}/*.png");
+    let o = run(&["--image", &pat, "--format", "jsonl"]);
+    assert_eq!(out(&o).lines().count(), 1, "7.png (zz_broken.png fails)");
+    let none = format!("{d}/*.jpg");
+    let o = run(&["--image", &none]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("matches no file"), "{}", stderr(&o));
 }

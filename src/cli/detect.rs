@@ -12,9 +12,13 @@ use std::process::ExitCode;
 pub struct Args {
     #[command(flatten)]
     pub model: super::ModelArgs,
-    /// Image files (JPEG, PNG, WebP); each is processed on its own.
+    /// Images (JPEG, PNG, WebP): files, folders (their image files, sorted by name) or
+    /// patterns such as 'photos/*.jpg' (quoted: glip expands them); each image on its own.
     #[arg(long, required = true, num_args = 1..)]
     pub image: Vec<PathBuf>,
+    /// Folders given to --image are searched in their subfolders too.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
     /// The prompt: class names separated by '.' ("person. bicycle."), or a caption with --phrases.
     #[arg(long)]
     pub prompt: String,
@@ -36,10 +40,105 @@ pub struct Args {
     pub verbose: bool,
 }
 
+/// How detections are written on stdout.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
 pub enum Format {
+    /// Per image a line, then one line per detection (highest score first).
     Text,
+    /// One JSON array of {image, width, height, detections}, written at the end.
     Json,
+    /// One JSON object per image and line, as each image is done.
+    Jsonl,
+    /// COCO results: one JSON array of {image_id, category_id, bbox [x, y, w, h], score}
+    /// (image_id: the file name's number where it is one, as COCO's, else the image's
+    /// 1-based position; category_id: the phrase's label; w = x2 − x1 + 1 as GLIP's).
+    Coco,
+}
+
+/// The file extensions read from folders and patterns.
+const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
+fn is_image(p: &std::path::Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// The image files of a folder, sorted by path (subfolders too when `recursive`).
+fn folder_images(
+    dir: &std::path::Path,
+    recursive: bool,
+    out: &mut Vec<PathBuf>,
+) -> glip_rt::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            if recursive {
+                folder_images(&p, true, out)?;
+            }
+        } else if is_image(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// The images the --image arguments name, in order; each argument that names none is an
+/// error (reported, the others still run).
+fn expand_inputs(args: &[PathBuf], recursive: bool) -> (Vec<PathBuf>, Vec<String>) {
+    let (mut files, mut errors) = (Vec::new(), Vec::new());
+    for a in args {
+        let text = a.to_string_lossy();
+        if a.is_dir() {
+            let before = files.len();
+            match folder_images(a, recursive, &mut files) {
+                Ok(()) if files.len() == before => errors.push(format!(
+                    "{}: no {} files in this folder{}",
+                    a.display(),
+                    IMAGE_EXTENSIONS.join("/"),
+                    if recursive {
+                        " or below"
+                    } else {
+                        " (--recursive searches subfolders)"
+                    }
+                )),
+                Ok(()) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        } else if !a.exists() && text.contains(['*', '?', '[']) {
+            match glob::glob(&text) {
+                Ok(paths) => {
+                    let mut found: Vec<PathBuf> = paths
+                        .filter_map(|p| p.ok())
+                        .filter(|p| p.is_file())
+                        .collect();
+                    found.sort();
+                    if found.is_empty() {
+                        errors.push(format!("{text}: the pattern matches no file"));
+                    }
+                    files.extend(found);
+                }
+                Err(e) => errors.push(format!("{text}: not a valid pattern ({e})")),
+            }
+        } else {
+            // A file (a missing one is reported when it is read).
+            files.push(a.clone());
+        }
+    }
+    (files, errors)
+}
+
+/// COCO's image id for a file: its name's number (COCO's 000000397133.jpg is 397133), else
+/// its 1-based position among the images.
+fn coco_image_id(path: &std::path::Path, position: usize) -> u64 {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(position as u64 + 1)
 }
 
 #[derive(serde::Serialize)]
@@ -64,8 +163,14 @@ pub fn run(a: Args) -> Result {
         det.set_prompt_with_phrases(&a.prompt, &a.phrases)?;
     }
     let mut out = super::out::Out::new();
-    let mut failed = 0usize;
-    for (i, path) in a.image.iter().enumerate() {
+    let (images, errors) = expand_inputs(&a.image, a.recursive);
+    let mut failed = errors.len();
+    for e in errors {
+        say!("error: {e}");
+    }
+    // --format json and coco: one document, written once every image is done.
+    let mut document: Vec<serde_json::Value> = Vec::new();
+    for (i, path) in images.iter().enumerate() {
         // A bad image is reported and skipped; the others are still processed.
         let result = (|| -> glip_rt::Result<(Vec<Detection>, (usize, usize), Taps)> {
             let img = preprocess::load_image(path, det.preprocess_config().exif_orientation)?;
@@ -100,10 +205,26 @@ pub fn run(a: Args) -> Result {
                     detections: &dets,
                 };
                 match a.format {
-                    Format::Json => {
+                    Format::Jsonl => {
                         let line = serde_json::to_string(&res)
                             .map_err(|e| Error::Invalid(format!("json: {e}")))?;
                         outln!(out, "{line}");
+                    }
+                    Format::Json => document.push(
+                        serde_json::to_value(&res)
+                            .map_err(|e| Error::Invalid(format!("json: {e}")))?,
+                    ),
+                    Format::Coco => {
+                        let id = coco_image_id(path, i);
+                        document.extend(dets.iter().map(|d| {
+                            let [x1, y1, x2, y2] = d.bbox;
+                            serde_json::json!({
+                                "image_id": id,
+                                "category_id": d.label,
+                                "bbox": [x1, y1, x2 - x1 + 1.0, y2 - y1 + 1.0],
+                                "score": d.score,
+                            })
+                        }));
                     }
                     Format::Text => {
                         outln!(out, "{} ({w}x{h}): {} detections", res.image, dets.len());
@@ -130,6 +251,9 @@ pub fn run(a: Args) -> Result {
                 say!("error: {}: {e}", path.display());
             }
         }
+    }
+    if matches!(a.format, Format::Json | Format::Coco) {
+        outln!(out, "{}", serde_json::Value::Array(document));
     }
     if a.verbose {
         say!("device: {}", det.model().backend().describe());
