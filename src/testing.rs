@@ -339,6 +339,21 @@ pub fn test_backends() -> Vec<(String, crate::model::glip::SharedBackend)> {
     v
 }
 
+/// Resident memory of process `pid` in kB (Linux /proc; None elsewhere): the soak tests'
+/// measure.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The median of `v` (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// A fresh directory under the system temp dir, removed with its contents when dropped.
 pub struct TempDir(PathBuf);
 

@@ -739,9 +739,12 @@ fn corpus(f: &Files) -> Vec<Case> {
     );
     v.push(
         // A folder is read for its images; one without any is an error naming it.
-        detect("detect: folder without images", &["--image", &a_dir, &photo])
-            .says("no jpg/jpeg/png/webp files in this folder")
-            .keeps(&good_line),
+        detect(
+            "detect: folder without images",
+            &["--image", &a_dir, &photo],
+        )
+        .says("no jpg/jpeg/png/webp files in this folder")
+        .keeps(&good_line),
     );
     v.push(
         detect(

@@ -124,13 +124,7 @@ fn check_tap(key: &str, got: &[f32], want: &[f32], exact: bool) -> (f32, f32) {
         got.iter().all(|v| v.is_finite()),
         "{key}: non-finite values"
     );
-    let d = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    let scale = want.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
-    let rel = d / scale.max(f32::MIN_POSITIVE);
+    let (d, rel) = parity::rel_error(got, want);
     if exact {
         assert_close(key, got, want, 1e-4, 1e-4);
     } else {

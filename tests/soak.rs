@@ -5,25 +5,12 @@
 //! of the first frames after the warm-up (a generous bound for a shared CI machine; a leak
 //! or a cost that grows with the frame count exceeds both).
 
-use glip_rt::testing::{testdata, E2eGolden};
+use glip_rt::testing::{median, rss_kb, testdata, E2eGolden};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const WARM_UP: usize = 200;
-
-/// Resident memory of process `pid` in kB (Linux /proc).
-fn rss_kb(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 #[test]
 fn a_long_stream_keeps_memory_flat_and_latency_steady() {

@@ -6,29 +6,21 @@
 //! 2× that of the first frames after the warm-up. Its own test binary, so that no other test
 //! shares the process whose memory it reads.
 
-use glip_rt::testing::{testdata, E2eGolden};
+use glip_rt::testing::{median, rss_kb, testdata, E2eGolden};
 use gst::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 const WARM_UP: usize = 200;
 
-/// Resident memory of this process in kB (Linux /proc).
-fn rss_kb() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// Resident memory of this process in kB.
+fn rss() -> Option<u64> {
+    rss_kb(std::process::id())
 }
 
 #[test]
 fn a_long_pipeline_keeps_memory_flat_and_latency_steady() {
-    if rss_kb().is_none() {
+    if rss().is_none() {
         eprintln!("skipped: no /proc to read resident memory from");
         return;
     }
@@ -84,7 +76,7 @@ fn a_long_pipeline_keeps_memory_flat_and_latency_steady() {
                     *l = now;
                     dt
                 };
-                log.lock().unwrap().push((dt, rss_kb().unwrap_or(0), metas));
+                log.lock().unwrap().push((dt, rss().unwrap_or(0), metas));
                 None
             });
     }
