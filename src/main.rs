@@ -8,8 +8,14 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // GLIP_LOG, else RUST_LOG, as the filter (e.g. `debug`, `glip_rt=trace`).
+    let var = if std::env::var_os("GLIP_LOG").is_some() {
+        "GLIP_LOG"
+    } else {
+        "RUST_LOG"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("GLIP_LOG"))
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env(var))
         .with_writer(std::io::stderr)
         .init();
     // clap's own exit path drops a failed write of --help to stdout; route it through the

@@ -170,7 +170,15 @@ pub fn run(a: Args) -> Result {
     }
     // --format json and coco: one document, written once every image is done.
     let mut document: Vec<serde_json::Value> = Vec::new();
+    // Many images with results going to a file or pipe: progress on a terminal's stderr
+    // (nothing when stderr is not a terminal, or when the results are on the same screen).
+    let to_screen = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut progress = (images.len() > 1 && !to_screen)
+        .then(|| super::progress::Progress::new(images.len(), true));
     for (i, path) in images.iter().enumerate() {
+        if let Some(p) = progress.as_mut() {
+            p.tick(i, 0);
+        }
         // A bad image is reported and skipped; the others are still processed.
         let result = (|| -> glip_rt::Result<(Vec<Detection>, (usize, usize), Taps)> {
             let img = preprocess::load_image(path, det.preprocess_config().exif_orientation)?;
@@ -251,6 +259,10 @@ pub fn run(a: Args) -> Result {
                 say!("error: {}: {e}", path.display());
             }
         }
+    }
+    if let Some(p) = progress.as_mut() {
+        p.tick(images.len(), 0);
+        p.finish();
     }
     if matches!(a.format, Format::Json | Format::Coco) {
         outln!(out, "{}", serde_json::Value::Array(document));

@@ -12,10 +12,9 @@ use super::crate_result::Result;
 use glip_rt::cocoeval::CocoGt;
 use glip_rt::tokenizer::Prompt;
 use glip_rt::Error;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -154,9 +153,8 @@ pub fn run(a: Args) -> Result {
         .open(&partial)
         .map_err(|e| Error::io(&partial, e))?;
     let todo: Vec<&(u64, PathBuf)> = images.iter().filter(|i| !finished.contains(&i.0)).collect();
-    let tty = std::io::stderr().is_terminal();
-    let start = Instant::now();
-    let mut last_report = Instant::now();
+    let mut progress = super::progress::Progress::new(images.len(), false);
+    let offset = done.len();
     let mut ran = 0usize;
     for (id, path) in &todo {
         if a.limit.is_some_and(|l| ran >= l) {
@@ -186,25 +184,9 @@ pub fn run(a: Args) -> Result {
         log.flush().map_err(|e| Error::io(&partial, e))?;
         done.push(d);
         ran += 1;
-        if tty || last_report.elapsed().as_secs_f64() >= 5.0 || ran == todo.len() {
-            let rate = ran as f64 / start.elapsed().as_secs_f64().max(1e-9);
-            let left = (todo.len() - ran) as f64 / rate.max(1e-9);
-            let msg = format!(
-                "{}/{} images, {rate:.2} images/s, ETA {left:.0} s",
-                done.len(),
-                images.len()
-            );
-            if tty {
-                eprint!("\r{msg}   ");
-            } else {
-                say!("{msg}");
-            }
-            last_report = Instant::now();
-        }
+        progress.tick(done.len(), offset);
     }
-    if tty && ran > 0 {
-        eprintln!();
-    }
+    progress.finish();
     if done.len() < images.len() {
         say!(
             "stopped after {ran} images (--limit): {} of {} done; run again to go on",

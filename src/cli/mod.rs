@@ -9,6 +9,7 @@ pub mod convert;
 pub mod detect;
 pub mod doctor;
 pub mod eval;
+pub mod progress;
 pub mod stream;
 pub mod throughput;
 pub mod tokenize;
@@ -19,7 +20,11 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "glip",
     version,
-    about = "GLIP phrase-grounding detector: CUDA kernels + CPU reference"
+    about = "GLIP phrase-grounding detector: CUDA kernels + CPU reference",
+    after_help = "Exit codes: 0 done; 1 an error (said on stderr), or some input could not be \
+                  processed (glip detect: the other images are still done); 2 the command line \
+                  is wrong. Results go to stdout, messages and logs to stderr (GLIP_LOG or \
+                  RUST_LOG, e.g. RUST_LOG=debug)."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -89,6 +89,13 @@ pub fn warn(text: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
+/// [`warn`] without the newline (a line redrawn in place).
+pub fn warn_inline(text: impl std::fmt::Display) {
+    let mut e = std::io::stderr().lock();
+    let _ = write!(e, "{text}");
+    let _ = e.flush();
+}
+
 /// `eprintln!` that never panics: `say!("warning: {x}")`.
 macro_rules! say {
     ($($arg:tt)*) => {
