@@ -4,6 +4,7 @@
 //! backend computing the same function, which is the reference for every kernel and the
 //! fallback without a GPU. See README.md and docs/.
 
+pub mod annotate;
 pub mod api;
 pub mod backend;
 pub mod capi;

@@ -503,3 +503,55 @@ fn folders_patterns_and_every_format() {
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("matches no file"), "{}", stderr(&o));
 }
+
+/// `--annotate DIR`: each image written under its name with its boxes drawn (an input name
+/// seen twice gets `-2`); with a threshold no detection reaches, the picture is unchanged.
+#[test]
+fn annotate_writes_each_picture_with_its_boxes() {
+    let g = E2eGolden::load("12_e2e_tiny").unwrap();
+    let tmp = glip_rt::testing::TempDir::new("glip-detect-annotate");
+    let bert = testdata().join("tiny_bert_config.json");
+    let run = |dir: &std::path::Path, thr: &str| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_glip"))
+            .arg("detect")
+            .arg("--config")
+            .arg(&g.config)
+            .arg("--weights")
+            .arg(&g.weights)
+            .arg("--bert-config")
+            .arg(&bert)
+            .args(["--device", "cpu", "--prompt", "person. cup. rocket."])
+            .arg("--image")
+            .arg(&g.photo)
+            .arg(&g.photo)
+            .arg("--annotate")
+            .arg(dir)
+            .args(["--annotate-threshold", thr])
+            .output()
+            .unwrap()
+    };
+    let original = image::open(&g.photo).unwrap().to_rgb8();
+    let name = g.photo.file_name().unwrap().to_str().unwrap().to_string();
+    let stem = name.trim_end_matches(".png");
+    let drawn = tmp.join("drawn");
+    let o = run(&drawn, "0.4");
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [name.clone(), format!("{stem}-2.png")] {
+        let pic = image::open(drawn.join(&f)).unwrap().to_rgb8();
+        assert_eq!(pic.dimensions(), original.dimensions(), "{f}");
+        let changed = pic
+            .pixels()
+            .zip(original.pixels())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(changed > 1000, "{f}: only {changed} pixels drawn");
+    }
+    let none = tmp.join("none");
+    let o = run(&none, "1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pic = image::open(none.join(&name)).unwrap().to_rgb8();
+    assert!(
+        pic == original,
+        "nothing scores 1: the picture is unchanged"
+    );
+}

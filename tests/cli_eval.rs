@@ -110,7 +110,10 @@ fn eval_writes_glips_results_and_scores_them() {
     assert!(o.status.success(), "{stderr}");
     assert_eq!(stdout.lines().count(), 12, "{stdout}");
     // Progress (stderr is not a terminal here: a line at the end).
-    assert!(stderr.contains("2/2 images, ") && stderr.contains("images/s, ETA 0 s"), "{stderr}");
+    assert!(
+        stderr.contains("2/2 images, ") && stderr.contains("images/s, ETA 0 s"),
+        "{stderr}"
+    );
     assert!(stdout
         .starts_with(" Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = "));
     // The table is what `glip coco-eval` says of the results written.

@@ -19,6 +19,14 @@ pub struct Args {
     /// Folders given to --image are searched in their subfolders too.
     #[arg(long, short = 'r')]
     pub recursive: bool,
+    /// Write each image with its boxes and "phrase score" labels (one colour per phrase) to
+    /// this folder, under its file name (the format from the extension).
+    #[arg(long, value_name = "DIR")]
+    pub annotate: Option<PathBuf>,
+    /// Draw only detections scoring at least this (GLIP's demo: 0.5). The printed results
+    /// follow --threshold.
+    #[arg(long, default_value_t = glip_rt::annotate::DEFAULT_THRESHOLD)]
+    pub annotate_threshold: f32,
     /// The prompt: class names separated by '.' ("person. bicycle."), or a caption with --phrases.
     #[arg(long)]
     pub prompt: String,
@@ -132,6 +140,29 @@ fn expand_inputs(args: &[PathBuf], recursive: bool) -> (Vec<PathBuf>, Vec<String
     (files, errors)
 }
 
+/// Where the annotated picture of `input` goes: `dir/<its file name>`, or `<stem>-N.<ext>`
+/// when an earlier input of this run had that name.
+fn annotated_path(
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    written: &mut std::collections::HashSet<PathBuf>,
+) -> PathBuf {
+    let name = input
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "image.png".into());
+    let mut p = dir.join(&name);
+    let mut n = 2;
+    while written.contains(&p) {
+        let stem = name.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+        let ext = name.extension().and_then(|s| s.to_str()).unwrap_or("png");
+        p = dir.join(format!("{stem}-{n}.{ext}"));
+        n += 1;
+    }
+    written.insert(p.clone());
+    p
+}
+
 /// COCO's image id for a file: its name's number (COCO's 000000397133.jpg is 397133), else
 /// its 1-based position among the images.
 fn coco_image_id(path: &std::path::Path, position: usize) -> u64 {
@@ -168,6 +199,17 @@ pub fn run(a: Args) -> Result {
     for e in errors {
         say!("error: {e}");
     }
+    if let Some(dir) = &a.annotate {
+        if !(0.0..=1.0).contains(&a.annotate_threshold) {
+            return Err(Error::Invalid(format!(
+                "--annotate-threshold {} must be in [0, 1]",
+                a.annotate_threshold
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    // Annotated file names already written (two inputs of one name do not overwrite).
+    let mut written = std::collections::HashSet::new();
     // --format json and coco: one document, written once every image is done.
     let mut document: Vec<serde_json::Value> = Vec::new();
     // Many images with results going to a file or pipe: progress on a terminal's stderr
@@ -181,7 +223,7 @@ pub fn run(a: Args) -> Result {
         }
         // A bad image is reported and skipped; the others are still processed.
         let result = (|| -> glip_rt::Result<(Vec<Detection>, (usize, usize), Taps)> {
-            let img = preprocess::load_image(path, det.preprocess_config().exif_orientation)?;
+            let mut img = preprocess::load_image(path, det.preprocess_config().exif_orientation)?;
             let pre = preprocess::preprocess_image(&img, det.preprocess_config())?;
             let mut taps = if i == 0 && a.dump.is_some() {
                 Taps::enabled()
@@ -189,7 +231,12 @@ pub fn run(a: Args) -> Result {
                 Taps::disabled()
             };
             let (mut dets, _) = det.run(std::slice::from_ref(&pre), &mut taps)?;
-            Ok((dets.pop().unwrap_or_default(), pre.original_hw, taps))
+            let dets = dets.pop().unwrap_or_default();
+            if let Some(dir) = &a.annotate {
+                glip_rt::annotate::draw(&mut img, &dets, a.annotate_threshold);
+                glip_rt::annotate::save(&img, &annotated_path(dir, path, &mut written))?;
+            }
+            Ok((dets, pre.original_hw, taps))
         })();
         match result {
             Ok((dets, (h, w), taps)) => {
