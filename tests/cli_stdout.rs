@@ -130,6 +130,23 @@ fn commands() -> Vec<(&'static str, Vec<String>, Vec<u8>)> {
         ),
         ("detect", detect, vec![]),
         ("stream", stream, frames),
+        (
+            "coco-eval",
+            vec![
+                "coco-eval".into(),
+                "--gt".into(),
+                testdata()
+                    .join("cocoeval/small_gt.json")
+                    .display()
+                    .to_string(),
+                "--dt".into(),
+                testdata()
+                    .join("cocoeval/small_dt.json")
+                    .display()
+                    .to_string(),
+            ],
+            vec![],
+        ),
     ]
 }
 
