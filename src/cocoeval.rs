@@ -7,11 +7,20 @@
 //! and read at each recall point (0 past the last one reached), each mean over the entries
 //! that exist (-1 when none does).
 //!
+//! An LVIS file (every image lists `neg_category_ids` and `not_exhaustive_category_ids`) is
+//! scored by the LVIS API's rules instead (`LVISResults` + `LVISEval`): each image's 300 best
+//! detections; only detections of categories the image has annotations of or lists as
+//! absent; unmatched detections of not-exhaustively-annotated categories ignored; no crowd,
+//! the annotations' own `ignore`; AP also per frequency group (rare, common, frequent); 13
+//! numbers, printed as the LVIS API prints them (`area=     s` included). Image files come
+//! from `coco_url` there.
+//!
 //! Reproduced as pycocotools computes it, quirks included: a ground-truth box's area is its
 //! annotation's `area` field (not its box's), a detection's is w×h; ties in score keep file
 //! order (stable sorts); thresholds are numpy's `linspace` values; a ground truth whose id
 //! is 0 counts as unmatched. Checked against pycocotools on the fixtures under
-//! `tests/testdata/cocoeval/` (made by `scripts/make_cocoeval_fixtures.py`).
+//! `tests/testdata/cocoeval/` (made by `scripts/make_cocoeval_fixtures.py`), and against the
+//! LVIS API on its LVIS fixtures.
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -27,6 +36,8 @@ struct Gt {
     bbox: [f64; 4],
     area: f64,
     crowd: bool,
+    /// LVIS: the annotation's own `ignore` flag (COCO ignores crowd boxes instead).
+    ignore: bool,
 }
 
 /// One detection.
@@ -42,6 +53,9 @@ struct Dt {
 
 /// A ground-truth file (COCO instances format): images, categories, annotations.
 pub struct CocoGt {
+    /// LVIS's federated annotation, when the file is LVIS's (every image lists
+    /// `neg_category_ids` and `not_exhaustive_category_ids`).
+    lvis: Option<Lvis>,
     images: Vec<u64>,
     /// Each image's `file_name`, where given.
     files: Vec<Option<String>>,
@@ -49,10 +63,45 @@ pub struct CocoGt {
     anns: Vec<Gt>,
 }
 
-/// The 12 numbers, in pycocotools' order (AP, AP50, AP75, AP small/medium/large, AR1, AR10,
-/// AR100, AR small/medium/large).
+/// LVIS's per-image category lists and per-category frequency.
+struct Lvis {
+    /// Categories verified absent from each image: detections of them are false positives.
+    neg: HashMap<u64, std::collections::HashSet<u64>>,
+    /// Categories not exhaustively annotated in each image: unmatched detections are ignored.
+    not_exhaustive: HashMap<u64, std::collections::HashSet<u64>>,
+    /// Each category's frequency group: "r", "c" or "f".
+    frequency: HashMap<u64, String>,
+}
+
+/// The most detections per image LVIS keeps (the highest scores).
+pub const LVIS_MAX_DETS: usize = 300;
+
+/// Which rules scored the results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rules {
+    Coco,
+    Lvis,
+}
+
+/// The evaluation's numbers, in the order its reference API prints them: pycocotools' 12
+/// (AP, AP50, AP75, APs/m/l, AR1, AR10, AR100, ARs/m/l) or the LVIS API's 13 (AP, AP50,
+/// AP75, APs/m/l, APr/c/f, AR@300, ARs/m/l@300).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Stats(pub [f64; 12]);
+pub struct Stats {
+    pub rules: Rules,
+    pub names: &'static [&'static str],
+    pub values: Vec<f64>,
+}
+
+/// The names of [`Stats::values`] under COCO's rules.
+pub const COCO_NAMES: [&str; 12] = [
+    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+];
+/// … and under LVIS's (as the LVIS API names them).
+pub const LVIS_NAMES: [&str; 13] = [
+    "AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", "AR@300", "ARs@300", "ARm@300",
+    "ARl@300",
+];
 
 fn bad(file: &Path, what: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("{}: {what}", file.display()))
@@ -131,11 +180,66 @@ impl CocoGt {
         let files = list("images")?
             .iter()
             .map(|v| {
+                // LVIS lists coco_url instead: the file is its last path component.
                 v.get("file_name")
                     .and_then(serde_json::Value::as_str)
+                    .or_else(|| {
+                        v.get("coco_url")
+                            .and_then(serde_json::Value::as_str)
+                            .and_then(|u| u.rsplit('/').next())
+                    })
                     .map(String::from)
             })
             .collect();
+        let ids_of = |v: &serde_json::Value,
+                      at: &str,
+                      key: &str|
+         -> Result<std::collections::HashSet<u64>> {
+            v.get(key)
+                .and_then(serde_json::Value::as_array)
+                .ok_or_else(|| bad(file, format!("{at}: `{key}` is not a list")))?
+                .iter()
+                .map(|x| {
+                    x.as_u64().ok_or_else(|| {
+                        bad(
+                            file,
+                            format!("{at}: `{key}` holds a value that is not an id"),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let imgs = list("images")?;
+        let is_lvis = !imgs.is_empty()
+            && imgs.iter().all(|v| {
+                v.get("neg_category_ids").is_some()
+                    && v.get("not_exhaustive_category_ids").is_some()
+            });
+        let lvis = if is_lvis {
+            let (mut neg, mut not_exhaustive) = (HashMap::new(), HashMap::new());
+            for (i, (v, &img)) in imgs.iter().zip(&images).enumerate() {
+                let at = format!("images[{i}]");
+                neg.insert(img, ids_of(v, &at, "neg_category_ids")?);
+                not_exhaustive.insert(img, ids_of(v, &at, "not_exhaustive_category_ids")?);
+            }
+            let mut frequency = HashMap::new();
+            for (i, v) in list("categories")?.iter().enumerate() {
+                let at = format!("categories[{i}]");
+                let f = v
+                    .get("frequency")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|f| matches!(*f, "r" | "c" | "f"))
+                    .ok_or_else(|| bad(file, format!("{at}: LVIS `frequency` is not r, c or f")))?;
+                frequency.insert(id(file, v, &at, "id")?, f.to_string());
+            }
+            Some(Lvis {
+                neg,
+                not_exhaustive,
+                frequency,
+            })
+        } else {
+            None
+        };
         if images.is_empty() {
             return Err(bad(file, "`images` is empty: nothing to evaluate"));
         }
@@ -167,10 +271,16 @@ impl CocoGt {
                         .and_then(serde_json::Value::as_u64)
                         .unwrap_or(0)
                         != 0,
+                    ignore: v
+                        .get("ignore")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0)
+                        != 0,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(CocoGt {
+            lvis,
             images,
             files,
             categories,
@@ -278,19 +388,31 @@ struct ImgEval {
     gt_ignore: Vec<bool>,
 }
 
+/// `not_exhaustive`: LVIS, a category not exhaustively annotated in this image (its unmatched
+/// detections are ignored).
 fn evaluate_img(
+    rules: Rules,
     gts: &[&Gt],
     dts: &[&Dt],
     ious: &[Vec<f64>],
     area: (f64, f64),
     thresholds: &[f64],
+    not_exhaustive: bool,
 ) -> Option<ImgEval> {
     if gts.is_empty() && dts.is_empty() {
         return None;
     }
+    // COCO ignores crowd boxes (pycocotools overwrites `ignore` with `iscrowd`); LVIS has no
+    // crowd and keeps the annotation's `ignore`.
     let ignored: Vec<bool> = gts
         .iter()
-        .map(|g| g.crowd || g.area < area.0 || g.area > area.1)
+        .map(|g| {
+            let flag = match rules {
+                Rules::Coco => g.crowd,
+                Rules::Lvis => g.ignore,
+            };
+            flag || g.area < area.0 || g.area > area.1
+        })
         .collect();
     // Ground truth not ignored first (stable).
     let mut gorder: Vec<usize> = (0..gts.len()).collect();
@@ -332,7 +454,7 @@ fn evaluate_img(
     }
     for (ti, row) in dt_ignore.iter_mut().enumerate() {
         for (di, ig) in row.iter_mut().enumerate() {
-            let out = dts[di].area < area.0 || dts[di].area > area.1;
+            let out = dts[di].area < area.0 || dts[di].area > area.1 || not_exhaustive;
             *ig = *ig || (dt_matches[ti][di] == 0 && out);
         }
     }
@@ -362,19 +484,57 @@ fn evaluate(gt: &CocoGt, dts: &[Dt]) -> Stats {
             gmap.entry((a.image, a.category)).or_default().push(a);
         }
     }
+    let rules = if gt.lvis.is_some() {
+        Rules::Lvis
+    } else {
+        Rules::Coco
+    };
+    // LVIS (LVISResults, LVISEval._prepare): each image's 300 best detections (stable by
+    // score), and only those of categories the image has annotations of or lists as absent.
+    let kept: Vec<&Dt> = match &gt.lvis {
+        None => dts.iter().collect(),
+        Some(l) => {
+            let mut per_img: HashMap<u64, Vec<&Dt>> = HashMap::new();
+            for d in dts {
+                per_img.entry(d.image).or_default().push(d);
+            }
+            let mut top: std::collections::HashSet<u64> = std::collections::HashSet::new();
+            for list in per_img.values_mut() {
+                list.sort_by(|a, b| b.score.total_cmp(&a.score));
+                top.extend(list.iter().take(LVIS_MAX_DETS).map(|d| d.id));
+            }
+            let mut present: std::collections::HashSet<(u64, u64)> =
+                std::collections::HashSet::new();
+            for a in &gt.anns {
+                present.insert((a.image, a.category));
+            }
+            dts.iter()
+                .filter(|d| top.contains(&d.id))
+                .filter(|d| {
+                    present.contains(&(d.image, d.category))
+                        || l.neg.get(&d.image).is_some_and(|n| n.contains(&d.category))
+                })
+                .collect()
+        }
+    };
     let mut dmap: HashMap<(u64, u64), Vec<&Dt>> = HashMap::new();
-    for d in dts {
+    for d in kept {
         if in_imgs.contains(&d.image) && in_cats.contains(&d.category) {
             dmap.entry((d.image, d.category)).or_default().push(d);
         }
     }
-    let max_det = MAX_DETS[MAX_DETS.len() - 1];
+    // COCO: maxDets 1, 10, 100; LVIS: all kept (300 per image).
+    let max_dets: &[usize] = match rules {
+        Rules::Coco => &MAX_DETS,
+        Rules::Lvis => &[usize::MAX],
+    };
+    let max_det = max_dets[max_dets.len() - 1];
     let (t_n, r_n, k_n, a_n, m_n) = (
         thresholds.len(),
         recall_points.len(),
         cat_ids.len(),
         AREAS.len(),
-        MAX_DETS.len(),
+        max_dets.len(),
     );
     // precision[t][r][k][a][m], recall[t][k][a][m], -1 where nothing was evaluated.
     let pidx = |t: usize, r: usize, k: usize, a: usize, m: usize| {
@@ -411,12 +571,18 @@ fn evaluate(gt: &CocoGt, dts: &[Dt]) -> Stats {
         for (a, &area) in AREAS.iter().enumerate() {
             let evals: Vec<ImgEval> = per_img
                 .iter()
-                .filter_map(|(g, d, ious)| evaluate_img(g, d, ious, area, &thresholds))
+                .zip(&img_ids)
+                .filter_map(|((g, d, ious), img)| {
+                    let ne = gt.lvis.as_ref().is_some_and(|l| {
+                        l.not_exhaustive.get(img).is_some_and(|n| n.contains(&cat))
+                    });
+                    evaluate_img(rules, g, d, ious, area, &thresholds, ne)
+                })
                 .collect();
             if evals.is_empty() {
                 continue;
             }
-            for (m, &md) in MAX_DETS.iter().enumerate() {
+            for (m, &md) in max_dets.iter().enumerate() {
                 let mut scores: Vec<f64> = Vec::new();
                 let mut matched: Vec<Vec<bool>> = vec![Vec::new(); t_n];
                 let mut ign: Vec<Vec<bool>> = vec![Vec::new(); t_n];
@@ -476,14 +642,15 @@ fn evaluate(gt: &CocoGt, dts: &[Dt]) -> Stats {
             kept.iter().sum::<f64>() / kept.len() as f64
         }
     };
-    let ap = |thr: Option<usize>, a: usize, m: usize| {
+    // Mean precision over thresholds (all, or one), recall points and the categories `cats`.
+    let ap = |thr: Option<usize>, cats: &[usize], a: usize, m: usize| {
         let mut v = Vec::new();
         for t in 0..t_n {
             if thr.is_some_and(|x| x != t) {
                 continue;
             }
             for r in 0..r_n {
-                for k in 0..k_n {
+                for &k in cats {
                     v.push(precision[pidx(t, r, k, a, m)]);
                 }
             }
@@ -499,53 +666,108 @@ fn evaluate(gt: &CocoGt, dts: &[Dt]) -> Stats {
         }
         mean(v)
     };
-    Stats([
-        ap(None, 0, 2),
-        ap(Some(0), 0, 2),
-        ap(Some(5), 0, 2),
-        ap(None, 1, 2),
-        ap(None, 2, 2),
-        ap(None, 3, 2),
-        ar(0, 0),
-        ar(0, 1),
-        ar(0, 2),
-        ar(1, 2),
-        ar(2, 2),
-        ar(3, 2),
-    ])
+    let all: Vec<usize> = (0..k_n).collect();
+    match &gt.lvis {
+        None => Stats {
+            rules,
+            names: &COCO_NAMES,
+            values: vec![
+                ap(None, &all, 0, 2),
+                ap(Some(0), &all, 0, 2),
+                ap(Some(5), &all, 0, 2),
+                ap(None, &all, 1, 2),
+                ap(None, &all, 2, 2),
+                ap(None, &all, 3, 2),
+                ar(0, 0),
+                ar(0, 1),
+                ar(0, 2),
+                ar(1, 2),
+                ar(2, 2),
+                ar(3, 2),
+            ],
+        },
+        Some(l) => {
+            // Categories (by index) of each frequency group.
+            let group = |f: &str| -> Vec<usize> {
+                cat_ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| l.frequency.get(c).is_some_and(|x| x == f))
+                    .map(|(k, _)| k)
+                    .collect()
+            };
+            Stats {
+                rules,
+                names: &LVIS_NAMES,
+                values: vec![
+                    ap(None, &all, 0, 0),
+                    ap(Some(0), &all, 0, 0),
+                    ap(Some(5), &all, 0, 0),
+                    ap(None, &all, 1, 0),
+                    ap(None, &all, 2, 0),
+                    ap(None, &all, 3, 0),
+                    ap(None, &group("r"), 0, 0),
+                    ap(None, &group("c"), 0, 0),
+                    ap(None, &group("f"), 0, 0),
+                    ar(0, 0),
+                    ar(1, 0),
+                    ar(2, 0),
+                    ar(3, 0),
+                ],
+            }
+        }
+    }
 }
 
 impl Stats {
-    /// The 12 lines pycocotools' `summarize()` prints.
+    /// The lines the reference API prints: pycocotools' `summarize()` (12) or the LVIS
+    /// API's `print_results()` (13, its quirks kept: "area=     s" for small).
     pub fn table(&self) -> String {
-        let rows: [(bool, Option<f64>, &str, usize); 12] = [
-            (true, None, "all", 100),
-            (true, Some(0.5), "all", 100),
-            (true, Some(0.75), "all", 100),
-            (true, None, "small", 100),
-            (true, None, "medium", 100),
-            (true, None, "large", 100),
-            (false, None, "all", 1),
-            (false, None, "all", 10),
-            (false, None, "all", 100),
-            (false, None, "small", 100),
-            (false, None, "medium", 100),
-            (false, None, "large", 100),
-        ];
         let mut out = String::new();
-        for ((ap, thr, area, md), v) in rows.iter().zip(self.0) {
-            let (title, ty) = if *ap {
+        for (name, v) in self.names.iter().zip(&self.values) {
+            let ap = name.starts_with("AP");
+            let (title, ty) = if ap {
                 ("Average Precision", "(AP)")
             } else {
                 ("Average Recall", "(AR)")
             };
-            let iou = match thr {
-                Some(t) => format!("{t:0.2}"),
-                None => "0.50:0.95".to_string(),
+            let third = name.chars().nth(2);
+            let iou = match &name[2.min(name.len())..] {
+                "50" => "0.50".to_string(),
+                "75" => "0.75".to_string(),
+                _ => "0.50:0.95".to_string(),
             };
-            out.push_str(&format!(
-                " {title:<18} {ty} @[ IoU={iou:<9} | area={area:>6} | maxDets={md:>3} ] = {v:0.3}\n"
-            ));
+            match self.rules {
+                Rules::Coco => {
+                    let area = match third {
+                        Some('s') => "small",
+                        Some('m') => "medium",
+                        Some('l') => "large",
+                        _ => "all",
+                    };
+                    let md = match *name {
+                        "AR1" => 1,
+                        "AR10" => 10,
+                        _ => 100,
+                    };
+                    out.push_str(&format!(
+                        " {title:<18} {ty} @[ IoU={iou:<9} | area={area:>6} | maxDets={md:>3} ] = {v:0.3}\n"
+                    ));
+                }
+                Rules::Lvis => {
+                    let group = match third {
+                        Some(c @ ('r' | 'c' | 'f')) => c.to_string(),
+                        _ => "all".to_string(),
+                    };
+                    let area = match third {
+                        Some(c @ ('s' | 'm' | 'l')) => c.to_string(),
+                        _ => "all".to_string(),
+                    };
+                    out.push_str(&format!(
+                        " {title:<18} {ty} @[ IoU={iou:<9} | area={area:>6} | maxDets={LVIS_MAX_DETS:>3} catIds={group:>3}] = {v:0.3}\n"
+                    ));
+                }
+            }
         }
         out
     }

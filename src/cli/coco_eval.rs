@@ -20,11 +20,6 @@ pub struct Args {
     pub json: bool,
 }
 
-/// The 12 numbers' names, in pycocotools' order.
-const NAMES: [&str; 12] = [
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
-];
-
 pub fn run(a: Args) -> Result {
     let gt = CocoGt::load(&a.gt)?;
     let res = gt.load_results(&a.dt)?;
@@ -41,9 +36,17 @@ pub fn run(a: Args) -> Result {
 /// The 12 numbers by name and as `stats`, one JSON object.
 pub fn stats_json(stats: &glip_rt::cocoeval::Stats) -> serde_json::Value {
     let mut j = serde_json::Map::new();
-    for (n, v) in NAMES.iter().zip(stats.0) {
-        j.insert((*n).into(), v.into());
+    for (n, v) in stats.names.iter().zip(&stats.values) {
+        j.insert((*n).into(), (*v).into());
     }
-    j.insert("stats".into(), stats.0.to_vec().into());
+    j.insert("stats".into(), stats.values.clone().into());
+    j.insert(
+        "rules".into(),
+        match stats.rules {
+            glip_rt::cocoeval::Rules::Coco => "coco",
+            glip_rt::cocoeval::Rules::Lvis => "lvis",
+        }
+        .into(),
+    );
     serde_json::Value::Object(j)
 }
