@@ -343,6 +343,12 @@ impl CocoGt {
     }
 }
 
+/// A box as COCO's results list it, [x, y, w, h], from GLIP's [x1, y1, x2, y2] with its
+/// inclusive x2/y2: w = x2 − x1 + 1 (BoxList.convert("xywh"), TO_REMOVE = 1).
+pub fn glip_box_to_coco(b: [f32; 4]) -> [f32; 4] {
+    [b[0], b[1], b[2] - b[0] + 1.0, b[3] - b[1] + 1.0]
+}
+
 /// numpy's `linspace(start, stop, num)`: `start + i * step`, the last value `stop` exactly.
 fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     let step = (stop - start) / (num - 1) as f64;

@@ -289,6 +289,36 @@ impl E2eGolden {
     }
 
     /// The golden's tensors.
+    /// This golden's yaml with GLIP's test resize set to `side` pixels (MIN and MAX), written
+    /// to `dir`: the soak tests run thousands of frames at a 64-pixel input this way.
+    pub fn config_at_input_side(&self, side: usize, dir: &Path) -> Result<PathBuf> {
+        let text = std::fs::read_to_string(&self.config).map_err(|e| Error::io(&self.config, e))?;
+        let mut out = String::with_capacity(text.len());
+        let mut changed = 0;
+        for line in text.lines() {
+            let key = line.trim_start();
+            if key.starts_with("MIN_SIZE_TEST:") || key.starts_with("MAX_SIZE_TEST:") {
+                let indent = &line[..line.len() - key.len()];
+                let name = key.split(':').next().unwrap_or_default();
+                out.push_str(&format!("{indent}{name}: {side}\n"));
+                changed += 1;
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        if changed != 2 {
+            return Err(Error::Config(format!(
+                "{}: MIN_SIZE_TEST and MAX_SIZE_TEST not both found",
+                self.config.display()
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(format!("{}_{side}.yaml", self.name));
+        std::fs::write(&path, out).map_err(|e| Error::io(&path, e))?;
+        Ok(path)
+    }
+
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
         load_golden(&self.name)
     }

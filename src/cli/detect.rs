@@ -272,11 +272,10 @@ pub fn run(a: Args) -> Result {
                     Format::Coco => {
                         let id = coco_image_id(path, i);
                         document.extend(dets.iter().map(|d| {
-                            let [x1, y1, x2, y2] = d.bbox;
                             serde_json::json!({
                                 "image_id": id,
                                 "category_id": d.label,
-                                "bbox": [x1, y1, x2 - x1 + 1.0, y2 - y1 + 1.0],
+                                "bbox": glip_rt::cocoeval::glip_box_to_coco(d.bbox),
                                 "score": d.score,
                             })
                         }));

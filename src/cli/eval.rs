@@ -165,12 +165,10 @@ pub fn run(a: Args) -> Result {
             .iter()
             .filter_map(|d| {
                 let cat = cats.get((d.label as usize).checked_sub(1)?)?.0;
-                let [x1, y1, x2, y2] = d.bbox;
-                // GLIP's BoxList.convert("xywh"): w = x2 - x1 + 1 (TO_REMOVE).
                 Some(serde_json::json!({
                     "image_id": id,
                     "category_id": cat,
-                    "bbox": [x1, y1, x2 - x1 + 1.0, y2 - y1 + 1.0],
+                    "bbox": glip_rt::cocoeval::glip_box_to_coco(d.bbox),
                     "score": d.score,
                 }))
             })
