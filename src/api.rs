@@ -396,6 +396,12 @@ impl Detector {
         self.set_prompt_parsed(Prompt::with_phrases(caption, phrases)?)
     }
 
+    /// A free caption grounding its noun phrases, found as GLIP's demo finds them
+    /// ([`crate::phrases::auto_prompt`]: one label per occurrence of each phrase).
+    pub fn set_prompt_auto_phrases(&mut self, caption: &str) -> Result<()> {
+        self.set_prompt_parsed(crate::phrases::auto_prompt(caption)?)
+    }
+
     /// Sets an already-built prompt. A prompt over GLIP's 256 tokens is split into chunks of
     /// whole phrases that each fit (labels kept global); every frame then runs once per chunk
     /// and the chunks' detections are concatenated without NMS across them, as GLIP's chunked

@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod limits;
 pub mod model;
 pub mod parity;
+pub mod phrases;
 pub mod pixfmt;
 pub mod pth;
 pub mod selftest;

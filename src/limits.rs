@@ -38,6 +38,13 @@ pub const MAX_COMPRESSION_RATIO: u64 = 100;
 pub const MAX_TENSOR_BYTES: u64 = 8 << 30;
 /// Largest `INPUT.MIN_SIZE_TEST` / `MAX_SIZE_TEST` (GLIP uses 800 / 1333).
 pub const MAX_TEST_SIZE: usize = 8192;
+/// Characters of a caption whose noun phrases are found (`--phrases auto`): GLIP reads at
+/// most 256 tokens of a caption (about a thousand characters).
+pub const MAX_AUTO_CAPTION_CHARS: usize = 4096;
+/// Entities `--phrases auto` may make of a caption: each occurrence of each phrase is one
+/// (GLIP's `run_ner`), so a phrase repeated k times makes k² of them; 256 tokens cannot
+/// ground more.
+pub const MAX_AUTO_ENTITIES: usize = crate::tokenizer::MAX_QUERY_LEN;
 
 fn limit_err(what: &str, msg: String) -> Error {
     Error::Limit {

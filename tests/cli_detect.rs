@@ -305,6 +305,45 @@ fn bad_prompts() {
     assert_clean_failure("phrase not in caption", &o, "dog");
 }
 
+/// `--phrases auto` finds the caption's noun phrases and grounds them: the same output as
+/// naming them by hand (each occurs once), the phrases listed on stderr; a caption without
+/// a noun phrase is a clear error.
+#[test]
+fn phrases_auto_grounds_the_noun_phrases() {
+    let caption = "A woman with a red umbrella walks past a man.";
+    let run = |phrases: &[&str]| {
+        let mut extra: Vec<String> = vec!["--format".into(), "json".into(), "--phrases".into()];
+        extra.extend(phrases.iter().map(|p| p.to_string()));
+        Run {
+            prompt: caption.into(),
+            extra,
+            ..Run::default()
+        }
+        .exec()
+    };
+    let auto = run(&["auto"]);
+    assert!(auto.status.success(), "{}", stderr(&auto));
+    assert!(
+        stderr(&auto).contains("phrases: a woman | a red umbrella | a man"),
+        "{}",
+        stderr(&auto)
+    );
+    let by_hand = run(&["a woman", "a red umbrella", "a man"]);
+    assert!(by_hand.status.success(), "{}", stderr(&by_hand));
+    assert!(!auto.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&auto.stdout),
+        String::from_utf8_lossy(&by_hand.stdout)
+    );
+    let o = Run {
+        prompt: "run quickly!".into(),
+        extra: vec!["--phrases".into(), "auto".into()],
+        ..Run::default()
+    }
+    .exec();
+    assert_clean_failure("caption without a noun phrase", &o, "no noun phrase");
+}
+
 #[test]
 fn bad_weights_and_configs() {
     let o = Run {

@@ -30,7 +30,9 @@ pub struct Args {
     /// The prompt: class names separated by '.' ("person. bicycle."), or a caption with --phrases.
     #[arg(long)]
     pub prompt: String,
-    /// Phrases of the caption to ground (each must occur in --prompt).
+    /// Phrases of the caption to ground (each must occur in --prompt), or `auto`: its noun
+    /// phrases, found as GLIP's demo does (word tokens, part-of-speech tags, the chunk rule
+    /// `<DT>?<JJ.*>*<NN.*>+`; every occurrence of a phrase is a label of its own).
     #[arg(long, num_args = 1..)]
     pub phrases: Vec<String>,
     /// Output format.
@@ -64,6 +66,9 @@ pub enum Format {
 }
 
 /// The file extensions read from folders and patterns.
+/// `--phrases auto`: the caption's noun phrases are found, not given.
+const AUTO_PHRASES: &str = "auto";
+
 const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 
 fn is_image(p: &std::path::Path) -> bool {
@@ -190,6 +195,12 @@ pub fn run(a: Args) -> Result {
     }
     if a.phrases.is_empty() {
         det.set_prompt(&a.prompt)?;
+    } else if a.phrases == [AUTO_PHRASES] {
+        det.set_prompt_auto_phrases(&a.prompt)?;
+        if let Some(p) = det.prompt() {
+            let names: Vec<&str> = p.prompt.phrases.iter().map(|p| p.name.as_str()).collect();
+            say!("phrases: {}", names.join(" | "));
+        }
     } else {
         det.set_prompt_with_phrases(&a.prompt, &a.phrases)?;
     }
