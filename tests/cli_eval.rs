@@ -63,7 +63,7 @@ fn dataset() -> Dataset {
     }
 }
 
-fn glip(args: &[&std::ffi::OsStr]) -> Output {
+fn glip<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_glip"))
         .args(args)
         .output()
@@ -71,6 +71,10 @@ fn glip(args: &[&std::ffi::OsStr]) -> Output {
 }
 
 fn eval(d: &Dataset, gt: &Path, out: &Path, extra: &[&str]) -> Output {
+    glip(&eval_args(d, gt, out, extra))
+}
+
+fn eval_args(d: &Dataset, gt: &Path, out: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
     let g = E2eGolden::load("12_e2e_tiny").unwrap();
     let bert = testdata().join("tiny_bert_config.json");
     let mut args: Vec<&std::ffi::OsStr> = vec![
@@ -91,7 +95,38 @@ fn eval(d: &Dataset, gt: &Path, out: &Path, extra: &[&str]) -> Output {
         out.as_os_str(),
     ];
     args.extend(extra.iter().map(std::ffi::OsStr::new));
-    glip(&args)
+    args.into_iter().map(|a| a.to_os_string()).collect()
+}
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`), the progress is a bar with
+/// the count, images/s and the ETA, and the table still follows it.
+#[test]
+fn a_terminal_gets_a_progress_bar() {
+    let d = dataset();
+    let out = d.root.join("results.json");
+    let mut line = shell_quote(std::ffi::OsStr::new(env!("CARGO_BIN_EXE_glip")));
+    for a in eval_args(&d, &d.gt, &out, &[]) {
+        line.push(' ');
+        line.push_str(&shell_quote(&a));
+    }
+    let o = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .output()
+        .unwrap();
+    let (screen, err) = text(&o);
+    assert!(o.status.success(), "{screen}{err}");
+    // The bar's last state: its cells, then the count and rate of the template.
+    let bar = screen
+        .split(['\r', '\n'])
+        .find(|l| l.contains("2/2 images, ") && l.contains(" images/s, ETA "))
+        .unwrap_or_else(|| panic!("no bar in {screen:?}"));
+    assert!(bar.contains('█'), "{bar:?}");
+    assert!(screen.contains("Average Precision"), "{screen}");
+}
+
+fn shell_quote(s: &std::ffi::OsStr) -> String {
+    format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"))
 }
 
 fn text(o: &Output) -> (String, String) {

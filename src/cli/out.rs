@@ -86,14 +86,9 @@ pub fn clap_exit(e: clap::Error) -> std::process::ExitCode {
 
 /// A line on stderr; a failing stderr is ignored (there is nowhere left to report it).
 pub fn warn(text: impl std::fmt::Display) {
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
-}
-
-/// [`warn`] without the newline (a line redrawn in place).
-pub fn warn_inline(text: impl std::fmt::Display) {
-    let mut e = std::io::stderr().lock();
-    let _ = write!(e, "{text}");
-    let _ = e.flush();
+    super::progress::above_bar(|| {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    });
 }
 
 /// `eprintln!` that never panics: `say!("warning: {x}")`.
