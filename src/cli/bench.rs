@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 /// COCO's 80 category names (instances_val2017.json order), as GLIP's evaluation prompt.
-const COCO80: [&str; 80] = [
+pub const COCO80: [&str; 80] = [
     "person",
     "bicycle",
     "car",

@@ -10,6 +10,7 @@ pub mod detect;
 pub mod doctor;
 pub mod eval;
 pub mod progress;
+pub mod serve;
 pub mod stream;
 pub mod throughput;
 pub mod tokenize;
@@ -48,6 +49,9 @@ pub enum Command {
     Eval(eval::Args),
     /// COCO's bbox evaluation (AP/AR as pycocotools) of a results file against ground truth.
     CocoEval(coco_eval::Args),
+    /// An HTTP detection service: its own JSON API with a prompt per request, DeepStack's
+    /// API, Prometheus metrics and a page to try the model (127.0.0.1:5000 by default).
+    Serve(serve::Args),
     /// Tokenize a prompt as GLIP does: ids, tokens, and the tokens of each phrase (JSON).
     Tokenize(tokenize::Args),
 }
@@ -62,6 +66,7 @@ pub fn run(cli: Cli) -> crate_result::Result {
         Command::Tokenize(a) => tokenize::run(a),
         Command::CocoEval(a) => coco_eval::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

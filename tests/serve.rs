@@ -1,0 +1,660 @@
+//! `glip serve` over real HTTP on 127.0.0.1 with the tiny golden model: the DeepStack
+//! endpoint as DeepStack's clients call it, `/v1/detect` with a prompt per request (both
+//! equal to the library's detections), health and metrics, the API key, bad and hostile
+//! requests (each a clear 4xx, the server still serving), overload (503 + Retry-After),
+//! concurrent clients (no errors below the queue limit, memory flat) and a graceful SIGTERM.
+//!
+//! The client is a few lines over `TcpStream`, so that requests can also be slow, truncated
+//! or malformed on purpose.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use glip_rt::testing::{rss_kb, E2eGolden};
+use serde_json::Value;
+
+struct Server {
+    child: Child,
+    addr: String,
+    /// stderr lines after the "listening" line.
+    log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        Server::start_env(extra, &[])
+    }
+
+    fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let g = E2eGolden::load("12_e2e_tiny").unwrap();
+        let bert = glip_rt::testing::testdata().join("tiny_bert_config.json");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_glip"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&g.config)
+            .arg("--weights")
+            .arg(&g.weights)
+            .arg("--bert-config")
+            .arg(&bert)
+            .args(["--device", "cpu", "--bind", "127.0.0.1:0"])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // From here on, Drop kills and reaps the child whatever happens.
+        let mut server = Server {
+            child,
+            addr: String::new(),
+            log: rx,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.addr.is_empty() {
+            let line = server
+                .log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the server says where it listens");
+            if let Some(rest) = line.strip_prefix("listening on http://") {
+                server.addr = rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        server
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one HTTP/1.1 answer to the end of the connection (`Connection: close`).
+fn read_answer(mut s: TcpStream) -> Answer {
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s
+}
+
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let mut s = connect(addr);
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    read_answer(s)
+}
+
+const BOUNDARY: &str = "glip-test-boundary-7d3f";
+
+/// A multipart/form-data body as DeepStack's Python client (requests) sends it.
+fn multipart(image: Option<&[u8]>, fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (k, v) in fields {
+        b.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some(img) = image {
+        b.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"image\"\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        b.extend_from_slice(img);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    b
+}
+
+fn post_form(addr: &str, path: &str, image: Option<&[u8]>, fields: &[(&str, &str)]) -> Answer {
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", &ct)],
+        &multipart(image, fields),
+    )
+}
+
+fn photo() -> Vec<u8> {
+    std::fs::read(E2eGolden::load("12_e2e_tiny").unwrap().photo).unwrap()
+}
+
+/// The library's detections of the photo with `prompt` (the server's model and defaults).
+fn library(prompt: &str) -> Vec<glip_rt::api::Detection> {
+    library_with(|det| det.set_prompt(prompt))
+}
+
+fn library_with(
+    set: impl FnOnce(&mut glip_rt::Detector) -> glip_rt::Result<()>,
+) -> Vec<glip_rt::api::Detection> {
+    let g = E2eGolden::load("12_e2e_tiny").unwrap();
+    let mut det = glip_rt::Detector::builder()
+        .config(&g.config)
+        .weights(&g.weights)
+        .bert_config(glip_rt::testing::testdata().join("tiny_bert_config.json"))
+        .device(glip_rt::DeviceChoice::Cpu)
+        .build()
+        .unwrap();
+    set(&mut det).unwrap();
+    det.detect_file(&g.photo).unwrap()
+}
+
+const COCO_PROMPT_PREFIX: &str = "person. bicycle. car.";
+
+#[test]
+fn deepstack_endpoint_answers_as_deepstack() {
+    let server = Server::start(&[]);
+    // DeepStack's request: multipart `image`, `min_confidence`, an empty `api_key`.
+    let a = post_form(
+        &server.addr,
+        "/v1/vision/detection",
+        Some(&photo()),
+        &[("api_key", ""), ("min_confidence", "0.5")],
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/json"));
+    let v = a.json();
+    let obj = v.as_object().unwrap();
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["predictions", "success"]);
+    assert_eq!(v["success"], true);
+    // The server's default prompt is COCO's 80 names; the same detections as the library.
+    let health = request(&server.addr, "GET", "/health", &[], b"").json();
+    let prompt = health["prompt"].as_str().unwrap();
+    assert!(prompt.starts_with(COCO_PROMPT_PREFIX), "{prompt}");
+    let want: Vec<_> = library(prompt)
+        .into_iter()
+        .filter(|d| d.score >= 0.5)
+        .collect();
+    let got = v["predictions"].as_array().unwrap();
+    assert!(
+        !want.is_empty(),
+        "the tiny model must give detections over 0.5 here"
+    );
+    assert_eq!(got.len(), want.len());
+    for (p, d) in got.iter().zip(&want) {
+        let mut k: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+        k.sort();
+        assert_eq!(
+            k,
+            ["confidence", "label", "x_max", "x_min", "y_max", "y_min"]
+        );
+        assert_eq!(p["label"], d.phrase.as_str());
+        assert_eq!(p["confidence"].as_f64().unwrap() as f32, d.score);
+        for (key, val) in ["x_min", "y_min", "x_max", "y_max"].iter().zip(d.bbox) {
+            // Whole pixels (DeepStack's integers).
+            assert!(p[key].is_i64(), "{key}: {}", p[key]);
+            assert!(
+                (p[key].as_i64().unwrap() as f32 - val.round()).abs() <= 0.0,
+                "{key}"
+            );
+        }
+    }
+    // min_confidence left out: the server's default (0.45).
+    let a = post_form(&server.addr, "/v1/vision/detection", Some(&photo()), &[]);
+    let n45 = library(prompt).iter().filter(|d| d.score >= 0.45).count();
+    assert_eq!(a.json()["predictions"].as_array().unwrap().len(), n45);
+}
+
+#[test]
+fn detect_endpoint_takes_a_prompt_per_request() {
+    let server = Server::start(&[]);
+    let want: Vec<_> = library("a cat. a remote.")
+        .into_iter()
+        .filter(|d| d.score >= 0.3)
+        .collect();
+    assert!(!want.is_empty());
+    let check = |a: Answer| {
+        assert_eq!(a.status, 200, "{}", a.text());
+        let v = a.json();
+        assert_eq!(v["prompt"], "a cat. a remote.");
+        let got = v["detections"].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{v}");
+        for (g, d) in got.iter().zip(&want) {
+            assert_eq!(g["phrase"], d.phrase.as_str());
+            assert_eq!(g["label"], d.label);
+            assert_eq!(g["score"].as_f64().unwrap() as f32, d.score);
+            let b: Vec<f32> = g["box"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            assert_eq!(b, d.bbox);
+        }
+    };
+    // As a form, then as the raw body with the prompt in the query.
+    check(post_form(
+        &server.addr,
+        "/v1/detect",
+        Some(&photo()),
+        &[("prompt", "a cat. a remote."), ("threshold", "0.3")],
+    ));
+    check(request(
+        &server.addr,
+        "POST",
+        "/v1/detect?prompt=a%20cat.%20a%20remote.&threshold=0.3",
+        &[("Content-Type", "image/png")],
+        &photo(),
+    ));
+    // A caption with --phrases auto's rule.
+    let a = post_form(
+        &server.addr,
+        "/v1/detect",
+        Some(&photo()),
+        &[
+            ("prompt", "a cat sits on a remote"),
+            ("phrases", "auto"),
+            ("threshold", "0"),
+        ],
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let got: Vec<(String, u64)> = a.json()["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["phrase"].as_str().unwrap().to_string(),
+                d["label"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64)> =
+        library_with(|det| det.set_prompt_auto_phrases("a cat sits on a remote"))
+            .into_iter()
+            .map(|d| (d.phrase, d.label as u64))
+            .collect();
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+    // The page, health and metrics.
+    let page = request(&server.addr, "GET", "/", &[], b"");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("id=\"prompt\"") && page.text().contains("/v1/detect"));
+    let m = request(&server.addr, "GET", "/metrics", &[], b"").text();
+    for needle in [
+        "glip_requests_total{route=\"/v1/detect\",status=\"200\"} 3",
+        "glip_request_duration_seconds_count{route=\"/v1/detect\"} 3",
+        "glip_queue_depth 0",
+        "glip_queue_capacity 16",
+        "glip_requests_in_flight 1",
+    ] {
+        assert!(m.contains(needle), "{needle} not in\n{m}");
+    }
+}
+
+#[test]
+fn bad_requests_get_a_clear_4xx_and_the_server_goes_on() {
+    let server = Server::start(&[
+        "--max-body-mib",
+        "1",
+        "--max-pixels",
+        "50000",
+        "--request-timeout",
+        "2",
+    ]);
+    let addr = server.addr.as_str();
+    let error = |a: &Answer| a.json()["error"].as_str().unwrap().to_string();
+    let cases: Vec<(&str, Answer, u16, &str)> = vec![
+        (
+            "not an image",
+            post_form(
+                addr,
+                "/v1/vision/detection",
+                Some(b"hello, not a picture"),
+                &[],
+            ),
+            400,
+            "not an image",
+        ),
+        (
+            "no image",
+            post_form(addr, "/v1/detect", None, &[("prompt", "a cat.")]),
+            400,
+            "no image",
+        ),
+        (
+            "bad threshold",
+            post_form(addr, "/v1/detect", Some(&photo()), &[("threshold", "2")]),
+            400,
+            "threshold",
+        ),
+        (
+            "empty prompt",
+            post_form(addr, "/v1/detect", Some(&photo()), &[("prompt", " . . ")]),
+            400,
+            "prompt",
+        ),
+        (
+            "phrase not in caption",
+            post_form(
+                addr,
+                "/v1/detect",
+                Some(&photo()),
+                &[("prompt", "a cat"), ("phrases", "dog")],
+            ),
+            400,
+            "dog",
+        ),
+        (
+            "body over --max-body-mib",
+            post_form(addr, "/v1/detect", Some(&vec![7u8; 2 << 20]), &[]),
+            413,
+            "",
+        ),
+        (
+            "image over --max-pixels",
+            post_form(addr, "/v1/detect", Some(&png(300, 300)), &[]),
+            413,
+            "pixels",
+        ),
+        (
+            "malformed multipart",
+            request(
+                addr,
+                "POST",
+                "/v1/vision/detection",
+                &[("Content-Type", "multipart/form-data; boundary=zzz")],
+                b"--zzz\r\nno headers here",
+            ),
+            400,
+            "",
+        ),
+    ];
+    for (what, a, status, needle) in cases {
+        assert_eq!(a.status, status, "{what}: {}", a.text());
+        assert!(error(&a).contains(needle), "{what}: {}", error(&a));
+    }
+    assert_eq!(request(addr, "GET", "/nowhere", &[], b"").status, 404);
+    // A truncated upload: the length promised, half sent, the connection half-closed.
+    let mut s = connect(addr);
+    let body = multipart(Some(&photo()), &[]);
+    let head = format!(
+        "POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body[..body.len() / 2]).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    // A slow upload: the head, then nothing past --request-timeout.
+    let mut s = connect(addr);
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body[..100]).unwrap();
+    let a = read_answer(s);
+    assert_eq!(a.status, 408, "{}", a.text());
+    // Still serving (an image under the limit).
+    let a = post_form(addr, "/v1/vision/detection", Some(&png(200, 200)), &[]);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let m = request(addr, "GET", "/metrics", &[], b"").text();
+    for kind in [
+        "bad_image",
+        "bad_request",
+        "bad_prompt",
+        "too_large",
+        "timeout",
+    ] {
+        assert!(
+            m.contains(&format!("glip_errors_total{{kind=\"{kind}\"}}")),
+            "{kind}:\n{m}"
+        );
+    }
+}
+
+/// A valid PNG of one colour (300×300 is over the 50,000-pixel limit of the test above).
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb([90, 120, 200]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn api_key_is_required_when_set() {
+    let server = Server::start(&["--api-key", "s3cret"]);
+    let addr = server.addr.as_str();
+    let img = photo();
+    assert_eq!(
+        post_form(addr, "/v1/vision/detection", Some(&img), &[]).status,
+        401
+    );
+    assert_eq!(
+        post_form(
+            addr,
+            "/v1/vision/detection",
+            Some(&img),
+            &[("api_key", "wrong")]
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        post_form(
+            addr,
+            "/v1/vision/detection",
+            Some(&img),
+            &[("api_key", "s3cret")]
+        )
+        .status,
+        200
+    );
+    let a = request(
+        addr,
+        "POST",
+        "/v1/detect?prompt=a%20cat.",
+        &[("Authorization", "Bearer s3cret")],
+        &img,
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = request(
+        addr,
+        "POST",
+        "/v1/detect",
+        &[("Authorization", "Bearer no")],
+        &img,
+    );
+    assert_eq!(a.status, 401);
+    assert!(a.json()["error"].as_str().unwrap().contains("API key"));
+    // Health and metrics stay open (for probes and Prometheus).
+    assert_eq!(request(addr, "GET", "/health", &[], b"").status, 200);
+}
+
+/// Fires `n` requests at once; returns each one's status and latency (s).
+fn burst(addr: &str, n: usize) -> Vec<(u16, f64, Option<String>)> {
+    let img = photo();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let img = &img;
+                s.spawn(move || {
+                    let t = Instant::now();
+                    let a = post_form(addr, "/v1/vision/detection", Some(img), &[]);
+                    let retry = a.header("retry-after").map(str::to_string);
+                    (a.status, t.elapsed().as_secs_f64(), retry)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn overload_is_answered_503_with_retry_after() {
+    let server = Server::start(&["--queue", "1", "--workers", "1"]);
+    let results = burst(&server.addr, 12);
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let busy: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    assert_eq!(ok + busy.len(), results.len(), "{results:?}");
+    assert!(ok >= 1 && !busy.is_empty(), "{results:?}");
+    assert!(
+        busy.iter().all(|r| r.2.as_deref() == Some("1")),
+        "{results:?}"
+    );
+    assert_eq!(
+        request(&server.addr, "GET", "/health", &[], b"").status,
+        200
+    );
+}
+
+#[test]
+fn concurrent_clients_without_errors_and_memory_flat() {
+    // One malloc arena: resident memory then follows what is held, not which thread freed.
+    let server = Server::start_env(
+        &["--queue", "64", "--workers", "2", "--batch", "4"],
+        &[("MALLOC_ARENA_MAX", "1")],
+    );
+    let addr = server.addr.clone();
+    // Warm-up (every batch size 1 to 4 planned once), then rounds of 8 concurrent clients.
+    let mut before = 0;
+    for _ in 0..4 {
+        burst(&addr, 8);
+        before = before.max(rss_kb(server.pid()).unwrap());
+    }
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    let mut rounds = 0;
+    while start.elapsed() < Duration::from_secs(6) || rounds < 3 {
+        for (status, t, _) in burst(&addr, 8) {
+            assert_eq!(status, 200);
+            lat.push(t);
+        }
+        rounds += 1;
+        eprintln!("round {rounds}: RSS {} kB", rss_kb(server.pid()).unwrap());
+    }
+    let after = rss_kb(server.pid()).unwrap();
+    lat.sort_by(f64::total_cmp);
+    let p = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize] * 1e3;
+    let growth = (after as f64 - before as f64) / before as f64;
+    eprintln!(
+        "{} requests by 8 clients in {:.1} s: {:.1} requests/s, p50 {:.0} ms, p99 {:.0} ms, 0 errors; RSS {before} → {after} kB ({:+.2} %)",
+        lat.len(),
+        start.elapsed().as_secs_f64(),
+        lat.len() as f64 / start.elapsed().as_secs_f64(),
+        p(0.5),
+        p(0.99),
+        growth * 100.0
+    );
+    assert!(
+        growth < 0.10,
+        "resident memory grew {:.1} %",
+        growth * 100.0
+    );
+}
+
+#[test]
+fn sigterm_finishes_the_requests_in_flight() {
+    let mut server = Server::start(&["--workers", "1"]);
+    // A request in flight at SIGTERM: its upload half sent before, the rest after.
+    let body = multipart(Some(&photo()), &[]);
+    let mut s = connect(&server.addr);
+    let head = format!(
+        "POST /v1/vision/detection HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body[..body.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    server.terminate();
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&body[body.len() / 2..]).unwrap();
+    let a = read_answer(s);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["success"], true);
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log: Vec<String> = server.log.try_iter().collect();
+    assert!(log.iter().any(|l| l.contains("shutting down")), "{log:?}");
+    assert_eq!(log.last().map(String::as_str), Some("stopped"), "{log:?}");
+}
