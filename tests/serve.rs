@@ -116,32 +116,47 @@ impl Answer {
     }
 }
 
-/// Reads one HTTP/1.1 answer to the end of the connection (`Connection: close`).
-fn read_answer(mut s: TcpStream) -> Answer {
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+/// Reads one HTTP/1.1 answer: its head, then `Content-Length` bytes (or up to the end of
+/// the connection when there is none).
+fn read_answer(s: TcpStream) -> Answer {
+    let mut r = BufReader::new(s);
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut line = Vec::new();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => head.extend_from_slice(&line),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
     let mut lines = head.lines();
     let status = lines
         .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {head:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            r.read_exact(&mut body).unwrap();
+        }
+        None => {
+            let _ = r.read_to_end(&mut body);
+        }
+    }
     Answer {
         status,
         headers,
-        body: raw[split + 4..].to_vec(),
+        body,
     }
 }
 
@@ -657,4 +672,229 @@ fn sigterm_finishes_the_requests_in_flight() {
     let log: Vec<String> = server.log.try_iter().collect();
     assert!(log.iter().any(|l| l.contains("shutting down")), "{log:?}");
     assert_eq!(log.last().map(String::as_str), Some("stopped"), "{log:?}");
+}
+
+/// A WebDriver session on chromedriver (W3C protocol, JSON over HTTP).
+struct Browser {
+    driver: Child,
+    addr: String,
+    session: String,
+    /// chromedriver's and Chromium's temporary files (profile, crash reports): removed last.
+    _tmp: glip_rt::testing::TempDir,
+}
+
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    fn start() -> Browser {
+        for tool in ["chromium", "chromedriver"] {
+            let found = Command::new(tool).arg("--version").output().is_ok();
+            assert!(
+                found,
+                "{tool} is not installed: run scripts/install-chromium.sh"
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let tmp = glip_rt::testing::TempDir::new("glip-serve-chromium");
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
+            .env("HOME", tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut b = Browser {
+            driver,
+            addr: format!("127.0.0.1:{port}"),
+            session: String::new(),
+            _tmp: tmp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&b.addr).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1200,1000"]
+            }
+        }}});
+        let v = b.call("POST", "/session", caps);
+        b.session = v["sessionId"].as_str().expect("a session").to_string();
+        b
+    }
+
+    /// One command; its `value`.
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let body = body.to_string();
+        let a = request(
+            &self.addr,
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        let v = a.json();
+        assert_eq!(a.status, 200, "{method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn cmd(&self, method: &str, what: &str, body: Value) -> Value {
+        self.call(method, &format!("/session/{}{what}", self.session), body)
+    }
+
+    fn element(&self, css: &str) -> String {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            serde_json::json!({"using": "css selector", "value": css}),
+        );
+        v[ELEMENT_KEY].as_str().unwrap().to_string()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css);
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/clear"),
+            serde_json::json!({}),
+        );
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/value"),
+            serde_json::json!({"text": text}),
+        );
+    }
+
+    fn script(&self, js: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            serde_json::json!({"script": js, "args": []}),
+        )
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = request(
+                &self.addr,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                &[],
+                b"",
+            );
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The page's colour of a label (`hsl(label·137.5 mod 360, 85 %, 45 %)`) as RGB.
+fn page_colour(label: u32) -> [f64; 3] {
+    let (h, s, l): (f64, f64, f64) = ((label as f64 * 137.5) % 360.0, 0.85, 0.45);
+    let a = s * l.min(1.0 - l);
+    let f = |n: f64| {
+        let k = (n + h / 30.0) % 12.0;
+        255.0 * (l - a * (k - 3.0).min(9.0 - k).clamp(-1.0, 1.0))
+    };
+    [f(0.0), f(8.0), f(4.0)]
+}
+
+/// The page at `/` in a real headless Chromium: pick the photo, type a prompt and a
+/// threshold, click Detect; the JSON shown equals the library's detections and each box is
+/// drawn on the canvas in its phrase's colour.
+#[test]
+fn page_in_headless_chromium() {
+    let server = Server::start(&[]);
+    let browser = Browser::start();
+    let photo = E2eGolden::load("12_e2e_tiny").unwrap().photo;
+    browser.cmd(
+        "POST",
+        "/url",
+        serde_json::json!({"url": format!("http://{}/", server.addr)}),
+    );
+    let file = browser.element("#file");
+    browser.cmd(
+        "POST",
+        &format!("/element/{file}/value"),
+        serde_json::json!({"text": photo.to_str().unwrap()}),
+    );
+    browser.type_into("#prompt", "a cat. a remote.");
+    browser.type_into("#threshold", "0.3");
+    let go = browser.element("#go");
+    browser.cmd(
+        "POST",
+        &format!("/element/{go}/click"),
+        serde_json::json!({}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let v = browser.script("return document.body.dataset.detections || null;");
+        if let Some(n) = v.as_str() {
+            break n.parse::<usize>().unwrap();
+        }
+        let status = browser.script("return document.getElementById('status').textContent;");
+        assert!(
+            Instant::now() < deadline,
+            "no result drawn; status {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let want: Vec<_> = library("a cat. a remote.")
+        .into_iter()
+        .filter(|d| d.score >= 0.3)
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(shown, want.len());
+    let json: Value = serde_json::from_str(
+        browser
+            .script("return document.getElementById('json').textContent;")
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let got = json["detections"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, d) in got.iter().zip(&want) {
+        assert_eq!(g["phrase"], d.phrase.as_str());
+        assert_eq!(g["score"].as_f64().unwrap() as f32, d.score);
+    }
+    // The canvas: the photo's size, and the last box drawn (on top of the others) has its
+    // left edge in its label's colour halfway down.
+    let last = want.last().unwrap();
+    let [x1, y1, _, y2] = last.bbox;
+    let js = format!(
+        "const c = document.getElementById('canvas'); const g = c.getContext('2d');
+         const y = Math.round({ym});
+         const px = []; for (let x = Math.floor({x1}) - 2; x <= Math.ceil({x1}) + 2; x++) {{
+           px.push(Array.from(g.getImageData(x, y, 1, 1).data)); }}
+         return [c.width, c.height, px];",
+        ym = (y1 + y2) / 2.0,
+        x1 = x1
+    );
+    let v = browser.script(&js);
+    let img = image::open(&photo).unwrap();
+    assert_eq!(v[0].as_u64().unwrap(), img.width() as u64);
+    assert_eq!(v[1].as_u64().unwrap(), img.height() as u64);
+    let want_rgb = page_colour(last.label);
+    let near = v[2]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| (0..3).all(|i| (p[i].as_f64().unwrap() - want_rgb[i]).abs() <= 3.0));
+    assert!(
+        near,
+        "no pixel of colour {want_rgb:?} at the box's edge: {}",
+        v[2]
+    );
 }
