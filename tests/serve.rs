@@ -566,8 +566,9 @@ fn api_key_is_required_when_set() {
     assert_eq!(request(addr, "GET", "/health", &[], b"").status, 200);
 }
 
-/// Fires `n` requests at once; returns each one's status and latency (s).
-fn burst(addr: &str, n: usize) -> Vec<(u16, f64, Option<String>)> {
+/// Fires `n` requests at once; returns each one's status, latency (s), Retry-After and
+/// body.
+fn burst(addr: &str, n: usize) -> Vec<(u16, f64, Option<String>, Vec<u8>)> {
     let img = photo();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
@@ -577,7 +578,7 @@ fn burst(addr: &str, n: usize) -> Vec<(u16, f64, Option<String>)> {
                     let t = Instant::now();
                     let a = post_form(addr, "/v1/vision/detection", Some(img), &[]);
                     let retry = a.header("retry-after").map(str::to_string);
-                    (a.status, t.elapsed().as_secs_f64(), retry)
+                    (a.status, t.elapsed().as_secs_f64(), retry, a.body)
                 })
             })
             .collect();
@@ -588,7 +589,10 @@ fn burst(addr: &str, n: usize) -> Vec<(u16, f64, Option<String>)> {
 #[test]
 fn overload_is_answered_503_with_retry_after() {
     let server = Server::start(&["--queue", "1", "--workers", "1"]);
-    let results = burst(&server.addr, 12);
+    let results: Vec<(u16, f64, Option<String>)> = burst(&server.addr, 12)
+        .into_iter()
+        .map(|(status, t, retry, _)| (status, t, retry))
+        .collect();
     let ok = results.iter().filter(|r| r.0 == 200).count();
     let busy: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
     assert_eq!(ok + busy.len(), results.len(), "{results:?}");
@@ -603,6 +607,29 @@ fn overload_is_answered_503_with_retry_after() {
     );
 }
 
+/// Two DeepStack answers with the same predictions in the same order: labels and pixel
+/// boxes equal, confidences within 1e-5 (a batch sums in another order than one image).
+fn same_predictions(a: &[u8], b: &[u8]) {
+    let (a, b): (Value, Value) = (
+        serde_json::from_slice(a).unwrap(),
+        serde_json::from_slice(b).unwrap(),
+    );
+    let (pa, pb) = (
+        a["predictions"].as_array().unwrap(),
+        b["predictions"].as_array().unwrap(),
+    );
+    assert_eq!(pa.len(), pb.len());
+    let mut worst = 0f64;
+    for (x, y) in pa.iter().zip(pb) {
+        for k in ["label", "x_min", "y_min", "x_max", "y_max"] {
+            assert_eq!(x[k], y[k], "{k}: {x} vs {y}");
+        }
+        worst = worst
+            .max((x["confidence"].as_f64().unwrap() - y["confidence"].as_f64().unwrap()).abs());
+    }
+    assert!(worst <= 1e-5, "confidences differ by {worst}");
+}
+
 #[test]
 fn concurrent_clients_without_errors_and_memory_flat() {
     // One malloc arena: resident memory then follows what is held, not which thread freed.
@@ -612,6 +639,8 @@ fn concurrent_clients_without_errors_and_memory_flat() {
     );
     let addr = server.addr.clone();
     // Warm-up (every batch size 1 to 4 planned once), then rounds of 8 concurrent clients.
+    let single = post_form(&addr, "/v1/vision/detection", Some(&photo()), &[]);
+    assert_eq!(single.status, 200);
     let mut before = 0;
     for _ in 0..4 {
         burst(&addr, 8);
@@ -621,8 +650,10 @@ fn concurrent_clients_without_errors_and_memory_flat() {
     let start = Instant::now();
     let mut rounds = 0;
     while start.elapsed() < Duration::from_secs(6) || rounds < 3 {
-        for (status, t, _) in burst(&addr, 8) {
+        for (status, t, _, body) in burst(&addr, 8) {
             assert_eq!(status, 200);
+            // Batched or not, every answer is the single-image answer.
+            same_predictions(&body, &single.body);
             lat.push(t);
         }
         rounds += 1;
@@ -646,6 +677,21 @@ fn concurrent_clients_without_errors_and_memory_flat() {
         "resident memory grew {:.1} %",
         growth * 100.0
     );
+    // Requests were run in batches (fewer forwards than requests).
+    let m = request(&addr, "GET", "/metrics", &[], b"").text();
+    let count = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in\n{m}"))
+    };
+    let (forwards, images) = (
+        count("glip_forwards_total "),
+        count("glip_forward_images_total "),
+    );
+    eprintln!("{images} requests in {forwards} forwards");
+    assert_eq!(images as usize, lat.len() + 33);
+    assert!(forwards < images, "no request was batched");
 }
 
 #[test]

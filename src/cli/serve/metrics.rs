@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
@@ -25,6 +25,8 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     in_flight: AtomicI64,
+    batches: AtomicU64,
+    batched_images: AtomicU64,
 }
 
 impl Metrics {
@@ -48,6 +50,13 @@ impl Metrics {
             h.count += 1;
             h.sum += seconds;
         }
+    }
+
+    /// One forward of `images` requests (more than one: micro-batched).
+    pub fn batch(&self, images: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batched_images
+            .fetch_add(images as u64, Ordering::Relaxed);
     }
 
     /// One error of `kind` (e.g. "bad_image", "queue_full", "timeout").
@@ -124,6 +133,26 @@ impl Metrics {
         );
         let _ = writeln!(s, "# TYPE glip_queue_capacity gauge");
         let _ = writeln!(s, "glip_queue_capacity {queue_capacity}");
+        let _ = writeln!(
+            s,
+            "# HELP glip_forwards_total Model forwards (one per batch)."
+        );
+        let _ = writeln!(s, "# TYPE glip_forwards_total counter");
+        let _ = writeln!(
+            s,
+            "glip_forwards_total {}",
+            self.batches.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP glip_forward_images_total Requests run by those forwards."
+        );
+        let _ = writeln!(s, "# TYPE glip_forward_images_total counter");
+        let _ = writeln!(
+            s,
+            "glip_forward_images_total {}",
+            self.batched_images.load(Ordering::Relaxed)
+        );
         let _ = writeln!(s, "# HELP glip_requests_in_flight Requests being answered.");
         let _ = writeln!(s, "# TYPE glip_requests_in_flight gauge");
         let _ = writeln!(

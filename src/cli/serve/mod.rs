@@ -69,7 +69,7 @@ pub struct Limits {
 /// What every request handler shares.
 pub struct App {
     pub queue: Arc<queue::Queue>,
-    pub metrics: metrics::Metrics,
+    pub metrics: Arc<metrics::Metrics>,
     pub limits: Limits,
     pub default_prompt: Arc<Prompt>,
     pub default_threshold: f32,
@@ -155,10 +155,11 @@ pub fn run(args: Args) -> Result {
     let device = first.device().name().to_string();
     let exif_orientation = first.preprocess_config().exif_orientation;
     let queue = queue::Queue::new(args.queue, args.batch);
-    let workers = queue::start_workers(&queue, detectors);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let workers = queue::start_workers(&queue, &metrics, detectors);
     let app = Arc::new(App {
         queue: Arc::clone(&queue),
-        metrics: metrics::Metrics::default(),
+        metrics,
         limits: Limits {
             max_body: args.max_body_mib << 20,
             max_pixels: args.max_pixels,

@@ -16,6 +16,8 @@ use glip_rt::tokenizer::Prompt;
 use glip_rt::Detector;
 use tokio::sync::oneshot;
 
+use super::metrics::Metrics;
+
 /// What a worker answers: the detections, or the error that stopped them.
 pub type Reply = Result<Vec<Detection>, glip_rt::Error>;
 
@@ -116,21 +118,25 @@ impl Queue {
 }
 
 /// Starts one worker thread per detector.
-pub fn start_workers(queue: &Arc<Queue>, detectors: Vec<Detector>) -> Vec<JoinHandle<()>> {
+pub fn start_workers(
+    queue: &Arc<Queue>,
+    metrics: &Arc<Metrics>,
+    detectors: Vec<Detector>,
+) -> Vec<JoinHandle<()>> {
     detectors
         .into_iter()
         .enumerate()
         .map(|(i, det)| {
-            let queue = Arc::clone(queue);
+            let (queue, metrics) = (Arc::clone(queue), Arc::clone(metrics));
             std::thread::Builder::new()
                 .name(format!("glip-serve-{i}"))
-                .spawn(move || work(&queue, det))
+                .spawn(move || work(&queue, &metrics, det))
         })
         .filter_map(Result::ok)
         .collect()
 }
 
-fn work(queue: &Queue, mut det: Detector) {
+fn work(queue: &Queue, metrics: &Metrics, mut det: Detector) {
     let mut current: Option<Arc<Prompt>> = None;
     while let Some(batch) = queue.take() {
         let prompt = Arc::clone(&batch[0].prompt);
@@ -147,6 +153,7 @@ fn work(queue: &Queue, mut det: Detector) {
         }
         let (images, replies): (Vec<RgbImage8>, Vec<_>) =
             batch.into_iter().map(|j| (j.image, j.reply)).unzip();
+        metrics.batch(images.len());
         match det.detect_batch(&images) {
             Ok(all) => {
                 for (dets, reply) in all.into_iter().zip(replies) {
