@@ -289,6 +289,19 @@ impl E2eGolden {
     }
 
     /// The golden's tensors.
+    /// The command-line arguments that load this golden's model: `--config`, `--weights` and
+    /// `--bert-config` (the tiny BERT config the goldens were made with).
+    pub fn model_args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--config".into(),
+            self.config.clone().into(),
+            "--weights".into(),
+            self.weights.clone().into(),
+            "--bert-config".into(),
+            testdata().join("tiny_bert_config.json").into(),
+        ]
+    }
+
     /// This golden's yaml with GLIP's test resize set to `side` pixels (MIN and MAX), written
     /// to `dir`: the soak tests run thousands of frames at a 64-pixel input this way.
     pub fn config_at_input_side(&self, side: usize, dir: &Path) -> Result<PathBuf> {

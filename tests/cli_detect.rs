@@ -461,16 +461,10 @@ fn folders_patterns_and_every_format() {
     std::fs::copy(&b.photo, dir.join("sub/000000000042.png")).unwrap();
     std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
     std::fs::write(dir.join("zz_broken.png"), "not a png either").unwrap();
-    let bert = testdata().join("tiny_bert_config.json");
     let run = |args: &[&str]| -> Output {
         Command::new(env!("CARGO_BIN_EXE_glip"))
             .arg("detect")
-            .arg("--config")
-            .arg(&a.config)
-            .arg("--weights")
-            .arg(&a.weights)
-            .arg("--bert-config")
-            .arg(&bert)
+            .args(a.model_args())
             .args(["--device", "cpu", "--prompt", "person. cup. rocket."])
             .args(args)
             .output()

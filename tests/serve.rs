@@ -30,15 +30,9 @@ impl Server {
 
     fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let g = E2eGolden::load("12_e2e_tiny").unwrap();
-        let bert = glip_rt::testing::testdata().join("tiny_bert_config.json");
         let mut child = Command::new(env!("CARGO_BIN_EXE_glip"))
             .arg("serve")
-            .arg("--config")
-            .arg(&g.config)
-            .arg("--weights")
-            .arg(&g.weights)
-            .arg("--bert-config")
-            .arg(&bert)
+            .args(g.model_args())
             .args(["--device", "cpu", "--bind", "127.0.0.1:0"])
             .args(extra)
             .envs(env.iter().copied())
@@ -373,17 +367,28 @@ fn detect_endpoint_takes_a_prompt_per_request() {
             .collect();
     assert!(!want.is_empty());
     assert_eq!(got, want);
+    // No prompt: the server's default, whose text features are still cached.
+    let a = post_form(&server.addr, "/v1/detect", Some(&photo()), &[]);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.json()["prompt"]
+        .as_str()
+        .unwrap()
+        .starts_with(COCO_PROMPT_PREFIX));
     // The page, health and metrics.
     let page = request(&server.addr, "GET", "/", &[], b"");
     assert_eq!(page.status, 200);
     assert!(page.text().contains("id=\"prompt\"") && page.text().contains("/v1/detect"));
     let m = request(&server.addr, "GET", "/metrics", &[], b"").text();
     for needle in [
-        "glip_requests_total{route=\"/v1/detect\",status=\"200\"} 3",
-        "glip_request_duration_seconds_count{route=\"/v1/detect\"} 3",
+        "glip_requests_total{route=\"/v1/detect\",status=\"200\"} 4",
+        "glip_request_duration_seconds_count{route=\"/v1/detect\"} 4",
         "glip_queue_depth 0",
         "glip_queue_capacity 16",
         "glip_requests_in_flight 1",
+        // Encoded by BERT: the default prompt at start, "a cat. a remote." (its second
+        // request runs on with it), the caption; the default again is a cache hit.
+        "glip_prompt_cache_misses_total 3",
+        "glip_prompt_cache_hits_total 1",
     ] {
         assert!(m.contains(needle), "{needle} not in\n{m}");
     }
@@ -521,30 +526,14 @@ fn api_key_is_required_when_set() {
     let server = Server::start(&["--api-key", "s3cret"]);
     let addr = server.addr.as_str();
     let img = photo();
-    assert_eq!(
-        post_form(addr, "/v1/vision/detection", Some(&img), &[]).status,
-        401
-    );
-    assert_eq!(
-        post_form(
-            addr,
-            "/v1/vision/detection",
-            Some(&img),
-            &[("api_key", "wrong")]
-        )
-        .status,
-        401
-    );
-    assert_eq!(
-        post_form(
-            addr,
-            "/v1/vision/detection",
-            Some(&img),
-            &[("api_key", "s3cret")]
-        )
-        .status,
-        200
-    );
+    for (fields, status) in [
+        (&[][..], 401),
+        (&[("api_key", "wrong")][..], 401),
+        (&[("api_key", "s3cret")][..], 200),
+    ] {
+        let a = post_form(addr, "/v1/vision/detection", Some(&img), fields);
+        assert_eq!(a.status, status, "{fields:?}: {}", a.text());
+    }
     let a = request(
         addr,
         "POST",

@@ -27,6 +27,8 @@ pub struct Metrics {
     in_flight: AtomicI64,
     batches: AtomicU64,
     batched_images: AtomicU64,
+    /// Each worker's prompt cache, as it last reported it.
+    prompt_caches: Mutex<BTreeMap<usize, glip_rt::api::PromptCacheStats>>,
 }
 
 impl Metrics {
@@ -57,6 +59,13 @@ impl Metrics {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.batched_images
             .fetch_add(images as u64, Ordering::Relaxed);
+    }
+
+    /// Worker `worker`'s prompt cache now.
+    pub fn prompt_cache(&self, worker: usize, stats: glip_rt::api::PromptCacheStats) {
+        if let Ok(mut c) = self.prompt_caches.lock() {
+            c.insert(worker, stats);
+        }
     }
 
     /// One error of `kind` (e.g. "bad_image", "queue_full", "timeout").
@@ -153,6 +162,28 @@ impl Metrics {
             "glip_forward_images_total {}",
             self.batched_images.load(Ordering::Relaxed)
         );
+        let (mut hits, mut misses, mut entries) = (0, 0, 0);
+        if let Ok(c) = self.prompt_caches.lock() {
+            for st in c.values() {
+                (hits, misses, entries) =
+                    (hits + st.hits, misses + st.misses, entries + st.entries);
+            }
+        }
+        let _ = writeln!(s, "# HELP glip_prompt_cache_hits_total Prompt chunks whose text features came from a worker's cache.");
+        let _ = writeln!(s, "# TYPE glip_prompt_cache_hits_total counter");
+        let _ = writeln!(s, "glip_prompt_cache_hits_total {hits}");
+        let _ = writeln!(
+            s,
+            "# HELP glip_prompt_cache_misses_total Prompt chunks encoded by BERT."
+        );
+        let _ = writeln!(s, "# TYPE glip_prompt_cache_misses_total counter");
+        let _ = writeln!(s, "glip_prompt_cache_misses_total {misses}");
+        let _ = writeln!(
+            s,
+            "# HELP glip_prompt_cache_entries Prompt chunks cached, all workers."
+        );
+        let _ = writeln!(s, "# TYPE glip_prompt_cache_entries gauge");
+        let _ = writeln!(s, "glip_prompt_cache_entries {entries}");
         let _ = writeln!(s, "# HELP glip_requests_in_flight Requests being answered.");
         let _ = writeln!(s, "# TYPE glip_requests_in_flight gauge");
         let _ = writeln!(

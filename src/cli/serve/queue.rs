@@ -130,13 +130,14 @@ pub fn start_workers(
             let (queue, metrics) = (Arc::clone(queue), Arc::clone(metrics));
             std::thread::Builder::new()
                 .name(format!("glip-serve-{i}"))
-                .spawn(move || work(&queue, &metrics, det))
+                .spawn(move || work(i, &queue, &metrics, det))
         })
         .filter_map(Result::ok)
         .collect()
 }
 
-fn work(queue: &Queue, metrics: &Metrics, mut det: Detector) {
+fn work(index: usize, queue: &Queue, metrics: &Metrics, mut det: Detector) {
+    metrics.prompt_cache(index, det.prompt_cache_stats());
     let mut current: Option<Arc<Prompt>> = None;
     while let Some(batch) = queue.take() {
         let prompt = Arc::clone(&batch[0].prompt);
@@ -154,7 +155,9 @@ fn work(queue: &Queue, metrics: &Metrics, mut det: Detector) {
         let (images, replies): (Vec<RgbImage8>, Vec<_>) =
             batch.into_iter().map(|j| (j.image, j.reply)).unzip();
         metrics.batch(images.len());
-        match det.detect_batch(&images) {
+        let result = det.detect_batch(&images);
+        metrics.prompt_cache(index, det.prompt_cache_stats());
+        match result {
             Ok(all) => {
                 for (dets, reply) in all.into_iter().zip(replies) {
                     let _ = reply.send(Ok(dets));
