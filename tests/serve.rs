@@ -437,6 +437,23 @@ fn bad_requests_get_a_clear_4xx_and_the_server_goes_on() {
             "prompt",
         ),
         (
+            "prompt over 64 KiB",
+            post_form(
+                addr,
+                "/v1/detect",
+                Some(&photo()),
+                &[("prompt", &"cat. ".repeat(20_000))],
+            ),
+            413,
+            "at most 65536",
+        ),
+        (
+            "phrases without a prompt",
+            post_form(addr, "/v1/detect", Some(&photo()), &[("phrases", "auto")]),
+            400,
+            "without the prompt",
+        ),
+        (
             "phrase not in caption",
             post_form(
                 addr,
@@ -534,6 +551,17 @@ fn api_key_is_required_when_set() {
         let a = post_form(addr, "/v1/vision/detection", Some(&img), fields);
         assert_eq!(a.status, status, "{fields:?}: {}", a.text());
     }
+    // An empty api_key field (what DeepStack's clients send when not configured) leaves
+    // the bearer header to decide.
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let a = request(
+        addr,
+        "POST",
+        "/v1/vision/detection",
+        &[("Content-Type", &ct), ("Authorization", "Bearer s3cret")],
+        &multipart(Some(&img), &[("api_key", "")]),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
     let a = request(
         addr,
         "POST",
