@@ -288,7 +288,6 @@ impl E2eGolden {
             .allow_fallback(false)
     }
 
-    /// The golden's tensors.
     /// The command-line arguments that load this golden's model: `--config`, `--weights` and
     /// `--bert-config` (the tiny BERT config the goldens were made with).
     pub fn model_args(&self) -> Vec<std::ffi::OsString> {
@@ -332,6 +331,7 @@ impl E2eGolden {
         Ok(path)
     }
 
+    /// The golden's tensors.
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
         load_golden(&self.name)
     }

@@ -73,11 +73,8 @@ fn c_frames_in_every_format_and_stride_detect_like_the_rust_api() {
     for g in E2eGolden::all().unwrap() {
         let img = load_image(&g.photo, true).unwrap();
         let (w, h) = (img.width, img.height);
-        let mut det = Detector::builder()
-            .config(&g.config)
-            .weights(&g.weights)
-            .bert_config(testdata().join("tiny_bert_config.json"))
-            .device(glip_rt::DeviceChoice::Cpu)
+        let mut det = g
+            .detector_builder(glip_rt::DeviceChoice::Cpu)
             .build()
             .unwrap();
         det.set_prompt(&g.caption).unwrap();

@@ -165,11 +165,8 @@ fn eval_writes_glips_results_and_scores_them() {
     let results: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let g = E2eGolden::load("12_e2e_tiny").unwrap();
-    let mut det = glip_rt::Detector::builder()
-        .config(&g.config)
-        .weights(&g.weights)
-        .bert_config(testdata().join("tiny_bert_config.json"))
-        .device(glip_rt::DeviceChoice::Cpu)
+    let mut det = g
+        .detector_builder(glip_rt::DeviceChoice::Cpu)
         .build()
         .unwrap();
     det.set_prompt_parsed(Prompt::from_class_names(&["person", "cup", "rocket_(toy)"]).unwrap())

@@ -224,11 +224,8 @@ fn library_with(
     set: impl FnOnce(&mut glip_rt::Detector) -> glip_rt::Result<()>,
 ) -> Vec<glip_rt::api::Detection> {
     let g = E2eGolden::load("12_e2e_tiny").unwrap();
-    let mut det = glip_rt::Detector::builder()
-        .config(&g.config)
-        .weights(&g.weights)
-        .bert_config(glip_rt::testing::testdata().join("tiny_bert_config.json"))
-        .device(glip_rt::DeviceChoice::Cpu)
+    let mut det = g
+        .detector_builder(glip_rt::DeviceChoice::Cpu)
         .build()
         .unwrap();
     set(&mut det).unwrap();

@@ -178,11 +178,8 @@ fn every_format_gets_its_detections_as_metas_and_messages() {
         ("NV12", PixFmt::Nv12),
         ("I420", PixFmt::Yuv420p),
     ];
-    let mut det = glip_rt::Detector::builder()
-        .config(&g.config)
-        .weights(&g.weights)
-        .bert_config(testdata().join("tiny_bert_config.json"))
-        .device(glip_rt::DeviceChoice::Cpu)
+    let mut det = g
+        .detector_builder(glip_rt::DeviceChoice::Cpu)
         .build()
         .unwrap();
     det.set_prompt(&g.caption).unwrap();

@@ -77,11 +77,12 @@ impl Metrics {
 
     pub fn render(&self, queue_depth: usize, queue_capacity: usize) -> String {
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "# HELP glip_requests_total HTTP requests answered, by route and status."
+        head(
+            &mut s,
+            "glip_requests_total",
+            "counter",
+            "HTTP requests answered, by route and status.",
         );
-        let _ = writeln!(s, "# TYPE glip_requests_total counter");
         if let Ok(r) = self.requests.lock() {
             for ((route, status), n) in r.iter() {
                 let _ = writeln!(
@@ -90,78 +91,38 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(
-            s,
-            "# HELP glip_request_duration_seconds Time from request to answer, by route."
+        let name = "glip_request_duration_seconds";
+        head(
+            &mut s,
+            name,
+            "histogram",
+            "Time from request to answer, by route.",
         );
-        let _ = writeln!(s, "# TYPE glip_request_duration_seconds histogram");
         if let Ok(l) = self.latency.lock() {
             for (route, h) in l.iter() {
                 for (c, b) in h.counts.iter().zip(BUCKETS_S) {
-                    let _ = writeln!(
-                        s,
-                        "glip_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {c}"
-                    );
+                    let _ = writeln!(s, "{name}_bucket{{route=\"{route}\",le=\"{b}\"}} {c}");
                 }
                 let _ = writeln!(
                     s,
-                    "glip_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                    "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
                     h.count
                 );
-                let _ = writeln!(
-                    s,
-                    "glip_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    s,
-                    "glip_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                    h.count
-                );
+                let _ = writeln!(s, "{name}_sum{{route=\"{route}\"}} {}", h.sum);
+                let _ = writeln!(s, "{name}_count{{route=\"{route}\"}} {}", h.count);
             }
         }
-        let _ = writeln!(
-            s,
-            "# HELP glip_errors_total Requests refused or failed, by kind."
+        head(
+            &mut s,
+            "glip_errors_total",
+            "counter",
+            "Requests refused or failed, by kind.",
         );
-        let _ = writeln!(s, "# TYPE glip_errors_total counter");
         if let Ok(e) = self.errors.lock() {
             for (kind, n) in e.iter() {
                 let _ = writeln!(s, "glip_errors_total{{kind=\"{kind}\"}} {n}");
             }
         }
-        let _ = writeln!(
-            s,
-            "# HELP glip_queue_depth Detection jobs waiting for a worker."
-        );
-        let _ = writeln!(s, "# TYPE glip_queue_depth gauge");
-        let _ = writeln!(s, "glip_queue_depth {queue_depth}");
-        let _ = writeln!(
-            s,
-            "# HELP glip_queue_capacity Jobs the queue holds before answering 503."
-        );
-        let _ = writeln!(s, "# TYPE glip_queue_capacity gauge");
-        let _ = writeln!(s, "glip_queue_capacity {queue_capacity}");
-        let _ = writeln!(
-            s,
-            "# HELP glip_forwards_total Model forwards (one per batch)."
-        );
-        let _ = writeln!(s, "# TYPE glip_forwards_total counter");
-        let _ = writeln!(
-            s,
-            "glip_forwards_total {}",
-            self.batches.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP glip_forward_images_total Requests run by those forwards."
-        );
-        let _ = writeln!(s, "# TYPE glip_forward_images_total counter");
-        let _ = writeln!(
-            s,
-            "glip_forward_images_total {}",
-            self.batched_images.load(Ordering::Relaxed)
-        );
         let (mut hits, mut misses, mut entries) = (0, 0, 0);
         if let Ok(c) = self.prompt_caches.lock() {
             for st in c.values() {
@@ -169,28 +130,67 @@ impl Metrics {
                     (hits + st.hits, misses + st.misses, entries + st.entries);
             }
         }
-        let _ = writeln!(s, "# HELP glip_prompt_cache_hits_total Prompt chunks whose text features came from a worker's cache.");
-        let _ = writeln!(s, "# TYPE glip_prompt_cache_hits_total counter");
-        let _ = writeln!(s, "glip_prompt_cache_hits_total {hits}");
-        let _ = writeln!(
-            s,
-            "# HELP glip_prompt_cache_misses_total Prompt chunks encoded by BERT."
-        );
-        let _ = writeln!(s, "# TYPE glip_prompt_cache_misses_total counter");
-        let _ = writeln!(s, "glip_prompt_cache_misses_total {misses}");
-        let _ = writeln!(
-            s,
-            "# HELP glip_prompt_cache_entries Prompt chunks cached, all workers."
-        );
-        let _ = writeln!(s, "# TYPE glip_prompt_cache_entries gauge");
-        let _ = writeln!(s, "glip_prompt_cache_entries {entries}");
-        let _ = writeln!(s, "# HELP glip_requests_in_flight Requests being answered.");
-        let _ = writeln!(s, "# TYPE glip_requests_in_flight gauge");
-        let _ = writeln!(
-            s,
-            "glip_requests_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
-        );
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let scalars: [(&str, &str, &str, String); 8] = [
+            (
+                "glip_queue_depth",
+                "gauge",
+                "Detection jobs waiting for a worker.",
+                queue_depth.to_string(),
+            ),
+            (
+                "glip_queue_capacity",
+                "gauge",
+                "Jobs the queue holds before answering 503.",
+                queue_capacity.to_string(),
+            ),
+            (
+                "glip_forwards_total",
+                "counter",
+                "Model forwards (one per batch).",
+                load(&self.batches).to_string(),
+            ),
+            (
+                "glip_forward_images_total",
+                "counter",
+                "Requests run by those forwards.",
+                load(&self.batched_images).to_string(),
+            ),
+            (
+                "glip_prompt_cache_hits_total",
+                "counter",
+                "Prompt chunks whose text features came from a worker's cache.",
+                hits.to_string(),
+            ),
+            (
+                "glip_prompt_cache_misses_total",
+                "counter",
+                "Prompt chunks encoded by BERT.",
+                misses.to_string(),
+            ),
+            (
+                "glip_prompt_cache_entries",
+                "gauge",
+                "Prompt chunks cached, all workers.",
+                entries.to_string(),
+            ),
+            (
+                "glip_requests_in_flight",
+                "gauge",
+                "Requests being answered.",
+                self.in_flight.load(Ordering::Relaxed).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in scalars {
+            head(&mut s, name, kind, help);
+            let _ = writeln!(s, "{name} {value}");
+        }
         s
     }
+}
+
+/// A metric's `# HELP` and `# TYPE` lines.
+fn head(s: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(s, "# HELP {name} {help}");
+    let _ = writeln!(s, "# TYPE {name} {kind}");
 }
