@@ -289,6 +289,26 @@ struct ActivePrompt {
     chunks: Vec<PromptChunk>,
     /// (label, phrase text) of every phrase, over all chunks.
     names: Vec<(u32, String)>,
+    /// (label, score threshold) of the labels given their own threshold
+    /// ([`Detector::set_phrase_thresholds`]); the others use the detector's.
+    thresholds: Vec<(u32, f32)>,
+}
+
+impl ActivePrompt {
+    fn new(chunks: Vec<PromptChunk>, names: Vec<(u32, String)>) -> Self {
+        ActivePrompt {
+            chunks,
+            names,
+            thresholds: Vec::new(),
+        }
+    }
+    /// The score a detection of `label` needs to be kept.
+    fn threshold_of(&self, label: u32, default: f32) -> f32 {
+        self.thresholds
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map_or(default, |&(_, t)| t)
+    }
 }
 
 /// The shape a memory plan is recorded for: the network input, the batch, the prompt's
@@ -449,10 +469,7 @@ impl Detector {
             .iter()
             .map(|ph| (ph.label, ph.name.clone()))
             .collect();
-        self.prompt = Some(ActivePrompt {
-            chunks: states,
-            names,
-        });
+        self.prompt = Some(ActivePrompt::new(states, names));
         Ok(())
     }
 
@@ -466,10 +483,45 @@ impl Detector {
         names: Vec<(u32, String)>,
     ) -> Result<()> {
         let chunk = self.encode_chunk(ids, mask, positive_map)?;
-        self.prompt = Some(ActivePrompt {
-            chunks: vec![chunk],
-            names,
-        });
+        self.prompt = Some(ActivePrompt::new(vec![chunk], names));
+        Ok(())
+    }
+
+    /// Score thresholds for phrases of the current prompt, as GLIP's demo takes a list of
+    /// per-class confidence thresholds (`predictor_glip.py`, `_post_process_fixed_thresh`):
+    /// a detection of phrase `name` is kept when its score is at least that phrase's
+    /// threshold (below or above the detector's own, which the other phrases keep). A name
+    /// applies to every label with that text (a phrase found twice by
+    /// [`Detector::set_prompt_auto_phrases`] has two). Each name must be a phrase of the
+    /// current prompt and each value in [0, 1]; on an error nothing changes. Replaces the
+    /// thresholds set before; a new prompt clears them.
+    pub fn set_phrase_thresholds<S: AsRef<str>>(&mut self, pairs: &[(S, f32)]) -> Result<()> {
+        let p = self
+            .prompt
+            .as_mut()
+            .ok_or_else(|| Error::Prompt("phrase thresholds need a prompt: set it first".into()))?;
+        let mut thresholds = Vec::new();
+        for (name, t) in pairs {
+            let name = name.as_ref();
+            if !(t.is_finite() && (0.0..=1.0).contains(t)) {
+                return Err(Error::Invalid(format!(
+                    "the threshold {t} of phrase {name:?} must be in [0, 1]"
+                )));
+            }
+            if !p.names.iter().any(|(_, n)| n == name) {
+                let known: Vec<&str> = p.names.iter().map(|(_, n)| n.as_str()).collect();
+                return Err(Error::Prompt(format!(
+                    "{name:?} is not a phrase of the prompt (its phrases: {})",
+                    known.join(" | ")
+                )));
+            }
+            // A name given twice: the last value counts.
+            for (label, _) in p.names.iter().filter(|(_, n)| n == name) {
+                thresholds.retain(|(l, _)| l != label);
+                thresholds.push((*label, *t));
+            }
+        }
+        p.thresholds = thresholds;
         Ok(())
     }
 
@@ -646,7 +698,7 @@ impl Detector {
                 acc.extend(
                     orig.detections
                         .iter()
-                        .filter(|d| d.score >= self.threshold)
+                        .filter(|d| d.score >= p.threshold_of(d.label, self.threshold))
                         .map(|d| Detection {
                             bbox: d.bbox,
                             score: d.score,

@@ -397,6 +397,26 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Thresholds that test per-phrase filtering on any detections (phrase, score): a global
+/// one (the median score) and, for the first phrase in `dets` with a score under it, its
+/// own (the median of its scores under the global one): the global one cuts detections of
+/// the other phrases, and the phrase keeps detections the global one would drop. None when no phrase scores under the
+/// median.
+pub fn phrase_threshold_case(dets: &[(String, f32)]) -> Option<(String, f32, f32)> {
+    if dets.is_empty() {
+        return None;
+    }
+    let global = median(dets.iter().map(|d| f64::from(d.1)).collect()) as f32;
+    let target = dets.iter().find(|d| d.1 < global)?.0.clone();
+    let under: Vec<f64> = dets
+        .iter()
+        .filter(|d| d.0 == target && d.1 < global)
+        .map(|d| f64::from(d.1))
+        .collect();
+    let own = median(under) as f32;
+    Some((target, global, own))
+}
+
 /// A fresh directory under the system temp dir, removed with its contents when dropped.
 pub struct TempDir(PathBuf);
 

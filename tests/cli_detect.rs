@@ -588,3 +588,61 @@ fn annotate_writes_each_picture_with_its_boxes() {
         "nothing scores 1: the picture is unchanged"
     );
 }
+
+/// `--phrase-threshold PHRASE=VALUE` (alias `--class-threshold`) keeps that phrase's
+/// detections from VALUE on and the others from `--threshold`: the output equals the
+/// unfiltered output filtered so, in the same order. Unknown phrases and bad values are
+/// clear errors.
+#[test]
+fn phrase_thresholds_filter_their_phrase_only() {
+    let dets = |o: &Output| -> Vec<serde_json::Value> {
+        assert!(o.status.success(), "{}", stderr(o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["detections"].as_array().unwrap().clone()
+    };
+    let run = |extra: &[&str]| {
+        let mut e: Vec<String> = vec!["--format".into(), "jsonl".into()];
+        e.extend(extra.iter().map(|s| s.to_string()));
+        Run {
+            extra: e,
+            ..Run::default()
+        }
+        .exec()
+    };
+    let all = dets(&run(&[]));
+    let score = |d: &serde_json::Value| d["score"].as_f64().unwrap() as f32;
+    let phrase = |d: &serde_json::Value| d["phrase"].as_str().unwrap().to_string();
+    let pairs: Vec<_> = all.iter().map(|d| (phrase(d), score(d))).collect();
+    let (target, global, own) = glip_rt::testing::phrase_threshold_case(&pairs).unwrap();
+    let want: Vec<_> = all
+        .iter()
+        .filter(|d| score(d) >= if phrase(d) == target { own } else { global })
+        .cloned()
+        .collect();
+    let kept_by_global = all.iter().filter(|d| score(d) >= global).count();
+    assert!(want.len() < all.len() && want.len() > kept_by_global);
+    for flag in ["--phrase-threshold", "--class-threshold"] {
+        let (g, t) = (global.to_string(), format!("{target}={own}"));
+        let got = dets(&run(&["--threshold", &g, flag, &t]));
+        assert_eq!(got, want, "{flag}");
+    }
+    let o = run(&["--phrase-threshold", "no such phrase=0.5"]);
+    assert_clean_failure(
+        "unknown phrase",
+        &o,
+        "\"no such phrase\" is not a phrase of the prompt",
+    );
+    for bad in [
+        format!("{target}=1.5"),
+        format!("{target}=nan"),
+        target.clone(),
+        format!("={global}"),
+    ] {
+        let o = run(&["--phrase-threshold", &bad]);
+        assert_clean_failure(
+            &format!("--phrase-threshold {bad}"),
+            &o,
+            "--phrase-threshold",
+        );
+    }
+}

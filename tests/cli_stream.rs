@@ -319,3 +319,46 @@ fn batched_frames_give_the_single_frames_lines() {
     let (ok, _, err) = run(&g, &["--input", "raw", "--batch", "17"], Vec::new());
     assert!(!ok && err.contains("--batch 17"), "{err}");
 }
+
+/// `--phrase-threshold` in a stream: each line's detections are the unfiltered line's with
+/// that phrase cut at its own threshold and the others at `--threshold`.
+#[test]
+fn phrase_thresholds_apply_to_every_frame() {
+    let g = tiny();
+    let img = load_image(&g.photo, true).unwrap();
+    let (w, h) = (img.width.to_string(), img.height.to_string());
+    let size = ["--input", "raw", "--width", &w, "--height", &h];
+    let (ok, all, err) = run(&g, &size, img.data.clone());
+    assert!(ok, "{err}");
+    let all = all[0]["detections"].as_array().unwrap().clone();
+    let score = |d: &serde_json::Value| d["score"].as_f64().unwrap() as f32;
+    let pairs: Vec<_> = all
+        .iter()
+        .map(|d| (d["phrase"].as_str().unwrap().to_string(), score(d)))
+        .collect();
+    let (target, global, own) = glip_rt::testing::phrase_threshold_case(&pairs).unwrap();
+    let want: Vec<_> = all
+        .iter()
+        .filter(|d| {
+            score(d)
+                >= if d["phrase"] == target.as_str() {
+                    own
+                } else {
+                    global
+                }
+        })
+        .cloned()
+        .collect();
+    let kept_by_global = all.iter().filter(|d| score(d) >= global).count();
+    assert!(want.len() < all.len() && want.len() > kept_by_global);
+    let t = format!("{target}={own}");
+    let mut args = size.to_vec();
+    let global = global.to_string();
+    args.extend(["--threshold", &global, "--phrase-threshold", &t]);
+    let (ok, lines, err) = run(&g, &args, [img.data.clone(), img.data.clone()].concat());
+    assert!(ok, "{err}");
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert_eq!(l["detections"].as_array().unwrap(), &want);
+    }
+}

@@ -958,3 +958,95 @@ fn page_in_headless_chromium() {
         v[2]
     );
 }
+
+/// `phrase_thresholds` (a JSON object) keeps each named phrase's detections from its own
+/// threshold on, the others from the request's: the answer is the library's detections
+/// filtered so, on both routes. A phrase not in the prompt, a bad value or bad JSON is a 400.
+#[test]
+fn phrase_thresholds_per_request() {
+    let server = Server::start(&["--prompt", "a cat. a remote."]);
+    let all = library("a cat. a remote.");
+    let pairs: Vec<_> = all.iter().map(|d| (d.phrase.clone(), d.score)).collect();
+    let (target, global, own) = glip_rt::testing::phrase_threshold_case(&pairs).unwrap();
+    let want: Vec<_> = all
+        .iter()
+        .filter(|d| d.score >= if d.phrase == target { own } else { global })
+        .collect();
+    assert!(
+        want.len() < all.len() && want.len() > all.iter().filter(|d| d.score >= global).count()
+    );
+    let per = serde_json::json!({ target.as_str(): own }).to_string();
+    let global_text = global.to_string();
+    let a = post_form(
+        &server.addr,
+        "/v1/detect",
+        Some(&photo()),
+        &[("threshold", &global_text), ("phrase_thresholds", &per)],
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    let got: Vec<(String, u32, f32)> = v["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let (p, l, s) = (&d["phrase"], &d["label"], &d["score"]);
+            (
+                p.as_str().unwrap().into(),
+                l.as_u64().unwrap() as u32,
+                s.as_f64().unwrap() as f32,
+            )
+        })
+        .collect();
+    let expect: Vec<(String, u32, f32)> = want
+        .iter()
+        .map(|d| (d.phrase.clone(), d.label, d.score))
+        .collect();
+    assert_eq!(got, expect);
+    assert_eq!(
+        v["phrase_thresholds"][target.as_str()].as_f64().unwrap() as f32,
+        own
+    );
+    // DeepStack's route with the server's prompt: the same detections.
+    let a = post_form(
+        &server.addr,
+        "/v1/vision/detection",
+        Some(&photo()),
+        &[
+            ("min_confidence", &global_text),
+            ("phrase_thresholds", &per),
+        ],
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let labels: Vec<String> = a.json()["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["label"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        labels,
+        want.iter().map(|d| d.phrase.clone()).collect::<Vec<_>>()
+    );
+    for (bad, needle) in [
+        (
+            r#"{"a dog": 0.5}"#,
+            "\"a dog\" is not a phrase of the prompt",
+        ),
+        (r#"{"a cat": 2}"#, "not a number in [0, 1]"),
+        (r#"{"a cat": "high"}"#, "not a number in [0, 1]"),
+        ("a cat=0.5", "must be a JSON object"),
+    ] {
+        let a = post_form(
+            &server.addr,
+            "/v1/detect",
+            Some(&photo()),
+            &[("phrase_thresholds", bad)],
+        );
+        assert_eq!(a.status, 400, "{bad}: {}", a.text());
+        let e = a.json()["error"].as_str().unwrap().to_string();
+        assert!(e.contains(needle), "{bad}: {e}");
+    }
+    let a = post_form(&server.addr, "/v1/detect", Some(&photo()), &[]);
+    assert_eq!(a.status, 200, "the server goes on: {}", a.text());
+}

@@ -35,6 +35,8 @@ pub struct Args {
     /// `<DT>?<JJ.*>*<NN.*>+`; every occurrence of a phrase is a label of its own).
     #[arg(long, num_args = 1..)]
     pub phrases: Vec<String>,
+    #[command(flatten)]
+    pub phrase_thresholds: super::PhraseThresholdArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -204,6 +206,7 @@ pub fn run(a: Args) -> Result {
     } else {
         det.set_prompt_with_phrases(&a.prompt, &a.phrases)?;
     }
+    a.phrase_thresholds.apply(&mut det)?;
     let mut out = super::out::Out::new();
     let (images, errors) = expand_inputs(&a.image, a.recursive);
     let mut failed = errors.len();

@@ -92,6 +92,54 @@ pub struct ModelArgs {
     pub device: DeviceArgs,
 }
 
+/// Per-phrase score thresholds (`detect` and `stream`, whose prompt is fixed).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PhraseThresholdArgs {
+    /// A score threshold for one phrase of the prompt, PHRASE=VALUE (repeatable): that
+    /// phrase's detections are kept from VALUE on, whatever --threshold is (as the per-class
+    /// thresholds of GLIP's demo). The phrase as the prompt names it.
+    #[arg(
+        long = "phrase-threshold",
+        visible_alias = "class-threshold",
+        value_name = "PHRASE=VALUE",
+        value_parser = parse_phrase_threshold
+    )]
+    pub phrase_thresholds: Vec<(String, f32)>,
+}
+
+impl PhraseThresholdArgs {
+    /// Sets the thresholds on a detector whose prompt is set.
+    pub fn apply(&self, det: &mut glip_rt::Detector) -> std::result::Result<(), glip_rt::Error> {
+        if self.phrase_thresholds.is_empty() {
+            return Ok(());
+        }
+        det.set_phrase_thresholds(&self.phrase_thresholds)
+            .map_err(|e| match e {
+                glip_rt::Error::Prompt(m) | glip_rt::Error::Invalid(m) => {
+                    glip_rt::Error::Invalid(format!("--phrase-threshold: {m}"))
+                }
+                e => e,
+            })
+    }
+}
+
+/// `PHRASE=VALUE`, split at the last '=' (a phrase may hold one; a number never does).
+fn parse_phrase_threshold(s: &str) -> std::result::Result<(String, f32), String> {
+    let (name, value) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?} is not PHRASE=VALUE"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("{s:?} names no phrase"));
+    }
+    match value.trim().parse::<f32>() {
+        Ok(t) if t.is_finite() && (0.0..=1.0).contains(&t) => Ok((name.to_string(), t)),
+        _ => Err(format!(
+            "{value:?} (for {name:?}) is not a number in [0, 1]"
+        )),
+    }
+}
+
 /// Where a command runs (shared by `detect`, `stream`, `bench`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct DeviceArgs {

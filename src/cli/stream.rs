@@ -33,6 +33,8 @@ pub struct Args {
     /// The prompt (class names separated by '.'), encoded once for the whole stream.
     #[arg(long)]
     pub prompt: String,
+    #[command(flatten)]
+    pub phrase_thresholds: super::PhraseThresholdArgs,
     #[arg(long, value_enum, default_value_t = Input::Raw)]
     pub input: Input,
     /// Frame width for --input raw.
@@ -186,6 +188,7 @@ pub fn run(a: Args) -> Result {
         say!("warning: {w}");
     }
     det.set_prompt(&a.prompt)?;
+    a.phrase_thresholds.apply(&mut det)?;
     let exif = det.preprocess_config().exif_orientation;
 
     // Frames are read, decoded and preprocessed on a thread of their own, up to

@@ -5,7 +5,8 @@
 //!   `{"success": true, "predictions": [{"label", "confidence", "x_min", "y_min", "x_max",
 //!   "y_max"}]}` in pixels, with the server's prompt;
 //! - `POST /v1/detect`: the image as multipart `image` or as the raw body, a `prompt` (and
-//!   `phrases`, `threshold`) per request (form fields, or the query with a raw body);
+//!   `phrases`, `threshold`, `phrase_thresholds`) per request (form fields, or the query
+//!   with a raw body);
 //! - `GET /health`, `GET /metrics` (Prometheus text), `GET /` (the page).
 //!
 //! Every answer that is not a success is `{"success": false, "error": "…"}` with a 4xx/5xx
@@ -154,6 +155,7 @@ struct Fields {
     prompt: Option<String>,
     phrases: Vec<String>,
     threshold: Option<String>,
+    phrase_thresholds: Option<String>,
     api_key: Option<String>,
 }
 
@@ -163,6 +165,7 @@ impl Fields {
             "prompt" => self.prompt = Some(value),
             "phrases" => self.phrases.push(value),
             "threshold" | "min_confidence" => self.threshold = Some(value),
+            "phrase_thresholds" => self.phrase_thresholds = Some(value),
             "api_key" => self.api_key = Some(value),
             // Unknown fields are ignored, as DeepStack does.
             _ => {}
@@ -271,6 +274,53 @@ fn parse_threshold(app: &App, given: Option<&str>) -> Result<f32, Failure> {
     }
 }
 
+/// A request's per-phrase thresholds: a JSON object `{"phrase": threshold, …}` naming
+/// phrases of `prompt` (as `glip detect --phrase-threshold`: that phrase's detections are
+/// kept from its threshold on, the others from the request's threshold).
+fn parse_phrase_thresholds(
+    given: Option<&str>,
+    prompt: &Prompt,
+) -> Result<Vec<(String, f32)>, Failure> {
+    let Some(text) = given else {
+        return Ok(Vec::new());
+    };
+    let bad = |m: String| fail(StatusCode::BAD_REQUEST, "bad_request", m);
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| {
+            bad(format!(
+                "phrase_thresholds must be a JSON object {{\"phrase\": threshold}}: {e}"
+            ))
+        })?;
+    let mut out = Vec::with_capacity(map.len());
+    for (name, v) in map {
+        let t = v
+            .as_f64()
+            .filter(|t| (0.0..=1.0).contains(t))
+            .ok_or_else(|| {
+                bad(format!(
+                    "phrase_thresholds: the threshold {v} of {name:?} is not a number in [0, 1]"
+                ))
+            })?;
+        if !prompt.phrases.iter().any(|p| p.name == name) {
+            let known: Vec<&str> = prompt.phrases.iter().map(|p| p.name.as_str()).collect();
+            return Err(bad(format!(
+                "phrase_thresholds: {name:?} is not a phrase of the prompt (its phrases: {})",
+                known.join(" | ")
+            )));
+        }
+        out.push((name, t as f32));
+    }
+    Ok(out)
+}
+
+/// The score a detection needs: its phrase's own threshold, else the request's.
+fn min_score(d: &Detection, threshold: f32, per_phrase: &[(String, f32)]) -> f32 {
+    per_phrase
+        .iter()
+        .find(|(name, _)| *name == d.phrase)
+        .map_or(threshold, |&(_, t)| t)
+}
+
 /// The image checked (size from its header first) and decoded off the async threads.
 async fn decode(
     app: &App,
@@ -364,13 +414,14 @@ async fn deepstack(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let f = read_fields(req).await?;
     authorize(&app, &headers, f.api_key.as_deref())?;
     let threshold = parse_threshold(&app, f.threshold.as_deref())?;
+    let per_phrase = parse_phrase_thresholds(f.phrase_thresholds.as_deref(), &app.default_prompt)?;
     let image = decode(&app, f.image).await?;
     let (w, h) = (image.width as f32, image.height as f32);
     let dets = run_job(&app, Arc::clone(&app.default_prompt), image, deadline).await?;
     let px = |v: f32, max: f32| v.round().clamp(0.0, max) as i64;
     let predictions: Vec<_> = dets
         .iter()
-        .filter(|d| d.score >= threshold)
+        .filter(|d| d.score >= min_score(d, threshold, &per_phrase))
         .map(|d| {
             json!({
                 "label": d.phrase,
@@ -416,13 +467,14 @@ async fn detect(State(app): State<Arc<App>>, req: Request) -> Result<Response, F
                 .map_err(|e| fail(StatusCode::BAD_REQUEST, "bad_prompt", e.to_string()))?,
         ),
     };
+    let per_phrase = parse_phrase_thresholds(f.phrase_thresholds.as_deref(), &prompt)?;
     let image = decode(&app, f.image).await?;
     let (w, h) = (image.width, image.height);
     let caption = prompt.caption.clone();
     let dets = run_job(&app, prompt, image, deadline).await?;
     let detections: Vec<_> = dets
         .iter()
-        .filter(|d| d.score >= threshold)
+        .filter(|d| d.score >= min_score(d, threshold, &per_phrase))
         .map(|d| json!({"phrase": d.phrase, "label": d.label, "score": d.score, "box": d.bbox}))
         .collect();
     Ok(axum::Json(json!({
@@ -431,6 +483,7 @@ async fn detect(State(app): State<Arc<App>>, req: Request) -> Result<Response, F
         "width": w,
         "height": h,
         "threshold": threshold,
+        "phrase_thresholds": per_phrase.iter().map(|(n, t)| (n.clone(), json!(t))).collect::<serde_json::Map<_, _>>(),
         "detections": detections,
         "duration_ms": start.elapsed().as_secs_f64() * 1e3,
     }))
