@@ -334,6 +334,73 @@ fn prompt_changes_while_playing() {
     );
 }
 
+/// `phrase-thresholds` set while playing: from the next frame that phrase's detections are
+/// kept from its own threshold and the others from `threshold` (frame 0's detections filtered
+/// so: the frames are all the same picture). An unreadable value posts a warning and keeps
+/// the previous; a phrase the prompt lacks posts a warning and is ignored.
+#[test]
+fn phrase_thresholds_while_playing() {
+    let g = golden();
+    let desc = format!(
+        "videotestsrc num-buffers=5 pattern=colors ! video/x-raw,format=RGB,width=64,height=48 ! \
+         glipdetect name=d {} prompt=\"{}\" ! fakesink name=sink signal-handoffs=true sync=false",
+        model_props(&g),
+        g.caption
+    );
+    let case = Arc::new(Mutex::new(None));
+    let c = case.clone();
+    let r = run(&desc, move |i, buf, p| {
+        let d = p.by_name("d").unwrap();
+        match i {
+            0 => {
+                let pairs: Vec<(String, f32)> =
+                    rois(buf).into_iter().map(|m| (m.0, m.3 as f32)).collect();
+                let (target, global, own) =
+                    glip_rt::testing::phrase_threshold_case(&pairs).unwrap();
+                d.set_property("threshold", global);
+                let json = serde_json::json!({ target.as_str(): own }).to_string();
+                d.set_property("phrase-thresholds", json.as_str());
+                *c.lock().unwrap() = Some((target, global, own));
+            }
+            2 => d.set_property("phrase-thresholds", "{not json"),
+            3 => d.set_property("phrase-thresholds", r#"{"no such phrase": 0.1}"#),
+            _ => {}
+        }
+    });
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.buffers.len(), 5);
+    let (target, global, own) = case.lock().unwrap().clone().unwrap();
+    let all = rois(r.buffers[0].as_ref());
+    let filtered = |t: &str| -> Vec<Roi> {
+        all.iter()
+            .filter(|m| m.3 as f32 >= if m.0 == t { own } else { global })
+            .cloned()
+            .collect()
+    };
+    let want = filtered(&target);
+    assert!(want.len() < all.len());
+    assert!(want.len() > all.iter().filter(|m| m.3 as f32 >= global).count());
+    for i in 1..4 {
+        assert_eq!(rois(r.buffers[i].as_ref()), want, "frame {i}");
+    }
+    // Frame 4: only the global threshold (the phrase named is not the prompt's).
+    assert_eq!(rois(r.buffers[4].as_ref()), filtered(""));
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("phrase-thresholds") && w.contains("not used")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("no such phrase") && w.contains("not phrases of the prompt")),
+        "{:?}",
+        r.warnings
+    );
+}
+
 /// A buffer shorter than its caps say (between two good frames): a warning naming the frame,
 /// and it passes on without detections; the frames around it keep theirs.
 #[test]

@@ -45,6 +45,9 @@ struct Settings {
     tokenizer: Option<String>,
     prompt: Option<String>,
     threshold: f32,
+    /// `phrase-thresholds` as set (a JSON object) and as parsed.
+    phrase_thresholds_text: Option<String>,
+    phrase_thresholds: Vec<(String, f32)>,
     device: String,
 }
 
@@ -57,6 +60,8 @@ impl Default for Settings {
             tokenizer: None,
             prompt: None,
             threshold: 0.0,
+            phrase_thresholds_text: None,
+            phrase_thresholds: Vec::new(),
             device: "auto".into(),
         }
     }
@@ -69,6 +74,9 @@ struct State {
     info: Option<gst_video::VideoInfo>,
     format: Option<PixFmt>,
     frames: u64,
+    /// The prompt and phrase thresholds last checked against each other (phrases the prompt
+    /// does not have are said once per change).
+    checked: (String, Vec<(String, f32)>),
 }
 
 #[derive(Default)]
@@ -130,6 +138,17 @@ impl ObjectImpl for GlipDetect {
                     .default_value(0.0)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("phrase-thresholds")
+                    .nick("Phrase thresholds")
+                    .blurb(
+                        "per-phrase thresholds as a JSON object, e.g. {\"traffic light\": 0.3}: \
+                         those phrases' detections are kept from their own threshold on, the \
+                         others from threshold; may change while playing (an unreadable value \
+                         keeps the previous and posts a warning, as does a phrase the prompt \
+                         does not have, which is ignored)",
+                    )
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecString::builder("device")
                     .nick("Device")
                     .blurb("auto, cpu, cuda, cuda:N or emu (the emulated CUDA device)")
@@ -151,6 +170,23 @@ impl ObjectImpl for GlipDetect {
             "tokenizer" => s.tokenizer = text(),
             "prompt" => s.prompt = text(),
             "threshold" => s.threshold = value.get().unwrap_or(0.0),
+            "phrase-thresholds" => {
+                let given = text();
+                match parse_phrase_thresholds(given.as_deref()) {
+                    Ok(v) => {
+                        s.phrase_thresholds = v;
+                        s.phrase_thresholds_text = given;
+                    }
+                    Err(e) => gst::element_imp_warning!(
+                        self,
+                        gst::LibraryError::Settings,
+                        (
+                            "phrase-thresholds {given:?} not used: {e}; keeping {:?}",
+                            s.phrase_thresholds_text
+                        )
+                    ),
+                }
+            }
             "device" => s.device = text().unwrap_or_else(|| "auto".into()),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
@@ -165,6 +201,7 @@ impl ObjectImpl for GlipDetect {
             "tokenizer" => s.tokenizer.to_value(),
             "prompt" => s.prompt.to_value(),
             "threshold" => s.threshold.to_value(),
+            "phrase-thresholds" => s.phrase_thresholds_text.to_value(),
             "device" => s.device.to_value(),
             _ => None::<String>.to_value(),
         }
@@ -249,6 +286,7 @@ impl GlipDetect {
             info: None,
             format: None,
             frames: 0,
+            checked: (String::new(), Vec::new()),
         })
     }
 
@@ -273,6 +311,55 @@ impl GlipDetect {
                 lock(&self.settings).prompt = Some(state.prompt.clone());
             }
         }
+    }
+}
+
+/// `phrase-thresholds`: a JSON object of thresholds in [0, 1] (none for an unset value).
+fn parse_phrase_thresholds(text: Option<&str>) -> Result<Vec<(String, f32)>, String> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| format!("not a JSON object {{\"phrase\": threshold}}: {e}"))?;
+    map.into_iter()
+        .map(|(name, v)| match v.as_f64() {
+            Some(t) if (0.0..=1.0).contains(&t) => Ok((name, t as f32)),
+            _ => Err(format!(
+                "the threshold {v} of {name:?} is not a number in [0, 1]"
+            )),
+        })
+        .collect()
+}
+
+impl GlipDetect {
+    /// Says once per change which phrase thresholds name no phrase of the prompt.
+    fn check_phrase_thresholds(&self, state: &mut State, per_phrase: &[(String, f32)]) {
+        if state.checked.0 == state.prompt && state.checked.1 == per_phrase {
+            return;
+        }
+        let names: Vec<String> = state
+            .det
+            .prompt_chunks()
+            .iter()
+            .flat_map(|c| c.prompt.phrases.iter().map(|p| p.name.clone()))
+            .collect();
+        let unknown: Vec<&str> = per_phrase
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| !names.iter().any(|p| p == n))
+            .collect();
+        if !unknown.is_empty() {
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                (
+                    "phrase-thresholds: {unknown:?} not phrases of the prompt {:?} (its phrases: {}); ignored",
+                    state.prompt,
+                    names.join(" | ")
+                )
+            );
+        }
+        state.checked = (state.prompt.clone(), per_phrase.to_vec());
     }
 }
 
@@ -314,9 +401,9 @@ impl BaseTransformImpl for GlipDetect {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (wanted, threshold) = {
+        let (wanted, threshold, per_phrase) = {
             let s = lock(&self.settings);
-            (s.prompt.clone(), s.threshold)
+            (s.prompt.clone(), s.threshold, s.phrase_thresholds.clone())
         };
         let mut st = lock(&self.state);
         let Some(state) = st.as_mut() else {
@@ -328,6 +415,7 @@ impl BaseTransformImpl for GlipDetect {
             return Err(gst::FlowError::NotNegotiated);
         };
         self.update_prompt(state, wanted);
+        self.check_phrase_thresholds(state, &per_phrase);
         let (Some(info), Some(format)) = (state.info.clone(), state.format) else {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ["a buffer before caps"]);
             return Err(gst::FlowError::NotNegotiated);
@@ -350,7 +438,16 @@ impl BaseTransformImpl for GlipDetect {
         let frame_no = state.frames;
         state.frames += 1;
         drop(st);
-        let kept: Vec<_> = dets.into_iter().filter(|d| d.score >= threshold).collect();
+        let min_score = |phrase: &str| {
+            per_phrase
+                .iter()
+                .find(|(n, _)| n == phrase)
+                .map_or(threshold, |&(_, t)| t)
+        };
+        let kept: Vec<_> = dets
+            .into_iter()
+            .filter(|d| d.score >= min_score(&d.phrase))
+            .collect();
         for d in &kept {
             let rect = roi_rect(d.bbox, w, h);
             let mut meta = gst_video::VideoRegionOfInterestMeta::add(buf, &d.phrase, rect);
