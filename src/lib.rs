@@ -7,6 +7,7 @@
 pub mod annotate;
 pub mod api;
 pub mod backend;
+pub mod block_cache;
 pub mod capi;
 pub mod cocoeval;
 pub mod error;

@@ -239,3 +239,56 @@ fn emulated_bench(args: &[&std::ffi::OsStr]) -> String {
     assert!(out.contains("emulated CUDA device"), "{out}");
     out
 }
+
+/// The binary's host block cache (src/block_cache.rs) is in use: with its smallest block
+/// lowered to 4 KiB the tiny model's op outputs go through it and later frames take kept
+/// blocks; GLIP_BLOCK_CACHE_MIB=0 turns it off; a bad value is an error.
+#[test]
+fn host_block_cache_is_reported_and_can_be_turned_off() {
+    let run = |env: &[(&str, &str)]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_glip"))
+            .arg("bench")
+            .arg("--config")
+            .arg(testdata().join("golden/12_e2e_tiny_config.yaml"))
+            .arg("--bert-config")
+            .arg(testdata().join("tiny_bert_config.json"))
+            .args([
+                "--size", "96x128", "--runs", "3", "--tokens", "8", "--coco", "false",
+            ])
+            .args(["--json"])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        v["host_block_cache"].clone()
+    };
+    let on = run(&[("GLIP_BLOCK_CACHE_MIN_KIB", "4")]);
+    let (hits, misses) = (on["hits"].as_u64().unwrap(), on["misses"].as_u64().unwrap());
+    // Four frames (the recording run, three timed): the last three take the first's blocks.
+    assert!(hits > 2 * misses, "{on}");
+    let off = run(&[
+        ("GLIP_BLOCK_CACHE_MIN_KIB", "4"),
+        ("GLIP_BLOCK_CACHE_MIB", "0"),
+    ]);
+    assert_eq!(
+        (off["hits"].as_u64(), off["held_bytes"].as_u64()),
+        (Some(0), Some(0)),
+        "{off}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_glip"))
+        .arg("bench")
+        .env("GLIP_BLOCK_CACHE_MIB", "lots")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("GLIP_BLOCK_CACHE_MIB"),
+        "{err}"
+    );
+}

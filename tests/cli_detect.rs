@@ -646,3 +646,23 @@ fn phrase_thresholds_filter_their_phrase_only() {
         );
     }
 }
+
+/// Reused blocks change nothing: with the host block cache taking every op output over
+/// 4 KiB, three runs of the golden photo print exactly what they print with the cache off
+/// (and the first equals the golden, as `photo_gives_the_golden_detections` checks).
+#[test]
+fn reused_host_blocks_change_no_detection() {
+    let g = E2eGolden::load("12_e2e_tiny").unwrap();
+    let out = |cache_mib: &str| {
+        let mut r = Run::golden(&g, &["--format", "json", "--device", "cpu"])
+            .env("GLIP_BLOCK_CACHE_MIN_KIB", "4")
+            .env("GLIP_BLOCK_CACHE_MIB", cache_mib);
+        r.images = vec![g.photo.clone(); 3];
+        let o = r.exec();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let (on, off) = (out("2048"), out("0"));
+    assert_eq!(on.matches("\"score\"").count(), 3 * g.num_final);
+    assert_eq!(on, off);
+}

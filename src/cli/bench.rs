@@ -640,6 +640,21 @@ pub fn run(a: Args) -> Result {
             "held_bytes": m.held,
         });
     }
+    let bc = crate::block_cache_stats();
+    outln!(
+        stdout,
+        "host block cache: {} of {} large allocations took a kept block, {:.1} MiB held of {:.0} MiB (GLIP_BLOCK_CACHE_MIB)",
+        bc.hits,
+        bc.hits + bc.misses,
+        bc.held as f64 / (1u64 << 20) as f64,
+        bc.cap as f64 / (1u64 << 20) as f64
+    );
+    report["host_block_cache"] = serde_json::json!({
+        "hits": bc.hits,
+        "misses": bc.misses,
+        "held_bytes": bc.held,
+        "cap_bytes": bc.cap,
+    });
     let fallbacks = det.fallbacks();
     if let Some(t) = super::fallback_table(&fallbacks) {
         outln!(stdout, "\n{t}");
