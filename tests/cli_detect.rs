@@ -666,3 +666,76 @@ fn reused_host_blocks_change_no_detection() {
     assert_eq!(on.matches("\"score\"").count(), 3 * g.num_final);
     assert_eq!(on, off);
 }
+
+/// `--model DIR` (or GLIP_MODEL_DIR) reads config.yaml, model.safetensors and
+/// bert_config.json from a model folder: the same output as naming the files; a flag names a
+/// file in the folder's place; a folder without its weights, a path that is no folder, and
+/// no model at all are clear errors.
+#[test]
+fn a_model_folder_stands_for_the_file_flags() {
+    let g = E2eGolden::load("12_e2e_tiny").unwrap();
+    let dir = glip_rt::testing::TempDir::new("glip-model-dir");
+    let bert = testdata().join("tiny_bert_config.json");
+    for (from, to) in [
+        (&g.config, "config.yaml"),
+        (&g.weights, "model.safetensors"),
+        (&bert, "bert_config.json"),
+    ] {
+        std::fs::copy(from, dir.join(to)).unwrap();
+    }
+    let detect = |args: &[std::ffi::OsString], env: Option<&std::path::Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_glip"));
+        c.arg("detect")
+            .args([
+                "--format", "json", "--device", "cpu", "--prompt", &g.caption,
+            ])
+            .arg("--image")
+            .arg(&g.photo)
+            .args(args)
+            .env_remove("GLIP_MODEL_DIR");
+        if let Some(d) = env {
+            c.env("GLIP_MODEL_DIR", d);
+        }
+        c.output().unwrap()
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let files = [
+        os("--config"),
+        g.config.clone().into(),
+        os("--weights"),
+        g.weights.clone().into(),
+        os("--bert-config"),
+        bert.clone().into(),
+    ];
+    let want = detect(&files, None);
+    assert!(want.status.success(), "{}", stderr(&want));
+    assert!(!want.stdout.is_empty());
+    let by_dir = detect(&[os("--model"), dir.path().into()], None);
+    assert!(by_dir.status.success(), "{}", stderr(&by_dir));
+    assert_eq!(by_dir.stdout, want.stdout);
+    let by_env = detect(&[], Some(dir.path()));
+    assert!(by_env.status.success(), "{}", stderr(&by_env));
+    assert_eq!(by_env.stdout, want.stdout);
+    // The folder's weights replaced by a broken file, the good one named by the flag.
+    std::fs::write(dir.join("model.safetensors"), b"not weights").unwrap();
+    let broken = detect(&[os("--model"), dir.path().into()], None);
+    assert_clean_failure("broken weights in the folder", &broken, "model.safetensors");
+    let flag = detect(
+        &[
+            os("--model"),
+            dir.path().into(),
+            os("--weights"),
+            g.weights.clone().into(),
+        ],
+        None,
+    );
+    assert!(flag.status.success(), "{}", stderr(&flag));
+    assert_eq!(flag.stdout, want.stdout);
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let o = detect(&[os("--model"), dir.path().into()], None);
+    assert_clean_failure("no weights in the folder", &o, "no model.safetensors in it");
+    let o = detect(&[os("--model"), g.photo.clone().into()], None);
+    assert_clean_failure("a file as the folder", &o, "not a folder");
+    let o = detect(&[], None);
+    assert_clean_failure("no model", &o, "--model DIR");
+}

@@ -70,15 +70,29 @@ pub fn run(cli: Cli) -> crate_result::Result {
     }
 }
 
-/// The model a detecting subcommand loads (shared by `detect` and `stream`).
+/// The files of a model folder (`--model DIR`): GLIP's yaml, the weights, and optionally
+/// the BERT config and the tokenizer.
+pub const MODEL_DIR_FILES: [&str; 4] = [
+    "config.yaml",
+    "model.safetensors",
+    "bert_config.json",
+    "tokenizer.json",
+];
+
+/// The model a detecting subcommand loads (shared by `detect`, `stream`, `eval`, `serve`).
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
+    /// A model folder: config.yaml (GLIP's yaml), model.safetensors (the weights) and, when
+    /// present, bert_config.json and tokenizer.json; --config, --weights, --bert-config and
+    /// --tokenizer name files in their place.
+    #[arg(long, env = "GLIP_MODEL_DIR", value_name = "DIR")]
+    pub model: Option<std::path::PathBuf>,
     /// GLIP's yaml config (e.g. glip_Swin_T_O365_GoldG.yaml).
     #[arg(long)]
-    pub config: std::path::PathBuf,
+    pub config: Option<std::path::PathBuf>,
     /// Weights in safetensors with GLIP's key names (`glip convert` makes them from a .pth).
     #[arg(long)]
-    pub weights: std::path::PathBuf,
+    pub weights: Option<std::path::PathBuf>,
     /// HF-style BERT config.json (default: bert-base-uncased).
     #[arg(long)]
     pub bert_config: Option<std::path::PathBuf>,
@@ -193,19 +207,66 @@ impl ModelArgs {
                 self.threshold
             )));
         }
+        let [config, weights, bert, tok] = MODEL_DIR_FILES;
         let mut b = glip_rt::Detector::builder()
-            .config(&self.config)
-            .weights(&self.weights)
+            .config(
+                self.model_file(&self.config, "config", config)?
+                    .ok_or_else(|| {
+                        glip_rt::Error::Invalid(
+                            "give --config and --weights, or --model DIR".into(),
+                        )
+                    })?,
+            )
+            .weights(
+                self.model_file(&self.weights, "weights", weights)?
+                    .ok_or_else(|| {
+                        glip_rt::Error::Invalid(
+                            "give --weights with --config, or --model DIR".into(),
+                        )
+                    })?,
+            )
             .threshold(self.threshold)
             .device(self.device.device)
             .allow_fallback(!self.device.no_fallback);
-        if let Some(p) = &self.bert_config {
+        if let Some(p) = self.model_file(&self.bert_config, "bert-config", bert)? {
             b = b.bert_config(p);
         }
-        if let Some(p) = &self.tokenizer {
+        if let Some(p) = self.model_file(&self.tokenizer, "tokenizer", tok)? {
             b = b.tokenizer(p);
         }
         Ok(b)
+    }
+
+    /// The file `--flag` names, else `name` in the model folder (None when neither: the
+    /// config and weights must be there, the others are optional).
+    fn model_file(
+        &self,
+        given: &Option<std::path::PathBuf>,
+        flag: &str,
+        name: &str,
+    ) -> std::result::Result<Option<std::path::PathBuf>, glip_rt::Error> {
+        if let Some(p) = given {
+            return Ok(Some(p.clone()));
+        }
+        let Some(dir) = &self.model else {
+            return Ok(None);
+        };
+        if !dir.is_dir() {
+            return Err(glip_rt::Error::Invalid(format!(
+                "--model {}: not a folder",
+                dir.display()
+            )));
+        }
+        let p = dir.join(name);
+        match (p.is_file(), flag) {
+            (true, _) => Ok(Some(p)),
+            (false, "config" | "weights") => Err(glip_rt::Error::Invalid(format!(
+                "--model {}: no {name} in it (a model folder holds {}; or give --{flag})",
+                dir.display(),
+                MODEL_DIR_FILES.join(", ")
+            ))),
+            (false, _) => Ok(None),
+        }
     }
 }
 
