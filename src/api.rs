@@ -40,6 +40,26 @@ pub struct Detection {
     pub phrase: String,
 }
 
+/// Per-phrase thresholds written as a JSON object `{"phrase": threshold, …}` (the form
+/// `glip serve` and the GStreamer element take), each a number in [0, 1]; for
+/// [`Detector::set_phrase_thresholds`] or a filter of one's own.
+pub fn phrase_thresholds_from_json(text: &str) -> Result<Vec<(String, f32)>> {
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| {
+            Error::Invalid(format!(
+                "phrase thresholds must be a JSON object {{\"phrase\": threshold}}: {e}"
+            ))
+        })?;
+    map.into_iter()
+        .map(|(name, v)| match v.as_f64() {
+            Some(t) if (0.0..=1.0).contains(&t) => Ok((name, t as f32)),
+            _ => Err(Error::Invalid(format!(
+                "the threshold {v} of {name:?} is not a number in [0, 1]"
+            ))),
+        })
+        .collect()
+}
+
 /// Where the model comes from and how it runs.
 #[derive(Clone, Default)]
 pub struct DetectorBuilder {

@@ -4,6 +4,11 @@ use glip_rt::testing::testdata;
 use std::process::Command;
 
 fn bench(args: &[&str]) -> std::process::Output {
+    bench_env(args, &[])
+}
+
+/// `glip bench` on the tiny config with `args`, in an environment with `env` added.
+fn bench_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_glip"))
         .arg("bench")
         .arg("--config")
@@ -11,6 +16,7 @@ fn bench(args: &[&str]) -> std::process::Output {
         .arg("--bert-config")
         .arg(testdata().join("tiny_bert_config.json"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -246,19 +252,10 @@ fn emulated_bench(args: &[&std::ffi::OsStr]) -> String {
 #[test]
 fn host_block_cache_is_reported_and_can_be_turned_off() {
     let run = |env: &[(&str, &str)]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_glip"))
-            .arg("bench")
-            .arg("--config")
-            .arg(testdata().join("golden/12_e2e_tiny_config.yaml"))
-            .arg("--bert-config")
-            .arg(testdata().join("tiny_bert_config.json"))
-            .args([
-                "--size", "96x128", "--runs", "3", "--tokens", "8", "--coco", "false",
-            ])
-            .args(["--json"])
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
+        let args = [
+            "--size", "96x128", "--runs", "3", "--tokens", "8", "--coco", "false", "--json",
+        ];
+        let o = bench_env(&args, env);
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         assert!(
             o.status.success(),

@@ -208,23 +208,16 @@ impl ModelArgs {
             )));
         }
         let [config, weights, bert, tok] = MODEL_DIR_FILES;
+        let required = |given, flag, name| {
+            self.model_file(given, flag, name)?.ok_or_else(|| {
+                glip_rt::Error::Invalid(
+                    "name the model: --config and --weights, or --model DIR".into(),
+                )
+            })
+        };
         let mut b = glip_rt::Detector::builder()
-            .config(
-                self.model_file(&self.config, "config", config)?
-                    .ok_or_else(|| {
-                        glip_rt::Error::Invalid(
-                            "give --config and --weights, or --model DIR".into(),
-                        )
-                    })?,
-            )
-            .weights(
-                self.model_file(&self.weights, "weights", weights)?
-                    .ok_or_else(|| {
-                        glip_rt::Error::Invalid(
-                            "give --weights with --config, or --model DIR".into(),
-                        )
-                    })?,
-            )
+            .config(required(&self.config, "config", config)?)
+            .weights(required(&self.weights, "weights", weights)?)
             .threshold(self.threshold)
             .device(self.device.device)
             .allow_fallback(!self.device.no_fallback);

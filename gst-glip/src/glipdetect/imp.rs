@@ -316,19 +316,10 @@ impl GlipDetect {
 
 /// `phrase-thresholds`: a JSON object of thresholds in [0, 1] (none for an unset value).
 fn parse_phrase_thresholds(text: Option<&str>) -> Result<Vec<(String, f32)>, String> {
-    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
-        return Ok(Vec::new());
-    };
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
-        .map_err(|e| format!("not a JSON object {{\"phrase\": threshold}}: {e}"))?;
-    map.into_iter()
-        .map(|(name, v)| match v.as_f64() {
-            Some(t) if (0.0..=1.0).contains(&t) => Ok((name, t as f32)),
-            _ => Err(format!(
-                "the threshold {v} of {name:?} is not a number in [0, 1]"
-            )),
-        })
-        .collect()
+    match text.filter(|t| !t.trim().is_empty()) {
+        None => Ok(Vec::new()),
+        Some(t) => glip_rt::api::phrase_thresholds_from_json(t).map_err(|e| e.to_string()),
+    }
 }
 
 impl GlipDetect {

@@ -285,30 +285,16 @@ fn parse_phrase_thresholds(
         return Ok(Vec::new());
     };
     let bad = |m: String| fail(StatusCode::BAD_REQUEST, "bad_request", m);
-    let map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| {
-            bad(format!(
-                "phrase_thresholds must be a JSON object {{\"phrase\": threshold}}: {e}"
-            ))
-        })?;
-    let mut out = Vec::with_capacity(map.len());
-    for (name, v) in map {
-        let t = v
-            .as_f64()
-            .filter(|t| (0.0..=1.0).contains(t))
-            .ok_or_else(|| {
-                bad(format!(
-                    "phrase_thresholds: the threshold {v} of {name:?} is not a number in [0, 1]"
-                ))
-            })?;
-        if !prompt.phrases.iter().any(|p| p.name == name) {
+    let out = glip_rt::api::phrase_thresholds_from_json(text)
+        .map_err(|e| bad(format!("phrase_thresholds: {e}")))?;
+    for (name, _) in &out {
+        if !prompt.phrases.iter().any(|p| p.name == *name) {
             let known: Vec<&str> = prompt.phrases.iter().map(|p| p.name.as_str()).collect();
             return Err(bad(format!(
                 "phrase_thresholds: {name:?} is not a phrase of the prompt (its phrases: {})",
                 known.join(" | ")
             )));
         }
-        out.push((name, t as f32));
     }
     Ok(out)
 }
