@@ -63,6 +63,8 @@ pub fn phrase_thresholds_from_json(text: &str) -> Result<Vec<(String, f32)>> {
 /// Where the model comes from and how it runs.
 #[derive(Clone, Default)]
 pub struct DetectorBuilder {
+    /// A model folder ([`MODEL_DIR_FILES`]) for the files not named one by one.
+    model_dir: Option<PathBuf>,
     config: Option<PathBuf>,
     preset: Option<GlipConfig>,
     weights: Option<PathBuf>,
@@ -81,10 +83,64 @@ pub struct DetectorBuilder {
     prompt_cache: Option<usize>,
 }
 
+/// The files of a model folder ([`DetectorBuilder::model_dir`]): GLIP's yaml and the
+/// weights, then the optional BERT config and tokenizer.
+pub const MODEL_DIR_FILES: [&str; 4] = [
+    "config.yaml",
+    "model.safetensors",
+    "bert_config.json",
+    "tokenizer.json",
+];
+
 /// Prompts (chunks) whose BERT output a detector keeps by default.
 pub const DEFAULT_PROMPT_CACHE: usize = 8;
 
 impl DetectorBuilder {
+    /// A model folder: `config.yaml` (GLIP's yaml), `model.safetensors` and, when present,
+    /// `bert_config.json` and `tokenizer.json`. Files named one by one ([`Self::config`],
+    /// [`Self::weights`], …) take the place of the folder's.
+    pub fn model_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.model_dir = Some(dir.into());
+        self
+    }
+    /// The model folder's files where none was named (build time).
+    fn with_model_dir_files(mut self) -> Result<Self> {
+        let Some(dir) = self.model_dir.take() else {
+            return Ok(self);
+        };
+        if !dir.is_dir() {
+            return Err(Error::Config(format!(
+                "model folder {}: not a folder",
+                dir.display()
+            )));
+        }
+        let [config, weights, bert, tok] = MODEL_DIR_FILES;
+        let found = |name: &str, required: bool| -> Result<Option<PathBuf>> {
+            let p = dir.join(name);
+            match (p.is_file(), required) {
+                (true, _) => Ok(Some(p)),
+                (false, true) => Err(Error::Config(format!(
+                    "model folder {}: no {name} in it (a model folder holds {})",
+                    dir.display(),
+                    MODEL_DIR_FILES.join(", ")
+                ))),
+                (false, false) => Ok(None),
+            }
+        };
+        if self.config.is_none() && self.preset.is_none() {
+            self.config = found(config, true)?;
+        }
+        if self.weights.is_none() && self.random_seed.is_none() {
+            self.weights = found(weights, true)?;
+        }
+        if self.bert_config.is_none() && self.bert.is_none() {
+            self.bert_config = found(bert, false)?;
+        }
+        if self.tokenizer.is_none() {
+            self.tokenizer = found(tok, false)?;
+        }
+        Ok(self)
+    }
     /// GLIP's yaml config (e.g. `glip_Swin_T_O365_GoldG.yaml`).
     pub fn config(mut self, path: impl Into<PathBuf>) -> Self {
         self.config = Some(path.into());
@@ -159,6 +215,11 @@ impl DetectorBuilder {
     }
 
     pub fn build(self) -> Result<Detector> {
+        self.with_model_dir_files()?.build_resolved()
+    }
+
+    /// [`Self::build`] once the model folder's files are in place.
+    fn build_resolved(self) -> Result<Detector> {
         let config = match (self.preset, &self.config) {
             (Some(c), None) => c,
             (None, Some(p)) => GlipConfig::from_yaml_file(p)?,

@@ -401,6 +401,46 @@ fn phrase_thresholds_while_playing() {
     );
 }
 
+/// `model=DIR` (a model folder) gives the detections of naming the files one by one.
+#[test]
+fn a_model_folder_property_stands_for_the_files() {
+    let g = golden();
+    let dir = TempDir::new("glipdetect-model");
+    let bert = testdata().join("tiny_bert_config.json");
+    for (from, to) in [
+        (&g.config, "config.yaml"),
+        (&g.weights, "model.safetensors"),
+        (&bert, "bert_config.json"),
+    ] {
+        std::fs::copy(from, dir.join(to)).unwrap();
+    }
+    let src =
+        "videotestsrc num-buffers=2 pattern=colors ! video/x-raw,format=RGB,width=64,height=48";
+    let sink = "fakesink name=sink signal-handoffs=true sync=false";
+    let by_files = format!(
+        "{src} ! glipdetect {} prompt=\"{}\" ! {sink}",
+        model_props(&g),
+        g.caption
+    );
+    let by_dir = format!(
+        "{src} ! glipdetect model=\"{}\" device=cpu prompt=\"{}\" ! {sink}",
+        dir.path().display(),
+        g.caption
+    );
+    let (a, b) = (run(&by_files, |_, _, _| {}), run(&by_dir, |_, _, _| {}));
+    assert!(
+        a.error.is_none() && b.error.is_none(),
+        "{:?} {:?}",
+        a.error,
+        b.error
+    );
+    assert_eq!(a.buffers.len(), 2);
+    assert!(!rois(a.buffers[0].as_ref()).is_empty());
+    for (x, y) in a.buffers.iter().zip(&b.buffers) {
+        assert_eq!(rois(x.as_ref()), rois(y.as_ref()));
+    }
+}
+
 /// A buffer shorter than its caps say (between two good frames): a warning naming the frame,
 /// and it passes on without detections; the frames around it keep theirs.
 #[test]
@@ -463,6 +503,17 @@ fn bad_settings_and_caps_are_errors() {
         (
             format!("{src} ! glipdetect {} ! {sink}", model_props(&g)),
             "prompt property is not set",
+        ),
+        (
+            format!("{src} ! glipdetect prompt=\"a cat.\" ! {sink}"),
+            "config property (or model, a model folder) is not set",
+        ),
+        (
+            format!(
+                "{src} ! glipdetect model=\"{}\" prompt=\"a cat.\" ! {sink}",
+                g.config.display()
+            ),
+            "not a folder",
         ),
         (
             format!(

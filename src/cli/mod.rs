@@ -70,15 +70,6 @@ pub fn run(cli: Cli) -> crate_result::Result {
     }
 }
 
-/// The files of a model folder (`--model DIR`): GLIP's yaml, the weights, and optionally
-/// the BERT config and the tokenizer.
-pub const MODEL_DIR_FILES: [&str; 4] = [
-    "config.yaml",
-    "model.safetensors",
-    "bert_config.json",
-    "tokenizer.json",
-];
-
 /// The model a detecting subcommand loads (shared by `detect`, `stream`, `eval`, `serve`).
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
@@ -207,59 +198,31 @@ impl ModelArgs {
                 self.threshold
             )));
         }
-        let [config, weights, bert, tok] = MODEL_DIR_FILES;
-        let required = |given, flag, name| {
-            self.model_file(given, flag, name)?.ok_or_else(|| {
-                glip_rt::Error::Invalid(
-                    "name the model: --config and --weights, or --model DIR".into(),
-                )
-            })
-        };
+        if self.model.is_none() && (self.config.is_none() || self.weights.is_none()) {
+            return Err(glip_rt::Error::Invalid(
+                "name the model: --config and --weights, or --model DIR".into(),
+            ));
+        }
         let mut b = glip_rt::Detector::builder()
-            .config(required(&self.config, "config", config)?)
-            .weights(required(&self.weights, "weights", weights)?)
             .threshold(self.threshold)
             .device(self.device.device)
             .allow_fallback(!self.device.no_fallback);
-        if let Some(p) = self.model_file(&self.bert_config, "bert-config", bert)? {
+        if let Some(d) = &self.model {
+            b = b.model_dir(d);
+        }
+        if let Some(p) = &self.config {
+            b = b.config(p);
+        }
+        if let Some(p) = &self.weights {
+            b = b.weights(p);
+        }
+        if let Some(p) = &self.bert_config {
             b = b.bert_config(p);
         }
-        if let Some(p) = self.model_file(&self.tokenizer, "tokenizer", tok)? {
+        if let Some(p) = &self.tokenizer {
             b = b.tokenizer(p);
         }
         Ok(b)
-    }
-
-    /// The file `--flag` names, else `name` in the model folder (None when neither: the
-    /// config and weights must be there, the others are optional).
-    fn model_file(
-        &self,
-        given: &Option<std::path::PathBuf>,
-        flag: &str,
-        name: &str,
-    ) -> std::result::Result<Option<std::path::PathBuf>, glip_rt::Error> {
-        if let Some(p) = given {
-            return Ok(Some(p.clone()));
-        }
-        let Some(dir) = &self.model else {
-            return Ok(None);
-        };
-        if !dir.is_dir() {
-            return Err(glip_rt::Error::Invalid(format!(
-                "--model {}: not a folder",
-                dir.display()
-            )));
-        }
-        let p = dir.join(name);
-        match (p.is_file(), flag) {
-            (true, _) => Ok(Some(p)),
-            (false, "config" | "weights") => Err(glip_rt::Error::Invalid(format!(
-                "--model {}: no {name} in it (a model folder holds {}; or give --{flag})",
-                dir.display(),
-                MODEL_DIR_FILES.join(", ")
-            ))),
-            (false, _) => Ok(None),
-        }
     }
 }
 

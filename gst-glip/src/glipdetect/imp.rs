@@ -39,6 +39,7 @@ const PARAM: &str = "detection";
 
 #[derive(Clone, Debug)]
 struct Settings {
+    model: Option<String>,
     config: Option<String>,
     weights: Option<String>,
     bert_config: Option<String>,
@@ -54,6 +55,7 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            model: None,
             config: None,
             weights: None,
             bert_config: None,
@@ -101,6 +103,15 @@ impl ObjectImpl for GlipDetect {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model folder")
+                    .blurb(
+                        "a model folder: config.yaml, model.safetensors and, when present, \
+                         bert_config.json and tokenizer.json (config, weights, bert-config and \
+                         tokenizer name files in their place)",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("config")
                     .nick("Config")
                     .blurb("GLIP's yaml config (e.g. glip_Swin_T_O365_GoldG.yaml)")
@@ -164,6 +175,7 @@ impl ObjectImpl for GlipDetect {
         let mut s = lock(&self.settings);
         let text = || value.get::<Option<String>>().ok().flatten();
         match pspec.name() {
+            "model" => s.model = text(),
             "config" => s.config = text(),
             "weights" => s.weights = text(),
             "bert-config" => s.bert_config = text(),
@@ -195,6 +207,7 @@ impl ObjectImpl for GlipDetect {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = lock(&self.settings);
         match pspec.name() {
+            "model" => s.model.to_value(),
             "config" => s.config.to_value(),
             "weights" => s.weights.to_value(),
             "bert-config" => s.bert_config.to_value(),
@@ -250,24 +263,28 @@ impl ElementImpl for GlipDetect {
 impl GlipDetect {
     /// The detector the settings describe, with their prompt set.
     fn build(&self, s: &Settings) -> Result<State, String> {
-        let config = s
-            .config
-            .as_deref()
-            .ok_or("the config property is not set")?;
-        let weights = s
-            .weights
-            .as_deref()
-            .ok_or("the weights property is not set")?;
+        if s.model.is_none() && s.config.is_none() {
+            return Err("the config property (or model, a model folder) is not set".into());
+        }
+        if s.model.is_none() && s.weights.is_none() {
+            return Err("the weights property (or model, a model folder) is not set".into());
+        }
         let prompt = s
             .prompt
             .clone()
             .filter(|p| !p.trim().is_empty())
             .ok_or("the prompt property is not set (e.g. prompt=\"person. bicycle.\")")?;
         let device = DeviceChoice::parse(&s.device).map_err(|e| format!("device: {e}"))?;
-        let mut b = Detector::builder()
-            .config(config)
-            .weights(weights)
-            .device(device);
+        let mut b = Detector::builder().device(device);
+        if let Some(m) = &s.model {
+            b = b.model_dir(m);
+        }
+        if let Some(p) = &s.config {
+            b = b.config(p);
+        }
+        if let Some(p) = &s.weights {
+            b = b.weights(p);
+        }
         if let Some(p) = &s.bert_config {
             b = b.bert_config(p);
         }
