@@ -165,6 +165,17 @@ struct GlipDetector *glip_detector_new_on(const char *config,
                                           const char *device);
 
 /*
+ A detector from a model folder: `config.yaml`, `model.safetensors` and, when present,
+ `bert_config.json` and `tokenizer.json`; on `device` as glip_detector_new_on (NULL for
+ "auto"). Returns NULL on failure (glip_last_error says why: a missing folder or file is
+ named). Thread-safe as glip_detector_new.
+
+ # Safety
+ The arguments are NULL or NUL-terminated strings.
+ */
+struct GlipDetector *glip_detector_new_dir(const char *model_dir, const char *device);
+
+/*
  Sets the prompt ("person. bicycle. traffic light."), encoded once for the frames after
  it. On failure the previous prompt stays. Not at the same time as any other call on
  `det`.

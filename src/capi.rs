@@ -237,25 +237,58 @@ pub unsafe extern "C" fn glip_detector_new_on(
         };
         let c = c.ok_or_else(|| crate::Error::Config("config path is NULL".into()))?;
         let w = w.ok_or_else(|| crate::Error::Config("weights path is NULL".into()))?;
-        let device = match d {
-            // An unknown name is a bad argument here (GLIP_STATUS_INVALID_ARGUMENT).
-            Some(d) => crate::DeviceChoice::parse(&d.to_string_lossy())
-                .map_err(|e| crate::Error::Invalid(format!("device: {e}")))?,
-            None => crate::DeviceChoice::Auto,
-        };
-        let mut builder = Detector::builder().config(c).weights(w).device(device);
+        let mut builder = Detector::builder().config(c).weights(w);
         if let Some(b) = b {
             builder = builder.bert_config(b);
         }
         if let Some(t) = t {
             builder = builder.tokenizer(t);
         }
-        let det = builder.build()?;
-        Ok(Box::into_raw(Box::new(GlipDetector {
-            det,
-            phrases: Vec::new(),
-        })))
+        new_handle(builder, d)
     })
+}
+
+/// A detector from a model folder: `config.yaml`, `model.safetensors` and, when present,
+/// `bert_config.json` and `tokenizer.json`; on `device` as glip_detector_new_on (NULL for
+/// "auto"). Returns NULL on failure (glip_last_error says why: a missing folder or file is
+/// named). Thread-safe as glip_detector_new.
+///
+/// # Safety
+/// The arguments are NULL or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn glip_detector_new_dir(
+    model_dir: *const c_char,
+    device: *const c_char,
+) -> *mut GlipDetector {
+    guard(std::ptr::null_mut(), || {
+        // SAFETY: forwarded caller contract (NUL-terminated or NULL).
+        let (m, d) = unsafe {
+            (
+                opt_path(model_dir, "model_dir")?,
+                opt_path(device, "device")?,
+            )
+        };
+        let m = m.ok_or_else(|| crate::Error::Config("model_dir path is NULL".into()))?;
+        new_handle(Detector::builder().model_dir(m), d)
+    })
+}
+
+/// Builds the detector on the named device (None: auto) and boxes it as a handle.
+fn new_handle(
+    builder: crate::api::DetectorBuilder,
+    device: Option<PathBuf>,
+) -> crate::Result<*mut GlipDetector> {
+    let device = match device {
+        // An unknown name is a bad argument here (GLIP_STATUS_INVALID_ARGUMENT).
+        Some(d) => crate::DeviceChoice::parse(&d.to_string_lossy())
+            .map_err(|e| crate::Error::Invalid(format!("device: {e}")))?,
+        None => crate::DeviceChoice::Auto,
+    };
+    let det = builder.device(device).build()?;
+    Ok(Box::into_raw(Box::new(GlipDetector {
+        det,
+        phrases: Vec::new(),
+    })))
 }
 
 /// Sets the prompt ("person. bicycle. traffic light."), encoded once for the frames after

@@ -367,3 +367,82 @@ fn c_abi_chooses_the_device() {
         }
     }
 }
+
+/// `glip_detector_new_dir` loads a model folder: the same detections as naming its files;
+/// a folder without its weights and a NULL folder are errors naming what is wrong.
+#[test]
+fn c_abi_loads_a_model_folder() {
+    use glip_rt::capi::{
+        glip_detector_detect_rgb, glip_detector_free, glip_detector_new_dir, glip_detector_new_on,
+        glip_detector_set_prompt, glip_last_error, GlipDetection, GlipDetector, GlipStatus,
+    };
+    use std::ffi::{CStr, CString};
+    let g = glip_rt::testing::E2eGolden::load("12_e2e_tiny").unwrap();
+    let dir = glip_rt::testing::TempDir::new("glip-capi-model");
+    let bert = testdata().join("tiny_bert_config.json");
+    for (from, to) in [
+        (&g.config, "config.yaml"),
+        (&g.weights, "model.safetensors"),
+        (&bert, "bert_config.json"),
+    ] {
+        std::fs::copy(from, dir.join(to)).unwrap();
+    }
+    let cs = |p: &std::path::Path| CString::new(p.display().to_string()).unwrap();
+    let img = glip_rt::preprocess::load_image(&g.photo, true).unwrap();
+    let prompt = CString::new(g.caption.clone()).unwrap();
+    let detect = |d: *mut GlipDetector| -> Vec<(u32, f32, [f32; 4])> {
+        assert!(!d.is_null());
+        let mut out = vec![GlipDetection::default(); 128];
+        let mut n = 0u32;
+        // SAFETY: a live handle; the image buffer holds width*height*3 bytes; `out` holds
+        // 128 detections.
+        unsafe {
+            assert_eq!(glip_detector_set_prompt(d, prompt.as_ptr()), GlipStatus::Ok);
+            let st = glip_detector_detect_rgb(
+                d,
+                img.data.as_ptr(),
+                img.width as u32,
+                img.height as u32,
+                out.as_mut_ptr(),
+                out.len() as u32,
+                &mut n,
+            );
+            assert_eq!(st, GlipStatus::Ok);
+            glip_detector_free(d);
+        }
+        out[..(n as usize).min(out.len())]
+            .iter()
+            .map(|x| (x.label, x.score, [x.x1, x.y1, x.x2, x.y2]))
+            .collect()
+    };
+    let (c, w, b, cpu) = (cs(&g.config), cs(&g.weights), cs(&bert), c"cpu");
+    // SAFETY: NUL-terminated strings or NULL, as glip.h asks.
+    let by_files = detect(unsafe {
+        glip_detector_new_on(
+            c.as_ptr(),
+            w.as_ptr(),
+            b.as_ptr(),
+            std::ptr::null(),
+            cpu.as_ptr(),
+        )
+    });
+    // SAFETY: as above.
+    let by_dir = detect(unsafe { glip_detector_new_dir(cs(dir.path()).as_ptr(), cpu.as_ptr()) });
+    assert!(!by_files.is_empty());
+    assert_eq!(by_dir, by_files);
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    for (arg, needle) in [
+        (Some(cs(dir.path())), "no model.safetensors in it"),
+        (None, "model_dir path is NULL"),
+    ] {
+        let p = arg.as_ref().map_or(std::ptr::null(), |a| a.as_ptr());
+        // SAFETY: as above.
+        let d = unsafe { glip_detector_new_dir(p, cpu.as_ptr()) };
+        assert!(d.is_null());
+        // SAFETY: glip_last_error returns a NUL-terminated string owned by the library.
+        let msg = unsafe { CStr::from_ptr(glip_last_error()) }
+            .to_string_lossy()
+            .into_owned();
+        assert!(msg.contains(needle), "{msg}");
+    }
+}

@@ -25,6 +25,7 @@ fn committed_header_is_current() {
     for f in [
         "glip_detector_new(",
         "glip_detector_new_on(",
+        "glip_detector_new_dir(",
         "glip_detector_set_prompt(",
         "glip_detector_detect_rgb(",
         "glip_detector_detect_frame(",
