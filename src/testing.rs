@@ -301,6 +301,28 @@ impl E2eGolden {
         ]
     }
 
+    /// A model folder of this golden in a new temporary folder (`prefix`): its yaml,
+    /// weights and the tiny BERT config under the names of [`crate::api::MODEL_DIR_FILES`].
+    pub fn model_dir(&self, prefix: &str) -> TempDir {
+        let dir = TempDir::new(prefix);
+        let [config, weights, bert, _] = crate::api::MODEL_DIR_FILES;
+        let bert_file = testdata().join("tiny_bert_config.json");
+        for (from, to) in [
+            (&self.config, config),
+            (&self.weights, weights),
+            (&bert_file, bert),
+        ] {
+            if let Err(e) = std::fs::copy(from, dir.join(to)) {
+                panic!(
+                    "cannot copy {} into {}: {e}",
+                    from.display(),
+                    dir.path().display()
+                );
+            }
+        }
+        dir
+    }
+
     /// This golden's yaml with GLIP's test resize set to `side` pixels (MIN and MAX), written
     /// to `dir`: the soak tests run thousands of frames at a 64-pixel input this way.
     pub fn config_at_input_side(&self, side: usize, dir: &Path) -> Result<PathBuf> {

@@ -378,15 +378,7 @@ fn c_abi_loads_a_model_folder() {
     };
     use std::ffi::{CStr, CString};
     let g = glip_rt::testing::E2eGolden::load("12_e2e_tiny").unwrap();
-    let dir = glip_rt::testing::TempDir::new("glip-capi-model");
-    let bert = testdata().join("tiny_bert_config.json");
-    for (from, to) in [
-        (&g.config, "config.yaml"),
-        (&g.weights, "model.safetensors"),
-        (&bert, "bert_config.json"),
-    ] {
-        std::fs::copy(from, dir.join(to)).unwrap();
-    }
+    let dir = g.model_dir("glip-capi-model");
     let cs = |p: &std::path::Path| CString::new(p.display().to_string()).unwrap();
     let img = glip_rt::preprocess::load_image(&g.photo, true).unwrap();
     let prompt = CString::new(g.caption.clone()).unwrap();
@@ -415,6 +407,7 @@ fn c_abi_loads_a_model_folder() {
             .map(|x| (x.label, x.score, [x.x1, x.y1, x.x2, x.y2]))
             .collect()
     };
+    let bert = testdata().join("tiny_bert_config.json");
     let (c, w, b, cpu) = (cs(&g.config), cs(&g.weights), cs(&bert), c"cpu");
     // SAFETY: NUL-terminated strings or NULL, as glip.h asks.
     let by_files = detect(unsafe {

@@ -674,15 +674,7 @@ fn reused_host_blocks_change_no_detection() {
 #[test]
 fn a_model_folder_stands_for_the_file_flags() {
     let g = E2eGolden::load("12_e2e_tiny").unwrap();
-    let dir = glip_rt::testing::TempDir::new("glip-model-dir");
-    let bert = testdata().join("tiny_bert_config.json");
-    for (from, to) in [
-        (&g.config, "config.yaml"),
-        (&g.weights, "model.safetensors"),
-        (&bert, "bert_config.json"),
-    ] {
-        std::fs::copy(from, dir.join(to)).unwrap();
-    }
+    let dir = g.model_dir("glip-model-dir");
     let detect = |args: &[std::ffi::OsString], env: Option<&std::path::Path>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_glip"));
         c.arg("detect")
@@ -699,14 +691,7 @@ fn a_model_folder_stands_for_the_file_flags() {
         c.output().unwrap()
     };
     let os = |s: &str| std::ffi::OsString::from(s);
-    let files = [
-        os("--config"),
-        g.config.clone().into(),
-        os("--weights"),
-        g.weights.clone().into(),
-        os("--bert-config"),
-        bert.clone().into(),
-    ];
+    let files = g.model_args();
     let want = detect(&files, None);
     assert!(want.status.success(), "{}", stderr(&want));
     assert!(!want.stdout.is_empty());

@@ -405,15 +405,7 @@ fn phrase_thresholds_while_playing() {
 #[test]
 fn a_model_folder_property_stands_for_the_files() {
     let g = golden();
-    let dir = TempDir::new("glipdetect-model");
-    let bert = testdata().join("tiny_bert_config.json");
-    for (from, to) in [
-        (&g.config, "config.yaml"),
-        (&g.weights, "model.safetensors"),
-        (&bert, "bert_config.json"),
-    ] {
-        std::fs::copy(from, dir.join(to)).unwrap();
-    }
+    let dir = g.model_dir("glipdetect-model");
     let src =
         "videotestsrc num-buffers=2 pattern=colors ! video/x-raw,format=RGB,width=64,height=48";
     let sink = "fakesink name=sink signal-handoffs=true sync=false";
