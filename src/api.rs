@@ -60,6 +60,22 @@ pub fn phrase_thresholds_from_json(text: &str) -> Result<Vec<(String, f32)>> {
         .collect()
 }
 
+/// Fails naming the first of `names` that is not among the prompt's `phrases` (and listing
+/// those): per-phrase thresholds must name phrases the prompt has.
+pub fn check_phrase_names<S: AsRef<str>>(
+    names: impl IntoIterator<Item = S>,
+    phrases: &[&str],
+) -> Result<()> {
+    match names.into_iter().find(|n| !phrases.contains(&n.as_ref())) {
+        None => Ok(()),
+        Some(name) => Err(Error::Prompt(format!(
+            "{:?} is not a phrase of the prompt (its phrases: {})",
+            name.as_ref(),
+            phrases.join(" | ")
+        ))),
+    }
+}
+
 /// Where the model comes from and how it runs.
 #[derive(Clone, Default)]
 pub struct DetectorBuilder {
@@ -581,19 +597,14 @@ impl Detector {
             .prompt
             .as_mut()
             .ok_or_else(|| Error::Prompt("phrase thresholds need a prompt: set it first".into()))?;
+        let known: Vec<&str> = p.names.iter().map(|(_, n)| n.as_str()).collect();
+        check_phrase_names(pairs.iter().map(|(n, _)| n.as_ref()), &known)?;
         let mut thresholds = Vec::new();
         for (name, t) in pairs {
             let name = name.as_ref();
             if !(t.is_finite() && (0.0..=1.0).contains(t)) {
                 return Err(Error::Invalid(format!(
                     "the threshold {t} of phrase {name:?} must be in [0, 1]"
-                )));
-            }
-            if !p.names.iter().any(|(_, n)| n == name) {
-                let known: Vec<&str> = p.names.iter().map(|(_, n)| n.as_str()).collect();
-                return Err(Error::Prompt(format!(
-                    "{name:?} is not a phrase of the prompt (its phrases: {})",
-                    known.join(" | ")
                 )));
             }
             // A name given twice: the last value counts.

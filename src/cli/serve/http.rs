@@ -287,15 +287,9 @@ fn parse_phrase_thresholds(
     let bad = |m: String| fail(StatusCode::BAD_REQUEST, "bad_request", m);
     let out = glip_rt::api::phrase_thresholds_from_json(text)
         .map_err(|e| bad(format!("phrase_thresholds: {e}")))?;
-    for (name, _) in &out {
-        if !prompt.phrases.iter().any(|p| p.name == *name) {
-            let known: Vec<&str> = prompt.phrases.iter().map(|p| p.name.as_str()).collect();
-            return Err(bad(format!(
-                "phrase_thresholds: {name:?} is not a phrase of the prompt (its phrases: {})",
-                known.join(" | ")
-            )));
-        }
-    }
+    let known: Vec<&str> = prompt.phrases.iter().map(|p| p.name.as_str()).collect();
+    glip_rt::api::check_phrase_names(out.iter().map(|(n, _)| n), &known)
+        .map_err(|e| bad(format!("phrase_thresholds: {e}")))?;
     Ok(out)
 }
 
