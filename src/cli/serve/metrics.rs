@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition (version 0.0.4) of the service's counters:
 //! requests by route and status, a latency histogram by route, the queue's depth and
-//! capacity, requests in flight, and errors by kind.
+//! capacity, requests in flight, errors by kind, and the host block cache (src/block_cache.rs):
+//! what it holds is freed memory kept for reuse, part of the resident set but no leak.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -131,7 +132,8 @@ impl Metrics {
             }
         }
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let scalars: [(&str, &str, &str, String); 8] = [
+        let bc = crate::block_cache_stats();
+        let scalars: [(&str, &str, &str, String); 12] = [
             (
                 "glip_queue_depth",
                 "gauge",
@@ -179,6 +181,30 @@ impl Metrics {
                 "gauge",
                 "Requests being answered.",
                 self.in_flight.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "glip_host_block_cache_bytes",
+                "gauge",
+                "Freed large blocks kept for reuse by the host block cache.",
+                bc.held.to_string(),
+            ),
+            (
+                "glip_host_block_cache_capacity_bytes",
+                "gauge",
+                "Bytes the host block cache may keep (GLIP_BLOCK_CACHE_MIB).",
+                bc.cap.to_string(),
+            ),
+            (
+                "glip_host_block_cache_hits_total",
+                "counter",
+                "Large allocations served from a kept block.",
+                bc.hits.to_string(),
+            ),
+            (
+                "glip_host_block_cache_misses_total",
+                "counter",
+                "Large allocations the system served.",
+                bc.misses.to_string(),
             ),
         ];
         for (name, kind, help, value) in scalars {
