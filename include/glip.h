@@ -186,6 +186,32 @@ struct GlipDetector *glip_detector_new_dir(const char *model_dir, const char *de
 enum GlipStatus glip_detector_set_prompt(struct GlipDetector *det, const char *prompt);
 
 /*
+ Detections scoring below `threshold` (in [0, 1]) are left out from the next frame on;
+ the default 0 keeps GLIP's full top 100. Phrases given their own threshold
+ (glip_detector_set_phrase_thresholds) keep it. On failure nothing changes. Not at the
+ same time as any other call on `det`.
+
+ # Safety
+ `det` comes from glip_detector_new.
+ */
+enum GlipStatus glip_detector_set_threshold(struct GlipDetector *det, float threshold);
+
+/*
+ Per-phrase thresholds of the current prompt as a JSON object, e.g.
+ `{"traffic light": 0.3, "person": 0.5}`: a detection of such a phrase is kept from its
+ own threshold on, the others from the detector's. After glip_detector_set_prompt
+ (before it: GLIP_STATUS_PROMPT). Replaces those set before; NULL or `{}` clears them,
+ and so does a new prompt. A phrase the prompt lacks is
+ GLIP_STATUS_PROMPT, unreadable JSON or a value outside [0, 1]
+ GLIP_STATUS_INVALID_ARGUMENT; on failure nothing changes. Not at the same time as any
+ other call on `det`.
+
+ # Safety
+ `det` comes from glip_detector_new; `json` is NULL or a NUL-terminated string.
+ */
+enum GlipStatus glip_detector_set_phrase_thresholds(struct GlipDetector *det, const char *json);
+
+/*
  Detects in one RGB24 frame (`width * height * 3` bytes, row-major, rows packed). Writes
  at most `capacity` detections to `out` and the number found to `*count` (which may exceed
  `capacity`). Not at the same time as another call on `det`; other handles may run on

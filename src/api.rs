@@ -584,6 +584,19 @@ impl Detector {
         Ok(())
     }
 
+    /// Detections scoring below `t` are dropped from the next frame on (0 keeps GLIP's full
+    /// top 100; phrases given their own threshold keep it). `t` must be in [0, 1]; on an
+    /// error nothing changes.
+    pub fn set_threshold(&mut self, t: f32) -> Result<()> {
+        if !(t.is_finite() && (0.0..=1.0).contains(&t)) {
+            return Err(Error::Invalid(format!(
+                "the threshold {t} must be in [0, 1]"
+            )));
+        }
+        self.threshold = t;
+        Ok(())
+    }
+
     /// Score thresholds for phrases of the current prompt, as GLIP's demo takes a list of
     /// per-class confidence thresholds (`predictor_glip.py`, `_post_process_fixed_thresh`):
     /// a detection of phrase `name` is kept when its score is at least that phrase's

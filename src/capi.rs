@@ -327,6 +327,59 @@ pub unsafe extern "C" fn glip_detector_set_prompt(
     })
 }
 
+/// Detections scoring below `threshold` (in [0, 1]) are left out from the next frame on;
+/// the default 0 keeps GLIP's full top 100. Phrases given their own threshold
+/// (glip_detector_set_phrase_thresholds) keep it. On failure nothing changes. Not at the
+/// same time as any other call on `det`.
+///
+/// # Safety
+/// `det` comes from glip_detector_new.
+#[no_mangle]
+pub unsafe extern "C" fn glip_detector_set_threshold(
+    det: *mut GlipDetector,
+    threshold: f32,
+) -> GlipStatus {
+    status(|| {
+        // SAFETY: caller contract: a live handle, used by one thread at a time.
+        let d = unsafe { det.as_mut() }
+            .ok_or_else(|| crate::Error::Invalid("detector is NULL".into()))?;
+        d.det.set_threshold(threshold)
+    })
+}
+
+/// Per-phrase thresholds of the current prompt as a JSON object, e.g.
+/// `{"traffic light": 0.3, "person": 0.5}`: a detection of such a phrase is kept from its
+/// own threshold on, the others from the detector's. After glip_detector_set_prompt
+/// (before it: GLIP_STATUS_PROMPT). Replaces those set before; NULL or `{}` clears them,
+/// and so does a new prompt. A phrase the prompt lacks is
+/// GLIP_STATUS_PROMPT, unreadable JSON or a value outside [0, 1]
+/// GLIP_STATUS_INVALID_ARGUMENT; on failure nothing changes. Not at the same time as any
+/// other call on `det`.
+///
+/// # Safety
+/// `det` comes from glip_detector_new; `json` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn glip_detector_set_phrase_thresholds(
+    det: *mut GlipDetector,
+    json: *const c_char,
+) -> GlipStatus {
+    status(|| {
+        // SAFETY: caller contract: a live handle, used by one thread at a time.
+        let d = unsafe { det.as_mut() }
+            .ok_or_else(|| crate::Error::Invalid("detector is NULL".into()))?;
+        let pairs = if json.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: caller contract: NUL-terminated.
+            let text = unsafe { CStr::from_ptr(json) }
+                .to_str()
+                .map_err(|_| crate::Error::Invalid("phrase thresholds are not UTF-8".into()))?;
+            crate::api::phrase_thresholds_from_json(text)?
+        };
+        d.det.set_phrase_thresholds(&pairs)
+    })
+}
+
 /// Writes at most `capacity` of `dets` to `out` and their number to `count`.
 ///
 /// # Safety

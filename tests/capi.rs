@@ -439,3 +439,130 @@ fn c_abi_loads_a_model_folder() {
         assert!(msg.contains(needle), "{msg}");
     }
 }
+
+/// `glip_detector_set_threshold` and `glip_detector_set_phrase_thresholds` keep what the
+/// same rule keeps of the unfiltered detections (thresholds taken from those detections:
+/// `testing::phrase_threshold_case`); bad values, unknown phrases and a missing prompt are
+/// errors that change nothing; NULL clears the phrase thresholds.
+#[test]
+fn c_abi_thresholds_filter_like_the_rule() {
+    use glip_rt::capi::{
+        glip_detector_detect_rgb, glip_detector_free, glip_detector_new_dir, glip_detector_phrase,
+        glip_detector_set_phrase_thresholds, glip_detector_set_prompt, glip_detector_set_threshold,
+        GlipDetection, GlipDetector, GlipStatus,
+    };
+    use std::ffi::{CStr, CString};
+    let g = glip_rt::testing::E2eGolden::load("12_e2e_tiny").unwrap();
+    let dir = g.model_dir("glip-capi-thresholds");
+    let img = glip_rt::preprocess::load_image(&g.photo, true).unwrap();
+    let path = CString::new(dir.path().display().to_string()).unwrap();
+    // SAFETY: NUL-terminated strings, as glip.h asks; the handle is freed once at the end.
+    let d = unsafe { glip_detector_new_dir(path.as_ptr(), c"cpu".as_ptr()) };
+    assert!(!d.is_null());
+    let detect = |d: *mut GlipDetector| -> Vec<(String, f32, u32)> {
+        let mut out = vec![GlipDetection::default(); 128];
+        let mut n = 0u32;
+        // SAFETY: a live handle; the image holds width*height*3 bytes; `out` 128 entries.
+        let st = unsafe {
+            glip_detector_detect_rgb(
+                d,
+                img.data.as_ptr(),
+                img.width as u32,
+                img.height as u32,
+                out.as_mut_ptr(),
+                out.len() as u32,
+                &mut n,
+            )
+        };
+        assert_eq!(st, GlipStatus::Ok);
+        out[..(n as usize).min(out.len())]
+            .iter()
+            .map(|x| {
+                // SAFETY: a live handle; the phrase is NUL-terminated and owned by it.
+                let p = unsafe { CStr::from_ptr(glip_detector_phrase(d, x.label)) };
+                (p.to_string_lossy().into_owned(), x.score, x.label)
+            })
+            .collect()
+    };
+    let json = |pairs: &[(&str, f32)]| {
+        let m: serde_json::Map<String, serde_json::Value> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
+        CString::new(serde_json::Value::Object(m).to_string()).unwrap()
+    };
+    // SAFETY (every unsafe block below): `d` is live and used by this thread only; the
+    // strings are NUL-terminated or NULL.
+    let no_prompt = unsafe { glip_detector_set_phrase_thresholds(d, json(&[]).as_ptr()) };
+    assert_eq!(no_prompt, GlipStatus::Prompt);
+    let prompt = CString::new(g.caption.clone()).unwrap();
+    assert_eq!(
+        unsafe { glip_detector_set_prompt(d, prompt.as_ptr()) },
+        GlipStatus::Ok
+    );
+    let all = detect(d);
+    let pairs: Vec<(String, f32)> = all.iter().map(|(p, s, _)| (p.clone(), *s)).collect();
+    let (phrase, global, own) =
+        glip_rt::testing::phrase_threshold_case(&pairs).expect("detections to threshold");
+    assert_eq!(
+        unsafe { glip_detector_set_threshold(d, global) },
+        GlipStatus::Ok
+    );
+    let only_global: Vec<_> = all.iter().filter(|x| x.1 >= global).cloned().collect();
+    assert!(only_global.len() < all.len());
+    assert_eq!(detect(d), only_global);
+    let spec = json(&[(&phrase, own)]);
+    assert_eq!(
+        unsafe { glip_detector_set_phrase_thresholds(d, spec.as_ptr()) },
+        GlipStatus::Ok
+    );
+    let want: Vec<_> = all
+        .iter()
+        .filter(|x| x.1 >= if x.0 == phrase { own } else { global })
+        .cloned()
+        .collect();
+    assert!(want.len() > only_global.len(), "{phrase} {own} {global}");
+    assert_eq!(detect(d), want);
+    // Errors change nothing.
+    for (st, code) in [
+        (
+            unsafe { glip_detector_set_threshold(d, 1.5) },
+            GlipStatus::InvalidArgument,
+        ),
+        (
+            unsafe { glip_detector_set_threshold(d, f32::NAN) },
+            GlipStatus::InvalidArgument,
+        ),
+        (
+            unsafe { glip_detector_set_phrase_thresholds(d, c"{\"a zebra\": 0.1}".as_ptr()) },
+            GlipStatus::Prompt,
+        ),
+        (
+            unsafe { glip_detector_set_phrase_thresholds(d, c"[0.1]".as_ptr()) },
+            GlipStatus::InvalidArgument,
+        ),
+        (
+            unsafe { glip_detector_set_phrase_thresholds(d, json(&[(&phrase, -1.0)]).as_ptr()) },
+            GlipStatus::InvalidArgument,
+        ),
+        (
+            unsafe { glip_detector_set_threshold(std::ptr::null_mut(), 0.5) },
+            GlipStatus::InvalidArgument,
+        ),
+    ] {
+        assert_eq!(st, code);
+    }
+    assert_eq!(detect(d), want);
+    // NULL clears the phrase thresholds; 0 restores the full output.
+    assert_eq!(
+        unsafe { glip_detector_set_phrase_thresholds(d, std::ptr::null()) },
+        GlipStatus::Ok
+    );
+    assert_eq!(detect(d), only_global);
+    assert_eq!(
+        unsafe { glip_detector_set_threshold(d, 0.0) },
+        GlipStatus::Ok
+    );
+    assert_eq!(detect(d), all);
+    unsafe { glip_detector_free(d) };
+}
