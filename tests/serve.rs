@@ -1071,3 +1071,308 @@ fn phrase_thresholds_per_request() {
     let a = post_form(&server.addr, "/v1/detect", Some(&photo()), &[]);
     assert_eq!(a.status, 200, "the server goes on: {}", a.text());
 }
+
+/// The REQ side of ZeroMQ (ZMTP 3.0, NULL mechanism), written here from the spec
+/// (rfc.zeromq.org/spec/23) as Frigate's `zmq` detector speaks it through libzmq.
+struct ZmqReq(std::os::unix::net::UnixStream);
+
+impl ZmqReq {
+    fn connect(path: &std::path::Path) -> ZmqReq {
+        let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let mut g = [0u8; 64];
+        g[0] = 0xFF;
+        g[9] = 0x7F;
+        g[10] = 3;
+        g[12..16].copy_from_slice(b"NULL");
+        s.write_all(&g).unwrap();
+        let mut theirs = [0u8; 64];
+        s.read_exact(&mut theirs).unwrap();
+        assert_eq!(
+            (theirs[0], theirs[10], &theirs[12..16]),
+            (0xFF, 3, &b"NULL"[..])
+        );
+        let ready = b"\x05READY\x0bSocket-Type\x00\x00\x00\x03REQ";
+        s.write_all(&[0x04, ready.len() as u8]).unwrap();
+        s.write_all(ready).unwrap();
+        let mut r = ZmqReq(s);
+        let (flags, body) = r.frame();
+        assert_eq!(flags & 0x04, 0x04, "a command first");
+        assert!(body.starts_with(b"\x05READY"), "{body:?}");
+        assert!(body.ends_with(b"\x03REP"), "{body:?}");
+        r
+    }
+
+    fn frame(&mut self) -> (u8, Vec<u8>) {
+        let mut f = [0u8; 1];
+        self.0.read_exact(&mut f).unwrap();
+        let len = if f[0] & 0x02 != 0 {
+            let mut l = [0u8; 8];
+            self.0.read_exact(&mut l).unwrap();
+            u64::from_be_bytes(l) as usize
+        } else {
+            let mut l = [0u8; 1];
+            self.0.read_exact(&mut l).unwrap();
+            l[0] as usize
+        };
+        let mut body = vec![0u8; len];
+        self.0.read_exact(&mut body).unwrap();
+        (f[0], body)
+    }
+
+    /// Sends [delimiter, frames…] and returns the reply's frames after its delimiter.
+    fn call(&mut self, frames: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut msg = vec![0x01, 0];
+        for (i, f) in frames.iter().enumerate() {
+            let more = u8::from(i + 1 < frames.len());
+            msg.push(more | 0x02);
+            msg.extend_from_slice(&(f.len() as u64).to_be_bytes());
+            msg.extend_from_slice(f);
+        }
+        self.0.write_all(&msg).unwrap();
+        let mut out = Vec::new();
+        loop {
+            let (flags, body) = self.frame();
+            out.push(body);
+            if flags & 0x01 == 0 {
+                break;
+            }
+        }
+        assert!(out[0].is_empty(), "the reply starts with the delimiter");
+        out.split_off(1)
+    }
+}
+
+/// Frigate's detection array from a reply: its header (checked) and 20 rows of 6.
+fn frigate_rows(reply: &[Vec<u8>]) -> (Value, Vec<[f32; 6]>) {
+    assert_eq!(reply.len(), 2, "header and tensor");
+    let head: Value = serde_json::from_slice(&reply[0]).unwrap();
+    assert_eq!(head["shape"], serde_json::json!([20, 6]));
+    assert_eq!(head["dtype"], "float32");
+    assert_eq!(reply[1].len(), 20 * 6 * 4);
+    let v: Vec<f32> = reply[1]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let rows = v.chunks_exact(6).map(|r| r.try_into().unwrap()).collect();
+    (head, rows)
+}
+
+/// `--zmq ipc://PATH` answers Frigate's zmq detector: [header, uint8 tensor] (NHWC or NCHW)
+/// → 20 rows [class, score, y_min, x_min, y_max, x_max] relative to the image, best first,
+/// under --default-threshold left out, the rest zero; class = the phrase's line in
+/// /v1/labelmap. Equal to the library's detections of the same pixels. A bad request gets
+/// zero rows and an "error" in the header on a connection that goes on; a frame declaring
+/// 2^64 bytes closes its connection, not the server.
+#[test]
+fn zmq_endpoint_answers_as_frigates_detector() {
+    let prompt = "a cat. a remote. a couch.";
+    let all = library(prompt);
+    let threshold =
+        glip_rt::testing::median(all.iter().map(|d| f64::from(d.score)).collect()) as f32;
+    let tmp = glip_rt::testing::TempDir::new("glip-serve-zmq");
+    let sock = tmp.join("zmq_detector");
+    let endpoint = format!("ipc://{}", sock.display());
+    let t = threshold.to_string();
+    let server = Server::start(&[
+        "--prompt",
+        prompt,
+        "--default-threshold",
+        &t,
+        "--zmq",
+        &endpoint,
+    ]);
+    let labelmap = request(&server.addr, "GET", "/v1/labelmap", &[], b"").text();
+    assert_eq!(labelmap, "0 a cat\n1 a remote\n2 a couch\n");
+    let class = |phrase: &str| {
+        labelmap
+            .lines()
+            .find_map(|l| l.split_once(' ').filter(|(_, p)| *p == phrase))
+            .map(|(i, _)| i.parse::<f32>().unwrap())
+            .unwrap()
+    };
+    let img = glip_rt::preprocess::load_image(&E2eGolden::load("12_e2e_tiny").unwrap().photo, true)
+        .unwrap();
+    let (w, h) = (img.width as f32, img.height as f32);
+    let mut want: Vec<_> = all.iter().filter(|d| d.score >= threshold).collect();
+    want.sort_by(|a, b| b.score.total_cmp(&a.score));
+    want.truncate(20);
+    assert!(!want.is_empty() && want.len() < all.len());
+
+    let mut req = ZmqReq::connect(&sock);
+    let nhwc = serde_json::json!({"shape": [1, img.height, img.width, 3], "dtype": "uint8", "model_type": "ssd"});
+    let planes: Vec<u8> = (0..3)
+        .flat_map(|c| img.data.iter().skip(c).step_by(3).copied())
+        .collect();
+    let nchw = serde_json::json!({"shape": [1, 3, img.height, img.width], "dtype": "uint8"});
+    let check = |rows: &[[f32; 6]]| {
+        assert_eq!(rows.len(), 20);
+        for (i, row) in rows.iter().enumerate() {
+            let Some(d) = want.get(i) else {
+                assert_eq!(row, &[0.0; 6], "row {i} unused");
+                continue;
+            };
+            assert_eq!(row[0], class(&d.phrase), "row {i}");
+            assert_eq!(row[1], d.score, "row {i}");
+            let rel = [d.bbox[1] / h, d.bbox[0] / w, d.bbox[3] / h, d.bbox[2] / w];
+            for k in 0..4 {
+                assert!(
+                    (row[2 + k] - rel[k].clamp(0.0, 1.0)).abs() < 1e-6,
+                    "row {i}: {row:?}"
+                );
+            }
+        }
+    };
+    for (head, tensor) in [(nhwc, &img.data), (nchw, &planes)] {
+        let (got_head, rows) = frigate_rows(&req.call(&[head.to_string().as_bytes(), tensor]));
+        assert!(got_head.get("error").is_none(), "{got_head}");
+        check(&rows);
+    }
+    // Through libzmq (pyzmq), as Frigate's detector sends it.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pyzmq = root.join(".pyzmq");
+    let interop = pyzmq.join("zmq").is_dir();
+    if interop {
+        let rgb = tmp.join("photo.rgb");
+        std::fs::write(&rgb, &img.data).unwrap();
+        let out = Command::new("python3")
+            .arg(root.join("tests/zmq/frigate_client.py"))
+            .arg(&endpoint)
+            .arg(&rgb)
+            .args([
+                img.height.to_string(),
+                img.width.to_string(),
+                "60000".into(),
+            ])
+            .env("PYTHONPATH", &pyzmq)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["header"].get("error").is_none(), "{v}");
+        let rows: Vec<[f32; 6]> = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let r: Vec<f32> = r
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect();
+                r.try_into().unwrap()
+            })
+            .collect();
+        check(&rows);
+    } else {
+        assert!(
+            std::env::var_os("GLIP_REQUIRE_PYZMQ").is_none(),
+            "GLIP_REQUIRE_PYZMQ is set but .pyzmq/ is missing: run scripts/install-pyzmq.sh"
+        );
+        eprintln!("libzmq interop skipped: no .pyzmq/ (scripts/install-pyzmq.sh installs it)");
+    }
+    // Bad requests: zero rows, the reason in the header, and the connection goes on.
+    for (frames, needle) in [
+        (
+            vec![
+                b"{\"shape\": [1, 4, 4, 3], \"dtype\": \"uint8\"}".to_vec(),
+                vec![0u8; 47],
+            ],
+            "needs 48 bytes",
+        ),
+        (
+            vec![
+                b"{\"shape\": [1, 4, 4, 3], \"dtype\": \"float32\"}".to_vec(),
+                vec![0u8; 192],
+            ],
+            "must be uint8",
+        ),
+        (
+            vec![
+                b"{\"shape\": [2, 4, 4, 3], \"dtype\": \"uint8\"}".to_vec(),
+                vec![0u8; 96],
+            ],
+            "one image",
+        ),
+        (
+            vec![
+                b"{\"shape\": [1, 100000, 100000, 3], \"dtype\": \"uint8\"}".to_vec(),
+                vec![],
+            ],
+            "at most",
+        ),
+        (vec![b"not json".to_vec(), vec![]], "not JSON"),
+        (vec![b"{}".to_vec()], "two frames"),
+    ] {
+        let parts: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let (head, rows) = frigate_rows(&req.call(&parts));
+        let e = head["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {head}"));
+        assert!(e.contains(needle), "{e}");
+        assert!(rows.iter().all(|r| r == &[0.0; 6]));
+    }
+    // A frame of 2^64 - 1 bytes closes that connection; a new one is served.
+    let mut hostile = ZmqReq::connect(&sock);
+    hostile.0.write_all(&[0x03]).unwrap();
+    hostile.0.write_all(&u64::MAX.to_be_bytes()).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(hostile.0.read(&mut byte), Ok(0) | Err(_)),
+        "closed"
+    );
+    let head = serde_json::json!({"shape": [img.height, img.width, 3], "dtype": "uint8"});
+    let (_, rows) =
+        frigate_rows(&ZmqReq::connect(&sock).call(&[head.to_string().as_bytes(), &img.data]));
+    assert_eq!(rows[0][1], want[0].score);
+    let m = request(&server.addr, "GET", "/metrics", &[], b"").text();
+    let served = 3 + usize::from(interop);
+    let line = format!("glip_requests_total{{route=\"zmq\",status=\"200\"}} {served}");
+    assert!(m.contains(&line), "{m}");
+    assert!(
+        m.contains("glip_requests_total{route=\"zmq\",status=\"400\"} 6"),
+        "{m}"
+    );
+    // SIGTERM with a connection open: the server exits 0 and removes its socket file.
+    let mut server = server;
+    server.terminate();
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!sock.exists(), "the socket file is removed");
+    drop(req);
+}
+
+/// A --zmq endpoint that cannot be served stops the server at start with a message naming
+/// it (exit 1; a malformed one is a usage error, exit 2), never a panic.
+#[test]
+fn bad_zmq_endpoints_are_clear_errors() {
+    let g = E2eGolden::load("12_e2e_tiny").unwrap();
+    let tmp = glip_rt::testing::TempDir::new("glip-serve-zmq-bad");
+    let file = tmp.join("not-a-socket");
+    std::fs::write(&file, b"keep me").unwrap();
+    let in_the_way = format!("ipc://{}", file.display());
+    let no_dir = format!("ipc://{}", tmp.join("no-such-dir/sock").display());
+    for (ep, code, needle) in [
+        ("foo://x", 2, "ipc://PATH or tcp://HOST:PORT"),
+        ("ipc://", 2, "names no path"),
+        (no_dir.as_str(), 1, "no-such-dir"),
+        (in_the_way.as_str(), 1, "not a socket is in the way"),
+        ("tcp://256.1.1.1:5", 1, "tcp://256.1.1.1:5"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_glip"))
+            .arg("serve")
+            .args(g.model_args())
+            .args(["--device", "cpu", "--bind", "127.0.0.1:0", "--zmq", ep])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{ep}: {err}");
+        assert!(err.contains(needle), "{ep}: {err}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}

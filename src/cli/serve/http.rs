@@ -7,7 +7,8 @@
 //! - `POST /v1/detect`: the image as multipart `image` or as the raw body, a `prompt` (and
 //!   `phrases`, `threshold`, `phrase_thresholds`) per request (form fields, or the query
 //!   with a raw body);
-//! - `GET /health`, `GET /metrics` (Prometheus text), `GET /` (the page).
+//! - `GET /health`, `GET /metrics` (Prometheus text), `GET /` (the page), `GET
+//!   /v1/labelmap` (the prompt's phrases as Frigate's labelmap file, for `--zmq`).
 //!
 //! Every answer that is not a success is `{"success": false, "error": "…"}` with a 4xx/5xx
 //! status naming what is wrong: 400 bad request, 401 API key, 408 request not received in
@@ -50,6 +51,13 @@ fn fail(status: StatusCode, kind: &'static str, msg: impl Into<String>) -> Failu
     }
 }
 
+impl Failure {
+    /// (HTTP status, kind for the metrics, message), for the ZeroMQ endpoint's answers.
+    pub fn parts(self) -> (u16, &'static str, String) {
+        (self.status.as_u16(), self.kind, self.msg)
+    }
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let mut r = (
@@ -75,6 +83,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(page))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/v1/labelmap", get(labelmap))
         .route("/v1/vision/detection", post(deepstack))
         .route("/v1/detect", post(detect))
         .layer(axum::middleware::from_fn_with_state(
@@ -93,6 +102,7 @@ async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         "/" => "/",
         "/health" => "/health",
         "/metrics" => "/metrics",
+        "/v1/labelmap" => "/v1/labelmap",
         "/v1/vision/detection" => "/v1/vision/detection",
         "/v1/detect" => "/v1/detect",
         _ => "other",
@@ -336,8 +346,18 @@ async fn decode(
         .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
 }
 
+/// The server's prompt as Frigate's labelmap file (`index phrase` per line): the classes of
+/// the ZeroMQ endpoint's rows (frigate.rs).
+async fn labelmap(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        super::frigate::labelmap(&app.default_prompt),
+    )
+        .into_response()
+}
+
 /// Queues the job and waits for its detections (until the request's time is up).
-async fn run_job(
+pub async fn run_job(
     app: &App,
     prompt: Arc<Prompt>,
     image: glip_rt::preprocess::RgbImage8,

@@ -1,10 +1,13 @@
 //! `glip serve`: GLIP as an HTTP detection service (its own API, DeepStack's, a page to try
-//! it), on tokio + axum. Detection runs on worker threads, one detector each, fed by one
-//! bounded queue ([`queue`]); the routes are in [`http`], the counters in [`metrics`].
+//! it), on tokio + axum, and optionally as Frigate's ZeroMQ detector ([`frigate`], over
+//! [`zmtp`]). Detection runs on worker threads, one detector each, fed by one bounded queue
+//! ([`queue`]); the routes are in [`http`], the counters in [`metrics`].
 
+mod frigate;
 mod http;
 mod metrics;
 mod queue;
+mod zmtp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +61,15 @@ pub struct Args {
     /// upload is not in by then, 503 when it waited in the queue).
     #[arg(long, default_value_t = 60.0)]
     pub request_timeout: f64,
+    /// Also serve Frigate's `zmq` detector on this ZeroMQ endpoint (a REP socket):
+    /// ipc://PATH (Frigate's default: ipc:///tmp/cache/zmq_detector) or tcp://HOST:PORT.
+    /// Classes are the prompt's phrases in order (GET /v1/labelmap gives Frigate's
+    /// labelmap file); rows under --default-threshold are left out.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub zmq: Option<frigate::Endpoint>,
+    /// Channel order of the tensors Frigate sends on --zmq (its model's input_pixel_format).
+    #[arg(long, value_enum, default_value = "rgb")]
+    pub zmq_pixel_format: frigate::PixelFormat,
 }
 
 pub struct Limits {
@@ -184,15 +196,37 @@ pub fn run(args: Args) -> Result {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Invalid(format!("listening socket: {e}")))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let zmq = match &args.zmq {
+            Some(ep) => {
+                let bound = frigate::bind(ep).await?;
+                say!("serving Frigate's zmq detector on {}", bound.name);
+                Some(tokio::spawn(frigate::serve(
+                    Arc::clone(&app),
+                    bound,
+                    args.zmq_pixel_format,
+                    stop_rx,
+                )))
+            }
+            None => None,
+        };
         say!(
             "listening on http://{addr} ({} worker(s), queue {})",
             app.workers,
             args.queue
         );
-        axum::serve(listener, http::router(Arc::clone(&app)))
-            .with_graceful_shutdown(shutdown_signal())
+        let served = axum::serve(listener, http::router(Arc::clone(&app)))
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            })
             .await
-            .map_err(|e| Error::Invalid(format!("serving: {e}")))
+            .map_err(|e| Error::Invalid(format!("serving: {e}")));
+        // The ZeroMQ connections finish the request each is running.
+        if let Some(z) = zmq {
+            let _ = z.await;
+        }
+        served
     });
     // In-flight requests are answered by now; the workers finish what is queued, then stop.
     queue.close();
