@@ -3,8 +3,9 @@
 //! detector: the greeting, the READY handshake, then requests answered one at a time.
 //!
 //! Written here rather than taken from a crate because every length on the wire is checked
-//! against a limit before anything is allocated for it (a frame declaring 2^63 bytes is an
-//! error, not an abort), which the pure-Rust ZeroMQ crate does not do.
+//! against a limit before anything is allocated for it (a frame declaring 2^62 bytes is an
+//! error), which the pure-Rust ZeroMQ crate (0.7.0) does not do: it reserves the declared
+//! length first.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
