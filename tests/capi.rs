@@ -373,8 +373,8 @@ fn c_abi_chooses_the_device() {
 #[test]
 fn c_abi_loads_a_model_folder() {
     use glip_rt::capi::{
-        glip_detector_detect_rgb, glip_detector_free, glip_detector_new_dir, glip_detector_new_on,
-        glip_detector_set_prompt, glip_last_error, GlipDetection, GlipDetector, GlipStatus,
+        glip_detector_free, glip_detector_new_dir, glip_detector_new_on, glip_detector_set_prompt,
+        glip_last_error, GlipDetector, GlipStatus,
     };
     use std::ffi::{CStr, CString};
     let g = glip_rt::testing::E2eGolden::load("12_e2e_tiny").unwrap();
@@ -384,26 +384,14 @@ fn c_abi_loads_a_model_folder() {
     let prompt = CString::new(g.caption.clone()).unwrap();
     let detect = |d: *mut GlipDetector| -> Vec<(u32, f32, [f32; 4])> {
         assert!(!d.is_null());
-        let mut out = vec![GlipDetection::default(); 128];
-        let mut n = 0u32;
-        // SAFETY: a live handle; the image buffer holds width*height*3 bytes; `out` holds
-        // 128 detections.
+        // SAFETY: a live handle from glip_detector_new_*, freed once here.
         unsafe {
             assert_eq!(glip_detector_set_prompt(d, prompt.as_ptr()), GlipStatus::Ok);
-            let st = glip_detector_detect_rgb(
-                d,
-                img.data.as_ptr(),
-                img.width as u32,
-                img.height as u32,
-                out.as_mut_ptr(),
-                out.len() as u32,
-                &mut n,
-            );
-            assert_eq!(st, GlipStatus::Ok);
-            glip_detector_free(d);
         }
-        out[..(n as usize).min(out.len())]
-            .iter()
+        let out = detect_rgb(d, &img);
+        // SAFETY: as above.
+        unsafe { glip_detector_free(d) };
+        out.iter()
             .map(|x| (x.label, x.score, [x.x1, x.y1, x.x2, x.y2]))
             .collect()
     };
@@ -447,9 +435,9 @@ fn c_abi_loads_a_model_folder() {
 #[test]
 fn c_abi_thresholds_filter_like_the_rule() {
     use glip_rt::capi::{
-        glip_detector_detect_rgb, glip_detector_free, glip_detector_new_dir, glip_detector_phrase,
+        glip_detector_free, glip_detector_new_dir, glip_detector_phrase,
         glip_detector_set_phrase_thresholds, glip_detector_set_prompt, glip_detector_set_threshold,
-        GlipDetection, GlipDetector, GlipStatus,
+        GlipDetector, GlipStatus,
     };
     use std::ffi::{CStr, CString};
     let g = glip_rt::testing::E2eGolden::load("12_e2e_tiny").unwrap();
@@ -460,22 +448,7 @@ fn c_abi_thresholds_filter_like_the_rule() {
     let d = unsafe { glip_detector_new_dir(path.as_ptr(), c"cpu".as_ptr()) };
     assert!(!d.is_null());
     let detect = |d: *mut GlipDetector| -> Vec<(String, f32, u32)> {
-        let mut out = vec![GlipDetection::default(); 128];
-        let mut n = 0u32;
-        // SAFETY: a live handle; the image holds width*height*3 bytes; `out` 128 entries.
-        let st = unsafe {
-            glip_detector_detect_rgb(
-                d,
-                img.data.as_ptr(),
-                img.width as u32,
-                img.height as u32,
-                out.as_mut_ptr(),
-                out.len() as u32,
-                &mut n,
-            )
-        };
-        assert_eq!(st, GlipStatus::Ok);
-        out[..(n as usize).min(out.len())]
+        detect_rgb(d, &img)
             .iter()
             .map(|x| {
                 // SAFETY: a live handle; the phrase is NUL-terminated and owned by it.
@@ -565,4 +538,30 @@ fn c_abi_thresholds_filter_like_the_rule() {
     );
     assert_eq!(detect(d), all);
     unsafe { glip_detector_free(d) };
+}
+
+/// `glip_detector_detect_rgb` of `img` on a live handle: up to 128 detections.
+fn detect_rgb(
+    d: *mut glip_rt::capi::GlipDetector,
+    img: &glip_rt::preprocess::RgbImage8,
+) -> Vec<glip_rt::capi::GlipDetection> {
+    use glip_rt::capi::{glip_detector_detect_rgb, GlipDetection, GlipStatus};
+    let mut out = vec![GlipDetection::default(); 128];
+    let mut n = 0u32;
+    // SAFETY: the caller's handle is live and used by this thread only; the image holds
+    // width*height*3 bytes; `out` holds 128 detections.
+    let st = unsafe {
+        glip_detector_detect_rgb(
+            d,
+            img.data.as_ptr(),
+            img.width as u32,
+            img.height as u32,
+            out.as_mut_ptr(),
+            out.len() as u32,
+            &mut n,
+        )
+    };
+    assert_eq!(st, GlipStatus::Ok);
+    out.truncate(n as usize);
+    out
 }
