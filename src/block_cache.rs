@@ -95,6 +95,13 @@ impl BlockCache {
     /// Turns the cache off and returns what it holds to the system.
     pub fn disable(&self) {
         self.enabled.store(false, Ordering::SeqCst);
+        self.flush();
+    }
+
+    /// Returns what it holds to the system and goes on keeping blocks: for a program to
+    /// call once its one-off allocations are freed (a model's loading buffers, whose sizes
+    /// never come again), so that they do not sit in the cache.
+    pub fn flush(&self) {
         let mut g = self.lock();
         for s in g.0.iter_mut() {
             self.release(s);
@@ -278,6 +285,13 @@ mod tests {
             c.dealloc(z, layout(3 << 20));
             assert_eq!(c.stats().hits, 1);
             assert_eq!(c.stats().held, 5 << 20);
+            // A flush gives everything back and the cache goes on keeping blocks.
+            c.flush();
+            assert_eq!(c.stats().held, 0);
+            let f = c.alloc(layout(3 << 20));
+            c.dealloc(f, layout(3 << 20));
+            assert_eq!(c.stats().held, 3 << 20);
+            assert_eq!(c.stats().hits, 1, "flushed blocks are not served");
             c.disable();
             assert_eq!(c.stats().held, 0);
         }

@@ -58,6 +58,13 @@ pub fn block_cache_stats() -> glip_rt::block_cache::BlockCacheStats {
     ALLOC.stats()
 }
 
+/// Called by each command once its model is built: the loading buffers freed by then
+/// (file contents, f16 → f32 copies) have sizes no frame asks for again, so the block cache
+/// gives them back instead of holding them.
+pub fn model_loaded() {
+    ALLOC.flush();
+}
+
 fn main() -> ExitCode {
     if let Err(e) = set_up_block_cache() {
         say!("error: {e}");

@@ -319,6 +319,7 @@ pub fn run(a: Args) -> Result {
         .then(|| builder.clone().device(DeviceChoice::Cpu));
     let t0 = Instant::now();
     let mut det = builder.build()?;
+    crate::model_loaded();
     if let Some(n) = det.device_notice() {
         say!("{n}");
     }
@@ -408,6 +409,7 @@ pub fn run(a: Args) -> Result {
         Some(b) => {
             let t0 = Instant::now();
             let d = b.build()?;
+            crate::model_loaded();
             outln!(
                 stdout,
                 "--check-cpu: the same weights on the CPU, built in {:.1} s",

@@ -189,6 +189,7 @@ struct ImageResult<'a> {
 
 pub fn run(a: Args) -> Result {
     let mut det = a.model.builder()?.pad_prompt(a.pad_prompt).build()?;
+    crate::model_loaded();
     if let Some(n) = det.device_notice() {
         say!("{n}");
     }

@@ -181,6 +181,7 @@ pub fn run(a: Args) -> Result {
         Input::Encoded => None,
     };
     let mut det = a.model.builder()?.build()?;
+    crate::model_loaded();
     if let Some(n) = det.device_notice() {
         say!("{n}");
     }

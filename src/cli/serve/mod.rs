@@ -157,6 +157,7 @@ pub fn run(args: Args) -> Result {
         det.set_prompt_parsed(default_prompt.clone())?;
         detectors.push(det);
     }
+    crate::model_loaded();
     let first = &detectors[0];
     if let Some(n) = first.device_notice() {
         say!("{n}");
