@@ -139,6 +139,9 @@ pub async fn serve(
         let (app, stop_c) = (Arc::clone(&app), stop.clone());
         tokio::select! {
             _ = stop.changed() => break,
+            // Finished connections are reaped as they end (Frigate reconnects after each
+            // timeout), so that the set does not grow with them.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = accept(&bound.listener) => match accepted {
                 Ok(Conn::Unix(s)) => {
                     conns.spawn(async move { connection(app, s, format, stop_c).await; drop(permit) });
