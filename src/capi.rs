@@ -291,6 +291,15 @@ fn new_handle(
     })))
 }
 
+/// The detector behind a handle, or GLIP_STATUS_INVALID_ARGUMENT when it is NULL.
+///
+/// # Safety
+/// `det` is NULL or a live handle from glip_detector_new that no other thread uses now.
+unsafe fn handle_mut<'a>(det: *mut GlipDetector) -> crate::Result<&'a mut GlipDetector> {
+    // SAFETY: forwarded caller contract.
+    unsafe { det.as_mut() }.ok_or_else(|| crate::Error::Invalid("detector is NULL".into()))
+}
+
 /// Sets the prompt ("person. bicycle. traffic light."), encoded once for the frames after
 /// it. On failure the previous prompt stays. Not at the same time as any other call on
 /// `det`.
@@ -304,8 +313,7 @@ pub unsafe extern "C" fn glip_detector_set_prompt(
 ) -> GlipStatus {
     status(|| {
         // SAFETY: caller contract: a live handle, used by one thread at a time.
-        let d = unsafe { det.as_mut() }
-            .ok_or_else(|| crate::Error::Invalid("detector is NULL".into()))?;
+        let d = unsafe { handle_mut(det) }?;
         if prompt.is_null() {
             return Err(crate::Error::Prompt("prompt is NULL".into()));
         }
@@ -341,8 +349,7 @@ pub unsafe extern "C" fn glip_detector_set_threshold(
 ) -> GlipStatus {
     status(|| {
         // SAFETY: caller contract: a live handle, used by one thread at a time.
-        let d = unsafe { det.as_mut() }
-            .ok_or_else(|| crate::Error::Invalid("detector is NULL".into()))?;
+        let d = unsafe { handle_mut(det) }?;
         d.det.set_threshold(threshold)
     })
 }
@@ -365,8 +372,7 @@ pub unsafe extern "C" fn glip_detector_set_phrase_thresholds(
 ) -> GlipStatus {
     status(|| {
         // SAFETY: caller contract: a live handle, used by one thread at a time.
-        let d = unsafe { det.as_mut() }
-            .ok_or_else(|| crate::Error::Invalid("detector is NULL".into()))?;
+        let d = unsafe { handle_mut(det) }?;
         let pairs = if json.is_null() {
             Vec::new()
         } else {
