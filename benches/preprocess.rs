@@ -1,9 +1,10 @@
 //! Host pre-processing of video frames (GLIP-T's test transform, src/preprocess.rs): the
 //! Pillow-exact resize, the normalise-and-pad, and both together, at the frame sizes a
-//! video pipeline feeds. On a GPU this host work runs beside the forward (`glip stream`
+//! video pipeline feeds; raw YUV/BGRA frames to RGB (src/pixfmt.rs). On a GPU this host work runs beside the forward (`glip stream`
 //! reads ahead), so it bounds frames/s once the forward is faster than it.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use glip_rt::pixfmt::PixFmt;
 use glip_rt::preprocess::{
     get_size, normalize_pad, preprocess_image, resize_bilinear_pil, PreprocessConfig, RgbImage8,
 };
@@ -49,6 +50,16 @@ fn preprocess(c: &mut Criterion) {
         });
         g.bench_function(format!("frame_{w}x{h}"), |b| {
             b.iter(|| black_box(preprocess_image(&img, &cfg).unwrap()))
+        });
+    }
+    // Raw video formats to RGB24 (`glip stream --pix-fmt`, the C ABI, the GStreamer element).
+    let (w, h) = (1920, 1080);
+    let img = frame(w, h);
+    g.throughput(Throughput::Elements((w * h) as u64));
+    for f in [PixFmt::Nv12, PixFmt::Bgra] {
+        let data = f.from_rgb(&img);
+        g.bench_function(format!("to_rgb_{}_{w}x{h}", f.name()), |b| {
+            b.iter(|| black_box(f.to_rgb(w, h, &data).unwrap()))
         });
     }
     g.finish();

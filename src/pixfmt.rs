@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::preprocess::RgbImage8;
+use rayon::prelude::*;
 
 /// A raw frame's pixel layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,42 +213,40 @@ impl PixFmt {
             });
         }
         let pixels = width * height;
-        let rgb: Vec<u8> = match self {
-            PixFmt::Rgb24 => data.to_vec(),
-            PixFmt::Bgr24 => data
-                .chunks_exact(3)
-                .flat_map(|p| [p[2], p[1], p[0]])
-                .collect(),
-            PixFmt::Rgba => data
-                .chunks_exact(4)
-                .flat_map(|p| [p[0], p[1], p[2]])
-                .collect(),
-            PixFmt::Bgra => data
-                .chunks_exact(4)
-                .flat_map(|p| [p[2], p[1], p[0]])
-                .collect(),
-            PixFmt::Gray => data.iter().flat_map(|&y| [y, y, y]).collect(),
-            PixFmt::Nv12 | PixFmt::Yuv420p => {
-                let (luma, chroma) = data.split_at(pixels);
-                let cw = width.div_ceil(2);
-                let planes = cw * height.div_ceil(2);
-                let uv = |x: usize, y: usize| -> (u8, u8) {
-                    let k = (y / 2) * cw + x / 2;
-                    match self {
-                        PixFmt::Nv12 => (chroma[2 * k], chroma[2 * k + 1]),
-                        _ => (chroma[k], chroma[planes + k]),
-                    }
-                };
-                let mut out = Vec::with_capacity(pixels * 3);
-                for y in 0..height {
-                    for x in 0..width {
-                        let (u, v) = uv(x, y);
-                        out.extend(bt601_limited(luma[y * width + x], u, v));
+        let chroma = &data[pixels..];
+        let (cw, planes) = (width.div_ceil(2), width.div_ceil(2) * height.div_ceil(2));
+        // Rows in parallel; every pixel is computed as it would be one at a time.
+        let mut rgb = vec![0u8; pixels * 3];
+        rgb.par_chunks_exact_mut(width * 3)
+            .enumerate()
+            .for_each(|(y, out)| {
+                let px = out.chunks_exact_mut(3);
+                let packed = |bytes: usize| &data[y * width * bytes..(y + 1) * width * bytes];
+                match self {
+                    PixFmt::Rgb24 => out.copy_from_slice(packed(3)),
+                    PixFmt::Bgr24 => px
+                        .zip(packed(3).chunks_exact(3))
+                        .for_each(|(o, p)| o.copy_from_slice(&[p[2], p[1], p[0]])),
+                    PixFmt::Rgba => px
+                        .zip(packed(4).chunks_exact(4))
+                        .for_each(|(o, p)| o.copy_from_slice(&p[..3])),
+                    PixFmt::Bgra => px
+                        .zip(packed(4).chunks_exact(4))
+                        .for_each(|(o, p)| o.copy_from_slice(&[p[2], p[1], p[0]])),
+                    PixFmt::Gray => px.zip(packed(1)).for_each(|(o, &g)| o.fill(g)),
+                    PixFmt::Nv12 | PixFmt::Yuv420p => {
+                        let row = (y / 2) * cw;
+                        for (x, (o, &l)) in px.zip(packed(1)).enumerate() {
+                            let k = row + x / 2;
+                            let (u, v) = match self {
+                                PixFmt::Nv12 => (chroma[2 * k], chroma[2 * k + 1]),
+                                _ => (chroma[k], chroma[planes + k]),
+                            };
+                            o.copy_from_slice(&bt601_limited(l, u, v));
+                        }
                     }
                 }
-                out
-            }
-        };
+            });
         RgbImage8::new(width, height, rgb)
     }
 }
@@ -378,6 +377,37 @@ mod tests {
         // RGB formats encode losslessly.
         for f in [PixFmt::Rgb24, PixFmt::Bgr24, PixFmt::Rgba, PixFmt::Bgra] {
             assert_eq!(f.to_rgb(w, h, &f.from_rgb(&img)).unwrap().data, img.data);
+        }
+    }
+
+    /// `to_rgb` (rows in parallel) against a plain loop over pixels, on random bytes at an
+    /// odd size (chroma planes rounded up), for every format.
+    #[test]
+    fn conversion_equals_a_pixel_loop() {
+        let (w, h) = (37, 23);
+        let mut rng = crate::testing::Rng::new(9);
+        for f in PixFmt::ALL {
+            let n = f.frame_bytes(w, h).unwrap();
+            let data: Vec<u8> = (0..n).map(|_| (rng.next_u64() >> 56) as u8).collect();
+            let (cw, planes) = (w.div_ceil(2), w.div_ceil(2) * h.div_ceil(2));
+            let mut want = Vec::new();
+            for y in 0..h {
+                for x in 0..w {
+                    let i = y * w + x;
+                    let k = (y / 2) * cw + x / 2;
+                    let c = &data[w * h..];
+                    want.extend(match f {
+                        PixFmt::Rgb24 => [data[3 * i], data[3 * i + 1], data[3 * i + 2]],
+                        PixFmt::Bgr24 => [data[3 * i + 2], data[3 * i + 1], data[3 * i]],
+                        PixFmt::Rgba => [data[4 * i], data[4 * i + 1], data[4 * i + 2]],
+                        PixFmt::Bgra => [data[4 * i + 2], data[4 * i + 1], data[4 * i]],
+                        PixFmt::Gray => [data[i]; 3],
+                        PixFmt::Nv12 => bt601_limited(data[i], c[2 * k], c[2 * k + 1]),
+                        PixFmt::Yuv420p => bt601_limited(data[i], c[k], c[planes + k]),
+                    });
+                }
+            }
+            assert_eq!(f.to_rgb(w, h, &data).unwrap().data, want, "{f:?}");
         }
     }
 
