@@ -302,8 +302,8 @@ pub fn resize_bilinear_pil_with(
 
 /// Pillow's `_ImagingResampleHorizontal_8bpc` on rows [first, last) of `src`, rows in
 /// parallel (each output pixel is the same integer sum as Pillow's, so the result is too).
-/// Scalar: its cost is the multiplies (3 per tap; a fixed-width unrolled variant measured
-/// no faster).
+/// Its cost is one multiply-add per tap and pixel; a variant unrolled to a fixed filter
+/// width measured no faster.
 fn horizontal_pass(src: &RgbImage8, first: usize, last: usize, out_w: usize) -> RgbImage8 {
     let (ksize, bounds, kk) = precompute_coeffs(src.width, out_w);
     let half = 1i32 << (PRECISION_BITS - 1);
@@ -340,7 +340,8 @@ fn horizontal_pass(src: &RgbImage8, first: usize, last: usize, out_w: usize) -> 
 /// Pillow's `_ImagingResampleVertical_8bpc`: output row yy reads rows bounds[yy] of `src`.
 /// Rows in parallel; a row is accumulated tap by tap over the whole row, which vectorises
 /// and gives Pillow's sums exactly (integer sums do not depend on their order, and these
-/// stay far below i32's range: 255 · 2²² · Σk ≈ 2³⁰).
+/// stay below i32's range: the weights are non-negative and sum to about 2²², so a sum is
+/// at most about 255 · 2²² ≈ 2³⁰).
 fn vertical_pass(
     src: &RgbImage8,
     out_h: usize,
