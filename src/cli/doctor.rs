@@ -17,6 +17,25 @@ pub struct Args {
     /// reduced sizes, instead of on a GPU. Needs no GPU and no nvcc.
     #[arg(long)]
     pub emulate: bool,
+    /// Fail (exit 1) when no usable GPU is found, instead of reporting a CPU-only machine
+    /// (also GLIP_REQUIRE_GPU=1, the gate the GPU check runs under).
+    #[arg(long)]
+    pub require_gpu: bool,
+}
+
+/// The verdict of a machine without a usable GPU: fine for a CPU machine, a failure when
+/// a GPU is required.
+fn no_gpu(out: &mut super::out::Out, required: bool) -> Result {
+    Ok(if required {
+        outln!(
+            out,
+            "result: FAILED: no usable GPU, and one is required (--require-gpu or GLIP_REQUIRE_GPU=1)"
+        );
+        ExitCode::FAILURE
+    } else {
+        outln!(out, "result: CPU backend only");
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn run(args: Args) -> Result {
@@ -75,13 +94,13 @@ pub fn run(args: Args) -> Result {
         kernels::KERNELS.len()
     );
     outln!(out, "machine:");
+    let require_gpu = args.require_gpu || glip_rt::testing::gpu_required();
     if !cuda::driver_present() {
         outln!(
             out,
             "  CUDA driver: not found (libcuda.so not loadable); no GPU checks run"
         );
-        outln!(out, "result: CPU backend only");
-        return Ok(ExitCode::SUCCESS);
+        return no_gpu(&mut out, require_gpu);
     }
     match cuda::driver_version() {
         Ok((a, b)) => outln!(out, "  CUDA driver: {a}.{b}"),
@@ -91,8 +110,7 @@ pub fn run(args: Args) -> Result {
         Ok(n) => n,
         Err(e) => {
             outln!(out, "  devices: none ({e}); no GPU checks run");
-            outln!(out, "result: CPU backend only");
-            return Ok(ExitCode::SUCCESS);
+            return no_gpu(&mut out, require_gpu);
         }
     };
     for i in 0..n {
