@@ -53,10 +53,12 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["bench"]:
         print("bench", m["target"]["name"], m["executable"])
 ' >> "$list"
-  # Keep the test executables the run half uses on the GPU (the op table with its kernel rows, the
-  # end-to-end and head goldens, the replay, its CUDA graphs, the gate, frames from device memory); strip debug info. Module goldens that
-  # golden_e2e's per-tap table covers stay home (bundle size).
-  local staged="$CARRY/stage"; mkdir -p "$staged"
+  # Keep the test executables the run half uses on the GPU (the op table with its kernel rows,
+  # the end-to-end and head goldens, the replay, its CUDA graphs, the gate, frames from device
+  # memory); strip debug info. Module goldens that golden_e2e's per-tap table covers stay home
+  # (bundle size). The kernel benches are extras (below). Staged outside the carry.
+  local staged="$ROOT/target/$PROFILE-stage" extra="$ROOT/target/$PROFILE-stage-extra"
+  rm -rf "$staged" "$extra"; mkdir -p "$staged" "$extra"
   cp "target/$PROFILE/glip" "$staged/glip"
   while read -r kind name exe; do
     case "$kind:$name" in
@@ -65,18 +67,14 @@ for line in sys.stdin:
       # Kernel benches with a PyTorch baseline to compare against (the others' ops are timed
       # by `glip bench --ops`, the whole model by `glip bench`).
       bench:*)
-        [[ -e "scripts/baselines/baseline_$name.py" ]] && cp "$exe" "$staged/$kind-$name" ;;
+        [[ -e "scripts/baselines/baseline_$name.py" ]] && cp "$exe" "$extra/$kind-$name" ;;
     esac
   done < "$list"
-  strip "$staged"/* 2>/dev/null || true
+  strip "$staged"/* "$extra"/* 2>/dev/null || true
   # Tests find their data through the path they were built at; record it.
   echo "$ROOT" > "$CARRY/build_root"
   echo "$GLIP_CUDA_ARCHS" > "$CARRY/archs"
   git rev-parse HEAD > "$CARRY/commit" 2>/dev/null || echo unknown > "$CARRY/commit"
-  # One xz block with a dictionary larger than any executable: the executables share most of
-  # their code (the library), which a large window finds across files.
-  tar -C "$staged" -cf - . | xz -T1 -9e --memlimit-compress=2GiB > "$CARRY/bundle.tar.xz"
-  rm -rf "$staged"
   cp scripts/baselines/*.py "$CARRY/"
   # The original GLIP (PyTorch) on the same card: its Python sources from a GLIP checkout
   # outside the project (GLIP_SRC, default /work/glip-src; the model's code and GLIP-T's
@@ -90,13 +88,28 @@ for line in sys.stdin:
   else
     echo "gpu-check build: no GLIP checkout at $glip_src (GLIP_SRC): PyTorch GLIP-T will not run there" >&2
   fi
-  du -sh "$CARRY"
-  local tree_mb carry_mb
-  tree_mb=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
-  carry_mb=$(du -sb "$CARRY" | cut -f1)
-  echo "tracked tree: $((tree_mb / 1048576)) MiB, carry: $((carry_mb / 1048576)) MiB (limit 64 MiB together; refused above $MAX_BUNDLE_MIB MiB)"
+  # Every file the call sends, counted exactly (tracked, untracked but not ignored, carried).
+  local tree_b carry_b limit_b=$(( MAX_BUNDLE_MIB * 1048576 ))
+  tree_b=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+  # One xz block with a dictionary larger than any executable: the executables share most of
+  # their code (the library), which a large window finds across files.
+  pack() { tar -C "$staged" -cf - . | xz -T1 -9e --memlimit-compress=2GiB > "$CARRY/bundle.tar.xz"; }
+  # With the kernel benches if that fits: as the tree grows they are the first to stay home
+  # (1.3 MiB of the bundle on 2026-12-07), so that what the issue's check needs still travels.
+  cp "$extra"/* "$staged"/ 2>/dev/null || true
+  pack
+  carry_b=$(du -sb "$CARRY" | cut -f1)
+  if compgen -G "$staged/bench-*" > /dev/null && (( tree_b + carry_b > limit_b )); then
+    echo "gpu-check build: the kernel benches stay home (with them: $(( (tree_b + carry_b) / 1024 )) KiB > $MAX_BUNDLE_MIB MiB)" >&2
+    rm -f "$staged"/bench-*
+    pack
+    carry_b=$(du -sb "$CARRY" | cut -f1)
+  fi
+  echo "carried: $(cd "$staged" && ls | tr '\n' ' ')"
+  rm -rf "$staged" "$extra"
+  echo "tracked tree: $(( tree_b / 1024 )) KiB, carry: $(( carry_b / 1024 )) KiB, together $(( (tree_b + carry_b) / 1024 )) KiB (the call takes 64 MiB; refused above $MAX_BUNDLE_MIB MiB = $(( limit_b / 1024 )) KiB)"
   # Refused here, before any device time is spent, with room to spare below the call's 64 MiB.
-  if (( tree_mb + carry_mb > MAX_BUNDLE_MIB * 1048576 )); then
+  if (( tree_b + carry_b > limit_b )); then
     echo "gpu-check build: tree + carry exceed $MAX_BUNDLE_MIB MiB (the device call takes 64 MiB)" >&2
     exit 1
   fi
