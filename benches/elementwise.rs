@@ -34,6 +34,16 @@ fn cpu_benches(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("axpby_f16", N), |bch| {
         bch.iter(|| cpu::axpby_f16(0.5, &a, 0.5, &b).unwrap())
     });
+    // The exact GELU on N values, in place as the model calls it (a fresh copy each time).
+    let x = Tensor::from_f32(&[N], Rng::new(7).normal_vec(N, 2.0)).unwrap();
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function(BenchmarkId::new("gelu_f32", N), |bch| {
+        bch.iter_batched(
+            || x.try_clone().unwrap(),
+            |t| CpuBackend.gelu(t).unwrap(),
+            criterion::BatchSize::LargeInput,
+        )
+    });
     g.finish();
 
     let mut g = c.benchmark_group("cpu_gemm");

@@ -34,10 +34,15 @@ fn owned_f32(x: Tensor) -> Result<Tensor> {
     }
 }
 
-/// f(v) for every element, in place, in parallel.
+/// f(v) for every element, in place, in parallel: chunks of 16 Ki values, each a plain loop
+/// the compiler can vectorise (a branch-free `f` such as GELU's).
 fn map_in_place(x: Tensor, f: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
     let mut x = owned_f32(x)?;
-    x.f32s_mut()?.par_iter_mut().for_each(|v| *v = f(*v));
+    x.f32s_mut()?.par_chunks_mut(1 << 14).for_each(|c| {
+        for v in c {
+            *v = f(*v);
+        }
+    });
     Ok(x)
 }
 
