@@ -754,70 +754,77 @@ impl Backend for CpuBackend {
         let hd = c / heads;
         let scale = (hd as f32).powf(-0.5);
         let mut out = vec![0.0f32; nw_all * mm * c];
+        // Per window and head, two small GEMMs (one thread each: the windows are the parallel
+        // loop) that read k and v straight from the window's qkv rows (stride 3c).
         out.par_chunks_mut(mm * c)
             .enumerate()
-            .for_each(|(wi, obuf)| {
+            .try_for_each(|(wi, obuf)| -> Result<()> {
                 let wq = &qkv[wi * mm * 3 * c..(wi + 1) * mm * 3 * c];
                 let ids = ids.map(|r| &r[(wi % nw) * mm..(wi % nw + 1) * mm]);
                 let mut q = vec![0.0f32; mm * hd];
-                // K transposed to [hd, M²] so a score row is hd axpys over contiguous keys
-                // (vectorises, and sums over d in order like a plain dot product).
-                let mut kt = vec![0.0f32; hd * mm];
-                let mut v = vec![0.0f32; mm * hd];
-                let mut s = vec![0.0f32; mm];
+                let mut s = vec![0.0f32; mm * mm];
+                let mut o = vec![0.0f32; mm * hd];
                 for head in 0..heads {
                     let off = head * hd;
-                    for t in 0..mm {
-                        let row = &wq[t * 3 * c..(t + 1) * 3 * c];
+                    for (t, dst) in q.chunks_exact_mut(hd).enumerate() {
                         // q is scaled before the product, as swint.py:122.
-                        for (dst, &src) in
-                            q[t * hd..(t + 1) * hd].iter_mut().zip(&row[off..off + hd])
-                        {
-                            *dst = src * scale;
+                        let src = &wq[t * 3 * c + off..t * 3 * c + off + hd];
+                        for (d, &x) in dst.iter_mut().zip(src) {
+                            *d = x * scale;
                         }
-                        for (d, &kv) in row[c + off..c + off + hd].iter().enumerate() {
-                            kt[d * mm + t] = kv;
-                        }
-                        v[t * hd..(t + 1) * hd]
-                            .copy_from_slice(&row[2 * c + off..2 * c + off + hd]);
+                    }
+                    // s[i, j] = q[i] · k[j]; kᵀ[d, j] is wq[j·3c + c + off + d].
+                    let kt = Mat {
+                        data: &wq[c + off..],
+                        rs: 1,
+                        cs: 3 * c,
+                    };
+                    if !gemm(mm, mm, hd, Mat::rows(&q, hd), kt, &mut s, 1.0, false) {
+                        return Err(Error::shape("window_attention", "gemm extents"));
                     }
                     let bias = &rel[head * mm * mm..(head + 1) * mm * mm];
-                    for i in 0..mm {
-                        s.fill(0.0);
-                        for (&qd, krow) in q[i * hd..(i + 1) * hd].iter().zip(kt.chunks_exact(mm)) {
-                            for (e, &k) in s.iter_mut().zip(krow) {
-                                *e += qd * k;
-                            }
-                        }
-                        for (e, &b) in s.iter_mut().zip(&bias[i * mm..(i + 1) * mm]) {
+                    for (i, (row, brow)) in s
+                        .chunks_exact_mut(mm)
+                        .zip(bias.chunks_exact(mm))
+                        .enumerate()
+                    {
+                        for (e, &b) in row.iter_mut().zip(brow) {
                             *e += b;
                         }
                         if let Some(ids) = ids {
                             let idi = ids[i];
-                            for (e, &idj) in s.iter_mut().zip(ids) {
+                            for (e, &idj) in row.iter_mut().zip(ids) {
                                 if idj != idi {
                                     *e += SWIN_SHIFT_MASK;
                                 }
                             }
                         }
-                        let mx = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                        let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                         let mut sum = 0.0f32;
-                        for e in s.iter_mut() {
+                        for e in row.iter_mut() {
                             *e = (*e - mx).exp();
                             sum += *e;
                         }
                         let inv = 1.0 / sum;
-                        let acc = &mut obuf[i * c + off..i * c + off + hd];
-                        acc.fill(0.0);
-                        for (&p, vj) in s.iter().zip(v.chunks_exact(hd)) {
-                            let p = p * inv;
-                            for (a, &x) in acc.iter_mut().zip(vj) {
-                                *a += p * x;
-                            }
+                        for e in row.iter_mut() {
+                            *e *= inv;
                         }
                     }
+                    // o = softmax(s) · v; v[j, d] is wq[j·3c + 2c + off + d].
+                    let v = Mat {
+                        data: &wq[2 * c + off..],
+                        rs: 3 * c,
+                        cs: 1,
+                    };
+                    if !gemm(mm, hd, mm, Mat::rows(&s, mm), v, &mut o, 1.0, false) {
+                        return Err(Error::shape("window_attention", "gemm extents"));
+                    }
+                    for (dst, src) in obuf.chunks_exact_mut(c).zip(o.chunks_exact(hd)) {
+                        dst[off..off + hd].copy_from_slice(src);
+                    }
                 }
-            });
+                Ok(())
+            })?;
         Tensor::from_f32(&[nw_all, mm, c], out)
     }
     fn patch_merge_gather(&self, x: &Tensor) -> Result<Tensor> {
