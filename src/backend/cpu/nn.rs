@@ -212,9 +212,9 @@ pub fn h_sigmoid(x: f32) -> f32 {
 }
 
 /// erf(x) for the exact GELU, within 1.5e-7 absolute of the true value (1.25e-7 measured
-/// by the unit test below: two f32 spacings below 1), in f32 with no branch and no library call, so that a loop over it vectorises:
-/// Swin-T alone calls GELU ~1.2e8 times per 800×1344 frame, and the f64 evaluation with
-/// libm's `exp` it replaced took 4 % of a frame. Below |x| = 1 the Maclaurin series to x²¹
+/// by the unit test below: two f32 spacings below 1), in f32 with no branch and no library
+/// call, so that a loop over it vectorises: Swin-T alone calls GELU ~1.2e8 times per
+/// 800×1344 frame, and the f64 evaluation with libm's `exp` it replaced took 4 % of a frame. Below |x| = 1 the Maclaurin series to x²¹
 /// (truncation < 1.3e-9; the erfc form below loses up to 3.3e-7 to cancellation there), above
 /// it the erfc Chebyshev fit of Numerical Recipes (§6.2, fractional error < 1.2e-7) with
 /// [`exp_le0`] for its exponential.
@@ -247,8 +247,8 @@ pub fn erf(x: f32) -> f32 {
     (if z < 1.0 { series } else { tail }).copysign(x)
 }
 
-/// e^y for y ≤ ~0 (it is used with y ≤ 3e-8), relative error < 2e-7, 0 below -87 (where
-/// f32's normal range ends): y = n·ln 2 + r with |r| ≤ ln 2 / 2, the Cephes degree-6 polynomial
+/// e^y for y ≤ ~0 (it is used with y ≤ 3e-8), relative error < 2e-7; e^-87 for any y below
+/// -87 (where f32's normal range ends; erf then no longer sees it): y = n·ln 2 + r with |r| ≤ ln 2 / 2, the Cephes degree-6 polynomial
 /// for e^r, and 2^n put into the exponent bits. Branch-free (see [`erf`]).
 #[inline(always)]
 fn exp_le0(y: f32) -> f32 {
